@@ -1,0 +1,347 @@
+"""The declarative pipeline spec: what a CSA forward computes, never how.
+
+Every stage is a frozen dataclass. Inconsistencies are rejected at construction
+with a `SpecError` that says what is wrong and how to fix it, so a bad spec never
+reaches a kernel. Specs print readably (`str(spec)`) and round-trip through
+`to_dict()` / `from_dict()` and `to_json()` / `from_json()`.
+
+How the pipeline is executed (chunk sizes, memory budget, which path) lives in
+`csa_dsl.schedule.Schedule`, a separate object (algorithm apart from schedule).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class SpecError(ValueError):
+    """A pipeline spec (or a call against it) is inconsistent; the message says how to fix it."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SpecError(msg)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_pow2(x: int) -> bool:
+    return x >= 1 and (x & (x - 1)) == 0
+
+
+def _check_int(owner: str, name: str, value, minimum: int = 1) -> None:
+    _check(_is_int(value), f"{owner}.{name} must be an int, got {value!r} ({type(value).__name__})")
+    _check(value >= minimum, f"{owner}.{name} must be >= {minimum}, got {value}")
+
+
+def _check_multiple(owner: str, name: str, value: int, of: int, why: str) -> None:
+    if value % of:
+        lo, hi = value // of * of, (value // of + 1) * of
+        hint = f"{lo} or {hi}" if lo else f"{hi}"
+        raise SpecError(f"{owner}.{name} = {value} is not a multiple of {of} ({why}); use e.g. {hint}")
+
+
+@dataclass(frozen=True)
+class YaRN:
+    """YaRN frequency scaling of RoPE (DeepSeek-V4's compressed-attention layers)."""
+
+    base: float = 160000.0
+    factor: float = 16.0
+    original_seq_len: int = 65536
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+
+    def __post_init__(self):
+        _check(isinstance(self.base, (int, float)) and self.base > 1,
+               f"YaRN.base must be a number > 1, got {self.base!r}")
+        _check(isinstance(self.factor, (int, float)) and self.factor >= 1,
+               f"YaRN.factor must be >= 1 (1 disables the scaling), got {self.factor!r}")
+        _check_int("YaRN", "original_seq_len", self.original_seq_len, 0)
+        _check(isinstance(self.beta_fast, (int, float)) and isinstance(self.beta_slow, (int, float))
+               and self.beta_fast > self.beta_slow > 0,
+               f"YaRN needs beta_fast > beta_slow > 0, got beta_fast={self.beta_fast}, beta_slow={self.beta_slow}")
+
+
+@dataclass(frozen=True)
+class RoPE:
+    """Rotary embedding on the LAST `dim` channels of a row, interleaved (complex) pairs."""
+
+    dim: int = 64
+    yarn: Optional[YaRN] = field(default_factory=YaRN)
+    base: float = 160000.0  # used only when yarn is None
+
+    def __post_init__(self):
+        _check_int("RoPE", "dim", self.dim, 2)
+        _check(self.dim % 2 == 0, f"RoPE.dim must be even (channels rotate in pairs), got {self.dim}")
+        if self.yarn is not None:
+            _check(isinstance(self.yarn, YaRN), f"RoPE.yarn must be a YaRN or None, got {type(self.yarn).__name__}")
+
+    @property
+    def theta(self) -> float:
+        return self.yarn.base if self.yarn is not None else self.base
+
+
+@dataclass(frozen=True)
+class Compressor:
+    """Gated pooling of every `ratio` tokens into one compressed row.
+
+    With `overlap`, entry i pools tokens [m*i - m, m*i + m) through 2m slots, its
+    inputs carry c = 2 halves of `dim` channels (previous block, own block).
+    Then RMSNorm, RoPE at position i*m on the last `rope.dim` channels and, for an
+    indexer's compressor, an orthonormal Hadamard rotation of the whole row.
+    """
+
+    ratio: int = 4
+    dim: int = 512
+    overlap: bool = True
+    rope: Optional[RoPE] = field(default_factory=RoPE)
+    hadamard: bool = False
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        _check_int("Compressor", "ratio", self.ratio, 1)
+        _check(_is_pow2(self.ratio) and self.ratio <= 128,
+               f"Compressor.ratio must be a power of two in 1..128 (the pooling slots are a power-of-two "
+               f"tile), got {self.ratio}; DeepSeek-V4 uses 4")
+        _check_int("Compressor", "dim", self.dim, 16)
+        _check_multiple("Compressor", "dim", self.dim, 16, "tensor-core tiles are 16 wide")
+        _check(isinstance(self.overlap, bool), f"Compressor.overlap must be a bool, got {self.overlap!r}")
+        _check(isinstance(self.hadamard, bool), f"Compressor.hadamard must be a bool, got {self.hadamard!r}")
+        if self.rope is not None:
+            _check(isinstance(self.rope, RoPE), f"Compressor.rope must be a RoPE or None, got {type(self.rope).__name__}")
+            _check(self.rope.dim <= self.dim,
+                   f"Compressor.rope.dim = {self.rope.dim} is larger than the row dim {self.dim}; "
+                   f"RoPE covers the last rope.dim channels, so use rope.dim <= {self.dim}")
+        if self.hadamard:
+            _check(_is_pow2(self.dim),
+                   f"Compressor.hadamard needs a power-of-two dim (Sylvester Hadamard), got dim={self.dim}; "
+                   f"use {1 << (self.dim - 1).bit_length()} or hadamard=False")
+        _check(isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1,
+               f"Compressor.norm_eps must be in (0, 1), got {self.norm_eps!r}")
+
+    @property
+    def coff(self) -> int:
+        """c: how many `dim`-wide halves each token contributes (2 with overlap)."""
+        return 2 if self.overlap else 1
+
+    @property
+    def slots(self) -> int:
+        return self.coff * self.ratio
+
+
+@dataclass(frozen=True)
+class Indexer:
+    """Lightning indexer: score[s,t] = sum_h w[s,h] * ReLU(q[s,h,:] . k[t,:]); keep the top-k."""
+
+    heads: int = 64
+    dim: int = 128
+    topk: int = 512
+    compressor: Optional[Compressor] = None
+
+    def __post_init__(self):
+        _check_int("Indexer", "heads", self.heads, 1)
+        _check_int("Indexer", "dim", self.dim, 16)
+        _check_multiple("Indexer", "dim", self.dim, 16, "the score runs on tensor cores")
+        _check_int("Indexer", "topk", self.topk, 1)
+        if self.compressor is not None:
+            _check(isinstance(self.compressor, Compressor),
+                   f"Indexer.compressor must be a Compressor or None, got {type(self.compressor).__name__}")
+            _check(self.compressor.dim == self.dim,
+                   f"Indexer.compressor.dim = {self.compressor.dim} must equal Indexer.dim = {self.dim} "
+                   f"(the compressed rows are the index keys)")
+
+
+@dataclass(frozen=True)
+class SparseAttention:
+    """MQA over one latent KV head: sliding window + selected compressed rows, optional sink."""
+
+    heads: int = 64
+    qk_dim: int = 512
+    v_dim: int = 512
+    window: int = 128
+    sink: bool = True
+    scale: Optional[float] = None  # None: qk_dim ** -0.5
+    inverse_rope: Optional[RoPE] = field(default_factory=RoPE)
+
+    def __post_init__(self):
+        _check_int("SparseAttention", "heads", self.heads, 1)
+        _check(self.heads <= 128, f"SparseAttention.heads = {self.heads}: at most 128 query heads share one "
+                                  f"latent KV head here; split the heads over several pipelines")
+        _check_int("SparseAttention", "qk_dim", self.qk_dim, 16)
+        _check_multiple("SparseAttention", "qk_dim", self.qk_dim, 16, "tensor-core tiles are 16 wide")
+        _check_int("SparseAttention", "v_dim", self.v_dim, 16)
+        _check_multiple("SparseAttention", "v_dim", self.v_dim, 16, "tensor-core tiles are 16 wide")
+        _check(self.v_dim <= self.qk_dim,
+               f"SparseAttention.v_dim = {self.v_dim} > qk_dim = {self.qk_dim}: values are the first v_dim "
+               f"channels of the same latent row, so v_dim <= qk_dim")
+        _check_int("SparseAttention", "window", self.window, 0)
+        _check(self.window <= 4096, f"SparseAttention.window = {self.window} is larger than 4096; "
+                                    f"a sliding window that long is not a sparse pattern")
+        _check(isinstance(self.sink, bool), f"SparseAttention.sink must be a bool, got {self.sink!r}")
+        if self.scale is not None:
+            _check(isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0,
+                   f"SparseAttention.scale must be a positive finite number or None (qk_dim**-0.5), got {self.scale!r}")
+        if self.inverse_rope is not None:
+            _check(isinstance(self.inverse_rope, RoPE),
+                   f"SparseAttention.inverse_rope must be a RoPE or None, got {type(self.inverse_rope).__name__}")
+            _check(self.inverse_rope.dim <= self.v_dim,
+                   f"SparseAttention.inverse_rope.dim = {self.inverse_rope.dim} is larger than v_dim = {self.v_dim}; "
+                   f"the inverse RoPE acts on the last dims of the output, so use dim <= {self.v_dim}")
+
+    @property
+    def softmax_scale(self) -> float:
+        return float(self.scale) if self.scale is not None else self.qk_dim ** -0.5
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """compressor -> lightning indexer -> top-k -> sparse attention, wired together.
+
+    `compressor` is the attention's KV compressor; None means ratio m = 1 with no
+    compression (DeepSeek-V3.2 DSA): the indexer then reads uncompressed keys `idx_k`
+    and the selected ids are raw token rows.
+    """
+
+    attention: SparseAttention
+    indexer: Indexer
+    compressor: Optional[Compressor] = None
+    name: str = "custom"
+
+    def __post_init__(self):
+        _check(isinstance(self.attention, SparseAttention),
+               f"Pipeline.attention must be a SparseAttention, got {type(self.attention).__name__}")
+        _check(isinstance(self.indexer, Indexer), f"Pipeline.indexer must be an Indexer, got {type(self.indexer).__name__}")
+        _check(isinstance(self.name, str) and self.name, "Pipeline.name must be a non-empty string")
+        a, ix, c = self.attention, self.indexer, self.compressor
+        if c is None:
+            _check(ix.compressor is None,
+                   "Pipeline has no attention compressor (ratio 1) but its indexer has one; the indexer must "
+                   "select among the rows the attention reads: give both a Compressor of the same ratio, or neither")
+            _check(a.window == 0,
+                   f"Pipeline without a compressor selects raw token rows, so a sliding window of {a.window} would "
+                   f"attend rows twice; set SparseAttention.window = 0 (as DeepSeek-V3.2) or add a Compressor")
+        else:
+            _check(isinstance(c, Compressor), f"Pipeline.compressor must be a Compressor or None, got {type(c).__name__}")
+            _check(c.dim == a.qk_dim,
+                   f"Pipeline.compressor.dim = {c.dim} must equal SparseAttention.qk_dim = {a.qk_dim} "
+                   f"(compressed rows are keys of the same latent KV head)")
+            _check(ix.compressor is not None,
+                   f"Pipeline.compressor has ratio {c.ratio} but the indexer has no compressor; give "
+                   f"Indexer(compressor=Compressor(ratio={c.ratio}, dim={ix.dim}, hadamard=True, ...))")
+            _check(ix.compressor.ratio == c.ratio,
+                   f"Indexer.compressor.ratio = {ix.compressor.ratio} differs from Pipeline.compressor.ratio = "
+                   f"{c.ratio}; the indexer must score exactly the rows the attention reads")
+
+    # -- derived quantities -------------------------------------------------------------
+    @property
+    def ratio(self) -> int:
+        return self.compressor.ratio if self.compressor is not None else 1
+
+    def num_compressed(self, seq_len: int) -> int:
+        """T: rows the indexer selects among (S // m; the trailing S mod m tokens are not compressed)."""
+        return seq_len // self.ratio
+
+    def topk_eff(self, seq_len: int) -> int:
+        return min(self.indexer.topk, self.num_compressed(seq_len))
+
+    def index_width(self, seq_len: int) -> int:
+        """W + K: length of each query's key list."""
+        return self.attention.window + self.topk_eff(seq_len)
+
+    def selected_offset(self, seq_len: int) -> int:
+        """Offset added to selected row ids in the attention's key list (S with a compressor, else 0)."""
+        return seq_len if self.compressor is not None else 0
+
+    # -- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Pipeline":
+        return _from_dict(cls, d)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **({"indent": 2} | kw))
+
+    @classmethod
+    def from_json(cls, s: str) -> "Pipeline":
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **changes) -> "Pipeline":
+        return dataclasses.replace(self, **changes)
+
+    def __str__(self) -> str:
+        return format_pipeline(self)
+
+
+# ---------------------------------------------------------------------------------------
+# dict round trip: nested dataclasses become {"type": name, field: value, ...}
+_TYPES = {t.__name__: t for t in (YaRN, RoPE, Compressor, Indexer, SparseAttention, Pipeline)}
+
+
+def _to_dict(obj) -> Any:
+    if dataclasses.is_dataclass(obj):
+        out = {"type": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            out[f.name] = _to_dict(getattr(obj, f.name))
+        return out
+    return obj
+
+
+def _from_dict(cls, d) -> Any:
+    if not isinstance(d, dict):
+        raise SpecError(f"expected a dict describing a {cls.__name__}, got {type(d).__name__}")
+    d = dict(d)
+    tname = d.pop("type", cls.__name__)
+    if tname != cls.__name__:
+        raise SpecError(f"expected type {cls.__name__!r}, got {tname!r}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise SpecError(f"unknown field(s) {unknown} for {cls.__name__}; valid fields: {sorted(names)}")
+    kwargs = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and "type" in v:
+            sub = _TYPES.get(v["type"])
+            if sub is None:
+                raise SpecError(f"unknown spec type {v['type']!r}; valid: {sorted(_TYPES)}")
+            v = _from_dict(sub, v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _fmt_rope(r: Optional[RoPE]) -> str:
+    if r is None:
+        return "none"
+    if r.yarn is None:
+        return f"last {r.dim} dims, base {r.base:g}"
+    y = r.yarn
+    return (f"last {r.dim} dims, YaRN(base {y.base:g}, factor {y.factor:g}, orig {y.original_seq_len}, "
+            f"beta {y.beta_fast:g}/{y.beta_slow:g})")
+
+
+def _fmt_compressor(c: Optional[Compressor]) -> str:
+    if c is None:
+        return "none (ratio 1: raw rows)"
+    return (f"ratio {c.ratio}{' with overlap (2m slots)' if c.overlap else ''}, dim {c.dim}, "
+            f"RMSNorm eps {c.norm_eps:g}, RoPE {_fmt_rope(c.rope)}"
+            f"{', Hadamard rotation' if c.hadamard else ''}")
+
+
+def format_pipeline(p: Pipeline) -> str:
+    a, ix = p.attention, p.indexer
+    lines = [
+        f"Pipeline {p.name!r}  (m = {p.ratio})",
+        f"  compressor : {_fmt_compressor(p.compressor)}",
+        f"  indexer    : {ix.heads} heads x dim {ix.dim}, top-{ix.topk}; keys: "
+        + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)"),
+        f"  attention  : {a.heads} heads, qk {a.qk_dim} / v {a.v_dim}, window {a.window}, "
+        f"sink {'on' if a.sink else 'off'}, scale {a.softmax_scale:.6g}"
+        f"{'' if a.scale is not None else ' (qk_dim^-0.5)'}, inverse RoPE {_fmt_rope(a.inverse_rope)}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Resolve a pipeline from a preset name or a SPEC.py file.
+
+SPEC.py convention: a Python file that defines, at module level, a variable
+`pipeline` holding a `csa_dsl.Pipeline` (or, failing that, exactly one Pipeline
+object under any name). Example:
+
+    import csa_dsl
+    pipeline = csa_dsl.preset("v4-flash").replace(name="flash-h32",
+        attention=csa_dsl.SparseAttention(heads=32, qk_dim=512, v_dim=512))
+"""
+from __future__ import annotations
+
+import os
+import runpy
+
+from .presets import PRESET_NAMES, preset
+from .spec import Pipeline, SpecError
+
+
+def load_pipeline(ref: str) -> Pipeline:
+    if ref in PRESET_NAMES:
+        return preset(ref)
+    if ref.endswith(".py") or os.path.sep in ref:
+        if not os.path.exists(ref):
+            raise SpecError(f"spec file {ref!r} does not exist")
+        try:
+            ns = runpy.run_path(ref)
+        except SpecError as e:
+            raise SpecError(f"{ref}: {e}") from None
+        if isinstance(ns.get("pipeline"), Pipeline):
+            return ns["pipeline"]
+        found = [v for k, v in ns.items() if isinstance(v, Pipeline) and not k.startswith("_")]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise SpecError(f"{ref} defines no pipeline: assign a csa_dsl.Pipeline to a module-level variable "
+                            f"named `pipeline` (e.g. `pipeline = csa_dsl.preset('v4-flash')`)")
+        raise SpecError(f"{ref} defines {len(found)} Pipeline objects; name the one to use `pipeline`")
+    raise SpecError(f"unknown preset {ref!r}; valid presets: {', '.join(PRESET_NAMES)}, or a path to a SPEC.py "
+                    f"that defines `pipeline`")

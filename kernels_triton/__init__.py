@@ -1,0 +1,1 @@
+"""Triton kernels: lightning-indexer score + partial top-k, compressor, inverse RoPE."""

@@ -1,0 +1,1 @@
+"""Execution paths of a CSA pipeline: reference, materialize, composed (+ planner, runtime, benchmarks)."""

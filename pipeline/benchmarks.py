@@ -1,0 +1,386 @@
+"""Benchmarks (not tests): indexer, attention, compressor and the composed forward.
+
+Every record has at least: bench, preset, batch, seq_len, device, median_ms,
+peak_gib (above the inputs, and above the output for the composed forward),
+tflops (useful work only), commit, versions, path, status ('ok' | 'oom' |
+'error: ...' | 'skipped: ...').
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+import csa_dsl
+from csa_dsl.spec import Pipeline
+
+# StreamIndex's published indexer times on one H200, v4-flash, B = 1 (anchors.md)
+STREAMINDEX_H200_MS = {32768: 30.8, 65536: 122.2, 131072: 484.7, 262144: 1935.3, 524288: 7730.1, 1048576: 30899.6}
+STREAMINDEX_H100_MS = {32768: 31.7, 65536: 126.1, 131072: 502.7, 262144: 2006.8}
+STREAMINDEX_H200_COMPOSED = {"seq_len": 262144, "median_ms": 1968.8, "peak_gib": 18.56}
+
+
+# ---------------------------------------------------------------------------------------
+# environment
+def commit() -> str:
+    env = os.environ.get("CSA_COMMIT")
+    if env:
+        return env
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        h = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        if h.returncode == 0:
+            return h.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def versions() -> Dict[str, str]:
+    v = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        import triton
+        v["triton"] = triton.__version__
+    except ImportError:
+        pass
+    try:
+        import tilelang
+        v["tilelang"] = tilelang.__version__
+    except Exception:  # tilelang import can fail without a CUDA toolkit; report, don't crash
+        v["tilelang"] = "unavailable"
+    v["cuda"] = str(torch.version.cuda)
+    return v
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def base_record(bench: str, spec: Pipeline, batch: int, seq_len: int, path: str) -> dict:
+    return {"bench": bench, "preset": spec.name, "batch": batch, "seq_len": seq_len, "device": device_name(),
+            "path": path, "commit": commit(), "versions": versions(), "status": "ok",
+            "median_ms": None, "peak_gib": None, "tflops": None}
+
+
+# ---------------------------------------------------------------------------------------
+# timing and memory
+def time_ms(fn: Callable[[], object], long_ms: float = 400.0, reps: int = 3) -> float:
+    """Median milliseconds: triton.testing.do_bench for short functions; for long ones
+    (over `long_ms`) one warm-up and `reps` event-timed runs (do_bench's 5 estimate runs
+    alone would take minutes at S = 1M)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        first = e0.elapsed_time(e1)
+        if first < long_ms:
+            import triton.testing
+            return float(triton.testing.do_bench(fn, warmup=max(25, 2 * first), rep=max(100, 10 * first),
+                                                 return_mode="median"))
+        ts = []
+        for _ in range(reps):
+            e0.record()
+            fn()
+            e1.record()
+            e1.synchronize()
+            ts.append(e0.elapsed_time(e1))
+        return float(sorted(ts)[len(ts) // 2])
+    ts = []
+    for _ in range(max(1, reps)):
+        t = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return float(sorted(ts)[len(ts) // 2])
+
+
+def peak_above(fn: Callable[[], object], extra_baseline: int = 0) -> float:
+    """GiB allocated at peak while fn runs, above what was allocated before it (minus extra_baseline)."""
+    if not torch.cuda.is_available():
+        return float("nan")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    res = fn()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base - extra_baseline
+    del res
+    return peak / 2**30
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def _free_cuda():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------
+# work counts
+def visible_pairs(seq_len: int, ratio: int) -> int:
+    """sum over s < S of (s+1)//m: the (query, compressed row) pairs the indexer must score.
+
+    With S = q*m + r: sum_{u=1..S} floor(u/m) = m*q*(q-1)/2 + q*(r+1).
+    """
+    q, r = divmod(seq_len, ratio)
+    return ratio * q * (q - 1) // 2 + q * (r + 1)
+
+
+def indexer_flops(spec: Pipeline, batch: int, seq_len: int) -> float:
+    return 2.0 * spec.indexer.heads * spec.indexer.dim * visible_pairs(seq_len, spec.ratio) * batch
+
+
+# ---------------------------------------------------------------------------------------
+# indexer
+def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("triton", "materialize"),
+                  progress: bool = True, check: bool = False) -> List[dict]:
+    from kernels_triton import indexer as tri
+    from . import materialize
+    recs = []
+    ix = spec.indexer
+    bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}") if progress else None
+    for S in seqs:
+        T = S // spec.ratio
+        for path in paths:
+            rec = base_record("indexer", spec, batch, S, path)
+            rec["flop"] = indexer_flops(spec, batch, S)
+            try:
+                _free_cuda()
+                g = torch.Generator(device="cuda").manual_seed(S)
+                q = torch.randn(batch, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
+                w = torch.randn(batch, S, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5
+                k = torch.randn(batch, T, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
+                if path == "triton":
+                    fn = lambda: tri.indexer_topk(q, w, k, ix.topk, spec.ratio)
+                else:
+                    fn = lambda: materialize.indexer_topk_materialized(q, w, k, ix.topk, spec.ratio)
+                rec["peak_gib"] = peak_above(fn)
+                rec["median_ms"] = time_ms(fn)
+                rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
+                if path == "triton" and spec.name == "v4-flash" and S in STREAMINDEX_H200_MS:
+                    rec["streamindex_h200_ms"] = STREAMINDEX_H200_MS[S]
+                if path == "triton":
+                    rec.update(_indexer_breakdown(spec, q, w, k))
+                del q, w, k
+            except Exception as e:  # noqa: BLE001 - a benchmark reports, it does not crash
+                rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
+            _free_cuda()
+            recs.append(rec)
+            if bar:
+                bar.update(1)
+    if bar:
+        bar.close()
+    return recs
+
+
+def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
+    """Where the indexer time goes: score kernel alone vs selection alone, summed over chunks."""
+    from kernels_triton import indexer as tri
+    ix = spec.indexer
+    B, S = q.shape[:2]
+    T = k.shape[1]
+    k_eff = min(ix.topk, T)
+    chunk = 2048
+    buf = tri.chunk_buffers(chunk, T, ix.topk, q.device)
+    out = torch.empty(S, k_eff, dtype=torch.int32, device=q.device)
+
+    def scores_only():
+        for s0 in range(0, S, chunk):
+            n = min(chunk, S - s0)
+            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"])
+
+    def both():
+        for s0 in range(0, S, chunk):
+            n = min(chunk, S - s0)
+            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"])
+            tri.select_chunk(buf["scores"], s0, n, spec.ratio, k_eff, ix.topk, out[s0:s0 + n], cand=buf["cand"])
+
+    t_score = time_ms(scores_only)
+    t_both = time_ms(both)
+    return {"score_ms": t_score, "select_ms": t_both - t_score,
+            "score_tflops": indexer_flops(spec, 1, S) / (t_score * 1e-3) / 1e12}
+
+
+# ---------------------------------------------------------------------------------------
+# attention
+def attention_inputs(spec: Pipeline, n_queries: int, kv_rows: int, seed: int = 0, holes: float = 0.0):
+    """q [1,n,H,D], kv [1,R,D], key lists [1,n,W+K] for timing: every slot valid (queries deep in a
+    long sequence), a window of W consecutive raw rows, then K random compressed rows (V4), or K
+    random rows (V3.2); `holes` sets that fraction of slots to -1."""
+    a = spec.attention
+    K, W = spec.indexer.topk, a.window
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(1, n_queries, a.heads, a.qk_dim, device="cuda", dtype=torch.bfloat16, generator=g)
+    kv = torch.randn(1, kv_rows, a.qk_dim, device="cuda", dtype=torch.bfloat16, generator=g)
+    if spec.compressor is not None:
+        raw = kv_rows * spec.ratio // (spec.ratio + 1)        # R = S + S/m raw + compressed rows
+        sel = torch.randint(raw, kv_rows, (n_queries, K), device="cuda", generator=g, dtype=torch.int32)
+        start = torch.randint(0, max(1, raw - W + 1), (n_queries, 1), device="cuda", generator=g)
+        win = (start + torch.arange(W, device="cuda")[None, :]).to(torch.int32)
+        keys = torch.cat([win, sel], dim=-1)
+    else:
+        keys = torch.randint(0, kv_rows, (n_queries, K), device="cuda", generator=g, dtype=torch.int32)
+    if holes > 0:
+        keys = torch.where(torch.rand(keys.shape, device="cuda", generator=g) < holes, -1, keys)
+    return q, kv, keys[None].contiguous()
+
+
+def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] = None, variant: str = "ws",
+                    progress: bool = True) -> List[dict]:
+    from kernels_tilelang import sparse_mla
+    a = spec.attention
+    recs = []
+    bar = _bar(len(seqs), f"attention {spec.name}") if progress else None
+    for S in seqs:
+        rec = base_record("attention", spec, 1, S, f"tilelang-{variant}")
+        try:
+            _free_cuda()
+            R = kv_rows or (max(32768, S) if spec.compressor is None else S + S // spec.ratio)
+            sets = [attention_inputs(spec, S, R, seed=i) for i in range(2)]
+            sink = torch.randn(a.heads, device="cuda") if a.sink else None
+            valid = int((sets[0][2] >= 0).sum())
+            i = [0]
+
+            def fn():
+                q, kv, keys = sets[i[0] % len(sets)]
+                i[0] += 1
+                return sparse_mla.sparse_mla_fwd(q, kv, keys, a.softmax_scale, a.v_dim, sink=sink, variant=variant)
+            rec["peak_gib"] = peak_above(fn)
+            rec["median_ms"] = time_ms(fn)
+            rec["flop"] = 2.0 * a.heads * (a.qk_dim + a.v_dim) * valid
+            rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
+            rec["kv_rows"] = R
+            rec["keys_per_query"] = int(sets[0][2].shape[-1])
+            del sets
+        except Exception as e:  # noqa: BLE001
+            rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
+        _free_cuda()
+        recs.append(rec)
+        if bar:
+            bar.update(1)
+    if bar:
+        bar.close()
+    return recs
+
+
+# ---------------------------------------------------------------------------------------
+# composed forward
+def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("composed",),
+                   budget: Optional[int] = None, progress: bool = True, profile: bool = True) -> List[dict]:
+    from .planner import PlanError, output_bytes
+    recs = []
+    bar = _bar(len(seqs) * len(paths), f"composed {spec.name}") if progress else None
+    for S in seqs:
+        inputs = None
+        for path in paths:
+            rec = base_record("composed", spec, batch, S, path)
+            try:
+                _free_cuda()
+                fwd = csa_dsl.compile(spec, device="cuda",
+                                      schedule=csa_dsl.Schedule(path=path, memory_budget=budget))
+                if path == "composed":
+                    prog = fwd.plan(S, batch)
+                    rec["query_chunk"] = prog.chunk
+                    rec["planned_workspace_gib"] = prog.workspace_bytes / 2**30
+                if inputs is None:
+                    inputs = csa_dsl.random_inputs(spec, batch, S, "cuda", seed=S)
+                out_b = output_bytes(spec, batch, S)
+                fn = lambda: fwd(**inputs)
+                rec["peak_gib"] = peak_above(fn, extra_baseline=out_b)
+                rec["median_ms"] = time_ms(fn)
+                if path == "composed" and profile:
+                    fwd(**inputs, profile=True)
+                    rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_runtime.times.items()}
+                if spec.name == "v4-flash" and S == STREAMINDEX_H200_COMPOSED["seq_len"]:
+                    rec["streamindex_h200"] = STREAMINDEX_H200_COMPOSED
+            except PlanError as e:
+                rec["status"] = f"refused: {e}"
+            except Exception as e:  # noqa: BLE001
+                rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
+            _free_cuda()
+            recs.append(rec)
+            if bar:
+                bar.update(1)
+        del inputs
+        _free_cuda()
+    if bar:
+        bar.close()
+    return recs
+
+
+# ---------------------------------------------------------------------------------------
+# output
+def write_json(recs: List[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(recs, f, indent=1, default=float)
+
+
+def table(recs: List[dict]) -> str:
+    rows = [f"{'bench':<10} {'preset':<9} {'path':<14} {'S':>9} {'ms':>10} {'peak GiB':>9} {'TFLOP/s':>8}  status"]
+    for r in recs:
+        ms = f"{r['median_ms']:.2f}" if r.get("median_ms") is not None else "-"
+        pk = f"{r['peak_gib']:.3f}" if r.get("peak_gib") is not None else "-"
+        tf = f"{r['tflops']:.0f}" if r.get("tflops") is not None else "-"
+        rows.append(f"{r['bench']:<10} {r['preset']:<9} {r['path']:<14} {r['seq_len']:>9,} {ms:>10} {pk:>9} "
+                    f"{tf:>8}  {str(r['status'])[:60]}")
+    return "\n".join(rows)
+
+
+def plot(recs: List[dict], path: str, title: str = "") -> Optional[str]:
+    """Log-log time and peak memory against S, one line per path; OOM marked with x at the top."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for path in sorted({r["path"] for r in recs}):
+        rs = sorted((r for r in recs if r["path"] == path), key=lambda r: r["seq_len"])
+        ok = [r for r in rs if r["status"] == "ok"]
+        if ok:
+            ax1.plot([r["seq_len"] for r in ok], [r["median_ms"] for r in ok], "o-", label=path)
+            ax2.plot([r["seq_len"] for r in ok], [max(r["peak_gib"], 1e-3) for r in ok], "o-", label=path)
+        bad = [r for r in rs if r["status"] == "oom"]
+        for r in bad:
+            ax1.annotate("OOM", (r["seq_len"], ax1.get_ylim()[1] if ok else 1), color="red", fontsize=8)
+    ref = [r for r in recs if r.get("streamindex_h200_ms")]
+    if ref:
+        ax1.plot([r["seq_len"] for r in ref], [r["streamindex_h200_ms"] for r in ref], "s--", color="gray",
+                 label="StreamIndex (H200, published)")
+    for ax, yl in ((ax1, "median ms"), (ax2, "peak GiB above inputs")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length S")
+        ax.set_ylabel(yl)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"{recs[0]['bench']} {recs[0]['preset']} on {recs[0]['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _bar(total: int, desc: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False)
