@@ -91,8 +91,11 @@ def compile(spec: Pipeline, device: str = "cuda", schedule: Optional[Schedule] =
     schedule = schedule or Schedule()
     if not isinstance(schedule, Schedule):
         raise SpecError(f"schedule must be a csa_dsl.Schedule, got {type(schedule).__name__}")
-    dev = torch.device(device)
-    if dev.type not in ("cuda", "cpu"):
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cuda", "cpu"):
         raise SpecError(f"device must be 'cuda' or 'cpu', got {device!r}")
     if dev.type == "cuda" and not _cuda_ok():
         raise SpecError("device='cuda' but no CUDA GPU is visible to torch; use compile(spec, device='cpu') "

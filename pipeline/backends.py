@@ -62,7 +62,9 @@ class InterpretBackend(TorchBackend):
         self._comp.compress(values, gate, ape, norm, c, out=out)
 
     def score(self, q, w, k, s_first, ratio, scores):
-        self._ix.score_chunk(q, w, k, s_first, ratio, scores)
+        # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the kernel's
+        # fp32 path (IEEE dot) then computes the reference's fp32 math
+        self._ix.score_chunk(q.float(), w, k.float(), s_first, ratio, scores)
 
     def select(self, scores, s_first, n, ratio, k_eff, topk, out, idx_offset, cand, T):
         self._ix.select_chunk(scores, s_first, n, ratio, k_eff, topk, out, idx_offset=idx_offset, cand=cand)
@@ -75,6 +77,9 @@ class InterpretBackend(TorchBackend):
 
 class CudaBackend(InterpretBackend):
     name = "cuda"
+
+    def score(self, q, w, k, s_first, ratio, scores):
+        self._ix.score_chunk(q, w, k, s_first, ratio, scores)
 
     def __init__(self, attention_variant: str = "ws"):
         super().__init__()

@@ -1,0 +1,274 @@
+"""The reference path against second, independent dense formulations of every stage."""
+import math
+
+import pytest
+import torch
+
+import csa_dsl
+from csa_dsl import Compressor, Indexer, Pipeline, RoPE, SparseAttention
+from csa_dsl.rope import cos_sin, hadamard_matrix
+from pipeline import materialize, reference as ref
+
+
+def dense_compress(values, gate, ape, norm, c: Compressor):
+    """Entry by entry: entry i pools tokens [m*i - m, m*i + m) (overlap) or [m*i, m*i + m)."""
+    B, S, _ = values.shape
+    m, D = c.ratio, c.dim
+    T = S // m
+    out = torch.empty(B, T, D, dtype=torch.bfloat16)
+    for b in range(B):
+        for i in range(T):
+            slots_v, slots_g = [], []
+            toks = range(m * i - m, m * i + m) if c.overlap else range(m * i, m * i + m)
+            for p in toks:
+                if p < 0:
+                    continue
+                own = p >= m * i
+                lo = D if (c.overlap and own) else 0
+                slots_v.append(values[b, p, lo:lo + D].double())
+                slots_g.append(gate[b, p, lo:lo + D].double() + ape[p % m, lo:lo + D].double())
+            v, g = torch.stack(slots_v), torch.stack(slots_g)
+            pooled = (torch.softmax(g, dim=0) * v).sum(0).float().to(torch.bfloat16).double()
+            normed = (pooled / torch.sqrt((pooled ** 2).mean() + c.norm_eps) * norm.double())
+            row = normed.float().to(torch.bfloat16).double()
+            if c.rope is not None:
+                rd = c.rope.dim
+                cos, sin = cos_sin(c.rope, torch.tensor([i * m]))
+                z = torch.complex(row[-rd:][0::2], row[-rd:][1::2]) * torch.complex(cos[0].double(), sin[0].double())
+                row = row.clone()
+                row[-rd:][0::2], row[-rd:][1::2] = z.real, z.imag
+                row = row.float().to(torch.bfloat16).double()
+            if c.hadamard:
+                n = D
+                H = torch.tensor([[(-1) ** bin(r & q).count("1") for q in range(n)] for r in range(n)],
+                                 dtype=torch.float64) / math.sqrt(n)
+                row = (row @ H).float().to(torch.bfloat16).double()
+            out[b, i] = row.to(torch.bfloat16)
+    return out
+
+
+def compressor_inputs(c: Compressor, B, S, seed):
+    g = torch.Generator().manual_seed(seed)
+    cd = c.coff * c.dim
+    return (torch.randn(B, S, cd, generator=g), torch.randn(B, S, cd, generator=g),
+            torch.randn(c.ratio, cd, generator=g) * 0.5, 1 + 0.1 * torch.randn(c.dim, generator=g))
+
+
+@pytest.mark.parametrize("m,overlap,rope,had", [(1, False, True, False), (2, False, True, False),
+                                                 (4, True, True, False), (4, True, False, True),
+                                                 (8, False, True, True), (2, True, True, False)])
+def test_compressor_vs_dense(m, overlap, rope, had):
+    c = Compressor(ratio=m, dim=32, overlap=overlap, rope=RoPE(dim=16) if rope else None, hadamard=had)
+    vals, gate, ape, norm = compressor_inputs(c, 2, 4 * m + 3, seed=m)   # trailing tokens not compressed
+    got = ref.compress(vals, gate, ape, norm, c, row_chunk=3)             # row chunks cross the overlap
+    exp = dense_compress(vals, gate, ape, norm, c)
+    assert got.shape == (2, (4 * m + 3) // m, 32)
+    # bf16 rounding of the same fp32 value can differ by one ulp where the op order differs
+    diff = (got.float() - exp.float()).abs()
+    assert (diff <= 2 ** -7 * exp.float().abs().clamp(min=2 ** -6)).all(), diff.max()
+    assert (diff == 0).float().mean() > 0.9
+
+
+def test_compressor_overlap_semantics():
+    """Entry 0 sees only its own block (the previous-block slots are -inf); entry i sees block i-1."""
+    c = Compressor(ratio=4, dim=16, overlap=True, rope=None)
+    vals, gate, ape, norm = compressor_inputs(c, 1, 12, seed=1)
+    base = ref.pool(vals, gate, ape, c, 0, 3)
+    v2 = vals.clone()
+    v2[:, 0:4, :16] += 100.0   # block 0's first half only feeds entry 1
+    p2 = ref.pool(v2, gate, ape, c, 0, 3)
+    assert torch.equal(p2[:, 0], base[:, 0]) and not torch.allclose(p2[:, 1], base[:, 1])
+    assert torch.equal(p2[:, 2], base[:, 2])
+    v3 = vals.clone()
+    v3[:, 4:8, 16:] += 100.0   # block 1's second half feeds entry 1 only
+    p3 = ref.pool(v3, gate, ape, c, 0, 3)
+    assert torch.equal(p3[:, 0], base[:, 0]) and torch.equal(p3[:, 2], base[:, 2])
+    # a slice starting at row 1 rebuilds the previous block's slots
+    assert torch.allclose(ref.pool(vals, gate, ape, c, 1, 3), base[:, 1:3])
+
+
+def test_hadamard_is_orthonormal():
+    h = hadamard_matrix(64)
+    assert torch.allclose(h @ h.T, torch.eye(64), atol=1e-6)
+
+
+def dense_scores(q, w, k):
+    out = torch.zeros(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float64)
+    for h in range(q.shape[2]):
+        out += w[:, :, h, None].double() * torch.relu(q[:, :, h].double() @ k.double().transpose(1, 2))
+    return out
+
+
+def test_indexer_scores_vs_dense():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 9, 4, 16, generator=g).bfloat16()
+    w = torch.randn(2, 9, 4, generator=g)
+    k = torch.randn(2, 5, 16, generator=g).bfloat16()
+    got = ref.indexer_scores(q, w, k)
+    assert torch.allclose(got.double(), dense_scores(q, w, k), rtol=1e-5, atol=1e-5)
+
+
+def python_topk(row, nvis, k):
+    cand = sorted(range(nvis), key=lambda t: (-row[t], t))[:k]
+    return cand + [-1] * (k - len(cand))
+
+
+@pytest.mark.parametrize("ratio", [1, 4])
+def test_topk_tie_rule_and_padding(ratio):
+    S = 40
+    T = S // ratio
+    g = torch.Generator().manual_seed(ratio)
+    scores = torch.randint(0, 4, (1, S, T), generator=g).float()   # many ties
+    pos = torch.arange(S)
+    k = 6
+    got = ref.topk_select(scores, pos, ratio, k)[0]
+    for s in range(S):
+        nvis = (s + 1) // ratio
+        exp = python_topk(scores[0, s].tolist(), nvis, min(k, T))
+        assert got[s].tolist() == exp, (s, got[s].tolist(), exp)
+    # early queries: fewer visible rows than K -> -1 padding
+    assert (got[0] == -1).sum() == min(k, T) - (1 // ratio)
+
+
+def test_window_indices_vs_loops():
+    W = 8
+    pos = torch.arange(20)
+    got = ref.window_indices(pos, W)
+    for s in range(20):
+        exp = list(range(max(0, s - W + 1), s + 1))
+        assert got[s].tolist() == exp + [-1] * (W - len(exp))
+
+
+def dense_attention(q, kv, allowed, scale, v_dim, sink):
+    """Dense softmax over all rows with a boolean mask; the sink is one more logit column with value 0."""
+    B, S, H, D = q.shape
+    logits = torch.einsum("bshd,brd->bshr", q.double(), kv.double()) * scale
+    logits = logits.masked_fill(~allowed[:, :, None, :], float("-inf"))
+    vals = kv[..., :v_dim].double()
+    if sink is not None:
+        logits = torch.cat([logits, sink.double()[None, None, :, None].expand(B, S, H, 1)], dim=-1)
+        vals = torch.cat([vals, torch.zeros(B, 1, v_dim, dtype=torch.float64)], dim=1)
+    p = torch.softmax(logits, dim=-1)
+    p = torch.nan_to_num(p, nan=0.0)   # all -inf rows -> zeros
+    return torch.einsum("bshr,brd->bshd", p, vals)
+
+
+@pytest.mark.parametrize("sink", [False, True])
+def test_sparse_attention_vs_dense(sink):
+    g = torch.Generator().manual_seed(int(sink))
+    B, S, H, D, R, NI = 2, 6, 3, 32, 20, 7
+    q = torch.randn(B, S, H, D, generator=g).bfloat16()
+    kv = torch.randn(B, R, D, generator=g).bfloat16()
+    idx = torch.stack([torch.stack([torch.randperm(R, generator=g)[:NI] for _ in range(S)]) for _ in range(B)])
+    idx = idx.masked_fill(torch.rand(B, S, NI, generator=g) < 0.3, -1).int()
+    idx[0, 0] = -1                                     # a query with no valid key
+    allowed = torch.zeros(B, S, R, dtype=torch.bool)
+    for b in range(B):
+        for s in range(S):
+            for j in idx[b, s].tolist():
+                if j >= 0:
+                    allowed[b, s, j] = True
+    sk = torch.randn(H, generator=g) if sink else None
+    got, lse = ref.sparse_attention(q, kv, idx, 0.17, 24, sk, return_lse=True)
+    exp = dense_attention(q, kv, allowed, 0.17, 24, sk)
+    assert torch.allclose(got.double(), exp, atol=1e-5)
+    assert (got[0, 0] == 0).all() and torch.isfinite(got).all()
+    assert (lse[0, 0] == (sk if sink else torch.full((H,), float("-inf")))).all()
+
+
+def small_family(name: str) -> Pipeline:
+    """A tiny pipeline of a preset's shape family (same stages and options, small dims)."""
+    if name == "v3.2":
+        return Pipeline(name="tiny-v3.2", compressor=None, indexer=Indexer(heads=8, dim=16, topk=12),
+                        attention=SparseAttention(heads=4, qk_dim=48, v_dim=32, window=0, sink=False,
+                                                  scale=0.3, inverse_rope=None))
+    rope = RoPE(dim=16)
+    return Pipeline(name=f"tiny-{name}", compressor=Compressor(ratio=4, dim=32, rope=rope),
+                    indexer=Indexer(heads=8, dim=16, topk=5 if name == "v4-flash" else 7,
+                                    compressor=Compressor(ratio=4, dim=16, rope=rope, hadamard=True)),
+                    attention=SparseAttention(heads=4 if name == "v4-flash" else 8, qk_dim=32, v_dim=32, window=6,
+                                              sink=True, inverse_rope=rope))
+
+
+def dense_forward(spec, inp):
+    """The whole forward from dense pieces: dense compressor, dense scores, python top-k, masked attention."""
+    S = inp["q"].shape[1]
+    a = spec.attention
+    if spec.compressor is not None:
+        k_idx = dense_compress(inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"],
+                               spec.indexer.compressor)
+        ckv = dense_compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], spec.compressor)
+        rows = torch.cat([inp["kv"], ckv], dim=1)
+    else:
+        k_idx, rows = inp["idx_k"], inp["kv"]
+    sc = dense_scores(inp["idx_q"], inp["idx_w"], k_idx)
+    T = k_idx.shape[1]
+    R = rows.shape[1]
+    off = S if spec.compressor is not None else 0
+    allowed = torch.zeros(1, S, R, dtype=torch.bool)
+    for s in range(S):
+        sel = python_topk(sc[0, s].tolist(), (s + 1) // spec.ratio, min(spec.indexer.topk, T))
+        for t in sel:
+            if t >= 0:
+                allowed[0, s, t + off] = True
+        for j in range(max(0, s - a.window + 1), s + 1) if a.window else []:
+            allowed[0, s, j] = True
+    att = dense_attention(inp["q"], rows, allowed, a.softmax_scale, a.v_dim, inp.get("sink"))
+    out = att.float().to(torch.bfloat16)
+    if a.inverse_rope is not None:
+        out = ref.rope_rows_bf16(out, a.inverse_rope, torch.arange(S), inverse=True, heads=True)
+    return out
+
+
+@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2"])
+def test_forward_vs_dense(family):
+    spec = small_family(family)
+    S = 45
+    inp = csa_dsl.random_inputs(spec, 1, S, "cpu", seed=7)
+    out, idx = ref.forward(spec, inp, chunk=8, return_indices=True)
+    exp = dense_forward(spec, inp)
+    err = (out.double() - exp.double()).norm() / exp.double().norm()
+    assert err < 1e-2, err
+    assert idx.shape == (1, S, spec.index_width(S))
+    # early queries: the window and the top-k part are -1 padded
+    W = spec.attention.window
+    if W:
+        assert idx[0, 0, 1:W].eq(-1).all() and idx[0, 0, 0] == 0
+    if spec.ratio == 1:   # s = 0 sees only row 0
+        assert idx[0, 0, W] == 0 and idx[0, 0, W + 1:].eq(-1).all()
+    else:                 # s = 0 sees no compressed row
+        assert idx[0, 0, W:].eq(-1).all()
+
+
+def test_reference_chunking_is_invariant():
+    spec = small_family("v4-flash")
+    inp = csa_dsl.random_inputs(spec, 2, 37, "cpu", seed=1)
+    a, ia = ref.forward(spec, inp, chunk=5, return_indices=True)
+    b, ib = ref.forward(spec, inp, chunk=64, return_indices=True)
+    assert torch.equal(a, b) and torch.equal(ia, ib)
+
+
+@pytest.mark.parametrize("family", ["v4-flash", "v3.2"])
+def test_materialize_matches_reference(family):
+    spec = small_family(family)
+    inp = csa_dsl.random_inputs(spec, 2, 50, "cpu", seed=2)
+    a, ia = ref.forward(spec, inp, return_indices=True)
+    b, ib = materialize.forward(spec, inp, return_indices=True)
+    assert torch.equal(ia.sort(-1).values, ib.sort(-1).values)
+    assert (a.float() - b.float()).norm() / a.float().norm() < 1e-3
+
+
+def test_public_indexer_topk_cpu():
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 64, 8, 16, generator=g).bfloat16()
+    w = torch.randn(1, 64, 8, generator=g)
+    k = torch.randn(1, 16, 16, generator=g).bfloat16()
+    got = csa_dsl.indexer_topk(q, w, k, topk=5, ratio=4)
+    assert got.dtype == torch.int32 and got.shape == (1, 64, 5)
+    sc = dense_scores(q, w, k)
+    for s in range(64):
+        assert got[0, s].tolist() == python_topk(sc[0, s].tolist(), (s + 1) // 4, 5)
+    with pytest.raises(ValueError, match=r"idx_k has 15 rows but S // ratio"):
+        csa_dsl.indexer_topk(q, w, k[:, :15], topk=5, ratio=4)
+    with pytest.raises(csa_dsl.SpecError, match="backend must be"):
+        csa_dsl.indexer_topk(q, w, k, topk=5, ratio=4, backend="magic")
