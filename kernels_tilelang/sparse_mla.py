@@ -1,0 +1,835 @@
+"""Sparse MLA forward (MQA over one latent KV head) in TileLang for Hopper (sm_90a).
+
+Semantics (docs/csa-semantics.md section 4), per (b, s, h):
+    logit_j = sm_scale * q[b,s,h,:] . kv[b, idx_j, :]          over valid j
+    out     = sum_j exp(logit_j - M) V_j / (sum_j exp(logit_j - M) [+ exp(sink_h - M)])
+    lse     = log(denominator)                                  (natural log, fp32)
+V_j is the first dim_v dims of kv row idx_j. Index -1 (and any id outside [0, R)) is an
+empty slot: never loaded and masked out. A query without a valid key writes zeros
+(LSE = sink_h with a sink, -inf without).
+
+Two variants of one algorithm, same semantics:
+  * "ws" (default): hand warp-specialised. 3 warpgroups per CTA (384 threads):
+      WG0 (consumer, 240 regs): S = Q K^T (wgmma), online softmax, P -> smem, O[:, :dv/2] += P V
+      WG1 (consumer, 168 regs): O[:, dv/2:] += P V with the P / rescale factors WG0 publishes
+      WG2 (producer,  80 regs): cp.async gather of the 64 indexed KV rows per step into a
+                                2-stage smem ring; -1 rows are zero-filled, never read
+    Synchronisation is entirely mbarrier based (see the table in _build_ws).
+  * "pipelined": one T.Pipelined(num_stages=2) loop, 2 warpgroups, TileLang schedules the
+    cp.async gather / wgmma overlap itself. Simpler, most likely correct; kept as a fallback
+    and as a cross-check of the "ws" variant.
+
+One CTA handles one query and a group of 64 heads (H = 128 -> 2 CTAs per query, adjacent in
+launch order so the second CTA's gather of the same rows hits L2). Batch, Sq and R are
+dynamic: one compiled kernel per shape class (heads, dims, padded NI, sink, lse, variant).
+Global offsets are int64 in the generated code (TileLang widens index math on dynamic
+shapes), so S = 262,144 with 128 heads x 576 dims does not overflow.
+"""
+
+
+import functools
+import math
+import numbers
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from typing import Any
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+BLOCK_HEADS = 64          # rows of a wgmma M tile; heads per CTA
+SUPPORTED_DIM_QK = (512, 576)
+KERNEL_DIM_V = 512        # the kernel always produces 512 value dims; smaller dim_v is a slice
+VARIANTS = ("ws", "pipelined")
+SM90_SMEM_LIMIT = 232448  # 227 KiB opt-in dynamic shared memory per block on H100/H200
+TARGET_ARCH = "sm_90a"
+
+
+# ----------------------------------------------------------------------------------------
+# shape-class helpers (pure Python, no TileLang import: used by validation on CPU)
+# ----------------------------------------------------------------------------------------
+def padded_heads(heads: int) -> int:
+    """Heads rounded up to whole 64-row wgmma tiles (H < 64 is padded with zero queries)."""
+    return max(BLOCK_HEADS, -(-heads // BLOCK_HEADS) * BLOCK_HEADS)
+
+
+def padded_num_indices(num_indices: int, block_keys: int = 64) -> int:
+    """NI rounded up to two key blocks: both variants walk the list two blocks at a time
+    (the ws ring has 2 stages whose index must be a compile-time constant)."""
+    step = 2 * block_keys
+    return max(step, -(-num_indices // step) * step)
+
+
+def kernel_dims(dim_qk: int, dim_v: int) -> tuple[int, int]:
+    """(dim_qk, kernel dim_v) for a user (dim_qk, dim_v): values are always computed over the
+    first 512 dims and sliced, which is exact because V_j is a prefix of the kv row."""
+    if dim_qk not in SUPPORTED_DIM_QK:
+        raise ValueError(
+            f"sparse_mla_fwd supports dim_qk (last dim of q and kv) in {SUPPORTED_DIM_QK}, got "
+            f"{dim_qk}; pad q and kv with zero dims to 512 or 576 (zeros do not change q.k)")
+    if not 1 <= dim_v <= min(dim_qk, KERNEL_DIM_V):
+        raise ValueError(
+            f"dim_v must be in [1, {min(dim_qk, KERNEL_DIM_V)}] (the values are the first dim_v "
+            f"dims of each kv row, at most {KERNEL_DIM_V}), got {dim_v}")
+    return dim_qk, KERNEL_DIM_V
+
+
+def smem_bytes_estimate(dim_qk: int, dim_v: int, block_keys: int = 64, stages: int = 2) -> int:
+    """Dynamic shared memory of both variants: Q tile + KV ring + P tile (+ small vectors)."""
+    q = BLOCK_HEADS * dim_qk * 2
+    kv = stages * block_keys * dim_qk * 2
+    p = BLOCK_HEADS * block_keys * 2
+    return q + kv + p + 3 * BLOCK_HEADS * 4
+
+
+# ----------------------------------------------------------------------------------------
+# kernel builders
+# ----------------------------------------------------------------------------------------
+def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded: int,
+                         with_sink: bool, return_lse: bool, variant: str = "ws",
+                         block_keys: int = 64):
+    """Return the TileLang prim_func for one shape class.
+
+    heads: a multiple of 64 (pad first, see padded_heads); dim_v: the kernel's value width
+    (512); num_indices_padded: a multiple of 2 * block_keys. Batch, Sq and R are dynamic.
+    Signature: (Q, KV, Indices, [Sink], Out, [Lse], sm_scale) with
+      Q [B, Sq, heads, dim_qk] bf16, KV [B, R, dim_qk] bf16, Indices [B, Sq, NI] int32,
+      Sink [heads] fp32, Out [B, Sq, heads, dim_v] bf16, Lse [B, Sq, heads] fp32,
+      sm_scale fp32 scalar (a runtime argument, so the scale does not key the cache).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if heads % BLOCK_HEADS or heads <= 0:
+        raise ValueError(f"heads must be a positive multiple of {BLOCK_HEADS} (pad), got {heads}")
+    if block_keys != 64:
+        raise ValueError("block_keys must be 64 (the producer's thread mapping assumes it)")
+    if num_indices_padded <= 0 or num_indices_padded % (2 * block_keys):
+        raise ValueError(
+            f"num_indices_padded must be a positive multiple of {2 * block_keys}, got "
+            f"{num_indices_padded}")
+    tail = dim_qk - dim_v
+    if dim_v % 128 or tail < 0 or tail % 64 or tail > 64:
+        raise ValueError(
+            f"kernel needs dim_v % 128 == 0 and dim_qk - dim_v in {{0, 64}}, got "
+            f"dim_qk={dim_qk}, dim_v={dim_v}")
+    smem = smem_bytes_estimate(dim_qk, dim_v, block_keys)
+    if smem > SM90_SMEM_LIMIT:
+        raise ValueError(f"shape class needs {smem} B of shared memory > {SM90_SMEM_LIMIT}")
+    builder = _build_ws if variant == "ws" else _build_pipelined
+    return builder(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink),
+                   bool(return_lse), block_keys)
+
+
+def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
+    """Wrap a T.macro body in the prim_func whose parameter list matches the options
+    (absent tensors are simply not parameters, so nothing is allocated for them)."""
+    B, Sq, R = T.dynamic("B, Sq, R")
+    bf16, f32, i32 = T.bfloat16, T.float32, T.int32
+    q_shape, kv_shape, i_shape = [B, Sq, heads, dim_qk], [B, R, dim_qk], [B, Sq, NI]
+    o_shape, l_shape = [B, Sq, heads, dim_v], [B, Sq, heads]
+
+    if with_sink and return_lse:
+        @T.prim_func
+        def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
+                                  Indices: T.Tensor(i_shape, i32), Sink: T.Tensor([heads], f32),
+                                  Out: T.Tensor(o_shape, bf16), Lse: T.Tensor(l_shape, f32),
+                                  sm_scale: T.float32):
+            body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R)
+    elif with_sink:
+        @T.prim_func
+        def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
+                                  Indices: T.Tensor(i_shape, i32), Sink: T.Tensor([heads], f32),
+                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32):
+            body(Q, KV, Indices, Sink, Out, None, sm_scale, B, Sq, R)
+    elif return_lse:
+        @T.prim_func
+        def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
+                                  Indices: T.Tensor(i_shape, i32),
+                                  Out: T.Tensor(o_shape, bf16), Lse: T.Tensor(l_shape, f32),
+                                  sm_scale: T.float32):
+            body(Q, KV, Indices, None, Out, Lse, sm_scale, B, Sq, R)
+    else:
+        @T.prim_func
+        def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
+                                  Indices: T.Tensor(i_shape, i32),
+                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32):
+            body(Q, KV, Indices, None, Out, None, sm_scale, B, Sq, R)
+    return sparse_mla_fwd_kernel
+
+
+def _epilogue_macros(T, HB, with_sink, return_lse):
+    """Final per-row normalisation shared by both variants.
+
+    m is the running max of the log2-scaled logits, l the running sum of exp2(x - m). The sink
+    joins here as exp2(sink2 - mt) with mt = max(m, sink2), so neither term can overflow
+    whatever the sink's size; l == 0 means "no valid key" (a valid key contributes
+    exp2(0) = 1 to its own row), which writes zeros and LSE = sink (or -inf)."""
+
+    @T.macro
+    def finalize(m_i, l_i, inv, lse_frag, Sink, h0):
+        for h in T.Parallel(HB):
+            if with_sink:
+                sink2 = Sink[h0 + h] * LOG2E
+                mt = T.max(m_i[h], sink2)
+                r = T.exp2(m_i[h] - mt)
+                den = l_i[h] * r + T.exp2(sink2 - mt)
+                inv[h] = T.if_then_else(l_i[h] > 0, r / den, 0.0)
+                if return_lse:
+                    lse_frag[h] = T.if_then_else(l_i[h] > 0, (T.log2(den) + mt) * LN2,
+                                                 Sink[h0 + h])
+            else:
+                inv[h] = T.if_then_else(l_i[h] > 0, 1.0 / l_i[h], 0.0)
+                if return_lse:
+                    lse_frag[h] = T.if_then_else(l_i[h] > 0, (T.log2(l_i[h]) + m_i[h]) * LN2,
+                                                 -T.infinity(T.float32))
+
+    return finalize
+
+
+def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
+    import tilelang.language as T
+
+    HB = BLOCK_HEADS
+    G = heads // HB               # head groups = CTAs per query
+    DT = D - DV                   # rope tail: only in Q K^T
+    DH = DV // 2                  # value half owned by each consumer warpgroup
+    NB = NI // BI                 # key blocks (even)
+    bf16, f32 = T.bfloat16, T.float32
+    M_INIT = -1.0e30              # finite: exp2(M_INIT - M_INIT) = 1, never inf - inf
+    finalize = _epilogue_macros(T, HB, with_sink, return_lse)
+
+    @T.macro
+    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R):
+        with T.Kernel(Sq * G, B, threads=384) as (bx, by):
+            Q_s = T.alloc_shared([HB, DV], bf16)          # reused as the output tile
+            K_s = T.alloc_shared([2, BI, DV], bf16)        # KV ring, value part (= K[:DV])
+            if DT > 0:
+                Qt_s = T.alloc_shared([HB, DT], bf16)
+                Kt_s = T.alloc_shared([2, BI, DT], bf16)
+            P_s = T.alloc_shared([HB, BI], bf16)
+            alpha_s = T.alloc_shared([HB], f32)
+            inv_s = T.alloc_shared([HB], f32)
+
+            acc_s = T.alloc_fragment([HB, BI], f32)
+            acc_ol = T.alloc_fragment([HB, DH], f32)
+            acc_or = T.alloc_fragment([HB, DH], f32)
+            m_i = T.alloc_fragment([HB], f32)
+            m_prev = T.alloc_fragment([HB], f32)
+            alpha = T.alloc_fragment([HB], f32)
+            l_i = T.alloc_fragment([HB], f32)
+            l_blk = T.alloc_fragment([HB], f32)
+            inv = T.alloc_fragment([HB], f32)
+            lse_frag = T.alloc_fragment([HB], f32)
+
+            # Barrier protocol (phase n of a barrier completes once per use):
+            #   bar_q        producer cp.async(Q) done            -> WG0 may read Q_s
+            #   bar_kv_full  producer cp.async(stage) done        -> WG0/WG1 may read K_s[st]
+            #   bar_kv_free  WG0 and WG1 finished with K_s[st]    -> producer may refill it
+            #   bar_p_full   WG0 wrote P_s / alpha_s (+ fence)    -> WG1 may read them
+            #   bar_p_free   WG1's P V for this step completed    -> WG0 may overwrite P_s
+            #   bar_fin      WG0 wrote inv_s                      -> WG1 may normalise
+            bar_q = T.alloc_barrier(128)
+            bar_kv_full = T.alloc_barrier([128, 128])
+            bar_kv_free = T.alloc_barrier([256, 256])
+            bar_p_full = T.alloc_barrier(128)
+            bar_p_free = T.alloc_barrier(128)
+            bar_fin = T.alloc_barrier(128)
+
+            s_i = bx // G
+            h0 = (bx % G) * HB
+            b_i = by
+            tx = T.get_thread_binding()
+            scale2 = sm_scale * LOG2E     # logits in log2 units: exp2 is one MUFU op
+
+            if tx < 128:
+                # ---------------- WG0: S = Q K^T, softmax, left half of P V ----------------
+                T.set_max_nreg(240, 1)
+                T.fill(m_i, M_INIT)
+                T.fill(l_i, 0)
+                T.fill(acc_ol, 0)
+                T.barrier_wait(bar_q, 0)
+                for it in T.serial(NB // 2):
+                    for st in T.unroll(2):
+                        k = it * 2 + st
+                        # additive mask, read straight from global (read-only, no sync
+                        # needed); issued before the wait so the loads hide behind it
+                        for h, j in T.Parallel(HB, BI):
+                            acc_s[h, j] = T.if_then_else(
+                                (Indices[b_i, s_i, k * BI + j] >= 0)
+                                & (Indices[b_i, s_i, k * BI + j] < R), 0, -T.infinity(f32))
+                        T.barrier_wait(bar_kv_full[st], it & 1)
+                        # cp.async writes are generic-proxy; wgmma reads through the async
+                        # proxy. wgmma_gemm does not fence by itself.
+                        T.fence_proxy_async()
+                        T.wgmma_gemm(Q_s, K_s[st, :, :], acc_s, transpose_B=True)
+                        if DT > 0:
+                            T.wgmma_gemm(Qt_s, Kt_s[st, :, :], acc_s, transpose_B=True)
+                        T.wait_wgmma(0)
+                        # wgmma_gemm fences its accumulator only before the wait: keep nvcc
+                        # from hoisting reads of acc_s above wgmma.wait_group
+                        T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)  # per thread
+                        T.copy(m_i, m_prev)
+                        T.reduce_max(acc_s, m_i, dim=1, clear=True)
+                        for h in T.Parallel(HB):
+                            m_i[h] = T.max(m_prev[h], m_i[h] * scale2)
+                            alpha[h] = T.exp2(m_prev[h] - m_i[h])
+                        for h, j in T.Parallel(HB, BI):
+                            acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
+                        T.reduce_sum(acc_s, l_blk, dim=1)
+                        for h in T.Parallel(HB):
+                            l_i[h] = l_i[h] * alpha[h] + l_blk[h]
+                        for h, d in T.Parallel(HB, DH):
+                            acc_ol[h, d] *= alpha[h]
+                        # P_s / alpha_s are single-buffered: WG1 must be done with step k-1
+                        if k > 0:
+                            T.barrier_wait(bar_p_free, (k - 1) & 1)
+                        T.copy(alpha, alpha_s)
+                        T.copy(acc_s, P_s)
+                        # writer-side proxy fence: P_s is read by WG1's wgmma
+                        T.fence_proxy_async()
+                        T.barrier_arrive(bar_p_full)
+                        T.gemm(P_s, K_s[st, :, 0:DH], acc_ol)
+                        T.barrier_arrive(bar_kv_free[st])
+                finalize(m_i, l_i, inv, lse_frag, Sink, h0)
+                T.copy(inv, inv_s)
+                T.barrier_arrive(bar_fin)
+                if return_lse:
+                    for h in T.Parallel(HB):
+                        Lse[b_i, s_i, h0 + h] = lse_frag[h]
+                for h, d in T.Parallel(HB, DH):
+                    acc_ol[h, d] *= inv[h]
+                # Q_s is dead: WG0's last Q K^T completed above
+                T.copy(acc_ol, Q_s[:, 0:DH])
+                T.fence_proxy_async()  # every writer, before the TMA store reads the tile
+                T.copy(Q_s[:, 0:DH], Out[b_i, s_i, h0:h0 + HB, 0:DH])
+            elif tx < 256:
+                # ---------------- WG1: right half of P V ----------------
+                T.set_max_nreg(168, 1)
+                T.fill(acc_or, 0)
+                for it in T.serial(NB // 2):
+                    for st in T.unroll(2):
+                        k = it * 2 + st
+                        T.barrier_wait(bar_p_full, k & 1)
+                        # already complete (WG0 waited on it before publishing P); this is
+                        # a direct acquire of the cp.async data for this warpgroup
+                        T.barrier_wait(bar_kv_full[st], it & 1)
+                        T.fence_proxy_async()
+                        for h, d in T.Parallel(HB, DH):
+                            acc_or[h, d] *= alpha_s[h]
+                        T.gemm(P_s, K_s[st, :, DH:DV], acc_or)
+                        T.barrier_arrive(bar_p_free)
+                        T.barrier_arrive(bar_kv_free[st])
+                T.barrier_wait(bar_fin, 0)
+                for h, d in T.Parallel(HB, DH):
+                    acc_or[h, d] *= inv_s[h]
+                # bar_fin also proves WG0's last Q K^T is done, so Q_s can take the output
+                T.copy(acc_or, Q_s[:, DH:DV])
+                T.fence_proxy_async()
+                T.copy(Q_s[:, DH:DV], Out[b_i, s_i, h0:h0 + HB, DH:DV])
+            else:
+                # ---------------- WG2: producer ----------------
+                T.set_max_nreg(80, 0)
+                p = tx - 256
+                # 8 threads per row, 16 B each: every row is read as full 128 B segments
+                for r in T.serial(HB // 16):
+                    row = r * 16 + p // 8
+                    for u in T.unroll(DV // 64):
+                        T.ptx_cp_async(
+                            T.access_ptr(Q_s[row, u * 64 + (p % 8) * 8], "w", 8),
+                            T.access_ptr(Q[b_i, s_i, h0 + row, u * 64 + (p % 8) * 8], "r", 8),
+                            8)
+                    if DT > 0:
+                        for u in T.unroll(DT // 64):
+                            T.ptx_cp_async(
+                                T.access_ptr(Qt_s[row, u * 64 + (p % 8) * 8], "w", 8),
+                                T.access_ptr(Q[b_i, s_i, h0 + row, DV + u * 64 + (p % 8) * 8],
+                                             "r", 8),
+                                8)
+                T.cp_async_barrier_noinc(bar_q)
+                for it in T.serial(NB // 2):
+                    for st in T.unroll(2):
+                        k = it * 2 + st
+                        T.barrier_wait(bar_kv_free[st], (it & 1) ^ 1)
+                        for r in T.serial(BI // 16):
+                            row = r * 16 + p // 8
+                            ix = Indices[b_i, s_i, k * BI + row]
+                            ok = (ix >= 0) & (ix < R)
+                            # invalid slot: src-size 0 zero-fills 16 B and reads nothing;
+                            # the clamp only keeps the (unused) address inside kv
+                            ixc = T.if_then_else(ok, ix, 0)
+                            for u in T.unroll(DV // 64):
+                                T.ptx_cp_async(
+                                    T.access_ptr(K_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
+                                    T.access_ptr(KV[b_i, ixc, u * 64 + (p % 8) * 8], "r", 8),
+                                    8, ok)
+                            if DT > 0:
+                                for u in T.unroll(DT // 64):
+                                    T.ptx_cp_async(
+                                        T.access_ptr(Kt_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
+                                        T.access_ptr(KV[b_i, ixc, DV + u * 64 + (p % 8) * 8],
+                                                     "r", 8),
+                                        8, ok)
+                        T.cp_async_barrier_noinc(bar_kv_full[st])
+                # tail: stay alive until the consumers released both stages, i.e. until
+                # every cp.async this thread issued has landed and been consumed
+                for st in T.unroll(2):
+                    T.barrier_wait(bar_kv_free[st], ((NB // 2) & 1) ^ 1)
+
+    return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
+
+
+def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
+    import tilelang.language as T
+
+    HB = BLOCK_HEADS
+    G = heads // HB
+    DT = D - DV
+    NB = NI // BI
+    bf16, f32 = T.bfloat16, T.float32
+    M_INIT = -1.0e30
+    finalize = _epilogue_macros(T, HB, with_sink, return_lse)
+
+    @T.macro
+    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R):
+        with T.Kernel(Sq * G, B, threads=256) as (bx, by):
+            Q_s = T.alloc_shared([HB, DV], bf16)
+            K_s = T.alloc_shared([BI, DV], bf16)
+            if DT > 0:
+                Qt_s = T.alloc_shared([HB, DT], bf16)
+                Kt_s = T.alloc_shared([BI, DT], bf16)
+            P_s = T.alloc_shared([HB, BI], bf16)
+            O_s = T.alloc_shared([HB, DV], bf16)
+
+            acc_s = T.alloc_fragment([HB, BI], f32)
+            acc_o = T.alloc_fragment([HB, DV], f32)
+            m_i = T.alloc_fragment([HB], f32)
+            m_prev = T.alloc_fragment([HB], f32)
+            alpha = T.alloc_fragment([HB], f32)
+            l_i = T.alloc_fragment([HB], f32)
+            l_blk = T.alloc_fragment([HB], f32)
+            inv = T.alloc_fragment([HB], f32)
+            lse_frag = T.alloc_fragment([HB], f32)
+
+            s_i = bx // G
+            h0 = (bx % G) * HB
+            b_i = by
+            scale2 = sm_scale * LOG2E
+
+            T.copy(Q[b_i, s_i, h0:h0 + HB, 0:DV], Q_s)
+            if DT > 0:
+                T.copy(Q[b_i, s_i, h0:h0 + HB, DV:D], Qt_s)
+            T.fill(m_i, M_INIT)
+            T.fill(l_i, 0)
+            T.fill(acc_o, 0)
+
+            for k in T.Pipelined(NB, num_stages=2):
+                # gather. An empty slot (-1) is redirected to row R, one past the end: the
+                # safe-memory pass guards every gathered load with 0 <= row < R, so the
+                # row becomes a predicated-off cp.async (zero-filled, nothing read). An
+                # explicit if_then_else(valid, load, 0) would be correct too but stops
+                # TileLang from pipelining the copy (it lowers to synchronous loads).
+                # tests/test_attention_lowering.py asserts the guard is in the source.
+                for j, d in T.Parallel(BI, DV):
+                    K_s[j, d] = KV[b_i, T.if_then_else(Indices[b_i, s_i, k * BI + j] >= 0,
+                                                       Indices[b_i, s_i, k * BI + j], R), d]
+                if DT > 0:
+                    for j, d in T.Parallel(BI, DT):
+                        Kt_s[j, d] = KV[b_i, T.if_then_else(Indices[b_i, s_i, k * BI + j] >= 0,
+                                                            Indices[b_i, s_i, k * BI + j], R),
+                                        DV + d]
+                for h, j in T.Parallel(HB, BI):
+                    acc_s[h, j] = T.if_then_else(
+                        (Indices[b_i, s_i, k * BI + j] >= 0) & (Indices[b_i, s_i, k * BI + j] < R),
+                        0, -T.infinity(f32))
+                T.gemm(Q_s, K_s, acc_s, transpose_B=True, policy=T.GemmWarpPolicy.FullRow)
+                if DT > 0:
+                    T.gemm(Qt_s, Kt_s, acc_s, transpose_B=True, policy=T.GemmWarpPolicy.FullRow)
+                T.copy(m_i, m_prev)
+                T.reduce_max(acc_s, m_i, dim=1, clear=True)
+                for h in T.Parallel(HB):
+                    m_i[h] = T.max(m_prev[h], m_i[h] * scale2)
+                    alpha[h] = T.exp2(m_prev[h] - m_i[h])
+                for h, j in T.Parallel(HB, BI):
+                    acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
+                T.reduce_sum(acc_s, l_blk, dim=1)
+                for h in T.Parallel(HB):
+                    l_i[h] = l_i[h] * alpha[h] + l_blk[h]
+                for h, d in T.Parallel(HB, DV):
+                    acc_o[h, d] *= alpha[h]
+                T.copy(acc_s, P_s)
+                T.gemm(P_s, K_s, acc_o, policy=T.GemmWarpPolicy.FullRow)
+
+            finalize(m_i, l_i, inv, lse_frag, Sink, h0)
+            if return_lse:
+                for h in T.Parallel(HB):
+                    Lse[b_i, s_i, h0 + h] = lse_frag[h]
+            for h, d in T.Parallel(HB, DV):
+                acc_o[h, d] *= inv[h]
+            T.copy(acc_o, O_s)
+            T.fence_proxy_async()  # every writer, before a TMA store reads the tile
+            T.copy(O_s, Out[b_i, s_i, h0:h0 + HB, :])
+
+    return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
+
+
+# ----------------------------------------------------------------------------------------
+# compile / lower
+# ----------------------------------------------------------------------------------------
+def _pass_configs(variant: str) -> dict:
+    # fast math: exp2/log2/div become ex2/lg2/rcp.approx (softmax is WG0's critical path);
+    # nvcc's fast math keeps inf semantics, which the -inf masking relies on
+    return {"tl.enable_fast_math": True}
+
+
+def _shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
+                 block_keys=64):
+    d_qk, d_v = kernel_dims(dim_qk, dim_v)
+    return (padded_heads(heads), d_qk, d_v, padded_num_indices(num_indices, block_keys),
+            bool(with_sink), bool(return_lse), variant, block_keys)
+
+
+# The TileLang front end (Python AST builder) is not documented as thread-safe; building is
+# cheap (~0.4 s), so it is serialised. Lowering + nvcc (tilelang.compile) may run in threads,
+# as tilelang.par_compile does.
+_BUILD_LOCK = threading.Lock()
+
+
+def _build_locked(*args, **kwargs):
+    with _BUILD_LOCK:
+        return build_sparse_mla_fwd(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(heads_p, dim_qk, dim_v_k, ni_p, with_sink, return_lse, variant, block_keys,
+              arch):
+    import tilelang
+
+    func = _build_locked(heads_p, dim_qk, dim_v_k, ni_p, with_sink, return_lse, variant,
+                         block_keys)
+    return tilelang.compile(func, out_idx=None, target={"kind": "cuda", "arch": arch},
+                            pass_configs=_pass_configs(variant))
+
+
+def get_kernel(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant="ws",
+               block_keys=64, arch=TARGET_ARCH):
+    """The compiled (cached) TileLang kernel of a shape class (needs nvcc, not a GPU)."""
+    return _compiled(*_shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse,
+                                   variant, block_keys), arch)
+
+
+def _precompile_job(job):
+    t = time.time()
+    try:
+        get_kernel(*job)
+        return job, None, round(time.time() - t, 2)
+    except Exception as e:  # noqa: BLE001
+        return job, f"{type(e).__name__}: {e}"[-3000:], round(time.time() - t, 2)
+
+
+def precompile(classes, variants=VARIANTS, max_workers=None, arch=TARGET_ARCH) -> dict:
+    """Compile shape classes in parallel worker processes, filling TileLang's on-disk kernel
+    cache, so the calling process then loads each kernel in about a second.
+
+    classes: iterable of (heads, dim_qk, dim_v, num_indices, with_sink, return_lse).
+    Returns {(heads, ..., return_lse, variant): (error or None, seconds)}. Processes, not
+    threads: the TileLang front end holds the GIL for most of the ~5 s lowering."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tilelang import env as tl_env
+
+    if not tl_env.is_cache_enabled():  # children could not hand their kernels back
+        return {}
+    jobs = []
+    for c in classes:
+        for v in variants:
+            j = (*c, v, 64, arch)
+            if j not in jobs:
+                jobs.append(j)
+    if not jobs:
+        return {}
+    workers = max_workers or max(1, min(len(jobs), (os.cpu_count() or 2) - 1))
+    out = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        for job, err, dt in ex.map(_precompile_job, jobs):
+            out[job[:7]] = (err, dt)
+    return out
+
+
+def _dyn_smem(artifact):
+    """Dynamic shared memory bytes per CTA recorded on the lowered device function."""
+    try:
+        for _, fn in artifact.device_mod.functions.items():
+            v = fn.attrs.get("dyn_shared_memory_buf") if fn.attrs is not None else None
+            if v is not None:
+                return int(v)
+    except Exception:  # noqa: BLE001  (TileLang-internal attribute; absent -> unknown)
+        return None
+    return None
+
+
+def lower_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices: int,
+                         with_sink: bool, variant: str = "ws", arch: str = TARGET_ARCH,
+                         return_lse: bool = False, block_keys: int = 64) -> dict:
+    """Lower without a GPU. Returns dict(tir=TVMScript of the prim_func, cuda=CUDA source,
+    smem_bytes=dynamic shared memory per CTA from the lowered kernel, shape_class=...)."""
+    import tilelang
+    import tvm
+
+    if str(arch) != TARGET_ARCH:
+        raise ValueError(f"the sparse MLA kernel lowers only for {TARGET_ARCH} (Hopper wgmma and "
+                         f"setmaxnreg); got arch={arch!r}")
+    sc = _shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
+                      block_keys)
+    func = _build_locked(*sc[:7], block_keys=sc[7])
+    tgt = {"kind": "cuda", "arch": arch}
+    with tvm.transform.PassContext(config=_pass_configs(variant)):
+        with tvm.target.Target(tgt):
+            art = tilelang.lower(func, target=tgt)
+    return {"tir": func.script(), "cuda": art.kernel_source, "smem_bytes": _dyn_smem(art),
+            "shape_class": dict(zip(("heads", "dim_qk", "dim_v", "num_indices", "with_sink",
+                                     "return_lse", "variant", "block_keys"), sc))}
+
+
+# ----------------------------------------------------------------------------------------
+# resources (GPU machine: needs nvcc / cuobjdump, not necessarily a GPU)
+# ----------------------------------------------------------------------------------------
+def kernel_resources(heads: int, dim_qk: int, dim_v: int, num_indices: int, with_sink: bool,
+                     return_lse: bool = False, variant: str = "ws", arch: str = TARGET_ARCH,
+                     ptxas_verbose: bool = True) -> dict[str, Any]:
+    """Registers per thread, spills and shared memory per CTA of the compiled kernel.
+
+    TileLang 0.1.15 fills JITKernel.n_regs / n_spills only for HIP, so this recompiles the
+    generated source with `nvcc -cubin -Xptxas -v` (same flags as TileLang) and parses ptxas'
+    report; cuobjdump --dump-resource-usage is the fallback. Dynamic shared memory comes from
+    the lowered kernel's attributes. Each field is None when its source failed; 'errors'
+    lists why."""
+    res: dict[str, Any] = {"regs": None, "spill_stores_bytes": None, "spill_loads_bytes": None,
+                           "stack_bytes": None, "static_smem_bytes": None,
+                           "dyn_smem_bytes": None, "smem_per_cta_bytes": None, "errors": []}
+    kernel = get_kernel(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
+                        arch=arch)
+    for name in ("n_regs", "n_spills"):
+        try:
+            v = getattr(kernel, name)
+            if v is not None:
+                res["regs" if name == "n_regs" else "spill_stores_bytes"] = int(v)
+        except Exception as e:  # noqa: BLE001
+            res["errors"].append(f"{name}: {e}")
+    try:
+        res["dyn_smem_bytes"] = _dyn_smem(getattr(kernel, "artifact", None))
+        if res["dyn_smem_bytes"] is None:  # loaded from the disk cache: lower again
+            low = lower_sparse_mla_fwd(heads, dim_qk, dim_v, num_indices, with_sink, variant,
+                                       arch, return_lse)
+            res["dyn_smem_bytes"] = low["smem_bytes"]
+    except Exception as e:  # noqa: BLE001
+        res["errors"].append(f"lower: {e}")
+    src = kernel.get_kernel_source()
+    if ptxas_verbose:
+        try:
+            res.update(_ptxas_report(src, arch, _pass_configs(variant)))
+        except Exception as e:  # noqa: BLE001
+            res["errors"].append(f"ptxas: {e}")
+    if res["regs"] is None:
+        res["errors"].append("no register count from ptxas; try cuobjdump")
+    if res["dyn_smem_bytes"] is not None:
+        res["smem_per_cta_bytes"] = res["dyn_smem_bytes"] + (res["static_smem_bytes"] or 0)
+    return res
+
+
+def _ptxas_report(src: str, arch: str, pass_configs: dict) -> dict:
+    from tilelang.contrib import nvcc as tl_nvcc
+
+    opts = tl_nvcc.default_compile_options(None)
+    if pass_configs.get("tl.enable_fast_math") or any(
+            str(k).endswith("enable_fast_math") and v for k, v in pass_configs.items()):
+        opts.append("--use_fast_math")
+    nvcc = tl_nvcc.get_nvcc_compiler()
+    with tempfile.TemporaryDirectory() as d:
+        cu, cubin = os.path.join(d, "k.cu"), os.path.join(d, "k.cubin")
+        with open(cu, "w") as f:
+            f.write(src)
+        cmd = [nvcc, "--cubin", "-O3", f"-arch={arch}", *opts, "-Xptxas", "-v", "-o", cubin, cu]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        text = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise RuntimeError(f"nvcc failed ({proc.returncode}): {text[-2000:]}")
+        out: dict[str, Any] = {"ptxas": text[-4000:]}
+        m = re.search(r"Used (\d+) registers", text)
+        if m:
+            out["regs"] = int(m.group(1))
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
+                      text)
+        if m:
+            out["stack_bytes"], out["spill_stores_bytes"], out["spill_loads_bytes"] = map(
+                int, m.groups())
+        m = re.search(r"(\d+) bytes smem", text)
+        if m:
+            out["static_smem_bytes"] = int(m.group(1))
+        tool = shutil.which("cuobjdump") or os.path.join(os.path.dirname(nvcc), "cuobjdump")
+        if os.path.exists(tool):
+            p2 = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True,
+                                text=True, timeout=120)
+            out["cuobjdump"] = p2.stdout[-2000:]
+            m = re.search(r"REG:(\d+)", p2.stdout)
+            if m and "regs" not in out:
+                out["regs"] = int(m.group(1))
+        return out
+
+
+# ----------------------------------------------------------------------------------------
+# the wrapper
+# ----------------------------------------------------------------------------------------
+def _check_tensor(name, t, torch):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, variant="ws",
+                               out=None):
+    """All checks that need no GPU, in the order: types, dtypes, ranks, sizes, dims,
+    contiguity, scalars, and last the device. Raises TypeError / ValueError."""
+    import torch
+
+    _check_tensor("q", q, torch)
+    _check_tensor("kv", kv, torch)
+    _check_tensor("indices", indices, torch)
+    if sink is not None:
+        _check_tensor("sink", sink, torch)
+    if out is not None:
+        _check_tensor("out", out, torch)
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    for name, t in (("q", q), ("kv", kv)):
+        if t.dtype != torch.bfloat16:
+            raise TypeError(f"{name} must be torch.bfloat16 (bf16), got {t.dtype}; "
+                            f"convert with {name}.to(torch.bfloat16)")
+    if indices.dtype != torch.int32:
+        raise TypeError(f"indices must be torch.int32, got {indices.dtype}; "
+                        "convert with indices.to(torch.int32)")
+    if sink is not None and sink.dtype != torch.float32:
+        raise TypeError(f"sink must be torch.float32 (fp32), got {sink.dtype}; "
+                        "convert with sink.float()")
+    if q.dim() != 4:
+        raise ValueError(f"q must have shape [B, Sq, H, D] (4 dims), got {tuple(q.shape)}")
+    if kv.dim() != 3:
+        raise ValueError(f"kv must have shape [B, R, D] (3 dims: one latent head), got "
+                         f"{tuple(kv.shape)}")
+    if indices.dim() != 3:
+        raise ValueError(f"indices must have shape [B, Sq, NI] (3 dims), got "
+                         f"{tuple(indices.shape)}")
+    B, Sq, H, D = q.shape
+    if kv.shape[0] != B or kv.shape[2] != D:
+        raise ValueError(f"kv must be [B={B}, R, D={D}] to match q {tuple(q.shape)}, got "
+                         f"{tuple(kv.shape)}")
+    if indices.shape[0] != B or indices.shape[1] != Sq:
+        raise ValueError(f"indices must be [B={B}, Sq={Sq}, NI] to match q, got "
+                         f"{tuple(indices.shape)}")
+    if indices.shape[2] < 1:
+        raise ValueError("indices must have at least one slot per query (NI >= 1); use -1 "
+                         "for empty slots")
+    if H < 1:
+        raise ValueError("q must have at least one head")
+    if sink is not None and (sink.dim() != 1 or sink.shape[0] != H):
+        raise ValueError(f"sink must have shape [H={H}], got {tuple(sink.shape)}")
+    if isinstance(dim_v, bool) or not isinstance(dim_v, int):
+        raise TypeError(f"dim_v must be an int, got {type(dim_v).__name__}")
+    kernel_dims(D, dim_v)
+    if kv.shape[1] >= 2**31 or indices.shape[2] >= 2**31 // 2:
+        raise ValueError("kv rows and NI must fit in int32 (row ids are int32)")
+    if out is not None:
+        if out.dtype != torch.bfloat16:
+            raise TypeError(f"out must be torch.bfloat16 (bf16), got {out.dtype}")
+        if tuple(out.shape) != (B, Sq, H, dim_v):
+            raise ValueError(f"out must have shape [B, Sq, H, dim_v] = {(B, Sq, H, dim_v)}, got "
+                             f"{tuple(out.shape)}")
+    for name, t in (("q", q), ("kv", kv), ("indices", indices), ("sink", sink), ("out", out)):
+        if t is not None and not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (row-major); call {name}.contiguous()")
+    if isinstance(sm_scale, bool) or not isinstance(sm_scale, numbers.Real):
+        raise TypeError(f"sm_scale must be a real number (Python float), got "
+                        f"{type(sm_scale).__name__}; use float(...)")
+    if not (math.isfinite(float(sm_scale)) and float(sm_scale) > 0):
+        raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale}")
+    # device last: everything above is checkable (and tested) on CPU tensors
+    devs = {t.device for t in (q, kv, indices, sink, out) if t is not None}
+    if len(devs) > 1:
+        raise ValueError(f"q, kv, indices (and sink, out) must be on the same device, got "
+                         f"{sorted(str(d) for d in devs)}")
+    dev = q.device
+    if dev.type != "cuda":
+        raise ValueError(f"sparse_mla_fwd needs a CUDA device (Hopper, sm_90); the tensors are "
+                         f"on {dev}. Move them with .cuda() or use a torch reference on CPU.")
+    major, minor = torch.cuda.get_device_capability(dev)
+    if major != 9:
+        raise RuntimeError(f"sparse_mla_fwd is built for sm_90a (H100/H200, wgmma); device "
+                           f"{dev} is sm_{major}{minor}")
+    for name, t in (("q", q), ("kv", kv), ("indices", indices), ("out", out)):
+        if t is not None and t.data_ptr() % 16:
+            raise ValueError(f"{name} must start on a 16-byte boundary (cp.async gathers 16 B); "
+                             f"call {name}.clone()")
+
+
+def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
+                   variant="ws", out=None):
+    """Sparse MLA forward. q [B,Sq,H,D] bf16, kv [B,R,D] bf16, indices [B,Sq,NI] int32
+    (-1 = empty; ids outside [0, R) are treated as empty), sink [H] fp32 or None.
+    Returns out [B,Sq,H,dim_v] bf16, and lse [B,Sq,H] fp32 (natural log) if return_lse.
+    out: optional preallocated contiguous [B,Sq,H,dim_v] bf16 tensor, written and returned."""
+    validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out)
+    import torch
+
+    B, Sq, H, D = q.shape
+    R, NI = kv.shape[1], indices.shape[2]
+    if out is None:
+        out = torch.empty((B, Sq, H, dim_v), dtype=torch.bfloat16, device=q.device)
+    lse = torch.empty((B, Sq, H), dtype=torch.float32, device=q.device) if return_lse else None
+    if B == 0 or Sq == 0:
+        return (out, lse) if return_lse else out
+    if R == 0:  # nothing can be valid: zeros, LSE = sink or -inf
+        out.zero_()
+        if return_lse:
+            lse.copy_(sink.view(1, 1, H).expand(B, Sq, H) if sink is not None
+                      else torch.full_like(lse, float("-inf")))
+        return (out, lse) if return_lse else out
+
+    sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, variant)
+    Hp, _, DVk, NIp = sc[0], sc[1], sc[2], sc[3]
+    with torch.cuda.device(q.device):
+        kernel = _compiled(*sc, TARGET_ARCH)
+        qk = q
+        if Hp != H:  # padded heads are zero queries; their rows are dropped below
+            qk = torch.zeros((B, Sq, Hp, D), dtype=q.dtype, device=q.device)
+            qk[:, :, :H] = q
+        idx = indices
+        if NIp != NI:
+            idx = torch.full((B, Sq, NIp), -1, dtype=torch.int32, device=q.device)
+            idx[:, :, :NI] = indices
+        sk = None
+        if sink is not None:
+            sk = sink if Hp == H else torch.cat([sink, sink.new_zeros(Hp - H)])
+        direct = Hp == H and DVk == dim_v
+        o_k = out if direct else torch.empty((B, Sq, Hp, DVk), dtype=torch.bfloat16,
+                                             device=q.device)
+        l_k = None
+        if return_lse:
+            l_k = lse if Hp == H else torch.empty((B, Sq, Hp), dtype=torch.float32,
+                                                  device=q.device)
+        args = [qk, kv, idx]
+        if sk is not None:
+            args.append(sk)
+        args.append(o_k)
+        if l_k is not None:
+            args.append(l_k)
+        args.append(float(sm_scale))
+        kernel(*args)
+        if not direct:
+            out.copy_(o_k[:, :, :H, :dim_v])
+        if return_lse and l_k is not lse:
+            lse.copy_(l_k[:, :, :H])
+    return (out, lse) if return_lse else out

@@ -1,0 +1,164 @@
+"""In-place RoPE (inverse by default) of the last rope.dim channels of bf16 rows, on Triton.
+
+Exactly `pipeline.reference.rope_rows_bf16(x, rope, positions, inverse, heads=True)`:
+x [N, H, Dv] bf16 (a chunk of attention outputs: query n at positions[n], all heads
+share it), interleaved pairs (x[2k], x[2k+1]) of the last rope.dim channels rotated in
+fp32 by the fp32 cos/sin table rows of csa_dsl.rope.cos_sin (sin negated for the
+inverse), rounded to bf16 (nearest even) in place. Other channels are not touched:
+the kernel moves 2 x N*H*rope.dim*2 bytes.
+
+Grid: one program per BLOCK (query, head) rows, flattened row r = n*H + h; each program
+loads a [BLOCK, rope.dim/2, 2] tile (the row's rope.dim channels are contiguous), splits
+it into the pair halves, rotates, joins and stores. No FMA contraction
+(enable_fp_fusion=False) so a*cos - b*sin rounds like the reference's separate ops.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import triton
+import triton.language as tl
+
+from csa_dsl.rope import cos_sin
+from csa_dsl.spec import RoPE
+
+from .compressor import _kernels_interpreted, _next_pow2, compile_ir_elsewhere, rope_tables
+
+ROPE_BLOCK_ELEMS = 4096   # elements (rows x rope.dim) per program
+ROPE_WARPS = 4
+
+
+@triton.jit
+def _round_bf16(x):
+    """fp32 -> the nearest bf16 value (ties to even) as fp32; the interpreter's cast truncates."""
+    b = x.to(tl.int32, bitcast=True)
+    b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
+    return tl.where(x != x, x, b.to(tl.float32, bitcast=True))
+
+
+@triton.jit
+def _rope_kernel(x_ptr, cos_ptr, sin_ptr, n_pos, H, stride_n, stride_h, col0,
+                 HALF: tl.constexpr, HALFP: tl.constexpr, BLOCK: tl.constexpr, INVERSE: tl.constexpr):
+    pid = tl.program_id(0)
+    r = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)      # flattened (query, head) row
+    r_ok = r < n_pos.to(tl.int64) * H
+    n = r // H
+    h = r % H
+    k = tl.arange(0, HALFP)
+    k_ok = k < HALF
+    base = n * stride_n + h * stride_h + col0               # int64 element offset of the rope channels
+    offs = base[:, None, None] + (2 * k)[None, :, None] + tl.arange(0, 2)[None, None, :]
+    mask = (r_ok[:, None] & k_ok[None, :])[:, :, None]
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)     # [BLOCK, HALFP, 2]
+    a, b = tl.split(x)
+    tmask = r_ok[:, None] & k_ok[None, :]
+    toff = n[:, None] * HALF + k[None, :]
+    c = tl.load(cos_ptr + toff, mask=tmask, other=1.0)
+    s = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
+    if INVERSE:
+        s = -s
+    ra = _round_bf16(a * c - b * s)
+    rb = _round_bf16(a * s + b * c)
+    tl.store(x_ptr + offs, tl.join(ra, rb).to(tl.bfloat16), mask=mask)
+
+
+def _block_rows(rope_dim: int) -> int:
+    return max(1, min(256, ROPE_BLOCK_ELEMS // _next_pow2(rope_dim)))
+
+
+def check_rope_inputs(x, rope, positions) -> torch.Tensor:
+    """Validate before any launch; return the positions: an int pos0, or the int tensor [N]."""
+    if not isinstance(rope, RoPE):
+        raise TypeError(f"rope must be a csa_dsl.spec.RoPE, got {type(rope).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"x must be [N, H, Dv] (or [B, N, H, Dv]) attention outputs, got shape {tuple(x.shape)}")
+    if x.dtype != torch.bfloat16:
+        raise TypeError(f"x must be bfloat16, got {x.dtype}; the in-place RoPE rewrites bf16 rows")
+    N, Dv = x.shape[-3], x.shape[-1]
+    if rope.dim > Dv:
+        raise ValueError(f"rope.dim = {rope.dim} > the row's channels Dv = {Dv}; RoPE acts on the last rope.dim "
+                         f"channels, so use rope.dim <= {Dv}")
+    if x.stride(-1) != 1:
+        raise ValueError(f"x's channel axis must be contiguous (stride 1), got strides {tuple(x.stride())}; "
+                         f"call .contiguous() (the RoPE is in place, so pass the tensor you keep)")
+    dev = x.device
+    if dev.type != "cuda" and not _kernels_interpreted(_rope_kernel):
+        raise ValueError(f"the Triton RoPE needs CUDA tensors (got {dev}); on a CPU use "
+                         f"pipeline.reference.rope_rows_bf16, or set TRITON_INTERPRET=1 for tests")
+    if isinstance(positions, bool) or not isinstance(positions, (int, torch.Tensor)):
+        raise TypeError(f"positions must be an int (first position: pos0 + arange(N)) or an int tensor [N], "
+                        f"got {type(positions).__name__}")
+    if isinstance(positions, int):
+        if positions < 0:
+            raise ValueError(f"positions (pos0) must be >= 0, got {positions}")
+        return positions
+    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
+        raise TypeError(f"positions must be an integer tensor, got {positions.dtype}; use .long()")
+    if tuple(positions.shape) != (N,):
+        raise ValueError(f"positions must be [N] = [{N}] (one position per query row of x), got "
+                         f"{tuple(positions.shape)}")
+    if positions.device != dev:
+        raise ValueError(f"positions is on {positions.device} but x is on {dev}; move it with .to(x.device)")
+    return positions
+
+
+def apply_rope_(x: torch.Tensor, rope: RoPE, positions: Union[torch.Tensor, int], inverse: bool = True) -> torch.Tensor:
+    """Rotate x[..., -rope.dim:] in place (inverse by default) at `positions`; returns x.
+
+    x: [N, H, Dv] or [B, N, H, Dv] bf16 with a contiguous channel axis (row/head strides free);
+    positions: int tensor [N] (shared by every batch element and head) or an int pos0 for
+    positions pos0 + arange(N).
+    """
+    pos = check_rope_inputs(x, rope, positions)
+    if x.numel() == 0:
+        return x
+    if isinstance(pos, int):   # pos0 + arange(N): cached tables
+        cos, sin = rope_tables(rope, pos, pos + x.shape[-3], 1, x.device)
+    else:
+        cos, sin = (t.contiguous() for t in cos_sin(rope, pos))
+    views = [x] if x.dim() == 3 else list(x.unbind(0))
+    for v in views:
+        N, H, Dv = v.shape
+        BLOCK = _block_rows(rope.dim)
+        grid = (triton.cdiv(N * H, BLOCK),)
+        _rope_kernel[grid](v, cos, sin, N, H, v.stride(0), v.stride(1), Dv - rope.dim,
+                           HALF=rope.dim // 2, HALFP=_next_pow2(rope.dim // 2), BLOCK=BLOCK, INVERSE=bool(inverse),
+                           num_warps=ROPE_WARPS, enable_fp_fusion=False)
+    return x
+
+
+def rope_bytes(N: int, H: int, rope_dim: int) -> int:
+    return 2 * N * H * rope_dim * 2
+
+
+def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: bool = True, arch: int = 90) -> dict:
+    """Compile the RoPE kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}.
+
+    heads and v_dim are runtime arguments of the kernel (accepted for a uniform call; the
+    IR does not depend on them beyond the 16-divisibility hints of the strides).
+    """
+    if rope_dim > v_dim:
+        raise ValueError(f"rope_dim = {rope_dim} > v_dim = {v_dim}")
+    if _kernels_interpreted(_rope_kernel):
+        return compile_ir_elsewhere("kernels_triton.rope", dict(heads=heads, v_dim=v_dim, rope_dim=rope_dim,
+                                                                inverse=inverse, arch=arch))
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    const = {"HALF": rope_dim // 2, "HALFP": _next_pow2(rope_dim // 2), "BLOCK": _block_rows(rope_dim),
+             "INVERSE": bool(inverse)}
+    sig = {"x_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "n_pos": "i32", "H": "i32",
+           "stride_n": "i64", "stride_h": "i32", "col0": "i32"}
+    sig.update({k: "constexpr" for k in const})
+    kernel = _rope_kernel
+    names = kernel.arg_names
+    div16 = [n for n, v in (("x_ptr", 16), ("cos_ptr", 16), ("sin_ptr", 16), ("stride_n", heads * v_dim),
+                            ("stride_h", v_dim), ("col0", v_dim - rope_dim)) if v % 16 == 0]
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
+    src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": ROPE_WARPS, "enable_fp_fusion": False})
+    return {lvl: compiled.asm[lvl] for lvl in ("ttir", "ttgir", "llir", "ptx") if lvl in compiled.asm}

@@ -1,0 +1,258 @@
+"""CPU tests of the TileLang sparse MLA kernel: it lowers to sm_90a CUDA with the intended
+structure, and the wrapper rejects bad inputs (with useful messages) before needing a GPU."""
+
+import functools
+import os
+import re
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kernels_tilelang import sparse_mla as sm  # noqa: E402
+from kernels_tilelang import lower_sparse_mla_fwd, sparse_mla_fwd  # noqa: E402
+
+# (heads, dim_qk, dim_v, num_indices, with_sink)
+LAYOUTS = {
+    "v4-flash": (64, 512, 512, 640, True),
+    "v3.2": (128, 576, 512, 2048, False),
+    "v4-pro": (128, 512, 512, 1152, True),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _lowered(name, variant, return_lse=False):
+    h, d, dv, ni, sink = LAYOUTS[name]
+    return lower_sparse_mla_fwd(h, d, dv, ni, sink, variant=variant, arch="sm_90a",
+                                return_lse=return_lse)
+
+
+def _kernel_signature(src):
+    m = re.search(r"__global__ void __launch_bounds__\((\d+), (\d+)\) (\w+)\(([^)]*)\)", src)
+    assert m, "no kernel definition in the generated source"
+    return int(m.group(1)), m.group(4)
+
+
+# ------------------------------------------------------------------ warp-specialised variant
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_ws_lowers_to_wgmma_and_mbarrier_pipeline(name):
+    h, d, dv, ni, sink = LAYOUTS[name]
+    r = _lowered(name, "ws", return_lse=(name == "v4-flash"))
+    src = r["cuda"]
+    threads, params = _kernel_signature(src)
+    assert threads == 384  # 2 consumer warpgroups + 1 producer warpgroup
+    # tensor cores: Hopper wgmma, for Q K^T (64 keys wide) and P V (two 256-wide halves)
+    assert "tl::wgmma_ss<" in src
+    assert re.search(r"wgmma_ss<[^>]*, 64, 64, 16,", src), "Q K^T wgmma m64n64k16 missing"
+    assert re.search(r"wgmma_ss<[^>]*, 64, 256, 16,", src), "P V wgmma m64n256k16 missing"
+    # mbarrier pipeline: producer cp.async arrives, consumers wait on full/free barriers
+    assert "mbarrier_cp_async_arrive_noinc(bar_kv_full[" in src
+    assert "mbarrier_cp_async_arrive_noinc(bar_q[0])" in src
+    for b in ("bar_kv_full", "bar_kv_free", "bar_p_full", "bar_p_free", "bar_fin", "bar_q"):
+        assert f"{b}[" in src and ".init(" in src
+        assert re.search(rf"{b}\[[^\]]*\]\.wait\(", src), f"nobody waits on {b}"
+    assert re.search(r"bar_kv_free\[\w+\]\.arrive\(\)", src)
+    assert "bar_p_full[0].arrive()" in src and "bar_p_free[0].arrive()" in src
+    assert "bar_kv_full[0].init(128)" in src and "bar_kv_free[0].init(256)" in src
+    # the ring really has two stages (second stage addressed through the descriptor)
+    assert "increase_descriptor_offset<int>(desc_b, (st * " in src
+    # warp specialisation: register re-allocation per role
+    assert "warpgroup_reg_alloc<240>" in src and "warpgroup_reg_alloc<168>" in src
+    assert "warpgroup_reg_dealloc<80>" in src
+    # gathered rows are zero-fill predicated cp.async (-1 never read); proxy fences for wgmma
+    assert "cp_async_gs_conditional<16>" in src
+    assert src.count("tl::fence_proxy_async()") >= 3
+    # the async Q K^T accumulator is fenced (32 regs/thread) right after wgmma.wait_group
+    assert re.search(r"wait_wgmma<0>\(\);\s*tl::warpgroup_fence_operand\(reinterpret_cast<float\*>"
+                     r"\(acc_s \+ 0\), 32\);", src)
+    # 64-bit global offsets (q has 8.6e9 elements at S = 262,144)
+    kv_load = re.search(r"cp_async_gs_conditional<16>\(.*?KV\[(.*?)\]\)\)", src)
+    assert kv_load and "int64_t" in kv_load.group(1)
+    # dynamic batch / Sq / R: one kernel for every length
+    for v in ("int B", "int R", "int Sq", "float sm_scale"):
+        assert v in params
+    assert ("const float* __restrict__ Sink" in params) == sink
+    # shared memory fits the 227 KiB opt-in limit of sm_90
+    assert r["smem_bytes"] is not None and r["smem_bytes"] <= sm.SM90_SMEM_LIMIT
+    assert r["smem_bytes"] >= sm.smem_bytes_estimate(d, dv) - 1024
+    # the TIR view for `csa-dsl ir --level tir`
+    assert "T.prim_func" in r["tir"] or "prim_func" in r["tir"]
+
+
+def test_ws_lse_is_written_only_when_asked():
+    src = _lowered("v4-flash", "ws", return_lse=True)["cuda"]
+    assert "float* __restrict__ Lse" in src
+    assert re.search(r"Lse\[.*\] = lse_frag\[", src)
+    src_no = _lowered("v4-pro", "ws")["cuda"]  # same kernel family, no LSE output
+    assert "Lse" not in src_no
+
+
+def test_ws_tail_dims_only_for_576():
+    src576 = _lowered("v3.2", "ws")["cuda"]
+    src512 = _lowered("v4-pro", "ws")["cuda"]
+    assert "Kt_s" in src576 and "Qt_s" in src576
+    assert "Kt_s" not in src512
+
+
+# ------------------------------------------------------------------ T.Pipelined variant
+@pytest.mark.parametrize("name", ["v4-flash", "v3.2"])
+def test_pipelined_variant_lowers_with_guarded_cp_async(name):
+    r = _lowered(name, "pipelined")
+    src = r["cuda"]
+    threads, params = _kernel_signature(src)
+    assert threads == 256
+    assert "tl::wgmma_ss<" in src
+    # two-stage software pipeline of cp.async groups
+    assert "tl::cp_async_commit();" in src and re.search(r"cp_async_wait<[12]>", src)
+    # the gather is predicated: an empty slot (-1 -> row R) fails `< R` and reads nothing
+    gathers = re.findall(r"cp_async_gs_conditional<16>\((.*?)\);\n", src)
+    assert gathers
+    assert all(re.search(r"< R\)", g) for g in gathers if "KV[" in g)
+    assert r["smem_bytes"] <= sm.SM90_SMEM_LIMIT
+
+
+# ------------------------------------------------------------------ shape classes
+def test_padding_helpers():
+    assert sm.padded_heads(16) == 64 and sm.padded_heads(64) == 64
+    assert sm.padded_heads(128) == 128 and sm.padded_heads(96) == 128
+    assert sm.padded_num_indices(640) == 640 and sm.padded_num_indices(1152) == 1152
+    assert sm.padded_num_indices(1) == 128 and sm.padded_num_indices(2049) == 2176
+    assert sm.kernel_dims(576, 512) == (576, 512) and sm.kernel_dims(512, 256) == (512, 512)
+
+
+def test_builder_rejects_unsupported_classes():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        sm.build_sparse_mla_fwd(32, 512, 512, 128, False, False, "ws")
+    with pytest.raises(ValueError, match="multiple of 128"):
+        sm.build_sparse_mla_fwd(64, 512, 512, 640 + 64, False, False, "ws")
+    with pytest.raises(ValueError, match="variant"):
+        sm.build_sparse_mla_fwd(64, 512, 512, 640, False, False, "fast")
+    with pytest.raises(ValueError, match="dim_qk"):
+        lower_sparse_mla_fwd(64, 640, 512, 640, False)
+    with pytest.raises(ValueError, match="sm_90a"):
+        lower_sparse_mla_fwd(64, 512, 512, 640, False, arch="sm_80")
+
+
+# ------------------------------------------------------------------ wrapper validation (CPU)
+def _inputs(B=1, Sq=4, H=16, D=512, R=32, NI=8, sink=True):
+    q = torch.randn(B, Sq, H, D).to(torch.bfloat16)
+    kv = torch.randn(B, R, D).to(torch.bfloat16)
+    idx = torch.randint(-1, R, (B, Sq, NI), dtype=torch.int32)
+    s = torch.randn(H, dtype=torch.float32) if sink else None
+    return q, kv, idx, s
+
+
+@pytest.fixture(autouse=True)
+def _no_compile(monkeypatch):
+    """Validation must finish before anything compiles or touches CUDA."""
+    def boom(*a, **k):
+        raise AssertionError("compiled before validation finished")
+    monkeypatch.setattr(sm, "_compiled", boom)
+
+
+def test_wrong_q_dtype_mentions_bf16():
+    q, kv, idx, s = _inputs()
+    with pytest.raises(TypeError, match="bf16"):
+        sparse_mla_fwd(q.float(), kv, idx, 0.05, 512, sink=s)
+    with pytest.raises(TypeError, match="kv must be torch.bfloat16"):
+        sparse_mla_fwd(q, kv.half(), idx, 0.05, 512, sink=s)
+
+
+def test_wrong_index_and_sink_dtypes():
+    q, kv, idx, s = _inputs()
+    with pytest.raises(TypeError, match="int32"):
+        sparse_mla_fwd(q, kv, idx.long(), 0.05, 512, sink=s)
+    with pytest.raises(TypeError, match="fp32"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s.bfloat16())
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        sparse_mla_fwd([1, 2], kv, idx, 0.05, 512)
+
+
+def test_rank_and_size_errors():
+    q, kv, idx, s = _inputs()
+    with pytest.raises(ValueError, match=r"q must have shape \[B, Sq, H, D\]"):
+        sparse_mla_fwd(q[0], kv, idx, 0.05, 512, sink=s)
+    with pytest.raises(ValueError, match="one latent head"):
+        sparse_mla_fwd(q, kv[:, :, None], idx, 0.05, 512, sink=s)
+    with pytest.raises(ValueError, match="kv must be"):
+        sparse_mla_fwd(q, torch.cat([kv, kv]), idx, 0.05, 512, sink=s)
+    with pytest.raises(ValueError, match="indices must be"):
+        sparse_mla_fwd(q, kv, idx[:, :2], 0.05, 512, sink=s)
+    with pytest.raises(ValueError, match="NI >= 1"):
+        sparse_mla_fwd(q, kv, idx[:, :, :0], 0.05, 512, sink=s)
+    with pytest.raises(ValueError, match=r"sink must have shape \[H=16\]"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=torch.zeros(8))
+
+
+def test_dim_errors():
+    q, kv, idx, s = _inputs(D=256)
+    with pytest.raises(ValueError, match=r"dim_qk .* \(512, 576\)"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 256, sink=s)
+    q, kv, idx, s = _inputs(D=576)
+    with pytest.raises(ValueError, match="dim_v must be in"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 576, sink=s)
+    with pytest.raises(ValueError, match="dim_v must be in"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 0, sink=s)
+    with pytest.raises(TypeError, match="dim_v must be an int"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512.0, sink=s)
+
+
+def test_contiguity_error_says_how_to_fix():
+    q, kv, idx, s = _inputs()
+    qt = q.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not qt.is_contiguous()
+    with pytest.raises(ValueError, match=r"q.contiguous\(\)"):
+        sparse_mla_fwd(qt, kv, idx, 0.05, 512, sink=s)
+    idx_t = idx.transpose(0, 1).contiguous().transpose(0, 1) if idx.shape[0] > 1 else idx[..., ::2]
+    with pytest.raises(ValueError, match=r"indices.contiguous\(\)"):
+        sparse_mla_fwd(q, kv, idx_t, 0.05, 512, sink=s)
+
+
+def test_scalar_and_variant_errors():
+    q, kv, idx, s = _inputs()
+    with pytest.raises(ValueError, match="positive finite"):
+        sparse_mla_fwd(q, kv, idx, float("nan"), 512, sink=s)
+    with pytest.raises(ValueError, match="positive finite"):
+        sparse_mla_fwd(q, kv, idx, -1.0, 512, sink=s)
+    with pytest.raises(TypeError, match="sm_scale"):
+        sparse_mla_fwd(q, kv, idx, torch.tensor(0.1), 512, sink=s)
+    with pytest.raises(ValueError, match="variant"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, variant="tma")
+
+
+def test_out_buffer_errors():
+    q, kv, idx, s = _inputs()
+    ok = torch.empty(1, 4, 16, 512, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="out must be torch.bfloat16"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, out=ok.float())
+    with pytest.raises(ValueError, match=r"out must have shape \[B, Sq, H, dim_v\]"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 256, sink=s, out=ok)
+    with pytest.raises(ValueError, match=r"out.contiguous\(\)"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s,
+                       out=ok.transpose(1, 2).contiguous().transpose(1, 2))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, out=ok)
+
+
+def test_numpy_scale_is_accepted():
+    np = pytest.importorskip("numpy")
+    q, kv, idx, s = _inputs()
+    with pytest.raises(ValueError, match="needs a CUDA device"):  # i.e. the scale passed
+        sparse_mla_fwd(q, kv, idx, np.float32(0.05), 512, sink=s)
+
+
+def test_device_errors_come_last():
+    q, kv, idx, s = _inputs()
+    # a valid CPU call fails only on the device, saying what to do
+    with pytest.raises(ValueError, match=r"needs a CUDA device.*\.cuda\(\)"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=None, return_lse=True, variant="pipelined")
+    # a dtype error wins over the device error
+    with pytest.raises(TypeError, match="bf16"):
+        sparse_mla_fwd(q.float(), kv, idx, 0.05, 512, sink=s)
+    # mixed devices are reported before "needs CUDA"
+    with pytest.raises(ValueError, match="same device"):
+        sparse_mla_fwd(q, kv.to("meta"), idx, 0.05, 512, sink=s)

@@ -1,0 +1,140 @@
+"""Triton compressor / RoPE kernels on a CUDA GPU at preset sizes (skipped without CUDA).
+
+Run on the GPU machine (TRITON_INTERPRET unset):
+    python -m pytest -q -m gpu tests/test_compressor_gpu.py
+
+Fresh random inputs every run (the seed is printed in failure messages); the kernel
+writes into a NaN-poisoned `out`. Bound: as in test_compressor_triton.py,
+|kernel - ref| <= ulp_bf16(|ref|) + ulp_bf16(max |ref row|) per element and <= 1% of
+elements differing, against the reference computed on the same GPU.
+"""
+import time
+
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module")
+def kern():
+    from kernels_triton import compressor as comp
+    from kernels_triton import rope as rp
+    if comp._kernels_interpreted(comp._compress_kernel) or comp._kernels_interpreted(rp._rope_kernel):
+        pytest.skip("kernels_triton was imported with TRITON_INTERPRET=1; run the GPU tests without it")
+    assert not torch.backends.cuda.matmul.allow_tf32, "TF32 matmul would make the reference Hadamard inexact"
+    return comp, rp
+
+
+def _presets():
+    from csa_dsl.presets import preset
+    p = preset("v4-flash")
+    return {"attention": p.compressor, "indexer": p.indexer.compressor}
+
+
+def ulp_bf16(x):
+    x = x.float().abs()
+    _, e = torch.frexp(x)
+    u = torch.ldexp(torch.ones_like(x), (e - 8).to(torch.int32))
+    tiny = torch.full_like(u, 2.0 ** -133)
+    return torch.where(x > 0, torch.maximum(u, tiny), tiny)
+
+
+def check_close(k, r, what, max_frac=0.01):
+    kf, rf = k.float(), r.float()
+    bound = ulp_bf16(rf) + ulp_bf16(rf.abs().amax(-1, keepdim=True))
+    err = (kf - rf).abs()
+    nbad = int((err > bound).sum())
+    frac = (k.view(torch.int16) != r.view(torch.int16)).float().mean().item()
+    assert nbad == 0, f"{what}: {nbad} elements beyond the bound, worst err {err.max().item():.3g}"
+    assert frac <= max_frac, f"{what}: {frac:.3%} of elements differ (> {max_frac:.0%})"
+    return frac
+
+
+def fresh_inputs(B, S, c, seed):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    cd = c.coff * c.dim
+    values = torch.randn(B, S, cd, device="cuda", generator=g)
+    gate = torch.randn(B, S, cd, device="cuda", generator=g)
+    ape = 0.5 * torch.randn(c.ratio, cd, device="cuda", generator=g)
+    norm = 1 + 0.1 * torch.randn(c.dim, device="cuda", generator=g)
+    return values, gate, ape, norm
+
+
+def reference_rows(values, gate, ape, norm, c, r0, r1):
+    """pipeline.reference.compress restricted to rows [r0, r1) (its own stage functions)."""
+    from csa_dsl.rope import hadamard_matrix
+    from pipeline import reference as ref
+    y = ref.pool(values, gate, ape, c, r0, r1).to(torch.bfloat16)
+    y = ref.rms_norm_bf16(y, norm, c.norm_eps)
+    if c.rope is not None:
+        y = ref.rope_rows_bf16(y, c.rope, torch.arange(r0, r1, device=values.device) * c.ratio)
+    if c.hadamard:
+        y = (y.float() @ hadamard_matrix(c.dim, values.device)).to(torch.bfloat16)
+    return y
+
+
+@pytest.mark.parametrize("which", ["attention", "indexer"])
+@pytest.mark.parametrize("B", [1, 2])
+def test_preset_compressor_s16k(kern, which, B):
+    from pipeline import reference as ref
+    comp, _ = kern
+    c = _presets()[which]
+    S = 16384
+    seed = time.time_ns() % (2 ** 31)
+    inp = fresh_inputs(B, S, c, seed)
+    out = torch.full((B, S // c.ratio, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
+    comp.compress(*inp, c, out=out)
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any(), f"seed {seed}: NaN left in out"
+    check_close(out, ref.compress(*inp, c), f"{which} B={B} seed {seed}")
+
+
+@pytest.mark.parametrize("which", ["attention", "indexer"])
+def test_preset_compressor_s256k_sampled(kern, which):
+    """S = 262,144 (2 x 1 GiB fp32 inputs for the attention compressor): whole run, no NaN;
+    sampled row ranges vs the reference and vs slice launches (row_start > 0)."""
+    comp, _ = kern
+    c = _presets()[which]
+    B, S = 1, 262144
+    T = S // c.ratio
+    seed = time.time_ns() % (2 ** 31)
+    inp = fresh_inputs(B, S, c, seed)
+    out = torch.full((B, T, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
+    comp.compress(*inp, c, out=out)
+    torch.cuda.synchronize()
+    assert not torch.isnan(out).any(), f"seed {seed}: NaN left in out"
+    for r0, r1 in ((0, 256), (T // 2 - 77, T // 2 + 179), (T - 256, T)):
+        check_close(out[:, r0:r1], reference_rows(*inp, c, r0, r1), f"{which} rows {r0}:{r1} seed {seed}")
+        sl = torch.full((B, r1 - r0, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
+        comp.compress(*inp, c, row_start=r0, row_end=r1, out=sl)
+        assert torch.equal(sl.view(torch.int16), out[:, r0:r1].view(torch.int16)), f"slice {r0}:{r1} differs"
+    del inp, out
+    torch.cuda.empty_cache()
+
+
+def test_online_softmax_path_gpu(kern):
+    """slot_chunk < ratio (the path of large m*D) on the GPU."""
+    from pipeline import reference as ref
+    comp, _ = kern
+    c = _presets()["attention"]
+    inp = fresh_inputs(1, 4096, c, 123)
+    check_close(comp.compress(*inp, c, config={"slot_chunk": 1}), ref.compress(*inp, c), "slot_chunk=1")
+
+
+def test_inverse_rope_gpu(kern):
+    from csa_dsl.presets import preset
+    from pipeline import reference as ref
+    _, rp = kern
+    a = preset("v4-flash").attention
+    N = 2048
+    seed = time.time_ns() % (2 ** 31)
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(N, a.heads, a.v_dim, device="cuda", generator=g).to(torch.bfloat16)
+    pos = torch.arange(200000, 200000 + N, device="cuda")
+    for inverse in (True, False):
+        r = ref.rope_rows_bf16(x, a.inverse_rope, pos, inverse=inverse, heads=True)
+        y = x.clone()
+        rp.apply_rope_(y, a.inverse_rope, pos, inverse=inverse)
+        assert torch.equal(y.view(torch.int16), r.view(torch.int16)), f"inverse={inverse} seed {seed}"
