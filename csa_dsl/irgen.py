@@ -92,7 +92,7 @@ def _stage_ir(spec: Pipeline, stage: str, level: str, cap: int, arch_name: str) 
         return {"": compile_ir("score", ix.heads, ix.dim, spec.ratio, ix.topk, arch=cap)[level]}
     if stage == "topk":
         from kernels_triton.indexer import compile_ir
-        return {"": compile_ir("select", ix.heads, ix.dim, spec.ratio, ix.topk, arch=cap)[level]}
+        return {"": compile_ir("select", ix.heads, ix.dim, spec.ratio, ix.topk, window=a.window, arch=cap)[level]}
     if stage == "compressor":
         from kernels_triton import compressor as kc
         parts = {}

@@ -26,6 +26,4 @@ def compile_for_target(fn, signature: Dict[str, str], constexprs: Dict[str, obje
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
-    out = {lvl: compiled.asm[lvl] for lvl in LEVELS if lvl in compiled.asm}
-    out["shared_bytes"] = str(getattr(compiled.metadata, "shared", ""))
-    return out
+    return {lvl: compiled.asm[lvl] for lvl in LEVELS if lvl in compiled.asm}

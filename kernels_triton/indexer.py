@@ -44,11 +44,11 @@ def interpreting() -> bool:
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
-def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
+def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr, gmax_ptr,
                   s_first, n_q, T,
-                  stride_qs, stride_ws, stride_kt, stride_os,
+                  stride_qs, stride_ws, stride_kt, stride_os, stride_gs,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
-                  BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr):
+                  BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr, GROUP: tl.constexpr):
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HI
@@ -69,7 +69,9 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
     last = tl.minimum(q0 + BQ, n_q) - 1
     t_end = (s_first + last + 1) // RATIO             # rows the last (most-seeing) query sees
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
+    gmax_rows = gmax_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_gs
     row_ok = (q0 + offs_bq < n_q)[None, :]
+    NG: tl.constexpr = BT // GROUP
     for t0 in range(0, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         kt = tl.load(k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :],
@@ -83,6 +85,11 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         sc = tl.where(vis, sc, NEG_INF)
         tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
+        # max of every GROUP consecutive keys: lets the selection find its threshold from
+        # 1/GROUP of the scores instead of a first full pass over them
+        gm = tl.max(tl.reshape(sc, (NG, GROUP, BQ)), axis=1)
+        offs_g = t0 // GROUP + tl.arange(0, NG)
+        tl.store(gmax_rows + offs_g[:, None], gm, mask=row_ok & (offs_g[:, None] * GROUP < t_end))
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,15 +114,23 @@ def _composite_index(c):
 
 
 @triton.jit
-def _select_kernel(sc_ptr, cand_ptr, out_ptr,
+def _select_kernel(sc_ptr, gmax_ptr, cand_ptr, out_ptr,
                    s_first, n_q, k_eff, idx_offset,
-                   stride_s, stride_c, stride_o,
-                   RATIO: tl.constexpr, CAP: tl.constexpr):
+                   stride_s, stride_g, stride_c, stride_o,
+                   RATIO: tl.constexpr, CAP: tl.constexpr, GROUP: tl.constexpr, BLK: tl.constexpr,
+                   W: tl.constexpr, WP: tl.constexpr):
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
     orow = out_ptr + r.to(tl.int64) * stride_o
-    L = (s_first + r + 1) // RATIO                    # visible rows of this query
+    s = s_first + r                                     # the query's position
+    L = (s + 1) // RATIO                                # visible rows of this query
+    if W > 0:
+        # the key list starts with the sliding window max(0, s-W+1)..s, -1 padded
+        wj = tl.arange(0, WP)
+        wid = tl.maximum(s - W + 1, 0) + wj
+        tl.store(orow + wj, tl.where(wid > s, -1, wid), mask=wj < W)
+        orow += W
     offs = tl.arange(0, CAP)
     if L <= k_eff:
         # every visible row is selected; the rest is -1
@@ -126,21 +141,31 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr,
             srt = tl.sort(_composite(x, offs), descending=True)
             tl.store(orow + offs, _composite_index(srt) + idx_offset, mask=offs < k_eff)
         else:
-            # pass 1: running max of CAP strided groups (all non-empty since L > CAP)
+            # pass 1: the max of CAP strided groups (element i joins group i % CAP); all
+            # non-empty since L > CAP. From the score kernel's GROUP-maxima when there are
+            # at least CAP of them (1/GROUP of the row to read), else from the row itself.
             gm = tl.full([CAP], NEG_INF, tl.float32)
-            for b0 in range(0, L, CAP):
-                x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-                gm = tl.maximum(gm, x)
+            M = (L + GROUP - 1) // GROUP
+            if M >= CAP:
+                grow = gmax_ptr + r.to(tl.int64) * stride_g
+                for b0 in range(0, M, CAP):
+                    gm = tl.maximum(gm, tl.load(grow + b0 + offs, mask=b0 + offs < M, other=NEG_INF))
+            else:
+                for b0 in range(0, L, CAP):
+                    gm = tl.maximum(gm, tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF))
             gs = tl.sort(gm, descending=True)
             tau = tl.max(tl.where(offs == k_eff - 1, gs, NEG_INF), axis=0)
             # pass 2: compact every x >= tau (a superset of the top K) in index order
             cnt = tl.full([], 0, tl.int32)
-            for b0 in range(0, L, CAP):
-                x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-                keep = (x >= tau) & (b0 + offs < L)
-                slot = cnt + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-                tl.store(cand + slot, _composite(x, b0 + offs), mask=keep & (slot < CAP))
-                cnt += tl.sum(keep.to(tl.int32), axis=0)
+            ob = tl.arange(0, BLK)
+            for b0 in range(0, L, BLK):
+                x = tl.load(row + b0 + ob, mask=b0 + ob < L, other=NEG_INF)
+                keep = (x >= tau) & (b0 + ob < L)
+                nk = tl.sum(keep.to(tl.int32), axis=0)
+                if nk > 0:
+                    slot = cnt + tl.cumsum(keep.to(tl.int32), axis=0) - 1
+                    tl.store(cand + slot, _composite(x, b0 + ob), mask=keep & (slot < CAP))
+                cnt += nk
             if cnt <= CAP:
                 c = tl.load(cand + offs, mask=offs < cnt, other=0)
                 c = tl.where(offs < cnt, c, tl.full([CAP], -9223372036854775808, tl.int64))
@@ -189,6 +214,7 @@ def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
 # ---------------------------------------------------------------------------------------
 # configuration and launchers
 SCORE_TILE_KEYS = 64     # BT: keys per MMA tile (M)
+SCORE_GROUP = 16         # keys per group maximum written beside the scores
 SCORE_WARPS = 8
 SCORE_STAGES = 3
 SELECT_WARPS = 4
@@ -254,46 +280,72 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
     return B, S, HI, DI, T
 
 
+# (compaction block, warps) per candidate capacity; benchmarks/tune_select.py measures them
+SELECT_CONFIG = {}
+
+
+def select_config(topk: int) -> tuple:
+    cap = select_capacity(topk)
+    return SELECT_CONFIG.get(cap, (cap, SELECT_WARPS))
+
+
+def select_block(topk: int) -> int:
+    """Elements per iteration of the compaction pass."""
+    return select_config(topk)[0]
+
+
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, s_first: int, ratio: int,
-                out: torch.Tensor) -> None:
+                out: torch.Tensor, gmax: torch.Tensor) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
     q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with
     ld >= the visible rows of the last query. Columns beyond a row's own visible
     count but inside the tile range are -inf; further columns are not written.
+    gmax [>= n, ld // SCORE_GROUP] receives the max of every SCORE_GROUP keys.
     """
     n, HI, DI = q.shape
     T = k.shape[0]
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
-                        RATIO=ratio, HI=HI, DI=DI, BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32),
+    _score_kernel[grid](q, w, k, out, gmax, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
+                        gmax.stride(0), RATIO=ratio, HI=HI, DI=DI, BQ=BQ, BT=SCORE_TILE_KEYS,
+                        IEEE=(q.dtype == torch.float32), GROUP=SCORE_GROUP,
                         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
 
 
-def select_chunk(scores: torch.Tensor, s_first: int, n: int, ratio: int, k_eff: int, topk: int,
-                 out: torch.Tensor, idx_offset: int = 0, cand: Optional[torch.Tensor] = None) -> None:
-    """Top-k_eff of rows [0, n) of a score chunk buffer into out[:n, :k_eff] (int32, + idx_offset, -1 pad)."""
+def select_chunk(scores: torch.Tensor, gmax: torch.Tensor, s_first: int, n: int, ratio: int, k_eff: int,
+                 topk: int, out: torch.Tensor, idx_offset: int = 0, window: int = 0,
+                 cand: Optional[torch.Tensor] = None, config: Optional[tuple] = None) -> None:
+    """Key lists of rows [0, n) of a score chunk: out[:n, :window] = the sliding window ids,
+    out[:n, window:window + k_eff] = the top-k_eff visible rows + idx_offset (int32, -1 padded)."""
     cap = select_capacity(topk)
+    blk, warps = config or select_config(topk)
     if cand is None:
         cand = torch.empty(n, cap, dtype=torch.int64, device=scores.device)
-    _select_kernel[(n,)](scores, cand, out, s_first, n, k_eff, idx_offset,
-                         scores.stride(0), cand.stride(0), out.stride(0),
-                         RATIO=ratio, CAP=cap, num_warps=SELECT_WARPS)
+    _select_kernel[(n,)](scores, gmax, cand, out, s_first, n, k_eff, idx_offset,
+                         scores.stride(0), gmax.stride(0), cand.stride(0), out.stride(0),
+                         RATIO=ratio, CAP=cap, GROUP=SCORE_GROUP, BLK=blk, W=window,
+                         WP=max(1, 1 << (max(window, 1) - 1).bit_length()), num_warps=warps)
 
 
-def chunk_buffers(chunk: int, T: int, topk: int, device) -> dict:
-    """The bounded scratch of one query chunk: scores [chunk, ld] fp32 and candidates [chunk, CAP] int64."""
-    ld = max(SCORE_TILE_KEYS, triton.cdiv(T, SCORE_TILE_KEYS) * SCORE_TILE_KEYS)
-    return {
-        "scores": torch.empty(chunk, ld, dtype=torch.float32, device=device),
-        "cand": torch.empty(chunk, select_capacity(topk), dtype=torch.int64, device=device),
-    }
+def _score_ld(T: int) -> int:
+    return max(SCORE_TILE_KEYS, triton.cdiv(T, SCORE_TILE_KEYS) * SCORE_TILE_KEYS)
 
 
 def chunk_buffer_bytes(chunk: int, T: int, topk: int) -> dict:
-    ld = max(SCORE_TILE_KEYS, triton.cdiv(T, SCORE_TILE_KEYS) * SCORE_TILE_KEYS)
-    return {"scores": chunk * ld * 4, "cand": chunk * select_capacity(topk) * 8}
+    """The bounded scratch of one query chunk: fp32 scores, fp32 group maxima, int64 candidates."""
+    ld = _score_ld(T)
+    return {"scores": chunk * ld * 4, "gmax": chunk * (ld // SCORE_GROUP) * 4,
+            "cand": chunk * select_capacity(topk) * 8}
+
+
+def chunk_buffers(chunk: int, T: int, topk: int, device) -> dict:
+    ld = _score_ld(T)
+    return {
+        "scores": torch.empty(chunk, ld, dtype=torch.float32, device=device),
+        "gmax": torch.empty(chunk, ld // SCORE_GROUP, dtype=torch.float32, device=device),
+        "cand": torch.empty(chunk, select_capacity(topk), dtype=torch.int64, device=device),
+    }
 
 
 def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
@@ -309,8 +361,9 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
     for b in range(B):
         for s0 in range(0, S, chunk):
             n = min(chunk, S - s0)
-            score_chunk(idx_q[b, s0:s0 + n], idx_w[b, s0:s0 + n], idx_k[b], s0, ratio, buf["scores"])
-            select_chunk(buf["scores"], s0, n, ratio, k_eff, topk, out[b, s0:s0 + n], cand=buf["cand"])
+            score_chunk(idx_q[b, s0:s0 + n], idx_w[b, s0:s0 + n], idx_k[b], s0, ratio, buf["scores"], buf["gmax"])
+            select_chunk(buf["scores"], buf["gmax"], s0, n, ratio, k_eff, topk, out[b, s0:s0 + n],
+                         cand=buf["cand"])
             if progress is not None:
                 progress(n)
     return out
@@ -319,27 +372,31 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
 # ---------------------------------------------------------------------------------------
 # IR without a GPU
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
-               arch: int = 90) -> dict:
+               window: int = 0, arch: int = 90) -> dict:
     """Compile one indexer kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}."""
     from ._compile import compile_for_target
 
     if kernel == "score":
         BQ = score_block_queries(heads)
-        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "out_ptr": "*fp32",
+        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "out_ptr": "*fp32", "gmax_ptr": "*fp32",
                "s_first": "i32", "n_q": "i32", "T": "i32",
-               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32",
+               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32", "stride_gs": "i32",
                "RATIO": "constexpr", "HI": "constexpr", "DI": "constexpr", "BQ": "constexpr", "BT": "constexpr",
-               "IEEE": "constexpr"}
-        const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": BQ, "BT": SCORE_TILE_KEYS, "IEEE": False}
+               "IEEE": "constexpr", "GROUP": "constexpr"}
+        const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": BQ, "BT": SCORE_TILE_KEYS, "IEEE": False,
+                 "GROUP": SCORE_GROUP}
         fn, opts = _score_kernel, {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}
-        div = ["q_ptr", "w_ptr", "k_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
+        div = ["q_ptr", "w_ptr", "k_ptr", "out_ptr", "gmax_ptr", "stride_qs", "stride_ws", "stride_kt",
+               "stride_os", "stride_gs"]
     elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32", "n_q": "i32",
-               "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
-               "RATIO": "constexpr", "CAP": "constexpr"}
-        const = {"RATIO": ratio, "CAP": select_capacity(topk)}
-        fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
-        div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
+        sig = {"sc_ptr": "*fp32", "gmax_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32",
+               "n_q": "i32", "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_g": "i32",
+               "stride_c": "i32", "stride_o": "i32", "RATIO": "constexpr", "CAP": "constexpr", "GROUP": "constexpr",
+               "BLK": "constexpr", "W": "constexpr", "WP": "constexpr"}
+        const = {"RATIO": ratio, "CAP": select_capacity(topk), "GROUP": SCORE_GROUP, "BLK": select_block(topk),
+                 "W": window, "WP": max(1, 1 << (max(window, 1) - 1).bit_length())}
+        fn, opts = _select_kernel, {"num_warps": select_config(topk)[1]}
+        div = ["sc_ptr", "gmax_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_g", "stride_c", "stride_o"]
     else:
         raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, select")
     return compile_for_target(fn, sig, const, div, arch=arch, **opts)

@@ -23,44 +23,40 @@ import triton.language as tl
 from csa_dsl.rope import cos_sin
 from csa_dsl.spec import RoPE
 
-from .compressor import _kernels_interpreted, _next_pow2, compile_ir_elsewhere, rope_tables
+from .compressor import _kernels_interpreted, _next_pow2, _round_bf16, compile_ir_elsewhere, rope_tables
 
 ROPE_BLOCK_ELEMS = 4096   # elements (rows x rope.dim) per program
 ROPE_WARPS = 4
 
 
 @triton.jit
-def _round_bf16(x):
-    """fp32 -> the nearest bf16 value (ties to even) as fp32; the interpreter's cast truncates."""
-    b = x.to(tl.int32, bitcast=True)
-    b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
-    return tl.where(x != x, x, b.to(tl.float32, bitcast=True))
-
-
-@triton.jit
-def _rope_kernel(x_ptr, cos_ptr, sin_ptr, n_pos, H, stride_n, stride_h, col0,
-                 HALF: tl.constexpr, HALFP: tl.constexpr, BLOCK: tl.constexpr, INVERSE: tl.constexpr):
+def _rope_kernel(x_ptr, cos_ptr, sin_ptr, n_pos, tab0, stride_n, stride_h, col0,
+                 H: tl.constexpr, HALF: tl.constexpr, HALFP: tl.constexpr, BLOCK: tl.constexpr,
+                 INVERSE: tl.constexpr):
+    # rows are (query, head) pairs, H is a constexpr so n = r // H is a shift; each row's
+    # rope channels are 2*HALF contiguous bf16, loaded as one vector
     pid = tl.program_id(0)
-    r = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)      # flattened (query, head) row
+    r = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     r_ok = r < n_pos.to(tl.int64) * H
     n = r // H
     h = r % H
+    c2 = tl.arange(0, 2 * HALFP)
+    c_ok = c2 < 2 * HALF
+    base = n * stride_n + h * stride_h + col0                # int64 element offset of the rope channels
+    mask = r_ok[:, None] & c_ok[None, :]
+    x = tl.load(x_ptr + base[:, None] + c2[None, :], mask=mask, other=0.0).to(tl.float32)
+    a, b = tl.split(tl.reshape(x, (BLOCK, HALFP, 2)))
     k = tl.arange(0, HALFP)
-    k_ok = k < HALF
-    base = n * stride_n + h * stride_h + col0               # int64 element offset of the rope channels
-    offs = base[:, None, None] + (2 * k)[None, :, None] + tl.arange(0, 2)[None, None, :]
-    mask = (r_ok[:, None] & k_ok[None, :])[:, :, None]
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)     # [BLOCK, HALFP, 2]
-    a, b = tl.split(x)
-    tmask = r_ok[:, None] & k_ok[None, :]
-    toff = n[:, None] * HALF + k[None, :]
+    tmask = r_ok[:, None] & (k < HALF)[None, :]
+    toff = (tab0 + n)[:, None] * HALF + k[None, :]          # table row = position (tab0 + n)
     c = tl.load(cos_ptr + toff, mask=tmask, other=1.0)
     s = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
     if INVERSE:
         s = -s
     ra = _round_bf16(a * c - b * s)
     rb = _round_bf16(a * s + b * c)
-    tl.store(x_ptr + offs, tl.join(ra, rb).to(tl.bfloat16), mask=mask)
+    y = tl.reshape(tl.join(ra, rb), (BLOCK, 2 * HALFP))
+    tl.store(x_ptr + base[:, None] + c2[None, :], y.to(tl.bfloat16), mask=mask)
 
 
 def _block_rows(rope_dim: int) -> int:
@@ -115,18 +111,23 @@ def apply_rope_(x: torch.Tensor, rope: RoPE, positions: Union[torch.Tensor, int]
     pos = check_rope_inputs(x, rope, positions)
     if x.numel() == 0:
         return x
-    if isinstance(pos, int):   # pos0 + arange(N): cached tables
-        cos, sin = rope_tables(rope, pos, pos + x.shape[-3], 1, x.device)
+    if isinstance(pos, int):
+        # positions pos0 + arange(N): one cached table from position 0, grown by powers of two,
+        # so the chunks of a composed forward share it instead of rebuilding tables per chunk
+        end = _next_pow2(max(pos + x.shape[-3], 1024))
+        cos, sin = rope_tables(rope, 0, end, 1, x.device)
+        tab0 = pos
     else:
         cos, sin = (t.contiguous() for t in cos_sin(rope, pos))
+        tab0 = 0
     views = [x] if x.dim() == 3 else list(x.unbind(0))
     for v in views:
         N, H, Dv = v.shape
         BLOCK = _block_rows(rope.dim)
         grid = (triton.cdiv(N * H, BLOCK),)
-        _rope_kernel[grid](v, cos, sin, N, H, v.stride(0), v.stride(1), Dv - rope.dim,
-                           HALF=rope.dim // 2, HALFP=_next_pow2(rope.dim // 2), BLOCK=BLOCK, INVERSE=bool(inverse),
-                           num_warps=ROPE_WARPS, enable_fp_fusion=False)
+        _rope_kernel[grid](v, cos, sin, N, tab0, v.stride(0), v.stride(1), Dv - rope.dim,
+                           H=H, HALF=rope.dim // 2, HALFP=_next_pow2(rope.dim // 2), BLOCK=BLOCK,
+                           INVERSE=bool(inverse), num_warps=ROPE_WARPS, enable_fp_fusion=False)
     return x
 
 
@@ -145,20 +146,14 @@ def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: b
     if _kernels_interpreted(_rope_kernel):
         return compile_ir_elsewhere("kernels_triton.rope", dict(heads=heads, v_dim=v_dim, rope_dim=rope_dim,
                                                                 inverse=inverse, arch=arch))
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    from ._compile import compile_for_target
 
-    const = {"HALF": rope_dim // 2, "HALFP": _next_pow2(rope_dim // 2), "BLOCK": _block_rows(rope_dim),
+    const = {"H": heads, "HALF": rope_dim // 2, "HALFP": _next_pow2(rope_dim // 2), "BLOCK": _block_rows(rope_dim),
              "INVERSE": bool(inverse)}
-    sig = {"x_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "n_pos": "i32", "H": "i32",
-           "stride_n": "i64", "stride_h": "i32", "col0": "i32"}
+    sig = {"x_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "n_pos": "i32", "tab0": "i32",
+           "stride_n": "i32", "stride_h": "i32", "col0": "i32"}
     sig.update({k: "constexpr" for k in const})
-    kernel = _rope_kernel
-    names = kernel.arg_names
     div16 = [n for n, v in (("x_ptr", 16), ("cos_ptr", 16), ("sin_ptr", 16), ("stride_n", heads * v_dim),
                             ("stride_h", v_dim), ("col0", v_dim - rope_dim)) if v % 16 == 0]
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
-    src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": ROPE_WARPS, "enable_fp_fusion": False})
-    return {lvl: compiled.asm[lvl] for lvl in ("ttir", "ttgir", "llir", "ptx") if lvl in compiled.asm}
+    return compile_for_target(_rope_kernel, sig, const, div16, arch=arch, num_warps=ROPE_WARPS,
+                              enable_fp_fusion=False)

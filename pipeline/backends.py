@@ -23,21 +23,25 @@ class TorchBackend:
     def compress(self, values, gate, ape, norm, c: Compressor, out):
         out.copy_(ref.compress(values, gate, ape, norm, c))
 
-    def score(self, q, w, k, s_first, ratio, scores):
+    def score(self, q, w, k, s_first, ratio, scores, gmax):
         n, T = q.shape[0], k.shape[0]
         pos = torch.arange(s_first, s_first + n, device=q.device)
         sc = ref.indexer_scores(q[None], w[None], k[None])[0]
         scores[:n, :T] = ref.mask_invisible(sc, pos, ratio)
 
-    def select(self, scores, s_first, n, ratio, k_eff, topk, out, idx_offset, cand, T):
+    def select(self, scores, gmax, s_first, n, ratio, k_eff, topk, out, idx_offset, window, cand, T):
+        """out[:, :window] = window ids, out[:, window:] = selected rows + idx_offset (-1 padded)."""
         pos = torch.arange(s_first, s_first + n, device=scores.device)
         sel = ref.topk_select(scores[None, :n, :T], pos, ratio, topk)[0]
-        out.copy_(torch.where(sel >= 0, sel + idx_offset, sel))
+        out[:, window:].copy_(torch.where(sel >= 0, sel + idx_offset, sel))
+        if window:
+            out[:, :window].copy_(ref.window_indices(pos, window))
 
     def attention(self, q, kv, keys, scale, v_dim, sink, out):
         out.copy_(ref.sparse_attention(q[None], kv[None], keys[None], scale, v_dim, sink)[0].to(out.dtype))
 
-    def rope(self, x, rope: RoPE, positions):
+    def rope(self, x, rope: RoPE, pos0: int):
+        positions = torch.arange(pos0, pos0 + x.shape[0], device=x.device)
         x.copy_(ref.rope_rows_bf16(x, rope, positions, inverse=True, heads=True))
 
 
@@ -61,25 +65,26 @@ class InterpretBackend(TorchBackend):
             return super().compress(values, gate, ape, norm, c, out)
         self._comp.compress(values, gate, ape, norm, c, out=out)
 
-    def score(self, q, w, k, s_first, ratio, scores):
+    def score(self, q, w, k, s_first, ratio, scores, gmax):
         # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the kernel's
         # fp32 path (IEEE dot) then computes the reference's fp32 math
-        self._ix.score_chunk(q.float(), w, k.float(), s_first, ratio, scores)
+        self._ix.score_chunk(q.float(), w, k.float(), s_first, ratio, scores, gmax)
 
-    def select(self, scores, s_first, n, ratio, k_eff, topk, out, idx_offset, cand, T):
-        self._ix.select_chunk(scores, s_first, n, ratio, k_eff, topk, out, idx_offset=idx_offset, cand=cand)
+    def select(self, scores, gmax, s_first, n, ratio, k_eff, topk, out, idx_offset, window, cand, T):
+        self._ix.select_chunk(scores, gmax, s_first, n, ratio, k_eff, topk, out, idx_offset=idx_offset,
+                              window=window, cand=cand)
 
-    def rope(self, x, rope, positions):
+    def rope(self, x, rope, pos0: int):
         if self._rope is None:
-            return super().rope(x, rope, positions)
-        self._rope.apply_rope_(x, rope, positions, inverse=True)
+            return super().rope(x, rope, pos0)
+        self._rope.apply_rope_(x, rope, pos0, inverse=True)
 
 
 class CudaBackend(InterpretBackend):
     name = "cuda"
 
-    def score(self, q, w, k, s_first, ratio, scores):
-        self._ix.score_chunk(q, w, k, s_first, ratio, scores)
+    def score(self, q, w, k, s_first, ratio, scores, gmax):
+        self._ix.score_chunk(q, w, k, s_first, ratio, scores, gmax)
 
     def __init__(self, attention_variant: str = "ws"):
         super().__init__()

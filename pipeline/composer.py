@@ -29,7 +29,6 @@ def _kernels(backend: str) -> dict:
             "compress": "triton compress_kernel",
             "score": "triton _score_kernel",
             "select": "triton _select_kernel",
-            "window": "torch arange (glue)",
             "attention": "tilelang sparse_mla_fwd",
             "rope": "triton rope_kernel (in place)",
             "copy": "cudaMemcpy",
@@ -39,7 +38,6 @@ def _kernels(backend: str) -> dict:
             "compress": "triton compress_kernel [interpreter]",
             "score": "triton _score_kernel [interpreter]",
             "select": "triton _select_kernel [interpreter]",
-            "window": "torch arange (glue)",
             "attention": "torch reference sparse_attention",
             "rope": "triton rope_kernel [interpreter]",
             "copy": "copy",
@@ -48,7 +46,6 @@ def _kernels(backend: str) -> dict:
         "compress": "torch reference compress",
         "score": "torch reference indexer_scores",
         "select": "torch reference topk_select",
-        "window": "torch arange (glue)",
         "attention": "torch reference sparse_attention",
         "rope": "torch reference rope",
         "copy": "copy",
@@ -113,20 +110,22 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     ld = cb["scores"] // (4 * chunk)
     buf("scores", (chunk, ld), torch.float32, "chunk",
         "fp32 scores of the chunk's visible key tiles only (never [S, T])")
+    buf("gmax", (chunk, cb["gmax"] // (4 * chunk)), torch.float32, "chunk",
+        "max of every 16 scores: the top-k threshold from 1/16 of the data")
     buf("cand", (chunk, select_capacity(ix.topk)), torch.int64, "chunk", "top-k candidates (value, index) per row")
     buf("keys", (chunk, W + K), torch.int32, "chunk", f"key lists: {W} window rows + {K} selected rows")
 
     off = spec.selected_offset(S)
     inner: List[Node] = [
         Call("score", "indexer", kn["score"],
-             [f"idx_q[b, s0:s0+C]", f"idx_w[b, s0:s0+C]", f"{k_name}[b, :(s0+C)//{m}]"], ["scores[:C, :vis]"],
+             [f"idx_q[b, s0:s0+C]", f"idx_w[b, s0:s0+C]", f"{k_name}[b, :(s0+C)//{m}]"],
+             ["scores[:C, :vis]", "gmax[:C, :vis/16]"],
              "visible 64-key tiles only; diagonal tiles masked in-kernel"),
-        Call("select", "topk", kn["select"], ["scores[:C, :vis]"], [f"keys[:C, {W}:]"],
-             f"group-max threshold + candidate sort; ids + {off}, -1 padded"),
+        Call("select", "topk", kn["select"], ["scores[:C, :vis]", "gmax[:C, :vis/16]"],
+             [f"keys[:C, :{W + K}]"],
+             (f"window ids max(0, s-{W - 1})..s, then " if W else "")
+             + f"top-{K} by group-max threshold + candidate sort; ids + {off}, -1 padded"),
     ]
-    if W:
-        inner.append(Call("window", "glue", kn["window"], ["s0"], [f"keys[:C, :{W}]"],
-                          f"max(0, s-{W - 1})..s, -1 padded"))
     att_reads = [f"q[b, s0:s0+C]", f"{kv_name}[b]", "keys[:C]"] + (["sink"] if a.sink else [])
     inner.append(Call("attention", "attention", kn["attention"], att_reads, ["out[b, s0:s0+C]"],
                       f"{a.heads} heads, {W + K} keys/query, scale {a.softmax_scale:.4g}"))
@@ -139,6 +138,8 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     fused.append("indexer score -> top-k: per chunk through a bounded score buffer "
                  f"({bufs['scores'].nbytes / 2**20:.1f} MiB), no [S, T] tensor")
     fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
+    if W and backend != "torch":
+        fused.append("window ids -> top-k: the selection kernel writes each key list's window part too")
     if a.inverse_rope is not None:
         fused.append("attention -> inverse RoPE: in place on the chunk's output rows")
     decisions.append(f"query chunk {chunk:,}: the largest that fits the budget (planner), capped at 2,048 "

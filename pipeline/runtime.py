@@ -35,7 +35,7 @@ class Runtime:
         T = spec.num_compressed(S)
         W, K = a.window, spec.topk_eff(S)
         env = {"out": self._alloc("out")}
-        for name in ("kv_all", "k_idx", "scores", "cand", "keys"):
+        for name in ("kv_all", "k_idx", "scores", "gmax", "cand", "keys"):
             if name in prog.buffers:
                 env[name] = self._alloc(name)
         idx_all = torch.empty(B, S, W + K, dtype=torch.int32, device=self.device) if return_indices else None
@@ -70,9 +70,8 @@ class Runtime:
                 for s0 in range(0, S, C):
                     n = min(C, S - s0)
                     keys = idx_all[b, s0:s0 + n] if idx_all is not None else env["keys"][:n]
-                    pos = torch.arange(s0, s0 + n, device=self.device)
                     for call in inner:
-                        self._step(call, inputs, env, b, s0, n, T, W, K, keys, pos, kv_rows, k_idx, sink)
+                        self._step(call, inputs, env, b, s0, n, T, W, K, keys, kv_rows, k_idx, sink)
                     if bar is not None:
                         bar.update(1)
         if bar is not None:
@@ -80,7 +79,7 @@ class Runtime:
         out = env["out"]
         return (out, idx_all) if return_indices else out
 
-    def _step(self, call: Call, inputs, env, b, s0, n, T, W, K, keys, pos, kv_rows, k_idx, sink):
+    def _step(self, call: Call, inputs, env, b, s0, n, T, W, K, keys, kv_rows, k_idx, sink):
         spec, bk = self.spec, self.backend
         a, ix, m = spec.attention, spec.indexer, spec.ratio
         S = self.program.seq_len
@@ -89,19 +88,18 @@ class Runtime:
             if K == 0:
                 return
             f = lambda: bk.score(inputs["idx_q"][b, s0:s0 + n], inputs["idx_w"][b, s0:s0 + n], k_idx[b],
-                                 s0, m, env["scores"])
+                                 s0, m, env["scores"], env["gmax"])
         elif op == "select":
-            if K == 0:
-                return
-            f = lambda: bk.select(env["scores"], s0, n, m, K, ix.topk, keys[:, W:], spec.selected_offset(S),
-                                  env["cand"], T)
-        elif op == "window":
-            f = lambda: keys[:, :W].copy_(ref.window_indices(pos, W))
+            if K == 0:   # no compressed row yet: the key list is the window alone
+                f = lambda: keys[:, :W].copy_(ref.window_indices(torch.arange(s0, s0 + n, device=self.device), W))
+            else:
+                f = lambda: bk.select(env["scores"], env["gmax"], s0, n, m, K, ix.topk, keys,
+                                      spec.selected_offset(S), W, env["cand"], T)
         elif op == "attention":
             f = lambda: bk.attention(inputs["q"][b, s0:s0 + n], kv_rows[b], keys, a.softmax_scale, a.v_dim, sink,
                                      env["out"][b, s0:s0 + n])
         elif op == "inverse_rope":
-            f = lambda: bk.rope(env["out"][b, s0:s0 + n], a.inverse_rope, pos)
+            f = lambda: bk.rope(env["out"][b, s0:s0 + n], a.inverse_rope, s0)
         else:
             raise RuntimeError(f"runtime: unknown op {op!r}")
         self._timed(call, f)

@@ -42,7 +42,8 @@ def test_score_kernel_tiles():
     q, w, k = _inputs(1, S, HI, DI, m, seed=1)
     s0, n = 64, 70
     buf = torch.full((n, 64), float("nan"))
-    ki.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, m, buf)
+    gmax = torch.full((n, 4), float("nan"))
+    ki.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, m, buf, gmax)
     exp = ref.indexer_scores(q[:, s0:s0 + n], w[:, s0:s0 + n], k)[0]
     BQ = ki.score_block_queries(HI)
     for r in range(n):
@@ -52,6 +53,11 @@ def test_score_kernel_tiles():
         t_end = (s0 + last + 1) // m                        # tiles written by the program end here
         assert torch.isneginf(buf[r, L:t_end]).all()         # masked in-kernel, from indices
         assert torch.isnan(buf[r, t_end:]).all()             # invisible tiles: never written
+        ng = -(-t_end // 16)                                  # group maxima of the written tiles
+        written = buf[r, :ng * 16].clone()
+        written[torch.isnan(written)] = float("-inf")                      # the kernel masks past t_end
+        assert torch.equal(gmax[r, :ng], written.view(ng, 16).amax(-1))
+        assert torch.isnan(gmax[r, ng:]).all()
 
 
 def test_select_ties_and_fallback():
@@ -64,7 +70,8 @@ def test_select_ties_and_fallback():
     scores[2, 50] = 5.0
     out = torch.full((n, K), -7, dtype=torch.int32)
     s_first = T - n          # m = 1: row r sees T - n + r + 1 rows
-    ki.select_chunk(scores, s_first, n, 1, K, K, out)
+    gmax = scores.view(n, 16, 16).amax(-1)
+    ki.select_chunk(scores, gmax, s_first, n, 1, K, K, out)
     for r in range(n):
         L = s_first + r + 1
         row = scores[r, :L].tolist()
@@ -77,10 +84,14 @@ def test_select_negative_zero_and_short_rows():
     n, K = 5, 4
     scores = torch.full((n, 64), float("nan"))
     scores[:, :8] = torch.tensor([-0.0, 0.0, -1.0, 0.0, -0.0, 2.0, -0.0, 0.0])
-    out = torch.empty(n, K, dtype=torch.int32)
-    ki.select_chunk(scores, 0, n, 1, K, K, out, idx_offset=100)   # rows see 1..5 entries; NaNs never read
-    assert out[0].tolist() == [100, -1, -1, -1]
-    assert sorted(out[4].tolist()) == [100, 101, 103, 104]       # -0.0 ties with +0.0: smaller indices win
+    W = 3
+    out = torch.empty(n, W + K, dtype=torch.int32)
+    gmax = torch.full((n, 4), float("nan"))
+    # rows see 1..5 entries; NaNs never read; the window part is written too
+    ki.select_chunk(scores, gmax, 0, n, 1, K, K, out, idx_offset=100, window=W)
+    assert out[0].tolist() == [0, -1, -1] + [100, -1, -1, -1]
+    assert out[3, :W].tolist() == [1, 2, 3]
+    assert sorted(out[4, W:].tolist()) == [100, 101, 103, 104]   # -0.0 ties with +0.0: smaller indices win
 
 
 def test_indexer_validation():
