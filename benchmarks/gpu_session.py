@@ -64,6 +64,9 @@ def composed_check(name: str, S: int) -> dict:
     first = time.time() - t
     W = spec.attention.window
     k_idx = ref.index_keys(spec, inp)
+    if spec.indexer.compressor is not None:   # recall on the keys the pipeline used (Triton compressor)
+        from kernels_triton import compressor as kc
+        k_idx = kc.compress(inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], spec.indexer.compressor)
     rows = ref.attention_rows(spec, inp["kv"], ref.compressed_kv(spec, inp))
     res = {"preset": name, "seq_len": S, "first_call_s": first, "nan": int(torch.isnan(out.float()).sum())}
     errs, recs = [], []

@@ -10,23 +10,24 @@ Per query chunk (rows [s_first, s_first + n)):
    written; the diagonal tiles are masked in-kernel from indices. fp32 scores of
    visible tiles go to a bounded [n, ld] chunk buffer: never [S, T].
 
-2. `_select_kernel` picks the K largest visible scores of each row, ties to the
-   smaller index, -1 padded, from that buffer:
-   - pass 1 keeps the running max of P strided groups (element i joins group i % P).
-     The K-th largest group max tau is a LOWER bound of the row's K-th largest value
-     (those K maxima are K distinct elements >= tau), so {x >= tau} holds the top K.
-     For i.i.d. scores it holds about P*ln2 = 1.4K elements, whatever the row length.
-   - pass 2 compacts the candidates (value, index) into a per-row buffer of CAP;
-   - an exact sort of <= CAP candidates by (value desc, index asc) gives the answer.
-   Rows of <= CAP visible entries are sorted directly. If more than CAP values tie
-   above tau (adversarial input), an exact bit-by-bit bisection of the K-th value
-   (34 passes over the row) takes over: slow but always right.
-   Two reads of the visible scores in all: ~11 ms each at S = 262,144 on an H100.
+2. `_select_kernel` writes each query's key list: the sliding-window ids, then the K
+   largest visible scores' row ids (ties to the smaller index, -1 padded):
+   - pass 1 keeps the running max of P = CAP strided groups (element i joins group
+     i % P). The K-th largest group max tau is a LOWER bound of the row's K-th largest
+     value (those K maxima are K distinct elements >= tau), so {x >= tau} holds the
+     top K; for i.i.d. scores about P*ln2 = 1.4K elements, whatever the row length;
+   - pass 2 compacts those candidates (order key, index) in index order;
+   - the K-th largest key among them is found by bisecting its 32 bits (32 counts, no
+     sort), then everything above it and the first ties in index order are written.
+   Rows of <= CAP visible entries skip the passes. If more than CAP values tie above
+   tau (adversarial input), the same bisection streams over the whole row (34 passes):
+   slow but always right. Two reads of the visible scores in all.
+   (Measured: writing group maxima from the score kernel to skip pass 1 cost the score
+   kernel more than it saved: keys are on the MMA's M axis, so any max over keys
+   crosses warps. See docs/performance.md.)
 """
 from __future__ import annotations
 
-import functools
-import math
 import os
 from typing import Optional
 
@@ -44,11 +45,11 @@ def interpreting() -> bool:
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
-def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr, gmax_ptr,
+def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
                   s_first, n_q, T,
-                  stride_qs, stride_ws, stride_kt, stride_os, stride_gs,
+                  stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
-                  BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr, GROUP: tl.constexpr):
+                  BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr):
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HI
@@ -69,9 +70,7 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr, gmax_ptr,
     last = tl.minimum(q0 + BQ, n_q) - 1
     t_end = (s_first + last + 1) // RATIO             # rows the last (most-seeing) query sees
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
-    gmax_rows = gmax_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_gs
     row_ok = (q0 + offs_bq < n_q)[None, :]
-    NG: tl.constexpr = BT // GROUP
     for t0 in range(0, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         kt = tl.load(k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :],
@@ -85,11 +84,6 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr, gmax_ptr,
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         sc = tl.where(vis, sc, NEG_INF)
         tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
-        # max of every GROUP consecutive keys: lets the selection find its threshold from
-        # 1/GROUP of the scores instead of a first full pass over them
-        gm = tl.max(tl.reshape(sc, (NG, GROUP, BQ)), axis=1)
-        offs_g = t0 // GROUP + tl.arange(0, NG)
-        tl.store(gmax_rows + offs_g[:, None], gm, mask=row_ok & (offs_g[:, None] * GROUP < t_end))
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,22 +97,34 @@ def _order_key(x):
 
 
 @triton.jit
-def _composite(x, idx):
-    # (value desc, index asc) as one int64: sorting it descending gives the tie rule
-    return (_order_key(x).to(tl.int64) << 32) | (2147483647 - idx).to(tl.int64)
+def _kth_largest_key(u, k):
+    # u: int64 keys biased to [0, 2^32) (-1 = no value). Bisect, bit by bit from the top,
+    # the largest v with #(u >= v) >= k: the k-th largest key. 32 counts, no sort.
+    v = tl.full([], 0, tl.int64)
+    for i in range(32):
+        probe = v + (tl.full([], 1, tl.int64) << (31 - i))
+        n = tl.sum((u >= probe).to(tl.int32), axis=0)
+        v = tl.where(n >= k, probe, v)
+    return v
 
 
 @triton.jit
-def _composite_index(c):
-    return 2147483647 - (c & 0xFFFFFFFF).to(tl.int32)
+def _write_topk(u, idx, k, orow, idx_offset):
+    # The k largest of u (candidates in index order, -1 = none), ties to the smaller index:
+    # all above the k-th key, then the first ties in index order. Output order is free.
+    v = _kth_largest_key(u, k)
+    need = k - tl.sum((u > v).to(tl.int32), axis=0)
+    eq = u == v
+    take = (u > v) | (eq & (tl.cumsum(eq.to(tl.int32), axis=0) <= need))
+    slot = tl.cumsum(take.to(tl.int32), axis=0) - 1
+    tl.store(orow + slot, idx + idx_offset, mask=take)
 
 
 @triton.jit
-def _select_kernel(sc_ptr, gmax_ptr, cand_ptr, out_ptr,
+def _select_kernel(sc_ptr, cand_ptr, out_ptr,
                    s_first, n_q, k_eff, idx_offset,
-                   stride_s, stride_g, stride_c, stride_o,
-                   RATIO: tl.constexpr, CAP: tl.constexpr, GROUP: tl.constexpr, BLK: tl.constexpr,
-                   W: tl.constexpr, WP: tl.constexpr):
+                   stride_s, stride_c, stride_o,
+                   RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr):
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
@@ -138,42 +144,36 @@ def _select_kernel(sc_ptr, gmax_ptr, cand_ptr, out_ptr,
     else:
         if L <= CAP:
             x = tl.load(row + offs, mask=offs < L, other=NEG_INF)
-            srt = tl.sort(_composite(x, offs), descending=True)
-            tl.store(orow + offs, _composite_index(srt) + idx_offset, mask=offs < k_eff)
+            u = tl.where(offs < L, _order_key(x).to(tl.int64) + 2147483648, -1)
+            _write_topk(u, offs, k_eff, orow, idx_offset)
         else:
-            # pass 1: the max of CAP strided groups (element i joins group i % CAP); all
-            # non-empty since L > CAP. From the score kernel's GROUP-maxima when there are
-            # at least CAP of them (1/GROUP of the row to read), else from the row itself.
+            # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
+            # non-empty since L > CAP), two blocks in flight per iteration
             gm = tl.full([CAP], NEG_INF, tl.float32)
-            M = (L + GROUP - 1) // GROUP
-            if M >= CAP:
-                grow = gmax_ptr + r.to(tl.int64) * stride_g
-                for b0 in range(0, M, CAP):
-                    gm = tl.maximum(gm, tl.load(grow + b0 + offs, mask=b0 + offs < M, other=NEG_INF))
-            else:
-                for b0 in range(0, L, CAP):
-                    gm = tl.maximum(gm, tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF))
-            gs = tl.sort(gm, descending=True)
-            tau = tl.max(tl.where(offs == k_eff - 1, gs, NEG_INF), axis=0)
-            # pass 2: compact every x >= tau (a superset of the top K) in index order
+            for b0 in range(0, L, 2 * CAP):
+                x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
+                x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=NEG_INF)
+                gm = tl.maximum(gm, tl.maximum(x1, x2))
+            # tau: the K-th largest group max, a lower bound of the row's K-th largest value
+            tau = _kth_largest_key(_order_key(gm).to(tl.int64) + 2147483648, k_eff) - 2147483648
+            # pass 2: compact every x >= tau (a superset of the top K), in index order
             cnt = tl.full([], 0, tl.int32)
-            ob = tl.arange(0, BLK)
-            for b0 in range(0, L, BLK):
-                x = tl.load(row + b0 + ob, mask=b0 + ob < L, other=NEG_INF)
-                keep = (x >= tau) & (b0 + ob < L)
+            for b0 in range(0, L, CAP):
+                x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
+                key = _order_key(x)
+                keep = (key >= tau) & (b0 + offs < L)
                 nk = tl.sum(keep.to(tl.int32), axis=0)
                 if nk > 0:
                     slot = cnt + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-                    tl.store(cand + slot, _composite(x, b0 + ob), mask=keep & (slot < CAP))
+                    packed = (key.to(tl.int64) << 32) | (b0 + offs).to(tl.int64)
+                    tl.store(cand + slot, packed, mask=keep & (slot < CAP))
                 cnt += nk
             if cnt <= CAP:
                 c = tl.load(cand + offs, mask=offs < cnt, other=0)
-                c = tl.where(offs < cnt, c, tl.full([CAP], -9223372036854775808, tl.int64))
-                srt = tl.sort(c, descending=True)
-                tl.store(orow + offs, _composite_index(srt) + idx_offset, mask=offs < k_eff)
+                u = tl.where(offs < cnt, (c >> 32) + 2147483648, -1)
+                _write_topk(u, (c & 0x7FFFFFFF).to(tl.int32), k_eff, orow, idx_offset)
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
-
 
 @triton.jit
 def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
@@ -214,7 +214,6 @@ def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
 # ---------------------------------------------------------------------------------------
 # configuration and launchers
 SCORE_TILE_KEYS = 64     # BT: keys per MMA tile (M)
-SCORE_GROUP = 16         # keys per group maximum written beside the scores
 SCORE_WARPS = 8
 SCORE_STAGES = 3
 SELECT_WARPS = 4
@@ -280,52 +279,38 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
     return B, S, HI, DI, T
 
 
-# (compaction block, warps) per candidate capacity; benchmarks/tune_select.py measures them
-SELECT_CONFIG = {}
-
-
-def select_config(topk: int) -> tuple:
-    cap = select_capacity(topk)
-    return SELECT_CONFIG.get(cap, (cap, SELECT_WARPS))
-
-
-def select_block(topk: int) -> int:
-    """Elements per iteration of the compaction pass."""
-    return select_config(topk)[0]
-
-
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, s_first: int, ratio: int,
-                out: torch.Tensor, gmax: torch.Tensor) -> None:
+                out: torch.Tensor) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
     q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with
     ld >= the visible rows of the last query. Columns beyond a row's own visible
     count but inside the tile range are -inf; further columns are not written.
-    gmax [>= n, ld // SCORE_GROUP] receives the max of every SCORE_GROUP keys.
     """
     n, HI, DI = q.shape
     T = k.shape[0]
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k, out, gmax, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
-                        gmax.stride(0), RATIO=ratio, HI=HI, DI=DI, BQ=BQ, BT=SCORE_TILE_KEYS,
-                        IEEE=(q.dtype == torch.float32), GROUP=SCORE_GROUP,
+    _score_kernel[grid](q, w, k, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
+                        RATIO=ratio, HI=HI, DI=DI, BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32),
                         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
 
 
-def select_chunk(scores: torch.Tensor, gmax: torch.Tensor, s_first: int, n: int, ratio: int, k_eff: int,
-                 topk: int, out: torch.Tensor, idx_offset: int = 0, window: int = 0,
-                 cand: Optional[torch.Tensor] = None, config: Optional[tuple] = None) -> None:
+def select_chunk(scores: torch.Tensor, s_first: int, n: int, ratio: int, k_eff: int, topk: int,
+                 out: torch.Tensor, idx_offset: int = 0, window: int = 0,
+                 cand: Optional[torch.Tensor] = None) -> None:
     """Key lists of rows [0, n) of a score chunk: out[:n, :window] = the sliding window ids,
     out[:n, window:window + k_eff] = the top-k_eff visible rows + idx_offset (int32, -1 padded)."""
     cap = select_capacity(topk)
-    blk, warps = config or select_config(topk)
     if cand is None:
         cand = torch.empty(n, cap, dtype=torch.int64, device=scores.device)
-    _select_kernel[(n,)](scores, gmax, cand, out, s_first, n, k_eff, idx_offset,
-                         scores.stride(0), gmax.stride(0), cand.stride(0), out.stride(0),
-                         RATIO=ratio, CAP=cap, GROUP=SCORE_GROUP, BLK=blk, W=window,
-                         WP=max(1, 1 << (max(window, 1) - 1).bit_length()), num_warps=warps)
+    _select_kernel[(n,)](scores, cand, out, s_first, n, k_eff, idx_offset,
+                         scores.stride(0), cand.stride(0), out.stride(0),
+                         RATIO=ratio, CAP=cap, W=window, WP=_window_pow2(window), num_warps=SELECT_WARPS)
+
+
+def _window_pow2(window: int) -> int:
+    return max(1, 1 << (max(window, 1) - 1).bit_length())
 
 
 def _score_ld(T: int) -> int:
@@ -333,17 +318,13 @@ def _score_ld(T: int) -> int:
 
 
 def chunk_buffer_bytes(chunk: int, T: int, topk: int) -> dict:
-    """The bounded scratch of one query chunk: fp32 scores, fp32 group maxima, int64 candidates."""
-    ld = _score_ld(T)
-    return {"scores": chunk * ld * 4, "gmax": chunk * (ld // SCORE_GROUP) * 4,
-            "cand": chunk * select_capacity(topk) * 8}
+    """The bounded scratch of one query chunk: fp32 scores and int64 top-k candidates."""
+    return {"scores": chunk * _score_ld(T) * 4, "cand": chunk * select_capacity(topk) * 8}
 
 
 def chunk_buffers(chunk: int, T: int, topk: int, device) -> dict:
-    ld = _score_ld(T)
     return {
-        "scores": torch.empty(chunk, ld, dtype=torch.float32, device=device),
-        "gmax": torch.empty(chunk, ld // SCORE_GROUP, dtype=torch.float32, device=device),
+        "scores": torch.empty(chunk, _score_ld(T), dtype=torch.float32, device=device),
         "cand": torch.empty(chunk, select_capacity(topk), dtype=torch.int64, device=device),
     }
 
@@ -361,9 +342,8 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
     for b in range(B):
         for s0 in range(0, S, chunk):
             n = min(chunk, S - s0)
-            score_chunk(idx_q[b, s0:s0 + n], idx_w[b, s0:s0 + n], idx_k[b], s0, ratio, buf["scores"], buf["gmax"])
-            select_chunk(buf["scores"], buf["gmax"], s0, n, ratio, k_eff, topk, out[b, s0:s0 + n],
-                         cand=buf["cand"])
+            score_chunk(idx_q[b, s0:s0 + n], idx_w[b, s0:s0 + n], idx_k[b], s0, ratio, buf["scores"])
+            select_chunk(buf["scores"], s0, n, ratio, k_eff, topk, out[b, s0:s0 + n], cand=buf["cand"])
             if progress is not None:
                 progress(n)
     return out
@@ -378,25 +358,21 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
 
     if kernel == "score":
         BQ = score_block_queries(heads)
-        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "out_ptr": "*fp32", "gmax_ptr": "*fp32",
+        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "out_ptr": "*fp32",
                "s_first": "i32", "n_q": "i32", "T": "i32",
-               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32", "stride_gs": "i32",
+               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32",
                "RATIO": "constexpr", "HI": "constexpr", "DI": "constexpr", "BQ": "constexpr", "BT": "constexpr",
-               "IEEE": "constexpr", "GROUP": "constexpr"}
-        const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": BQ, "BT": SCORE_TILE_KEYS, "IEEE": False,
-                 "GROUP": SCORE_GROUP}
+               "IEEE": "constexpr"}
+        const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": BQ, "BT": SCORE_TILE_KEYS, "IEEE": False}
         fn, opts = _score_kernel, {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}
-        div = ["q_ptr", "w_ptr", "k_ptr", "out_ptr", "gmax_ptr", "stride_qs", "stride_ws", "stride_kt",
-               "stride_os", "stride_gs"]
+        div = ["q_ptr", "w_ptr", "k_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
     elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "gmax_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32",
-               "n_q": "i32", "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_g": "i32",
-               "stride_c": "i32", "stride_o": "i32", "RATIO": "constexpr", "CAP": "constexpr", "GROUP": "constexpr",
-               "BLK": "constexpr", "W": "constexpr", "WP": "constexpr"}
-        const = {"RATIO": ratio, "CAP": select_capacity(topk), "GROUP": SCORE_GROUP, "BLK": select_block(topk),
-                 "W": window, "WP": max(1, 1 << (max(window, 1) - 1).bit_length())}
-        fn, opts = _select_kernel, {"num_warps": select_config(topk)[1]}
-        div = ["sc_ptr", "gmax_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_g", "stride_c", "stride_o"]
+        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32", "n_q": "i32",
+               "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
+               "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr"}
+        const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": _window_pow2(window)}
+        fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
+        div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:
         raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, select")
     return compile_for_target(fn, sig, const, div, arch=arch, **opts)

@@ -23,13 +23,13 @@ class TorchBackend:
     def compress(self, values, gate, ape, norm, c: Compressor, out):
         out.copy_(ref.compress(values, gate, ape, norm, c))
 
-    def score(self, q, w, k, s_first, ratio, scores, gmax):
+    def score(self, q, w, k, s_first, ratio, scores):
         n, T = q.shape[0], k.shape[0]
         pos = torch.arange(s_first, s_first + n, device=q.device)
         sc = ref.indexer_scores(q[None], w[None], k[None])[0]
         scores[:n, :T] = ref.mask_invisible(sc, pos, ratio)
 
-    def select(self, scores, gmax, s_first, n, ratio, k_eff, topk, out, idx_offset, window, cand, T):
+    def select(self, scores, s_first, n, ratio, k_eff, topk, out, idx_offset, window, cand, T):
         """out[:, :window] = window ids, out[:, window:] = selected rows + idx_offset (-1 padded)."""
         pos = torch.arange(s_first, s_first + n, device=scores.device)
         sel = ref.topk_select(scores[None, :n, :T], pos, ratio, topk)[0]
@@ -65,13 +65,13 @@ class InterpretBackend(TorchBackend):
             return super().compress(values, gate, ape, norm, c, out)
         self._comp.compress(values, gate, ape, norm, c, out=out)
 
-    def score(self, q, w, k, s_first, ratio, scores, gmax):
+    def score(self, q, w, k, s_first, ratio, scores):
         # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the kernel's
         # fp32 path (IEEE dot) then computes the reference's fp32 math
-        self._ix.score_chunk(q.float(), w, k.float(), s_first, ratio, scores, gmax)
+        self._ix.score_chunk(q.float(), w, k.float(), s_first, ratio, scores)
 
-    def select(self, scores, gmax, s_first, n, ratio, k_eff, topk, out, idx_offset, window, cand, T):
-        self._ix.select_chunk(scores, gmax, s_first, n, ratio, k_eff, topk, out, idx_offset=idx_offset,
+    def select(self, scores, s_first, n, ratio, k_eff, topk, out, idx_offset, window, cand, T):
+        self._ix.select_chunk(scores, s_first, n, ratio, k_eff, topk, out, idx_offset=idx_offset,
                               window=window, cand=cand)
 
     def rope(self, x, rope, pos0: int):
@@ -83,8 +83,8 @@ class InterpretBackend(TorchBackend):
 class CudaBackend(InterpretBackend):
     name = "cuda"
 
-    def score(self, q, w, k, s_first, ratio, scores, gmax):
-        self._ix.score_chunk(q, w, k, s_first, ratio, scores, gmax)
+    def score(self, q, w, k, s_first, ratio, scores):
+        self._ix.score_chunk(q, w, k, s_first, ratio, scores)
 
     def __init__(self, attention_variant: str = "ws"):
         super().__init__()

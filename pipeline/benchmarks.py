@@ -202,14 +202,13 @@ def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
     def scores_only():
         for s0 in range(0, S, chunk):
             n = min(chunk, S - s0)
-            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"], buf["gmax"])
+            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"])
 
     def both():
         for s0 in range(0, S, chunk):
             n = min(chunk, S - s0)
-            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"], buf["gmax"])
-            tri.select_chunk(buf["scores"], buf["gmax"], s0, n, spec.ratio, k_eff, ix.topk, out[s0:s0 + n],
-                             cand=buf["cand"])
+            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"])
+            tri.select_chunk(buf["scores"], s0, n, spec.ratio, k_eff, ix.topk, out[s0:s0 + n], cand=buf["cand"])
 
     t_score = time_ms(scores_only)
     t_both = time_ms(both)

@@ -110,8 +110,6 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     ld = cb["scores"] // (4 * chunk)
     buf("scores", (chunk, ld), torch.float32, "chunk",
         "fp32 scores of the chunk's visible key tiles only (never [S, T])")
-    buf("gmax", (chunk, cb["gmax"] // (4 * chunk)), torch.float32, "chunk",
-        "max of every 16 scores: the top-k threshold from 1/16 of the data")
     buf("cand", (chunk, select_capacity(ix.topk)), torch.int64, "chunk", "top-k candidates (value, index) per row")
     buf("keys", (chunk, W + K), torch.int32, "chunk", f"key lists: {W} window rows + {K} selected rows")
 
@@ -119,12 +117,12 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     inner: List[Node] = [
         Call("score", "indexer", kn["score"],
              [f"idx_q[b, s0:s0+C]", f"idx_w[b, s0:s0+C]", f"{k_name}[b, :(s0+C)//{m}]"],
-             ["scores[:C, :vis]", "gmax[:C, :vis/16]"],
+             ["scores[:C, :vis]"],
              "visible 64-key tiles only; diagonal tiles masked in-kernel"),
-        Call("select", "topk", kn["select"], ["scores[:C, :vis]", "gmax[:C, :vis/16]"],
+        Call("select", "topk", kn["select"], ["scores[:C, :vis]"],
              [f"keys[:C, :{W + K}]"],
              (f"window ids max(0, s-{W - 1})..s, then " if W else "")
-             + f"top-{K} by group-max threshold + candidate sort; ids + {off}, -1 padded"),
+             + f"top-{K}: group-max threshold, compaction, radix select; ids + {off}, -1 padded"),
     ]
     att_reads = [f"q[b, s0:s0+C]", f"{kv_name}[b]", "keys[:C]"] + (["sink"] if a.sink else [])
     inner.append(Call("attention", "attention", kn["attention"], att_reads, ["out[b, s0:s0+C]"],

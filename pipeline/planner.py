@@ -17,8 +17,7 @@ from csa_dsl.spec import Pipeline, SpecError
 from .ir import fmt_bytes
 
 CHUNK_CHOICES = (2048, 1024, 512, 256, 128, 64)
-SCORE_TILE = 64   # the indexer's key tile: score rows are padded to it
-SCORE_GROUP = 16  # keys per group maximum the score kernel writes beside the scores
+SCORE_TILE = 64  # the indexer's key tile: score rows are padded to it
 
 
 class PlanError(SpecError):
@@ -35,7 +34,6 @@ def chunk_buffer_bytes(spec: Pipeline, seq_len: int, chunk: int) -> Dict[str, in
     ld = max(SCORE_TILE, -(-T // SCORE_TILE) * SCORE_TILE)
     return {
         "scores": chunk * ld * 4,
-        "gmax": chunk * (ld // SCORE_GROUP) * 4,
         "cand": chunk * select_capacity(spec.indexer.topk) * 8,
         "keys": chunk * spec.index_width(seq_len) * 4,
     }

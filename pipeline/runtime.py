@@ -35,7 +35,7 @@ class Runtime:
         T = spec.num_compressed(S)
         W, K = a.window, spec.topk_eff(S)
         env = {"out": self._alloc("out")}
-        for name in ("kv_all", "k_idx", "scores", "gmax", "cand", "keys"):
+        for name in ("kv_all", "k_idx", "scores", "cand", "keys"):
             if name in prog.buffers:
                 env[name] = self._alloc(name)
         idx_all = torch.empty(B, S, W + K, dtype=torch.int32, device=self.device) if return_indices else None
@@ -88,12 +88,12 @@ class Runtime:
             if K == 0:
                 return
             f = lambda: bk.score(inputs["idx_q"][b, s0:s0 + n], inputs["idx_w"][b, s0:s0 + n], k_idx[b],
-                                 s0, m, env["scores"], env["gmax"])
+                                 s0, m, env["scores"])
         elif op == "select":
             if K == 0:   # no compressed row yet: the key list is the window alone
                 f = lambda: keys[:, :W].copy_(ref.window_indices(torch.arange(s0, s0 + n, device=self.device), W))
             else:
-                f = lambda: bk.select(env["scores"], env["gmax"], s0, n, m, K, ix.topk, keys,
+                f = lambda: bk.select(env["scores"], s0, n, m, K, ix.topk, keys,
                                       spec.selected_offset(S), W, env["cand"], T)
         elif op == "attention":
             f = lambda: bk.attention(inputs["q"][b, s0:s0 + n], kv_rows[b], keys, a.softmax_scale, a.v_dim, sink,

@@ -18,8 +18,19 @@ def test_composed_vs_reference_16k(name):
     out, idx = csa_dsl.compile(spec, "cuda")(**inp, return_indices=True)
     assert not torch.isnan(out.float()).any()
     W = spec.attention.window
-    # reference on the same GPU, on a sample of query blocks (exact fp32 math)
-    k_idx = ref.index_keys(spec, inp)
+    # Recall is measured on the index keys the pipeline used (the Triton compressor's, within a
+    # bf16 ulp of the reference compressor, checked here too): a one-ulp key difference moves
+    # scores by ~1e-3 and may legitimately reorder near-ties at the top-k boundary.
+    k_ref = ref.index_keys(spec, inp)
+    if spec.indexer.compressor is not None:
+        from kernels_triton import compressor as kc
+        ic = spec.indexer.compressor
+        k_idx = kc.compress(inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], ic)
+        assert rel_err(k_idx, k_ref) < 1e-2
+        ckv = kc.compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], spec.compressor)
+        assert rel_err(ckv, ref.compressed_kv(spec, inp)) < 1e-2
+    else:
+        k_idx = k_ref
     rows = ref.attention_rows(spec, inp["kv"], ref.compressed_kv(spec, inp))
     sink = inp.get("sink")
     for s0 in (0, 4096, S - 256):

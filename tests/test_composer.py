@@ -66,7 +66,6 @@ def test_planner_bytes_v4_flash_262k():
     cb = planner.chunk_buffer_bytes(spec, S, 2048)
     assert cb["scores"] == 2048 * T * 4 == 512 * 2**20
     assert cb["cand"] == 2048 * 1024 * 8
-    assert cb["gmax"] == 2048 * (T // 16) * 4
     assert cb["keys"] == 2048 * 640 * 4
     pb = planner.program_buffer_bytes(spec, 1, S)
     assert pb["kv_all"] == (S + T) * 512 * 2 and pb["k_idx"] == T * 128 * 2
