@@ -329,15 +329,22 @@ def chunk_buffers(chunk: int, T: int, topk: int, device) -> dict:
     }
 
 
+def default_chunk(T: int) -> int:
+    """Queries per chunk for the standalone indexer: a score buffer of at most 256 MiB (so the
+    scratch stays well under 1 GiB at S = 262,144), but never under 1,024 queries (256 score
+    programs: about one full wave on 132 SMs)."""
+    return max(1024, min(2048, (1 << 26) // _score_ld(T)))
+
+
 def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
-                 chunk: int = 2048, progress=None) -> torch.Tensor:
+                 chunk: Optional[int] = None, progress=None) -> torch.Tensor:
     """[B, S, min(topk, T)] int32 selected row ids (-1 padded), never holding more than one chunk's scores."""
     B, S, HI, DI, T = check_indexer_shapes(idx_q, idx_w, idx_k, topk, ratio, allow_fp32=interpreting())
     k_eff = min(topk, T)
     out = torch.empty(B, S, k_eff, dtype=torch.int32, device=idx_q.device)
     if k_eff == 0:
         return out
-    chunk = max(1, min(chunk, S))
+    chunk = max(1, min(chunk or default_chunk(T), S))
     buf = chunk_buffers(chunk, T, topk, idx_q.device)
     for b in range(B):
         for s0 in range(0, S, chunk):
