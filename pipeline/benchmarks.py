@@ -195,7 +195,7 @@ def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
     B, S = q.shape[:2]
     T = k.shape[1]
     k_eff = min(ix.topk, T)
-    chunk = 2048
+    chunk = tri.default_chunk(T)
     buf = tri.chunk_buffers(chunk, T, ix.topk, q.device)
     out = torch.empty(S, k_eff, dtype=torch.int32, device=q.device)
 
