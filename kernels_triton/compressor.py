@@ -382,7 +382,7 @@ def check_compress_inputs(values, gate, ape, norm, spec, row_start=0, row_end=No
 
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, spec: Compressor,
              row_start: int = 0, row_end: Optional[int] = None, out: Optional[torch.Tensor] = None,
-             config: Optional[dict] = None) -> torch.Tensor:
+             config: Optional[dict] = None, position_offset: int = 0) -> torch.Tensor:
     """Compressed rows [row_start, row_end) -> [B, row_end - row_start, D] bf16 (T = S // m rows by default).
 
     values, gate: [B, S, c*D] fp32; ape: [m, c*D] fp32; norm: [D] fp32 (all contiguous, one CUDA
@@ -390,6 +390,8 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     row_start > 0 reads the previous block itself. `out` (optional) is a [B, rows, D] bf16 view
     with a contiguous channel axis (any batch/row strides), e.g. a slice of the attention's
     concatenated KV buffer; it is written and returned. `config` overrides launch_config().
+    `position_offset` (in compressed rows) shifts the RoPE positions: row i is rotated at
+    (i + position_offset) * m, for a shard of a longer sequence (context parallelism).
     """
     B, S, T, r0, r1 = check_compress_inputs(values, gate, ape, norm, spec, row_start, row_end, out)
     cfg = _check_config(config, spec)
@@ -399,7 +401,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     if rows == 0 or B == 0:
         return out
     if spec.rope is not None:
-        cos, sin = rope_tables(spec.rope, r0, r1, spec.ratio, values.device)
+        cos, sin = rope_tables(spec.rope, r0 + position_offset, r1 + position_offset, spec.ratio, values.device)
     else:
         cos = sin = norm  # unused
     const = _constexprs(spec, cfg)
@@ -418,9 +420,25 @@ def compress_bytes(B: int, S: int, spec: Compressor) -> int:
 
 # ---------------------------------------------------------------------------------------
 # IR without a GPU
+_IR_CACHE: dict = {}
+
+
 def compile_ir(dim: int = 512, ratio: int = 4, overlap: bool = True, hadamard: bool = False, rope_dim: int = 64,
                arch: int = 90, config: Optional[dict] = None) -> dict:
-    """Compile the compressor kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}."""
+    """Compile the compressor kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}.
+
+    Compiled once per process and argument set (the cached dict is returned; do not mutate it).
+    """
+    import json
+
+    key = (dim, ratio, overlap, hadamard, rope_dim, arch, json.dumps(config, sort_keys=True))
+    if key not in _IR_CACHE:
+        _IR_CACHE[key] = _compile_ir(dim, ratio, overlap, hadamard, rope_dim, arch, config)
+    return _IR_CACHE[key]
+
+
+def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, arch: int,
+                config: Optional[dict]) -> dict:
     if _kernels_interpreted(_compress_kernel):
         return compile_ir_elsewhere("kernels_triton.compressor", dict(dim=dim, ratio=ratio, overlap=overlap,
                                                                       hadamard=hadamard, rope_dim=rope_dim,

@@ -20,8 +20,10 @@ BACKENDS = ("cuda", "interpret", "torch")
 class TorchBackend:
     name = "torch"
 
-    def compress(self, values, gate, ape, norm, c: Compressor, out):
-        out.copy_(ref.compress(values, gate, ape, norm, c))
+    def compress(self, values, gate, ape, norm, c: Compressor, out, row_start: int = 0, position_offset: int = 0):
+        """out <- compressed rows [row_start, row_start + len(out)) of `values` (RoPE at + position_offset)."""
+        full = ref.compress(values, gate, ape, norm, c, position_offset=position_offset)
+        out.copy_(full[:, row_start:row_start + out.shape[1]])
 
     def score(self, q, w, k, s_first, ratio, scores):
         n, T = q.shape[0], k.shape[0]
@@ -60,10 +62,11 @@ class InterpretBackend(TorchBackend):
             tri_comp = tri_rope = None
         self._comp, self._rope = tri_comp, tri_rope
 
-    def compress(self, values, gate, ape, norm, c, out):
+    def compress(self, values, gate, ape, norm, c, out, row_start: int = 0, position_offset: int = 0):
         if self._comp is None:
-            return super().compress(values, gate, ape, norm, c, out)
-        self._comp.compress(values, gate, ape, norm, c, out=out)
+            return super().compress(values, gate, ape, norm, c, out, row_start, position_offset)
+        self._comp.compress(values, gate, ape, norm, c, row_start=row_start, row_end=row_start + out.shape[1],
+                            out=out, position_offset=position_offset)
 
     def score(self, q, w, k, s_first, ratio, scores):
         # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the kernel's

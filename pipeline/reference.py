@@ -65,8 +65,11 @@ def pool(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, c: Compres
 
 
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor,
-             c: Compressor, row_chunk: int = 4096) -> torch.Tensor:
-    """[B, S, c*D] fp32 values/gate logits -> [B, T = S // m, D] bf16 compressed rows."""
+             c: Compressor, row_chunk: int = 4096, position_offset: int = 0) -> torch.Tensor:
+    """[B, S, c*D] fp32 values/gate logits -> [B, T = S // m, D] bf16 compressed rows.
+
+    position_offset (in rows): row i is rotated at (i + position_offset) * m, for a shard that
+    starts inside a longer sequence (its token 0 at a multiple of m)."""
     B, S, _ = values.shape
     T = S // c.ratio
     out = torch.empty(B, T, c.dim, dtype=torch.bfloat16, device=values.device)
@@ -76,7 +79,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
         y = pool(values, gate, ape, c, r0, r1).to(torch.bfloat16)
         y = rms_norm_bf16(y, norm, c.norm_eps)
         if c.rope is not None:
-            pos = torch.arange(r0, r1, device=values.device) * c.ratio
+            pos = (torch.arange(r0, r1, device=values.device) + position_offset) * c.ratio
             y = rope_rows_bf16(y, c.rope, pos)
         if had is not None:
             y = (y.float() @ had).to(torch.bfloat16)
