@@ -58,16 +58,22 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", default=None, help="write a log-log plot (PNG) to this file")
     b.add_argument("--nproc", type=int, default=1, help="context-parallel ranks (composed only)")
 
-    i = sub.add_parser("ir", help="show generated IR at every level (no GPU needed)")
-    i.add_argument("pipeline", nargs="?", default=None, help="preset or SPEC.py defining `pipeline`")
-    i.add_argument("--level", default=None, help="spec | plan | ttir | ttgir | llir | ptx | tir | cuda")
+    i = sub.add_parser("ir", help="show generated IR at every level (no GPU needed)",
+                       description="Generated IR of a pipeline, without a GPU. Levels: spec, plan (pipeline); "
+                       "ttir, ttgir, llir, ptx (Triton stages: compressor, indexer, topk, rope); tir, cuda "
+                       "(TileLang stage: attention); all (every level of every stage, best with -o DIR). "
+                       "Files written with -o are named <pipeline>.<stage>[-<part>].<level>.")
+    i.add_argument("pipeline", nargs="?", default=None, help="preset (v4-flash, v4-pro, v3.2) or SPEC.py "
+                   "assigning a csa_dsl.Pipeline to a module-level variable `pipeline`")
+    i.add_argument("--level", default=None, help="spec | plan | ttir | ttgir | llir | ptx | tir | cuda | all")
     i.add_argument("--stage", default=None, help="compressor | indexer | topk | attention | rope (default: all)")
     i.add_argument("--seq", type=int, default=DEFAULT_GPU_SEQ, help="S for --level plan")
     i.add_argument("--batch", type=int, default=1)
     i.add_argument("--budget", default="8GiB", help="workspace budget for --level plan")
     i.add_argument("--arch", default="sm_90a")
     i.add_argument("--json", action="store_true", help="JSON for --level spec/plan")
-    i.add_argument("-o", "--out-dir", default=None, help="write one file per stage and level into DIR")
+    i.add_argument("-o", "--out-dir", default=None, help="write one file per stage and level into DIR, "
+                   "named <pipeline>.<stage>[-<part>].<level> (e.g. v4-flash.indexer.ttgir)")
     i.add_argument("--list", action="store_true", help="list stages, their backends and levels")
     return p
 
@@ -219,6 +225,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_ir(args) -> int:
+    import re
+
     from . import irgen
     from .schedule import parse_bytes
     from .specfile import load_pipeline
@@ -229,16 +237,18 @@ def cmd_ir(args) -> int:
     if args.pipeline is None:
         raise SpecError("name a preset (v4-flash, v4-pro, v3.2) or a SPEC.py, or pass --list")
     if args.level is None:
-        raise SpecError(f"pass --level, one of: {', '.join(irgen.LEVELS)}")
+        raise SpecError(f"pass --level, one of: {', '.join(irgen.LEVELS + (irgen.ALL,))}")
+    irgen.plan_items(args.level, args.stage)  # unknown level/stage: fail before loading anything
     spec = load_pipeline(args.pipeline)
     sections = irgen.generate(spec, args.level, args.stage, seq_len=args.seq, batch=args.batch, arch=args.arch,
                               as_json=args.json, budget=parse_bytes(args.budget))
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name) or "pipeline"
         for name, text in sections.items():
-            path = os.path.join(args.out_dir, f"{spec.name}.{name}")
+            path = os.path.join(args.out_dir, f"{stem}.{name}")
             with open(path, "w") as f:
-                f.write(text)
+                f.write(text if text.endswith("\n") else text + "\n")
             print(f"wrote {path} ({len(text):,} chars)")
         return 0
     for name, text in sections.items():

@@ -573,6 +573,7 @@ def _dyn_smem(artifact):
     return None
 
 
+@functools.lru_cache(maxsize=None)  # lowered once per process and argument set
 def lower_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices: int,
                          with_sink: bool, variant: str = "ws", arch: str = TARGET_ARCH,
                          return_lse: bool = False, block_keys: int = 64) -> dict:

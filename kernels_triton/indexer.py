@@ -28,6 +28,7 @@ Per query chunk (rows [s_first, s_first + n)):
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Optional
 
@@ -358,10 +359,16 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
 
 # ---------------------------------------------------------------------------------------
 # IR without a GPU
+@functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
                window: int = 0, arch: int = 90) -> dict:
     """Compile one indexer kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}."""
     from ._compile import compile_for_target
+    from .compressor import _kernels_interpreted, compile_ir_elsewhere
+
+    if _kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
+        return compile_ir_elsewhere("kernels_triton.indexer", dict(kernel=kernel, heads=heads, dim=dim, ratio=ratio,
+                                                                   topk=topk, window=window, arch=arch))
 
     if kernel == "score":
         BQ = score_block_queries(heads)

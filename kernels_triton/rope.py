@@ -14,6 +14,7 @@ it into the pair halves, rotates, joins and stores. No FMA contraction
 """
 from __future__ import annotations
 
+import functools
 from typing import Union
 
 import torch
@@ -135,6 +136,7 @@ def rope_bytes(N: int, H: int, rope_dim: int) -> int:
     return 2 * N * H * rope_dim * 2
 
 
+@functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: bool = True, arch: int = 90) -> dict:
     """Compile the RoPE kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}.
 

@@ -1,0 +1,230 @@
+"""The CLI end to end on a CPU: `csa-dsl run` (reference and composed paths), `csa-dsl ir`
+at every level for every preset (kernels compiled/lowered for sm_90a without a GPU), and
+the error paths (exit code 2 with the valid choices).
+
+Commands that compile Triton kernels run in subprocesses with `clean_env` (no
+TRITON_INTERPRET); the quick ones run in-process through `csa_dsl.cli.main`.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import csa_dsl
+from csa_dsl.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = ("v4-flash", "v4-pro", "v3.2")
+
+
+def _csa_dsl_cmd():
+    """The installed console script, else `python -m csa_dsl` (the same CLI)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "csa-dsl")
+    if os.path.exists(exe):
+        return [exe]
+    found = shutil.which("csa-dsl")
+    return [found] if found else [sys.executable, "-m", "csa_dsl"]
+
+
+def _run(cmd, env, timeout=300):
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout, r.stderr
+
+
+def _main(capsys, *argv):
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---------------------------------------------------------------------------------------
+# csa-dsl run
+def test_run_cpu_reference_json(clean_env, tmp_path):
+    rec_path = tmp_path / "r.json"
+    rc, out, err = _run(_csa_dsl_cmd() + ["run", "v4-flash", "--seq", "256", "--reps", "1", "--json",
+                                          str(rec_path)], clean_env)
+    assert rc == 0, err
+    assert "No CUDA GPU found" in out and "reference path" in out, out
+    assert re.search(r"time: median [\d.]+ ms", out), out
+    assert re.search(r"peak memory: [\d.]+ GiB", out), out
+    recs = json.loads(rec_path.read_text())
+    rec = recs[0] if isinstance(recs, list) else recs
+    for key in ("bench", "preset", "seq_len", "median_ms", "peak_gib", "commit", "versions"):
+        assert key in rec, f"record lacks {key!r}: {rec}"
+    assert rec["preset"] == "v4-flash" and rec["seq_len"] == 256 and rec["median_ms"] > 0
+    assert rec["path"] == "reference" and "torch" in rec["versions"]
+
+
+def test_run_cpu_composed_python_m(clean_env):
+    """`python -m csa_dsl` is the same CLI; the composed path runs on the CPU too."""
+    rc, out, err = _run([sys.executable, "-m", "csa_dsl", "run", "v4-flash", "--seq", "256", "--reps", "1",
+                         "--path", "composed"], clean_env)
+    assert rc == 0, err
+    assert "No CUDA GPU found" in out and "composed path" in out, out
+    assert "time: median" in out and "peak memory" in out and "NaN 0" in out, out
+
+
+# ---------------------------------------------------------------------------------------
+# csa-dsl ir --level all -o DIR, every preset (the three run side by side)
+@pytest.fixture(scope="module")
+def ir_dirs(tmp_path_factory):
+    """{preset: DIR} after `csa-dsl ir PRESET --level all -o DIR` (plan at S = 262,144)."""
+    # the environment of tests/conftest.py's clean_env (a module fixture cannot take a function fixture)
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    base = tmp_path_factory.mktemp("ir")
+    procs = {}
+    for p in PRESETS:
+        d = base / p
+        procs[p] = (d, subprocess.Popen([sys.executable, "-m", "csa_dsl", "ir", p, "--level", "all", "--seq",
+                                         "262144", "-o", str(d)], env=env, cwd=ROOT, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    dirs = {}
+    for p, (d, proc) in procs.items():
+        out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, f"{p}: {err[-3000:]}"
+        assert "wrote" in out
+        dirs[p] = d
+    return dirs
+
+
+def _read(d, preset, name):
+    path = d / f"{preset}.{name}"
+    assert path.exists(), f"missing {path.name}; have {sorted(x.name for x in d.iterdir())}"
+    text = path.read_text()
+    assert text.strip(), f"{path.name} is empty"
+    return text
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_ir_all_files(ir_dirs, preset):
+    d = ir_dirs[preset]
+    spec = csa_dsl.preset(preset)
+    names = {x.name for x in d.iterdir()}
+    expect = {f"{preset}.pipeline.spec", f"{preset}.pipeline.plan", f"{preset}.attention.tir",
+              f"{preset}.attention.cuda"}
+    expect |= {f"{preset}.{st}.{lv}" for st in ("indexer", "topk") for lv in ("ttir", "ttgir", "llir", "ptx")}
+    assert expect <= names, sorted(expect - names)
+    for n in names:
+        _read(d, preset, n[len(preset) + 1:])
+
+    # indexer: a loop over the visible key tiles, wgmma, pipelined (async) key loads
+    assert "scf.for" in _read(d, preset, "indexer.ttir")
+    ttgir = _read(d, preset, "indexer.ttgir")
+    assert "warp_group_dot" in ttgir and "async_copy_global_to_local" in ttgir
+    assert re.search(r"scf\.for %\w+ = %c0_i32 to %t_end", ttgir), "key-tile loop is not bounded by t_end"
+    ptx = _read(d, preset, "indexer.ptx")
+    assert ".version" in ptx and ".target sm_90a" in ptx
+    assert "wgmma" in ptx or "mma" in ptx
+    assert ".version" in _read(d, preset, "topk.ptx")
+
+    # attention: Hopper wgmma and the mbarrier producer/consumer pipeline
+    cuda = _read(d, preset, "attention.cuda")
+    assert "wgmma" in cuda and "__global__" in cuda
+    assert "mbarrier" in cuda and re.search(r"bar_kv_full\[[^\]]*\]\.wait\(", cuda)
+    tir = _read(d, preset, "attention.tir")
+    assert "@T.prim_func" in tir and "bar_kv_full" in tir
+
+    # compressor and RoPE: one file per compressor, or a note that there is no kernel
+    if spec.compressor is None and spec.indexer.compressor is None:
+        for lv in ("ttir", "ttgir", "llir", "ptx"):
+            assert "no compressor kernel" in _read(d, preset, f"compressor.{lv}")
+    else:
+        for part in ("kv", "idx"):
+            assert ".version" in _read(d, preset, f"compressor-{part}.ptx")
+            assert "tt.func" in _read(d, preset, f"compressor-{part}.ttgir")
+    if spec.attention.inverse_rope is None:
+        for lv in ("ttir", "ttgir", "llir", "ptx"):
+            assert "no inverse RoPE" in _read(d, preset, f"rope.{lv}")
+    else:
+        assert ".version" in _read(d, preset, "rope.ptx")
+
+    assert str(spec).splitlines()[0] in _read(d, preset, "pipeline.spec")
+
+
+def test_ir_plan_v4_flash_262144(ir_dirs):
+    plan = _read(ir_dirs["v4-flash"], "v4-flash", "pipeline.plan")
+    assert "for s0 in range(0, 262,144, C = 2,048)" in plan
+    assert not re.search(r"^\s*\w+\s+\w+\[1?x?262144x65536\]", plan, re.M), "an [S, T] buffer is planned"
+    assert "262144x65536" not in plan
+    # the materialising schedule's bytes next to this program's
+    assert "a materialising schedule would need" in plan
+    assert "4.00 TiB" in plan and "64.00 GiB" in plan and "this program (all workspace)" in plan
+    assert "fused stage boundaries" in plan
+
+
+# ---------------------------------------------------------------------------------------
+# quick levels, in-process
+def test_ir_spec_json_roundtrip(capsys):
+    for p in PRESETS:
+        rc, out, err = _main(capsys, "ir", p, "--level", "spec", "--json")
+        assert rc == 0, err
+        assert csa_dsl.Pipeline.from_json(out) == csa_dsl.preset(p)
+
+
+def test_ir_plan_json(capsys):
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "plan", "--seq", "65536", "--json")
+    assert rc == 0, err
+    prog = json.loads(out)
+    assert prog["seq_len"] == 65536 and prog["materialize_bytes"] and prog["workspace_bytes"]
+
+
+def test_ir_list(capsys):
+    rc, out, err = _main(capsys, "ir", "--list")
+    assert rc == 0, err
+    for word in ("compressor", "indexer", "topk", "attention", "rope", "triton", "tilelang",
+                 "ttir", "ttgir", "llir", "ptx", "tir", "cuda", "spec", "plan", "all"):
+        assert word in out, f"--list does not mention {word!r}"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["v4-flash", "--level", "sass"], ["unknown level 'sass'", "ttgir", "cuda", "all"]),
+    (["v4-flash", "--level", "ttgir", "--stage", "softmax"], ["unknown stage 'softmax'", "indexer", "attention"]),
+    (["v5-ultra", "--level", "spec"], ["unknown preset 'v5-ultra'", "v4-flash", "v4-pro", "v3.2"]),
+    (["v4-flash", "--stage", "attention", "--level", "ptx"], ["has no level 'ptx'", "tir", "cuda"]),
+    (["v4-flash", "--stage", "indexer", "--level", "cuda"], ["has no level 'cuda'", "ttgir", "ptx"]),
+    (["v4-flash"], ["pass --level", "ttgir"]),
+    ([], ["name a preset", "v4-flash"]),
+])
+def test_ir_errors(capsys, argv, words):
+    rc, out, err = _main(capsys, "ir", *argv)
+    assert rc == 2, (out, err)
+    for w in words:
+        assert w in err, f"{w!r} not in {err!r}"
+
+
+def test_ir_spec_file_without_pipeline(capsys, tmp_path):
+    f = tmp_path / "empty_spec.py"
+    f.write_text("import csa_dsl\nx = 1\n")
+    rc, out, err = _main(capsys, "ir", str(f), "--level", "spec")
+    assert rc == 2
+    assert "defines no pipeline" in err and "`pipeline`" in err
+    rc, out, err = _main(capsys, "ir", str(tmp_path / "missing.py"), "--level", "spec")
+    assert rc == 2 and "does not exist" in err
+
+
+def test_ir_custom_spec_file(capsys, tmp_path):
+    f = tmp_path / "flash_h32.py"
+    f.write_text("import dataclasses\n"
+                 "import csa_dsl\n"
+                 "base = csa_dsl.preset('v4-flash')\n"
+                 "pipeline = base.replace(name='flash-h32', attention=dataclasses.replace(base.attention, heads=32))\n")
+    rc, out, err = _main(capsys, "ir", str(f), "--level", "spec", "--json")
+    assert rc == 0, err
+    spec = csa_dsl.Pipeline.from_json(out)
+    assert spec.name == "flash-h32" and spec.attention.heads == 32
+    rc, out, err = _main(capsys, "ir", str(f), "--level", "plan", "--seq", "16384")
+    assert rc == 0, err
+    assert "32 heads" in out and "flash-h32" in out
+    # a Triton kernel of the custom spec; in-process, under TRITON_INTERPRET=1 (CPU test
+    # runs) the Triton part is compiled in one child process
+    out_dir = tmp_path / "ir"
+    rc, out, err = _main(capsys, "ir", str(f), "--level", "ttgir", "--stage", "rope", "-o", str(out_dir))
+    assert rc == 0, err
+    ttgir = (out_dir / "flash-h32.rope.ttgir").read_text()
+    assert "tt.func" in ttgir and "ttg.num-warps" in ttgir
