@@ -53,12 +53,7 @@ def main(out=os.path.join(ROOT, "docs", "img", "v4-flash-scaling.png")):
     a2.plot([262144], [bm.STREAMINDEX_H200_COMPOSED["peak_gib"]], "D", color="black",
             label="StreamIndex + TileLang attention, H200")
     for ax, yl in ((a1, "median ms"), (a2, "peak GiB above inputs (and output)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("S (v4-flash, B = 1)")
-        ax.set_ylabel(yl)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        bm.loglog_axes(ax, "S (v4-flash, B = 1)", yl)
     a1.set_title("time (red bands: materialize out of memory on the H100)", fontsize=9)
     a2.set_title("memory beyond the inputs", fontsize=9)
     fig.tight_layout()

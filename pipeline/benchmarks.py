@@ -20,6 +20,8 @@ import torch
 import csa_dsl
 from csa_dsl.spec import Pipeline
 
+from .planner import visible_pairs
+
 # StreamIndex's published indexer times on one H200, v4-flash, B = 1 (anchors.md)
 STREAMINDEX_H200_MS = {32768: 30.8, 65536: 122.2, 131072: 484.7, 262144: 1935.3, 524288: 7730.1, 1048576: 30899.6}
 STREAMINDEX_H100_MS = {32768: 31.7, 65536: 126.1, 131072: 502.7, 262144: 2006.8}
@@ -132,15 +134,6 @@ def _free_cuda():
 
 # ---------------------------------------------------------------------------------------
 # work counts
-def visible_pairs(seq_len: int, ratio: int) -> int:
-    """sum over s < S of (s+1)//m: the (query, compressed row) pairs the indexer must score.
-
-    With S = q*m + r: sum_{u=1..S} floor(u/m) = m*q*(q-1)/2 + q*(r+1).
-    """
-    q, r = divmod(seq_len, ratio)
-    return ratio * q * (q - 1) // 2 + q * (r + 1)
-
-
 def indexer_flops(spec: Pipeline, batch: int, seq_len: int) -> float:
     return 2.0 * spec.indexer.heads * spec.indexer.dim * visible_pairs(seq_len, spec.ratio) * batch
 
@@ -365,17 +358,22 @@ def plot(recs: List[dict], path: str, title: str = "") -> Optional[str]:
         ax1.plot([r["seq_len"] for r in ref], [r["streamindex_h200_ms"] for r in ref], "s--", color="gray",
                  label="StreamIndex (H200, published)")
     for ax, yl in ((ax1, "median ms"), (ax2, "peak GiB above inputs")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length S")
-        ax.set_ylabel(yl)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        loglog_axes(ax, "sequence length S", yl)
     fig.suptitle(title or f"{recs[0]['bench']} {recs[0]['preset']} on {recs[0]['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def loglog_axes(ax, xlabel: str, ylabel: str) -> None:
+    """The axes every scaling plot uses: log2 S against log time or memory."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def _bar(total: int, desc: str):

@@ -20,7 +20,7 @@ import torch
 from csa_dsl.spec import Pipeline
 
 from .ir import Buffer, Call, Loop, Node, Program
-from .planner import chunk_buffer_bytes, materialize_bytes, select_capacity
+from .planner import chunk_buffer_bytes, materialize_bytes, select_capacity, visible_pairs
 
 
 def _kernels(backend: str) -> dict:
@@ -143,14 +143,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     decisions.append(f"query chunk {chunk:,}: the largest that fits the budget (planner), capped at 2,048 "
                      f"(larger chunks add memory, not speed)")
     decisions.append("causal: each chunk scores only key tiles visible to its last query "
-                     f"(~{_visible_fraction(S, m):.0%} of the [S, T] rectangle)")
+                     f"(~{visible_pairs(S, m) / max(1, S * T):.0%} of the [S, T] rectangle)")
     return Program(name=spec.name, batch=B, seq_len=S, chunk=chunk, buffers=bufs, body=body, fused=fused,
                    decisions=decisions, materialize_bytes=materialize_bytes(spec, B, S), budget=budget)
 
-
-def _visible_fraction(S: int, m: int) -> float:
-    T = S // m
-    if T == 0:
-        return 0.0
-    vis = sum(min(T, (s + 1) // m) for s in range(0, S, max(1, S // 4096))) * max(1, S // 4096)
-    return min(1.0, vis / (S * T))

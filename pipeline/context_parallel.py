@@ -35,7 +35,7 @@ from csa_dsl.spec import Pipeline, SpecError
 
 from . import reference as ref
 from .ir import fmt_bytes
-from .planner import PlanError, select_capacity, CHUNK_CHOICES
+from .planner import CHUNK_CHOICES, PlanError, chunk_buffer_bytes, select_capacity
 
 # inputs that are per token (sharded along S); the rest (ape, norm, sink) are replicated
 TOKEN_INPUTS = ("q", "kv", "cmp_kv", "cmp_gate", "idx_q", "idx_w", "idx_kv", "idx_gate", "idx_k")
@@ -88,15 +88,12 @@ def rank_workspace_bytes(spec: Pipeline, batch: int, seq_len: int, world: int, c
     T = spec.num_compressed(seq_len)
     blocks = max((sum(b - a for a, b in bl) for bl in zigzag_blocks(spec, seq_len, world)), default=0)
     W, D = spec.attention.window, spec.attention.qk_dim
-    ld = max(64, -(-T // 64) * 64)
     out = {
         "kv_table": batch * (blocks + 2 * max(0, W - 1) + T) * D * 2,
         "k_idx": batch * T * spec.indexer.dim * 2 if spec.indexer.compressor is not None else 0,
-        "scores": chunk * ld * 4,
-        "cand": chunk * select_capacity(spec.indexer.topk) * 8,
-        "keys": chunk * spec.index_width(seq_len) * 4,
         "halo": world * 2 * batch * (max(0, W - 1) * D + 2 * spec.ratio * _halo_channels(spec)) * 4,
     }
+    out.update(chunk_buffer_bytes(spec, seq_len, chunk))
     return out
 
 

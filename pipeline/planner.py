@@ -14,29 +14,32 @@ import torch
 from csa_dsl.inputs import input_bytes
 from csa_dsl.spec import Pipeline, SpecError
 
+from kernels_triton.indexer import chunk_buffer_bytes as indexer_chunk_bytes
+from kernels_triton.indexer import select_capacity  # noqa: F401  (re-exported for the composer)
+
 from .ir import fmt_bytes
 
 CHUNK_CHOICES = (2048, 1024, 512, 256, 128, 64)
-SCORE_TILE = 64  # the indexer's key tile: score rows are padded to it
 
 
 class PlanError(SpecError):
     """No plan fits the memory budget; the message says what would."""
 
 
-def select_capacity(topk: int) -> int:
-    # mirrors kernels_triton.indexer.select_capacity without importing Triton
-    return max(16, 1 << (2 * topk - 1).bit_length())
+def visible_pairs(seq_len: int, ratio: int) -> int:
+    """sum over s < S of (s+1)//m: the (query, compressed row) pairs the indexer must score.
+
+    With S = q*m + r: sum_{u=1..S} floor(u/m) = m*q*(q-1)/2 + q*(r+1).
+    """
+    q, r = divmod(seq_len, ratio)
+    return ratio * q * (q - 1) // 2 + q * (r + 1)
 
 
 def chunk_buffer_bytes(spec: Pipeline, seq_len: int, chunk: int) -> Dict[str, int]:
-    T = spec.num_compressed(seq_len)
-    ld = max(SCORE_TILE, -(-T // SCORE_TILE) * SCORE_TILE)
-    return {
-        "scores": chunk * ld * 4,
-        "cand": chunk * select_capacity(spec.indexer.topk) * 8,
-        "keys": chunk * spec.index_width(seq_len) * 4,
-    }
+    """The chunk-scope scratch: the indexer's (scores, candidates) and the key lists."""
+    out = indexer_chunk_bytes(chunk, spec.num_compressed(seq_len), spec.indexer.topk)
+    out["keys"] = chunk * spec.index_width(seq_len) * 4
+    return out
 
 
 def program_buffer_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int]:

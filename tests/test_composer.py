@@ -121,3 +121,10 @@ def test_runtime_allocates_what_was_planned(monkeypatch):
     fwd(**inp)
     prog = fwd.plan(100)
     assert seen and all(prog.buffers[n].shape == s for n, s in seen)
+
+
+def test_visible_pairs_closed_form():
+    for S, m in [(1, 1), (7, 2), (100, 1), (203, 4), (4096, 4), (1000, 8)]:
+        assert planner.visible_pairs(S, m) == sum((s + 1) // m for s in range(S))
+    # the indexer work of v4-flash at S = 262,144 (semantics doc: 1.41e14 FLOP)
+    assert abs(2 * 64 * 128 * planner.visible_pairs(262144, 4) - 1.41e14) < 0.005e14
