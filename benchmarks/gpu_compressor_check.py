@@ -32,6 +32,7 @@ from csa_dsl.presets import preset  # noqa: E402
 from kernels_triton import compressor as comp  # noqa: E402
 from kernels_triton import rope as krope  # noqa: E402
 from pipeline import reference as ref  # noqa: E402
+from pipeline.metrics import bf16_rounding_check  # noqa: E402
 
 SWEEP = {"attention": [(1, 4), (1, 8), (2, 4), (2, 8)], "indexer": [(2, 4), (4, 4), (4, 8), (8, 8)]}
 
@@ -40,19 +41,9 @@ def log(*a):
     print(*a, flush=True)
 
 
-def ulp_bf16(x):
-    x = x.float().abs()
-    _, e = torch.frexp(x)
-    u = torch.ldexp(torch.ones_like(x), (e - 8).to(torch.int32))
-    tiny = torch.full_like(u, 2.0 ** -133)
-    return torch.where(x > 0, torch.maximum(u, tiny), tiny)
-
-
 def compare(k, r):
-    kf, rf = k.float(), r.float()
-    bound = ulp_bf16(rf) + ulp_bf16(rf.abs().amax(-1, keepdim=True))
-    ratio = ((kf - rf).abs() / bound).max().item()
-    frac = (k.view(torch.int16) != r.view(torch.int16)).float().mean().item()
+    err, bound, frac = bf16_rounding_check(k, r)
+    ratio = (err / bound).max().item()
     return {"max_err_over_bound": ratio, "frac_differ": frac, "ok": ratio <= 1.0 and frac <= 0.01}
 
 

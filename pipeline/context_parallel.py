@@ -197,11 +197,11 @@ def cp_forward(spec: Pipeline, local: Dict[str, torch.Tensor], seq_len: int, gro
             prev = tail_of.get(blk_id - 1) if blk_id > 0 else None
             kv_rows_local.append(_compress_block(spec, spec.compressor, bk, local, "cmp", a, b, st, prev, hm, hw, B))
             k_rows_local.append(_compress_block(spec, ix.compressor, bk, local, "idx", a, b, st, prev, hm, hw, B))
-        kv_cmp = _gather_rows(spec, kv_rows_local, mine, blocks, S, group, stats, D, dev, B)
-        k_idx = _gather_rows(spec, k_rows_local, mine, blocks, S, group, stats, ix.dim, dev, B)
+        kv_cmp = _gather_rows(spec, kv_rows_local, blocks, S, group, stats, D, dev, B)
+        k_idx = _gather_rows(spec, k_rows_local, blocks, S, group, stats, ix.dim, dev, B)
     else:
         # m = 1 (V3.2): the index keys are raw rows; every rank needs all of them
-        k_idx = _gather_tokens(local["idx_k"], mine, blocks, S, group, stats)
+        k_idx = _gather_blocks(local["idx_k"], blocks, S, group, stats)
 
     # 4. the chunk loop over the own queries
     ld = max(64, -(-T // 64) * 64) if T else 64
@@ -211,7 +211,7 @@ def cp_forward(spec: Pipeline, local: Dict[str, torch.Tensor], seq_len: int, gro
     idx_out = torch.empty(B, n_local, W + K, dtype=torch.int32, device=dev) if return_indices else None
     keys = torch.empty(chunk, W + K, dtype=torch.int32, device=dev)
     sink = local.get("sink") if a_spec.sink else None
-    full_kv = None if spec.compressor is not None else _gather_tokens(local["kv"], mine, blocks, S, group, stats)
+    full_kv = None if spec.compressor is not None else _gather_blocks(local["kv"], blocks, S, group, stats)
     for (a, b), st in zip(mine, starts):
         blk_id = a // blk_size
         for bb in range(B):
@@ -249,9 +249,9 @@ def cp_forward(spec: Pipeline, local: Dict[str, torch.Tensor], seq_len: int, gro
                         g[:, W:] = torch.where(g[:, W:] >= 0, g[:, W:] - sel_off + S, g[:, W:])
                     idx_out[bb, ls:ls + n] = g
     if gather:
-        out = _gather_tokens(out, mine, blocks, S, group, stats)
+        out = _gather_blocks(out, blocks, S, group, stats)
         if idx_out is not None:
-            idx_out = _gather_tokens(idx_out, mine, blocks, S, group, stats)
+            idx_out = _gather_blocks(idx_out, blocks, S, group, stats)
     return (out, idx_out) if return_indices else out
 
 
@@ -329,36 +329,26 @@ def _compress_block(spec, c, bk, local, pfx, a, b, st, prev, hm, hw, B) -> torch
     return out
 
 
-def _gather_rows(spec, rows_local, mine, blocks, S, group, stats, dim, dev, B) -> torch.Tensor:
-    """All-gather every rank's compressed rows into the global [B, T, dim] (ordered by row id)."""
-    m, T = spec.ratio, spec.num_compressed(S)
-    world = len(blocks)
-    cap = max(sum(max(0, b // m - a // m) for a, b in bl) for bl in blocks)
-    mine_rows = torch.cat(rows_local, dim=1) if rows_local else torch.empty(B, 0, dim, device=dev)
-    pad = torch.zeros(B, max(1, cap), dim, dtype=torch.bfloat16, device=dev)
-    pad[:, :mine_rows.shape[1]] = mine_rows
-    got = _all_gather(pad, group, stats)
-    full = torch.empty(B, T, dim, dtype=torch.bfloat16, device=dev)
-    for r in range(world):
-        o = 0
-        for a, b in blocks[r]:
-            n = max(0, b // m - a // m)
-            full[:, a // m: a // m + n] = got[r][:, o:o + n]
-            o += n
-    return full
+def _gather_rows(spec, rows_local, blocks, S, group, stats, dim, dev, B) -> torch.Tensor:
+    """All-gather every rank's compressed rows into the global [B, T, dim] (ordered by row id):
+    a block [a, b) of tokens owns the rows [a // m, b // m)."""
+    m = spec.ratio
+    mine = torch.cat(rows_local, dim=1) if rows_local else torch.empty(B, 0, dim, dtype=torch.bfloat16, device=dev)
+    row_blocks = [[(a // m, max(a // m, b // m)) for a, b in bl] for bl in blocks]
+    return _gather_blocks(mine, row_blocks, spec.num_compressed(S), group, stats)
 
 
-def _gather_tokens(x: torch.Tensor, mine, blocks, S, group, stats) -> torch.Tensor:
-    """All-gather a per-token tensor [B, n_local, ...] into [B, S, ...] in global order."""
-    world = len(blocks)
+def _gather_blocks(x: torch.Tensor, blocks, total: int, group, stats) -> torch.Tensor:
+    """All-gather [B, n_local, ...], the concatenation of each rank's (start, end) ranges of an axis of
+    length `total`, into [B, total, ...] in global order (ranks pad to the longest share)."""
     cap = max(sum(b - a for a, b in bl) for bl in blocks)
     pad = x.new_zeros((x.shape[0], max(1, cap)) + tuple(x.shape[2:]))
     pad[:, : x.shape[1]] = x
     got = _all_gather(pad, group, stats)
-    full = x.new_empty((x.shape[0], S) + tuple(x.shape[2:]))
-    for r in range(world):
+    full = x.new_empty((x.shape[0], total) + tuple(x.shape[2:]))
+    for r, bl in enumerate(blocks):
         o = 0
-        for a, b in blocks[r]:
+        for a, b in bl:
             full[:, a:b] = got[r][:, o:o + (b - a)]
             o += b - a
     return full

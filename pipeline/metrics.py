@@ -51,3 +51,25 @@ def tie_aware_recall(selected: torch.Tensor, exact: torch.Tensor, k_eff: int, re
         "invisible_picks": int((valid & ~torch.isfinite(got)).sum()),
     }
     return (float(hit.sum()) / total if total else 1.0), details
+
+
+def ulp_bf16(x: torch.Tensor) -> torch.Tensor:
+    """bf16 ulp of |x| (as fp32); zero -> the smallest bf16 subnormal."""
+    x = x.float().abs()
+    _, e = torch.frexp(x)                     # |x| in [2^(e-1), 2^e)
+    u = torch.ldexp(torch.ones_like(x), (e - 8).to(torch.int32))
+    tiny = torch.full_like(u, 2.0 ** -133)
+    return torch.where(x > 0, torch.maximum(u, tiny), tiny)
+
+
+def bf16_rounding_check(k: torch.Tensor, r: torch.Tensor):
+    """(err, bound, fraction of elements that differ) for bf16 `k` against bf16 reference `r`.
+
+    bound = 1 ulp of the element + 1 ulp of the row's largest |value|: single bf16 rounding
+    flips from a different fp32 op order (signed sums and channel mixing make a near-zero
+    element legitimately off by more than its own ulp, never by more than ~1 ulp at the row's scale).
+    """
+    kf, rf = k.float(), r.float()
+    bound = ulp_bf16(rf) + ulp_bf16(rf.abs().amax(dim=-1, keepdim=True))
+    differ = (k.view(torch.int16) != r.view(torch.int16)).float().mean().item()
+    return (kf - rf).abs(), bound, differ

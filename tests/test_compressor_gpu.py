@@ -13,6 +13,8 @@ import time
 import pytest
 import torch
 
+from pipeline.metrics import bf16_rounding_check
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -33,20 +35,9 @@ def _presets():
     return {"attention": p.compressor, "indexer": p.indexer.compressor}
 
 
-def ulp_bf16(x):
-    x = x.float().abs()
-    _, e = torch.frexp(x)
-    u = torch.ldexp(torch.ones_like(x), (e - 8).to(torch.int32))
-    tiny = torch.full_like(u, 2.0 ** -133)
-    return torch.where(x > 0, torch.maximum(u, tiny), tiny)
-
-
 def check_close(k, r, what, max_frac=0.01):
-    kf, rf = k.float(), r.float()
-    bound = ulp_bf16(rf) + ulp_bf16(rf.abs().amax(-1, keepdim=True))
-    err = (kf - rf).abs()
+    err, bound, frac = bf16_rounding_check(k, r)
     nbad = int((err > bound).sum())
-    frac = (k.view(torch.int16) != r.view(torch.int16)).float().mean().item()
     assert nbad == 0, f"{what}: {nbad} elements beyond the bound, worst err {err.max().item():.3g}"
     assert frac <= max_frac, f"{what}: {frac:.3%} of elements differ (> {max_frac:.0%})"
     return frac

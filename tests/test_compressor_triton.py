@@ -32,6 +32,7 @@ from csa_dsl.spec import Compressor, RoPE, YaRN  # noqa: E402
 from kernels_triton import compressor as comp  # noqa: E402
 from kernels_triton import rope as rp  # noqa: E402
 from pipeline import reference as ref  # noqa: E402
+from pipeline.metrics import bf16_rounding_check, ulp_bf16  # noqa: E402
 
 # CPU tensors through interpreted kernels; skipped (conftest) where the kernels are compiled
 interpret = pytest.mark.interpret
@@ -39,25 +40,13 @@ interpret = pytest.mark.interpret
 
 # ---------------------------------------------------------------------------------------
 # helpers
-def ulp_bf16(x: torch.Tensor) -> torch.Tensor:
-    """bf16 ulp of |x| (as fp32); zero -> the smallest bf16 subnormal."""
-    x = x.float().abs()
-    _, e = torch.frexp(x)                     # |x| in [2^(e-1), 2^e)
-    u = torch.ldexp(torch.ones_like(x), (e - 8).to(torch.int32))
-    return torch.where(x > 0, torch.maximum(u, torch.full_like(u, 2.0 ** -133)), torch.full_like(u, 2.0 ** -133))
-
-
 def assert_bf16_close(k: torch.Tensor, r: torch.Tensor, max_frac: float = 0.01, what: str = ""):
     assert k.shape == r.shape and k.dtype == r.dtype == torch.bfloat16, (k.shape, r.shape, k.dtype)
     if r.numel() == 0:
         return
     assert not torch.isnan(k).any(), f"{what}: NaN in the kernel output"
-    kf, rf = k.float(), r.float()
-    rowmax = rf.abs().amax(dim=-1, keepdim=True)
-    bound = ulp_bf16(rf) + ulp_bf16(rowmax)
-    err = (kf - rf).abs()
+    err, bound, differ = bf16_rounding_check(k, r)
     bad = err > bound
-    differ = (k.view(torch.int16) != r.view(torch.int16)).float().mean().item()
     assert not bad.any(), (f"{what}: {int(bad.sum())} elements beyond 1 ulp(elem) + 1 ulp(row max); worst "
                            f"err {err.max().item():.3g} at {bad.nonzero()[0].tolist()}")
     assert differ <= max_frac, f"{what}: {differ:.2%} of elements differ from the reference (> {max_frac:.0%})"
