@@ -111,7 +111,8 @@ def compile_job(job):
     """Child process: compile one (variant, shape) class, save its CUDA source, and get
     registers / spills / shared memory from ptxas. Fills TileLang's disk kernel cache."""
     variant, name, out_dir, resources = job
-    from kernels_tilelang import sparse_mla as sm
+    from kernels_tilelang.sparse_mla import ir as sm_ir
+    from kernels_tilelang.sparse_mla import kernel as sm
 
     p = PRESETS[name]
     r = {}
@@ -127,7 +128,7 @@ def compile_job(job):
         return variant, name, r
     if resources:
         try:
-            rr = sm.kernel_resources(p["H"], p["D"], p["DV"], p["NI"], p["sink"], False, variant)
+            rr = sm_ir.kernel_resources(p["H"], p["D"], p["DV"], p["NI"], p["sink"], False, variant)
             rr.pop("ptxas", None)
             rr.pop("cuobjdump", None)
             r["resources"] = rr
@@ -140,7 +141,7 @@ def worker_run(variant, name):
     import torch
     import triton
 
-    from kernels_tilelang import sparse_mla_fwd
+    from kernels_tilelang.sparse_mla.kernel import sparse_mla_fwd
 
     p = PRESETS[name]
     r = {}

@@ -4,10 +4,10 @@
     python benchmarks/gpu_compressor_check.py --out DIR [--no-sweep]
 
 1. correctness at S = 16,384 (B = 1) of both v4-flash compressors (attention: D=512, m=4,
-   overlap; indexer: D=128, m=4, overlap, Hadamard) against pipeline.reference.compress
+   overlap; indexer: D=128, m=4, overlap, Hadamard) against kernels_triton/compressor/naive.py
    on the same GPU, the kernel writing into a NaN-poisoned `out`; bound per element
    |kernel - ref| <= ulp_bf16(|ref|) + ulp_bf16(max |ref row|), <= 1% of elements differing.
-   The inverse RoPE kernel vs pipeline.reference.rope_rows_bf16 (bitwise).
+   The inverse RoPE kernel vs kernels_triton/rope/naive.py rope_rows_bf16 (bitwise).
 2. triton.testing.do_bench median at S = 65,536 and 262,144 (B = 1), achieved GB/s
    (both fp32 inputs read once + bf16 rows written).
 3. (unless --no-sweep) a few launch configs (block_rows x num_warps) at S = 262,144.
@@ -28,11 +28,19 @@ os.environ.pop("TRITON_INTERPRET", None)
 import torch  # noqa: E402
 import triton  # noqa: E402
 
-from csa_dsl.presets import preset  # noqa: E402
-from kernels_triton import compressor as comp  # noqa: E402
-from kernels_triton import rope as krope  # noqa: E402
-from pipeline import reference as ref  # noqa: E402
+from kernels_triton.compressor import cost as comp_cost  # noqa: E402
+from kernels_triton.compressor import kernel as comp  # noqa: E402
+from kernels_triton.compressor import naive as comp_ref  # noqa: E402
+from kernels_triton.rope import cost as rope_cost  # noqa: E402
+from kernels_triton.rope import kernel as krope  # noqa: E402
+from kernels_triton.rope import naive as rope_ref  # noqa: E402
+from pipeline.lang.presets import preset  # noqa: E402
 from pipeline.metrics import bf16_rounding_check  # noqa: E402
+from pipeline.stages.compressor import params, rotary  # noqa: E402
+
+
+def kw(c):
+    return dict(params(c), rotary=rotary(c.rope))
 
 SWEEP = {"attention": [(1, 4), (1, 8), (2, 4), (2, 8)], "indexer": [(2, 4), (4, 4), (4, 8), (8, 8)]}
 
@@ -91,10 +99,10 @@ def main():
             inp = inputs(1, S, c, 1)
             out = torch.full((1, S // c.ratio, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
             t = time.time()
-            comp.compress(*inp, c, out=out)
+            comp.compress(*inp, **kw(c), out=out)
             torch.cuda.synchronize()
             r = {"first_call_s": round(time.time() - t, 2), "nan_in_out": bool(torch.isnan(out).any())}
-            r.update(compare(out, ref.compress(*inp, c)))
+            r.update(compare(out, comp_ref.compress(*inp, **kw(c))))
             r["ok"] = r["ok"] and not r["nan_in_out"]
             log(f"[check {which}] ok={r['ok']} differ={r['frac_differ']:.3%} "
                 f"err/bound={r['max_err_over_bound']:.3f} nan={r['nan_in_out']}")
@@ -109,9 +117,9 @@ def main():
         pos = torch.arange(100000, 100000 + N, device="cuda")
         r = {}
         for inv in (True, False):
-            want = ref.rope_rows_bf16(x, a.inverse_rope, pos, inverse=inv, heads=True)
+            want = rope_ref.rope_rows_bf16(x, rotary(a.inverse_rope), pos, inverse=inv, heads=True)
             y = x.clone()
-            krope.apply_rope_(y, a.inverse_rope, pos, inverse=inv)
+            krope.apply_rope_(y, rotary(a.inverse_rope), pos, inverse=inv)
             r[f"bitwise_inverse={inv}"] = bool(torch.equal(y.view(torch.int16), want.view(torch.int16)))
         r["ok"] = all(r.values())
         log(f"[check rope] {r}")
@@ -123,14 +131,14 @@ def main():
         c = specs[which]
         inp = inputs(1, S, c, 3)
         out = torch.full((1, S // c.ratio, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
-        comp.compress(*inp, c, out=out, config=config)
+        comp.compress(*inp, **kw(c), out=out, config=config)
         torch.cuda.synchronize()
         r = {"nan_in_out": bool(torch.isnan(out).any())}
         if check_against is not None:
             r.update(compare(out, check_against))
-        fn = lambda: comp.compress(*inp, c, out=out, config=config)  # noqa: E731
+        fn = lambda: comp.compress(*inp, **kw(c), out=out, config=config)  # noqa: E731
         ms = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-        nbytes = comp.compress_bytes(1, S, c)
+        nbytes = comp_cost.compress_bytes(1, S // c.ratio, c.ratio, c.dim, c.overlap)
         r.update({"ms": ms, "bytes": nbytes, "GBps": nbytes / (ms * 1e-3) / 1e9,
                   "config": config or comp.launch_config(c.dim, c.ratio, c.overlap, c.hadamard)})
         try:  # without the wrapper's Python overhead (matters for the short indexer runs)
@@ -165,9 +173,9 @@ def main():
         N = 16384
         x = torch.randn(N, a.heads, a.v_dim, device="cuda").to(torch.bfloat16)
         pos = torch.arange(N, device="cuda")
-        ms = triton.testing.do_bench(lambda: krope.apply_rope_(x, a.inverse_rope, pos), warmup=25, rep=100,
+        ms = triton.testing.do_bench(lambda: krope.apply_rope_(x, rotary(a.inverse_rope), pos), warmup=25, rep=100,
                                      return_mode="median")
-        nbytes = krope.rope_bytes(N, a.heads, a.inverse_rope.dim)
+        nbytes = rope_cost.rope_bytes(N, a.heads, a.inverse_rope.dim)
         r = {"ms": ms, "bytes": nbytes, "GBps": nbytes / (ms * 1e-3) / 1e9, "N": N, "H": a.heads}
         log(f"[bench rope N={N}] {ms:.3f} ms  {r['GBps']:.0f} GB/s")
         return r

@@ -11,7 +11,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pipeline import benchmarks as bm  # noqa: E402
+from csa_dsl import benchmarks as bm  # noqa: E402
 
 R = os.path.join(ROOT, "benchmarks", "results")
 

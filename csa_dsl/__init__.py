@@ -5,17 +5,22 @@
     fwd = csa_dsl.compile(spec, device="cuda")
     inputs = csa_dsl.random_inputs(spec, batch=1, seq_len=65536, device="cuda", seed=0)
     out, indices = fwd(**inputs, return_indices=True)
+    print(fwd.plan(65536))            # the Program that runs: fwd.execute(program, **inputs)
+
+This package is the front end (compile, CLI, IR printing); the language, stages, composer,
+planner and interpreter live in `pipeline`, the kernels in `kernels_triton` / `kernels_tilelang`.
 """
+from pipeline.inputs import check_finite, input_signature, random_inputs, validate_inputs
+from pipeline.lang import (PATHS, PRESET_NAMES, V32_SCALE, Compressor, Indexer, InputError, Pipeline, PlanError,
+                           RoPE, Schedule, SparseAttention, SpecError, YaRN, parse_bytes, preset)
+from pipeline.program import Program
+
 from .compile import CompiledPipeline, compile, indexer_topk
-from .inputs import input_signature, random_inputs, validate_inputs
-from .presets import PRESET_NAMES, V32_SCALE, preset
-from .schedule import Schedule, parse_bytes
-from .spec import Compressor, Indexer, Pipeline, RoPE, SparseAttention, SpecError, YaRN
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompiledPipeline", "Compressor", "Indexer", "PRESET_NAMES", "Pipeline", "RoPE", "Schedule",
-    "SparseAttention", "SpecError", "V32_SCALE", "YaRN", "compile", "indexer_topk", "input_signature",
-    "parse_bytes", "preset", "random_inputs", "validate_inputs",
+    "CompiledPipeline", "Compressor", "Indexer", "InputError", "PATHS", "PRESET_NAMES", "Pipeline", "PlanError",
+    "Program", "RoPE", "Schedule", "SparseAttention", "SpecError", "V32_SCALE", "YaRN", "check_finite", "compile",
+    "indexer_topk", "input_signature", "parse_bytes", "preset", "random_inputs", "validate_inputs",
 ]

@@ -1,18 +1,55 @@
-"""csa-dsl command line: run, bench, ir (see `csa-dsl --help`)."""
+"""csa-dsl command line: run, bench, ir (see `csa-dsl --help`).
+
+Every error a user can fix (a bad argument, spec, input or plan) is one line
+`csa-dsl: error: ...` with exit code 2; nothing is launched before the checks pass.
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import resource
 import sys
 import time
 from typing import List, Optional
 
-from .spec import SpecError
+import torch
 
-DEFAULT_GPU_SEQ = 262144
-DEFAULT_CPU_SEQ = 1024
+from pipeline import context_parallel as cp
+from pipeline import planner
+from pipeline.inputs import input_bytes, random_inputs
+from pipeline.lang import defaults
+from pipeline.lang.errors import SpecError
+from pipeline.lang.schedule import PATHS, Schedule, parse_bytes
+from pipeline.metrics import tensor_stats
+from pipeline.program import fmt_bytes
+
+from . import benchmarks as bm
+from . import irgen
+from .compile import compile as compile_pipeline
+from .specfile import load_pipeline
+
+BENCH_KINDS = ("indexer", "attention", "composed")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one `csa-dsl: error:` line, exit code 2."""
+
+    def error(self, message):
+        print(f"csa-dsl: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(float(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes an integer, got {text!r}") from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 1, got {text}")
+        return v
+    return parse
 
 
 def _seq_list(text: str) -> List[int]:
@@ -21,42 +58,57 @@ def _seq_list(text: str) -> List[int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seq takes comma-separated integers, got {text!r}") from None
     if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"--seq values must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--seq values must be >= 1, got {text!r}")
     return vals
 
 
+def _budget(text: str) -> int:
+    try:
+        v = parse_bytes(text)
+    except SpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"--budget must be positive, got {text!r}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="csa-dsl", description="Compressed Sparse Attention compiler DSL: run, "
-                                "benchmark and inspect the CSA forward (compressor -> indexer -> top-k -> "
-                                "sparse attention).")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="csa-dsl", description="Compressed Sparse Attention compiler DSL: run, benchmark and "
+                "inspect the CSA forward (compressor -> indexer -> top-k -> sparse attention).")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a pipeline on random inputs; print plan, time, peak memory, output")
     r.add_argument("pipeline", help="preset (v4-flash, v4-pro, v3.2) or SPEC.py defining `pipeline`")
-    r.add_argument("--seq", type=int, default=None,
-                   help=f"sequence length S (default {DEFAULT_GPU_SEQ:,} on a GPU, {DEFAULT_CPU_SEQ:,} on a CPU)")
-    r.add_argument("--batch", type=int, default=1)
-    r.add_argument("--budget", default=None, help="workspace budget beyond inputs+output, e.g. 8GiB")
-    r.add_argument("--path", default="auto", choices=["auto", "composed", "materialize", "reference"])
+    r.add_argument("--seq", type=_positive("--seq"), default=None,
+                   help=f"sequence length S (default {defaults.GPU_SEQ_LEN:,} on a GPU, {defaults.CPU_SEQ_LEN:,} "
+                        f"on a CPU)")
+    r.add_argument("--batch", type=_positive("--batch"), default=1)
+    r.add_argument("--budget", type=_budget, default=None,
+                   help="memory the forward may use beyond inputs and outputs, e.g. 8GiB (every path)")
+    r.add_argument("--path", default="auto", choices=PATHS)
     r.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda if available")
-    r.add_argument("--chunk", type=int, default=None, help="query chunk (default: the planner's choice)")
+    r.add_argument("--chunk", type=_positive("--chunk"), default=None,
+                   help="query chunk (default: the planner's choice, a multiple of 64)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
+    r.add_argument("--reps", type=_positive("--reps"), default=3, help="timed repetitions (median reported)")
     r.add_argument("--json", default=None, help="write the result record to this file")
-    r.add_argument("--nproc", type=int, default=1, help="context-parallel ranks (spawns torchrun-style workers)")
+    r.add_argument("--nproc", type=_positive("--nproc"), default=1,
+                   help="context-parallel ranks (starts one local process per rank)")
+    r.add_argument("--no-check-inputs", dest="check_inputs", action="store_false",
+                   help="skip the scan of the inputs for NaN/Inf (on by default)")
 
-    b = sub.add_parser("bench", help="benchmarks: indexer | attention | compressor | composed")
-    b.add_argument("what", choices=["indexer", "attention", "composed"])
+    b = sub.add_parser("bench", help=f"benchmarks: {' | '.join(BENCH_KINDS)}")
+    b.add_argument("what", choices=BENCH_KINDS)
     b.add_argument("--preset", default="v4-flash", help="preset or SPEC.py")
     b.add_argument("--seq", type=_seq_list, default=None, help="comma-separated sequence lengths")
-    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--batch", type=_positive("--batch"), default=1)
     b.add_argument("--path", default=None, help="comma-separated paths (composed: composed,materialize; "
                                                 "indexer: triton,materialize)")
-    b.add_argument("--budget", default=None)
-    b.add_argument("--variant", default="ws", help="attention kernel variant")
+    b.add_argument("--budget", type=_budget, default=None)
+    b.add_argument("--variant", default="ws", choices=["ws", "pipelined"], help="attention kernel variant")
     b.add_argument("--json", default=None, help="write records (JSON list) to this file")
     b.add_argument("--plot", default=None, help="write a log-log plot (PNG) to this file")
-    b.add_argument("--nproc", type=int, default=1, help="context-parallel ranks (composed only)")
+    b.add_argument("--nproc", type=_positive("--nproc"), default=1, help="context-parallel ranks (composed only)")
 
     i = sub.add_parser("ir", help="show generated IR at every level (no GPU needed)",
                        description="Generated IR of a pipeline, without a GPU. Levels: spec, plan (pipeline); "
@@ -67,9 +119,13 @@ def _parser() -> argparse.ArgumentParser:
                    "assigning a csa_dsl.Pipeline to a module-level variable `pipeline`")
     i.add_argument("--level", default=None, help="spec | plan | ttir | ttgir | llir | ptx | tir | cuda | all")
     i.add_argument("--stage", default=None, help="compressor | indexer | topk | attention | rope (default: all)")
-    i.add_argument("--seq", type=int, default=DEFAULT_GPU_SEQ, help="S for --level plan")
-    i.add_argument("--batch", type=int, default=1)
-    i.add_argument("--budget", default="8GiB", help="workspace budget for --level plan")
+    i.add_argument("--seq", type=_positive("--seq"), default=defaults.GPU_SEQ_LEN, help="S for --level plan")
+    i.add_argument("--batch", type=_positive("--batch"), default=1)
+    i.add_argument("--budget", type=_budget, default=defaults.IR_PLAN_BUDGET,
+                   help=f"memory budget for --level plan (default {fmt_bytes(defaults.IR_PLAN_BUDGET)})")
+    i.add_argument("--nproc", type=_positive("--nproc"), default=1,
+                   help="--level plan: the program of one rank of a context-parallel run over N ranks")
+    i.add_argument("--rank", type=int, default=0, help="with --nproc: which rank's program (default 0)")
     i.add_argument("--arch", default="sm_90a")
     i.add_argument("--json", action="store_true", help="JSON for --level spec/plan")
     i.add_argument("-o", "--out-dir", default=None, help="write one file per stage and level into DIR, "
@@ -79,21 +135,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:          # --help (0) or a bad command line (2, already reported)
+        return int(e.code or 0)
     try:
         if args.cmd == "run":
             return cmd_run(args)
         if args.cmd == "bench":
             return cmd_bench(args)
-        if args.cmd == "ir":
-            return cmd_ir(args)
+        return cmd_ir(args)
     except SpecError as e:
         print(f"csa-dsl: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `csa-dsl ir ... | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
-    return 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,116 +159,120 @@ def _rss_peak_bytes() -> int:
 
 
 def cmd_run(args) -> int:
-    import torch
-
-    from . import compile as compile_pipeline
-    from .inputs import input_bytes, random_inputs
-    from .schedule import Schedule, parse_bytes
-    from .specfile import load_pipeline
-    from pipeline.ir import fmt_bytes
-    from pipeline.planner import check_fits_device, output_bytes
-
     spec = load_pipeline(args.pipeline)
-    if args.nproc > 1:
-        from pipeline.context_parallel import launch_cli
-        return launch_cli(args, spec)
     have_gpu = torch.cuda.is_available()
     device = args.device or ("cuda" if have_gpu else "cpu")
     if device == "cuda" and not have_gpu:
         raise SpecError("--device cuda but no CUDA GPU is visible; drop --device to run the CPU path")
-    seq = args.seq or (DEFAULT_GPU_SEQ if device == "cuda" else DEFAULT_CPU_SEQ)
+    seq = args.seq if args.seq is not None else (defaults.GPU_SEQ_LEN if device == "cuda" else defaults.CPU_SEQ_LEN)
     B = args.batch
-    if B < 1 or seq < 1:
-        raise SpecError("--batch and --seq must be positive")
-    sched = Schedule(path=args.path, query_chunk=args.chunk,
-                     memory_budget=parse_bytes(args.budget) if args.budget else None)
+    sched = Schedule(path=args.path, query_chunk=args.chunk, memory_budget=args.budget,
+                     check_inputs=args.check_inputs)
+    if args.nproc > 1:
+        return _run_cp(args, spec, seq)
     fwd = compile_pipeline(spec, device=device, schedule=sched)
     if not have_gpu:
         print(f"No CUDA GPU found: running the CPU {fwd.path} path "
-              f"({'exact PyTorch reference' if fwd.path == 'reference' else fwd.backend_name + ' backend'}) "
+              f"({'exact PyTorch stages' if fwd.path == 'reference' else fwd.backend_name + ' backend'}) "
               f"at S = {seq:,} (pass --seq to change).")
     else:
         print(f"GPU: {torch.cuda.get_device_name()}; path {fwd.path}, backend {fwd.backend_name}")
     print(spec)
-    program = None
-    if fwd.path == "composed":
-        program = fwd.plan(seq, B)
-        print(f"plan: query chunk {program.chunk:,}, {-(-seq // program.chunk):,} chunks per batch row, "
-              f"workspace {fmt_bytes(program.workspace_bytes)} (budget {fmt_bytes(program.budget)}); "
-              f"a materialised [B,S,T] fp32 score would be "
-              f"{fmt_bytes(list(program.materialize_bytes.values())[1])}")
-        if device == "cuda":
-            check_fits_device(spec, B, seq, device, program.chunk, have_inputs=False)
-    print(f"inputs: {fmt_bytes(input_bytes(spec, B, seq))}, output: {fmt_bytes(output_bytes(spec, B, seq))}")
+    program = fwd.plan(seq, B)
+    n_chunks = -(-seq // program.chunk)
+    print(f"plan: query chunk {program.chunk:,} ({n_chunks:,} per batch row); workspace "
+          f"{fmt_bytes(program.workspace_bytes)} + transient {fmt_bytes(program.transient_bytes)} = "
+          f"{fmt_bytes(program.peak_bytes)} (budget {fmt_bytes(program.budget)}); a materialised [B,S,T] fp32 "
+          f"score would be {fmt_bytes(list(program.materialize_bytes.values())[1])}")
+    if device == "cuda":
+        planner.check_fits_device(spec, B, seq, program, device, have_inputs=False)
+    out_b = sum(b.nbytes for b in program.buffers.values() if b.scope == "output")
+    print(f"inputs: {fmt_bytes(input_bytes(spec, B, seq))}, output: {fmt_bytes(out_b)}")
     t0 = time.perf_counter()
     inputs = random_inputs(spec, B, seq, device, seed=args.seed)
-    print(f"random inputs made in {time.perf_counter() - t0:.1f} s")
+    print(f"random inputs made in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
 
-    rss0 = _rss_peak_bytes()
+    # progress on the first run (the one that compiles kernels, and on a CPU the long one)
+    show = [True]
+
+    def once():
+        bar = show[0]
+        show[0] = False
+        return fwd.execute(program, progress=bar, **inputs)
+
     if device == "cuda":
-        from pipeline.benchmarks import peak_above, time_ms
         result = {}
 
-        def once():
-            result["out"] = fwd(**inputs, progress=False)
-            return result["out"]
-        peak = peak_above(once, extra_baseline=output_bytes(spec, B, seq))
-        ms = time_ms(once, reps=args.reps)
+        def keep():   # the previous output is freed before the next is made: one output alive at a time
+            result.pop("out", None)
+            result["out"] = once()
+        peak = bm.peak_above(keep, extra_baseline=out_b)
+        ms = bm.time_ms(keep, reps=args.reps)
+        out = result.pop("out")
         peak_txt = f"{peak:.3f} GiB above inputs + output (torch.cuda.max_memory_allocated)"
-        out = result["out"]
     else:
-        ts = []
-        out = None
-        for i in range(max(1, args.reps)):
+        rss0 = _rss_peak_bytes()
+        ts, out = [], None
+        for _ in range(args.reps):
+            out = None
             t = time.perf_counter()
-            out = fwd(**inputs, progress=(i == 0 and seq >= 4096))
+            out = once()
             ts.append((time.perf_counter() - t) * 1e3)
         ms = sorted(ts)[len(ts) // 2]
         peak = (_rss_peak_bytes() - rss0) / 2**30
-        peak_txt = (f"{peak:.3f} GiB process peak RSS growth during the forward "
-                    f"(peak RSS {_rss_peak_bytes() / 2**30:.2f} GiB)")
-    of = out.float()
-    nan = int(torch.isnan(of).sum())
-    print(f"time: median {ms:.1f} ms over {max(1, args.reps)} runs")
+        peak_txt = (f"{peak:.3f} GiB process peak RSS growth during the forward, output included "
+                    f"(peak RSS {_rss_peak_bytes() / 2**30:.2f} GiB; planned {fmt_bytes(program.peak_bytes)} "
+                    f"+ output {fmt_bytes(out_b)})")
+    st = tensor_stats(out)
+    bad = st["nan"] + st["inf"]
+    print(f"time: median {ms:.1f} ms over {args.reps} run{'s' if args.reps > 1 else ''}")
     print(f"peak memory: {peak_txt}")
-    print(f"output: out {tuple(out.shape)} {str(out.dtype).replace('torch.', '')}, mean {of.mean():.4g}, "
-          f"std {of.std():.4g}, NaN {nan}; out[0,-1,0,:4] = {[round(v, 4) for v in of[0, -1, 0, :4].tolist()]}")
+    print(f"output: out {tuple(out.shape)} {str(out.dtype).replace('torch.', '')}, mean {st['mean']:.4g}, "
+          f"std {st['std']:.4g}, NaN {st['nan']}, Inf {st['inf']}; out[0,-1,0,:4] = "
+          f"{[round(v, 4) for v in out[0, -1, 0, :4].float().tolist()]}")
     if args.json:
-        from pipeline.benchmarks import base_record, write_json
-        rec = base_record("run", spec, B, seq, fwd.path)
-        rec.update(median_ms=ms, peak_gib=peak, backend=fwd.backend_name, nan=nan,
-                   query_chunk=program.chunk if program else None)
-        write_json([rec], args.json)
+        rec = bm.base_record("run", spec, B, seq, fwd.path)
+        rec.update(median_ms=ms, peak_gib=peak, backend=fwd.backend_name, nan=st["nan"], inf=st["inf"],
+                   query_chunk=program.chunk, planned_peak_gib=program.peak_bytes / 2**30,
+                   status="ok" if bad == 0 else "non-finite output")
+        bm.write_json([rec], args.json)
         print(f"wrote {args.json}")
-    return 0 if nan == 0 else 1
+    return 0 if bad == 0 else 1
+
+
+def _run_cp(args, spec, seq: int) -> int:
+    per_rank = cp.run_local(spec, seq, args.nproc, args.batch, args.seed, args.reps, args.budget)
+    print(f"context-parallel {spec.name} over {args.nproc} ranks, S = {seq:,}")
+    print(bm.rank_table(per_rank))
+    if args.json:
+        bm.write_json(bm.cp_records(spec, seq, args.nproc, args.batch, per_rank), args.json)
+        print(f"wrote {args.json}")
+    return 0 if all(r["nan"] == 0 for r in per_rank) else 1
 
 
 def cmd_bench(args) -> int:
-    import torch
-
-    from .schedule import parse_bytes
-    from .specfile import load_pipeline
-    from pipeline import benchmarks as bm
-
     spec = load_pipeline(args.preset)
     if not torch.cuda.is_available():
         raise SpecError("benchmarks time GPU kernels and need a CUDA GPU; none is visible here "
                         "(`csa-dsl run PRESET` runs the CPU reference)")
+    if args.nproc > 1 and args.what != "composed":
+        raise SpecError("--nproc applies to `bench composed` only")
+    seqs = args.seq or list(defaults.BENCH_SEQS["composed-cp" if args.nproc > 1 else args.what])
     if args.nproc > 1:
-        from pipeline.context_parallel import launch_bench
-        return launch_bench(args, spec)
-    budget = parse_bytes(args.budget) if args.budget else None
-    if args.what == "indexer":
-        seqs = args.seq or [32768, 65536, 131072, 262144, 524288, 1048576]
+        recs = []
+        for S in seqs:
+            per_rank = cp.run_local(spec, S, args.nproc, args.batch, 0, defaults.REPS, args.budget)
+            print(f"S = {S:,}")
+            print(bm.rank_table(per_rank))
+            recs += bm.cp_records(spec, S, args.nproc, args.batch, per_rank)
+    elif args.what == "indexer":
         paths = tuple((args.path or "triton,materialize").split(","))
         recs = bm.bench_indexer(spec, seqs, args.batch, paths)
     elif args.what == "attention":
-        seqs = args.seq or [4096, 16384, 65536]
         recs = bm.bench_attention(spec, seqs, variant=args.variant)
     else:
-        seqs = args.seq or [8192, 16384, 32768, 65536, 131072, 262144]
         paths = tuple((args.path or "composed,materialize").split(","))
-        recs = bm.bench_composed(spec, seqs, args.batch, paths, budget=budget)
+        recs = bm.bench_composed(spec, seqs, args.batch, paths, budget=args.budget)
     print(bm.table(recs))
     if args.json:
         bm.write_json(recs, args.json)
@@ -225,12 +286,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    import re
-
-    from . import irgen
-    from .schedule import parse_bytes
-    from .specfile import load_pipeline
-
     if args.list:
         print(irgen.list_stages())
         return 0
@@ -238,10 +293,12 @@ def cmd_ir(args) -> int:
         raise SpecError("name a preset (v4-flash, v4-pro, v3.2) or a SPEC.py, or pass --list")
     if args.level is None:
         raise SpecError(f"pass --level, one of: {', '.join(irgen.LEVELS + (irgen.ALL,))}")
+    if not 0 <= args.rank < args.nproc:
+        raise SpecError(f"--rank must be in [0, --nproc = {args.nproc}), got {args.rank}")
     irgen.plan_items(args.level, args.stage)  # unknown level/stage: fail before loading anything
     spec = load_pipeline(args.pipeline)
     sections = irgen.generate(spec, args.level, args.stage, seq_len=args.seq, batch=args.batch, arch=args.arch,
-                              as_json=args.json, budget=parse_bytes(args.budget))
+                              as_json=args.json, budget=args.budget, nproc=args.nproc, rank=args.rank)
     if args.out_dir:
         os.makedirs(args.out_dir, exist_ok=True)
         stem = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name) or "pipeline"

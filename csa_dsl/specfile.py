@@ -1,8 +1,7 @@
 """Resolve a pipeline from a preset name or a SPEC.py file.
 
-SPEC.py convention: a Python file that defines, at module level, a variable
-`pipeline` holding a `csa_dsl.Pipeline` (or, failing that, exactly one Pipeline
-object under any name). Example:
+SPEC.py convention: a Python file that defines, at module level, a variable `pipeline` holding
+a `csa_dsl.Pipeline` (or, failing that, exactly one Pipeline object under any name). Example:
 
     import csa_dsl
     pipeline = csa_dsl.preset("v4-flash").replace(name="flash-h32",
@@ -12,9 +11,11 @@ from __future__ import annotations
 
 import os
 import runpy
+import traceback
 
-from .presets import PRESET_NAMES, preset
-from .spec import Pipeline, SpecError
+from pipeline.lang.errors import SpecError
+from pipeline.lang.presets import PRESET_NAMES, preset
+from pipeline.lang.spec import Pipeline
 
 
 def load_pipeline(ref: str) -> Pipeline:
@@ -27,6 +28,13 @@ def load_pipeline(ref: str) -> Pipeline:
             ns = runpy.run_path(ref)
         except SpecError as e:
             raise SpecError(f"{ref}: {e}") from None
+        except SyntaxError as e:
+            raise SpecError(f"{ref}:{e.lineno}: SyntaxError: {e.msg}") from None
+        except Exception as e:  # noqa: BLE001 - any error of the user's file becomes one line that points at it
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename)
+                      == os.path.abspath(ref)]
+            where = f"{ref}:{frames[-1].lineno}" if frames else ref
+            raise SpecError(f"{where}: {type(e).__name__}: {e}") from None
         if isinstance(ns.get("pipeline"), Pipeline):
             return ns["pipeline"]
         found = [v for k, v in ns.items() if isinstance(v, Pipeline) and not k.startswith("_")]

@@ -1,149 +1,286 @@
-"""The composer: turns a Pipeline spec into a composed program (pipeline IR).
+"""The composer: a Pipeline spec + a schedule -> the Program that runs.
 
 The program is a loop over query chunks in which
-  (a) the compressed rows every chunk may see already exist: both compressors run
-      once ahead of the loop (their outputs, T x (D + DI) bf16, are 80 MiB at
-      S = 262,144 for v4-flash, and chunk c needs all rows up to its last query,
-      so fusing them into the loop would only re-read their inputs);
-  (b) the indexer scores only the visible key tiles of the chunk into a bounded
-      [chunk, T] buffer and the partial top-k selects from it right away;
-  (c) the sparse attention consumes the chunk's key lists at once and writes its
-      rows of `out`; the inverse RoPE runs in place on those rows.
-The [S, T] score tensor never exists.
+  (a) the compressed rows every chunk may see already exist: both compressors run once ahead
+      of the loop (their outputs, T x (D + DI) bf16, are 80 MiB at S = 262,144 for v4-flash,
+      and chunk c needs all rows up to its last query, so fusing them into the loop would
+      only re-read their inputs);
+  (b) the indexer scores only the visible key tiles of the chunk into a bounded [C, T] buffer
+      and the partial top-k selects from it right away (the selection writes the window ids
+      of each key list too);
+  (c) the sparse attention consumes the chunk's key lists at once and writes its rows of
+      `out`; the inverse RoPE runs in place on those rows.
+The [S, T] score tensor never exists, except in the 'materialize' schedule, which is the same
+program with one chunk of all S queries and the indexer on its PyTorch stages (the public
+reference code's naive schedule). The 'reference' schedule is the same program on the exact
+PyTorch stages. Every loop shape lives here; the interpreter only walks what it is given.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Optional
 
 import torch
 
-from csa_dsl.spec import Pipeline
+from kernels_triton.indexer import cost as indexer_cost
 
-from .ir import Buffer, Call, Loop, Node, Program
-from .planner import chunk_buffer_bytes, materialize_bytes, select_capacity, visible_pairs
+from .lang.errors import SpecError
+from .lang.spec import Pipeline
+from .program import Buffer, Call, E, Loop, Node, Program, R
+from .stages import OPS, stages_of
+from .stages.compressor import params as compressor_params
+from .stages.compressor import rotary
 
-
-def _kernels(backend: str) -> dict:
-    if backend == "cuda":
-        return {
-            "compress": "triton compress_kernel",
-            "score": "triton _score_kernel",
-            "select": "triton _select_kernel",
-            "attention": "tilelang sparse_mla_fwd",
-            "rope": "triton rope_kernel (in place)",
-            "copy": "cudaMemcpy",
-        }
-    if backend == "interpret":
-        return {
-            "compress": "triton compress_kernel [interpreter]",
-            "score": "triton _score_kernel [interpreter]",
-            "select": "triton _select_kernel [interpreter]",
-            "attention": "torch reference sparse_attention",
-            "rope": "triton rope_kernel [interpreter]",
-            "copy": "copy",
-        }
-    return {
-        "compress": "torch reference compress",
-        "score": "torch reference indexer_scores",
-        "select": "torch reference topk_select",
-        "attention": "torch reference sparse_attention",
-        "rope": "torch reference rope",
-        "copy": "copy",
-    }
+PATH_IMPLS = ("composed", "reference", "materialize")
 
 
-def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda",
-            budget: int | None = None) -> Program:
+def impl_for(path: str, backend: str, op: str) -> str:
+    """The backend that runs `op` under a schedule path."""
+    if path == "reference":
+        return "torch"
+    if path == "materialize" and op.startswith("indexer."):
+        return "torch"
+    return backend
+
+
+def kernel_names(names: List[str]) -> Dict[str, str]:
+    """'op@impl' -> kernel description, for every implementation of the ops a program uses."""
+    return {f"{n}@{b}": impl.kernel for n in names for b, impl in OPS[n].impls.items()}
+
+
+def rope_consts(spec: Pipeline) -> Dict[str, object]:
+    """Named RoPE parameters: one `rope` when every RoPE of the pipeline is the same (V4), else one per use."""
+    uses = {"rope_kv": rotary(spec.compressor.rope) if spec.compressor else None,
+            "rope_idx": rotary(spec.indexer.compressor.rope) if spec.indexer.compressor else None,
+            "rope_out": rotary(spec.attention.inverse_rope)}
+    present = {k: v for k, v in uses.items() if v is not None}
+    if len(set(present.values())) == 1:
+        return {"rope": next(iter(present.values()))} if present else {}
+    return present
+
+
+def rope_name(consts: Dict[str, object], use: str) -> Optional[str]:
+    if "rope" in consts:
+        return "rope"
+    return use if use in consts else None
+
+
+def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda", *, path: str = "composed",
+            return_indices: bool = False, budget: Optional[int] = None) -> Program:
+    """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration."""
+    if path not in PATH_IMPLS:
+        raise SpecError(f"path {path!r} is not one of {PATH_IMPLS}")
+    if batch < 1 or seq_len < 1:
+        raise SpecError(f"batch and seq_len must be >= 1, got batch={batch}, seq_len={seq_len}")
     a, ix, c = spec.attention, spec.indexer, spec.compressor
     B, S, m = batch, seq_len, spec.ratio
+    if path == "materialize":
+        chunk = S
+    C = int(min(chunk, S))
     T = spec.num_compressed(S)
     W, K = a.window, spec.topk_eff(S)
-    kn = _kernels(backend)
-    bufs = {}
+    off = spec.selected_offset(S)
+    impl = {name: impl_for(path, backend, name) for name in OPS}
+
+    consts: Dict[str, object] = {"B": B, "S": S, "T": T, "C": C, "m": m, "W": W, "K": K,
+                                 "scale": float(a.softmax_scale)}
+    consts.update(rope_consts(spec))
+    bufs: Dict[str, Buffer] = {}
 
     def buf(name, shape, dtype, scope, note=""):
-        bufs[name] = Buffer(name, tuple(int(d) for d in shape), dtype, scope, note)
+        bufs[name] = Buffer(name, tuple(shape), dtype, scope, note)
 
-    # inputs and output (the caller's)
-    buf("q", (B, S, a.heads, a.qk_dim), torch.bfloat16, "input")
-    buf("kv", (B, S, a.qk_dim), torch.bfloat16, "input")
-    buf("idx_q", (B, S, ix.heads, ix.dim), torch.bfloat16, "input")
-    buf("idx_w", (B, S, ix.heads), torch.float32, "input")
-    if c is not None:
-        buf("cmp_kv", (B, S, c.coff * c.dim), torch.float32, "input")
-        buf("cmp_gate", (B, S, c.coff * c.dim), torch.float32, "input")
-    if ix.compressor is not None:
-        ic = ix.compressor
-        buf("idx_kv", (B, S, ic.coff * ic.dim), torch.float32, "input")
-        buf("idx_gate", (B, S, ic.coff * ic.dim), torch.float32, "input")
-    else:
-        buf("idx_k", (B, S, ix.dim), torch.bfloat16, "input")
+    for role, kind, stage in stages_of(spec):
+        for name, d in kind.inputs(spec, stage, role).items():
+            buf(name, d.shape(B, S), d.dtype, "input", d.doc)
     buf("out", (B, S, a.heads, a.v_dim), torch.bfloat16, "output")
+    if return_indices:
+        buf("indices", (B, S, W + K), torch.int32, "output", f"key lists: {W} window rows + {K} selected rows")
 
-    # program scope: compressed rows, made once ahead of the loop
     body: List[Node] = []
     fused: List[str] = []
     decisions: List[str] = []
+
+    # program scope: the compressed rows, made once ahead of the loop
     if c is not None:
         buf("kv_all", (B, S + T, a.qk_dim), torch.bfloat16, "program",
             "rows [0,S): kv; rows [S,S+T): compressed kv (one gather table for the attention)")
-        body.append(Call("copy_kv", "glue", kn["copy"], ["kv"], ["kv_all[:, :S]"]))
-        body.append(Call("compress_kv", "compressor", kn["compress"],
-                         ["cmp_kv", "cmp_gate", "cmp_ape", "cmp_norm"], ["kv_all[:, S:]"],
-                         f"T = S // {m} = {T:,} rows, written in place next to kv"))
-    kv_name = "kv_all" if c is not None else "kv"
+        body.append(OPS["glue.copy"].call(impl["glue.copy"], {"src": R("kv"), "out": R("kv_all[:, 0:S]")}))
+        body.append(_compress_call(spec, c, "cmp", "kv_all[:, S:S + T]", impl, consts, "rope_kv", B, T))
+    kv_rows = "kv_all" if c is not None else "kv"
     if ix.compressor is not None:
-        buf("k_idx", (B, T, ix.dim), torch.bfloat16, "program", "index keys (Hadamard-rotated)"
-            if ix.compressor.hadamard else "index keys")
-        body.append(Call("compress_idx", "compressor", kn["compress"],
-                         ["idx_kv", "idx_gate", "idx_ape", "idx_norm"], ["k_idx"]))
+        buf("k_idx", (B, T, ix.dim), torch.bfloat16, "program",
+            "index keys (Hadamard-rotated)" if ix.compressor.hadamard else "index keys")
+        body.append(_compress_call(spec, ix.compressor, "idx", "k_idx", impl, consts, "rope_idx", B, T))
         k_name = "k_idx"
     else:
         k_name = "idx_k"
     if c is not None:
-        decisions.append(f"compressors run once ahead of the loop: their outputs are small "
-                         f"({(bufs['kv_all'].nbytes - B * S * a.qk_dim * 2 + bufs['k_idx'].nbytes) / 2**20:.1f} MiB) "
+        small = (bufs["kv_all"].nbytes - B * S * a.qk_dim * 2 + bufs["k_idx"].nbytes) / 2**20
+        decisions.append(f"compressors run once ahead of the loop: their outputs are small ({small:.1f} MiB) "
                          f"and every chunk needs all rows up to its last query")
 
-    # chunk scope: the bounded scratch reused by every iteration
-    cb = chunk_buffer_bytes(spec, S, chunk)
-    ld = cb["scores"] // (4 * chunk)
-    buf("scores", (chunk, ld), torch.float32, "chunk",
-        "fp32 scores of the chunk's visible key tiles only (never [S, T])")
-    buf("cand", (chunk, select_capacity(ix.topk)), torch.int64, "chunk", "top-k candidates (value, index) per row")
-    buf("keys", (chunk, W + K), torch.int32, "chunk", f"key lists: {W} window rows + {K} selected rows")
+    # chunk scope: the bounded scratch every iteration reuses
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=0 if return_indices else W + K,
+                            window=W):
+        bufs[bf.name] = bf
+    if "scores" in bufs:
+        bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
+    keys = "indices[b, s0:s1]" if return_indices else "keys[0:s1 - s0]"
+    inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
+                        k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
+                        has_cand="cand" in bufs, consts=consts)
+    n_chunks = -(-S // C)
+    body.append(Loop("b", E(0), E("B"), E(1), [
+        Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")},
+             f"{n_chunks:,} query chunk{'s' if n_chunks > 1 else ''}", progress=True)]))
 
-    off = spec.selected_offset(S)
-    inner: List[Node] = [
-        Call("score", "indexer", kn["score"],
-             [f"idx_q[b, s0:s0+C]", f"idx_w[b, s0:s0+C]", f"{k_name}[b, :(s0+C)//{m}]"],
-             ["scores[:C, :vis]"],
-             "visible 64-key tiles only; diagonal tiles masked in-kernel"),
-        Call("select", "topk", kn["select"], ["scores[:C, :vis]"],
-             [f"keys[:C, :{W + K}]"],
-             (f"window ids max(0, s-{W - 1})..s, then " if W else "")
-             + f"top-{K}: group-max threshold, compaction, radix select; ids + {off}, -1 padded"),
-    ]
-    att_reads = [f"q[b, s0:s0+C]", f"{kv_name}[b]", "keys[:C]"] + (["sink"] if a.sink else [])
-    inner.append(Call("attention", "attention", kn["attention"], att_reads, ["out[b, s0:s0+C]"],
-                      f"{a.heads} heads, {W + K} keys/query, scale {a.softmax_scale:.4g}"))
-    if a.inverse_rope is not None:
-        inner.append(Call("inverse_rope", "attention", kn["rope"], ["out[b, s0:s0+C]"],
-                          [f"out[b, s0:s0+C, :, -{a.inverse_rope.dim}:]"], "at the query positions"))
-    body.append(Loop("b", "0", str(B), "1", [
-        Loop("s0", "0", f"{S:,}", f"C = {chunk:,}", inner, f"{-(-S // chunk):,} query chunks")]))
-
-    fused.append("indexer score -> top-k: per chunk through a bounded score buffer "
-                 f"({bufs['scores'].nbytes / 2**20:.1f} MiB), no [S, T] tensor")
+    if K > 0:
+        fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
+                     f"({bufs['scores'].nbytes / 2**20:.1f} MiB)" + ("" if path == "materialize" else ", no [S, T] tensor"))
     fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
-    if W and backend != "torch":
+    if W and impl["indexer.select"] != "torch":
         fused.append("window ids -> top-k: the selection kernel writes each key list's window part too")
     if a.inverse_rope is not None:
         fused.append("attention -> inverse RoPE: in place on the chunk's output rows")
-    decisions.append(f"query chunk {chunk:,}: the largest that fits the budget (planner), capped at 2,048 "
-                     f"(larger chunks add memory, not speed)")
-    decisions.append("causal: each chunk scores only key tiles visible to its last query "
-                     f"(~{visible_pairs(S, m) / max(1, S * T):.0%} of the [S, T] rectangle)")
-    return Program(name=spec.name, batch=B, seq_len=S, chunk=chunk, buffers=bufs, body=body, fused=fused,
-                   decisions=decisions, materialize_bytes=materialize_bytes(spec, B, S), budget=budget)
+    if path == "materialize":
+        decisions.append("materialize: one chunk of all S queries, the indexer on its PyTorch stages "
+                         "(the public reference code's schedule: the [B, S, HI, T] einsum and the [S, T] score exist)")
+    else:
+        decisions.append("causal: each chunk scores only key tiles visible to its last query "
+                         f"(~{indexer_cost.visible_pairs(S, m) / max(1, S * T):.0%} of the [S, T] rectangle)")
+    if path == "reference":
+        decisions.append("reference: every stage is its exact PyTorch implementation (kernels_*/*/naive.py)")
+    names = sorted({c_.op for c_ in walk_calls(body)})
+    return Program(name=spec.name, consts=consts, buffers=bufs, body=body,
+                   outputs=("out", "indices") if return_indices else ("out",), kernels=kernel_names(names),
+                   notes={"fused stage boundaries": fused, "decisions": decisions},
+                   materialize_bytes=materialize_bytes(spec, B, S), budget=budget)
 
+
+def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str, idx_q: str, idx_w: str, k: str,
+                kv: str, keys: str, out: str, idx_offset: int, has_cand: bool, consts: Dict[str, object],
+                between_select_and_attend: Optional[List[Node]] = None) -> List[Node]:
+    """The calls of one query chunk [s0, s1): score, select, attend, inverse RoPE. The single-GPU
+    program and every context-parallel rank's program run exactly these (with their own refs).
+    `between_select_and_attend`: calls a transform inserts after the key lists are written."""
+    ix = spec.indexer
+    calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
+                         k_eff=spec.topk_eff(consts["S"]), T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
+                         idx_offset=idx_offset, window=spec.attention.window, has_cand=has_cand)
+    return calls + (between_select_and_attend or []) + attend_calls(spec, impl, consts, C=C, q=q, kv=kv, keys=keys,
+                                                                     out=out)
+
+
+def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
+                 idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
+                 has_cand: bool) -> List[Node]:
+    """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows)."""
+    calls: List[Node] = []
+    if k_eff > 0:
+        calls.append(OPS["indexer.score"].call(
+            impl["indexer.score"],
+            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R("scores"), "s_first": E("s0"), "ratio": ratio},
+            dict(chunk=C, rows=T, heads=heads, dim=dim),
+            "visible 64-key tiles only; diagonal tiles masked in-kernel"))
+    calls.append(OPS["indexer.select"].call(
+        impl["indexer.select"],
+        {"scores": R("scores") if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
+         "s_first": E("s0"), "ratio": ratio, "k_eff": E("K"), "topk": topk, "idx_offset": idx_offset,
+         "window": window},
+        dict(chunk=C, rows=T),
+        (f"window ids max(0, s-{window - 1})..s, then " if window else "")
+        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone")))
+    return calls
+
+
+def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object], *, C: int, q: str, kv: str,
+                 keys: str, out: str) -> List[Node]:
+    """attend + inverse RoPE of one query chunk [s0, s1) over its key lists."""
+    a = spec.attention
+    W, K = a.window, spec.topk_eff(consts["S"])
+    calls: List[Node] = [OPS["attention.attend"].call(
+        impl["attention.attend"],
+        {"q": R(q), "kv": R(kv), "keys": R(keys), "out": R(out), "sink": R("sink") if a.sink else None,
+         "scale": E("scale"), "v_dim": a.v_dim},
+        dict(rows=C, heads=a.heads, dim_qk=a.qk_dim, dim_v=a.v_dim, keys=W + K),
+        f"{a.heads} heads, {W + K} keys/query")]
+    if a.inverse_rope is not None:
+        calls.append(OPS["attention.inverse_rope"].call(
+            impl["attention.inverse_rope"],
+            {"x": R(out), "rot": E(rope_name(consts, "rope_out")), "positions": E("s0"), "inverse": True},
+            dict(rows=C, heads=a.heads, dim_v=a.v_dim, rot_dim=a.inverse_rope.dim), "at the query positions"))
+    return calls
+
+
+def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
+                  window: int = 0) -> List[Buffer]:
+    """The chunk-scope scratch every iteration reuses: scores, candidates, key lists (keys_width > 0)."""
+    out = []
+    if k_eff > 0:
+        out.append(Buffer("scores", (C, indexer_cost.score_ld(T)), torch.float32, "chunk",
+                          "fp32 scores of the chunk's visible key tiles"))
+        if impl["indexer.select"] != "torch":
+            out.append(Buffer("cand", (C, indexer_cost.select_capacity(topk)), torch.int64, "chunk",
+                              "top-k candidates (order key, row) per query"))
+    if keys_width:
+        out.append(Buffer("keys", (C, keys_width), torch.int32, "chunk",
+                          f"key lists: {window} window rows + {keys_width - window} selected rows"))
+    return out
+
+
+def _compress_call(spec: Pipeline, c, role: str, out: str, impl: dict, consts: dict, rope_use: str, B: int,
+                   T: int) -> Call:
+    rot = rope_name(consts, rope_use)
+    return OPS["compressor.compress"].call(
+        impl["compressor.compress"],
+        {"values": R(f"{role}_kv"), "gate": R(f"{role}_gate"), "ape": R(f"{role}_ape"), "norm": R(f"{role}_norm"),
+         "out": R(out), **compressor_params(c), "rotary": E(rot) if rot else None},
+        dict(batch=B, rows=T, ratio=c.ratio, dim=c.dim, overlap=c.overlap),
+        f"T = S // {c.ratio} rows" + (", Hadamard-rotated" if c.hadamard else ""))
+
+
+def walk_calls(nodes: List[Node]):
+    for n in nodes:
+        if isinstance(n, Loop):
+            yield from walk_calls(n.body)
+        else:
+            yield n
+
+
+def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int]:
+    """What the naive schedule of the public reference code holds at once (beyond inputs)."""
+    T = spec.num_compressed(seq_len)
+    hi = spec.indexer.heads
+    return {
+        "scores [B,S,HI,T] fp32 (einsum output)": batch * seq_len * hi * T * 4,
+        "scores [B,S,T] fp32 (after the head sum)": batch * seq_len * T * 4,
+        "causal half of [B,S,T] fp32": batch * seq_len * T * 2,
+    }
+
+
+def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
+                    backend: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> Program:
+    """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
+    [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
+    (fp32 only for the interpreter's tests)."""
+    B, S = batch, seq_len
+    T = S // ratio
+    K = min(topk, T)
+    C = int(min(chunk, S))
+    consts = {"B": B, "S": S, "T": T, "C": C, "m": ratio, "K": K}
+    bufs = {
+        "idx_q": Buffer("idx_q", (B, S, heads, dim), dtype, "input"),
+        "idx_w": Buffer("idx_w", (B, S, heads), torch.float32, "input"),
+        "idx_k": Buffer("idx_k", (B, T, dim), dtype, "input"),
+        "ids": Buffer("ids", (B, S, K), torch.int32, "output", "selected row ids, -1 padded"),
+    }
+    impl = {name: backend for name in OPS}
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk):
+        bufs[bf.name] = bf
+    inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,
+                         idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]", k="idx_k[b]", keys="ids[b, s0:s1]",
+                         idx_offset=0, window=0, has_cand="cand" in bufs) if K > 0 else []
+    body: List[Node] = [Loop("b", E(0), E("B"), E(1), [
+        Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")}, progress=True)])] if inner else []
+    return Program(name="indexer", consts=consts, buffers=bufs, body=body, outputs=("ids",),
+                   kernels=kernel_names(["indexer.score", "indexer.select"]))

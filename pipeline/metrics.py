@@ -1,4 +1,4 @@
-"""Accuracy metrics shared by tests and benchmarks."""
+"""Accuracy metrics and output statistics shared by tests, benchmarks and the CLI."""
 from __future__ import annotations
 
 import torch
@@ -73,3 +73,23 @@ def bf16_rounding_check(k: torch.Tensor, r: torch.Tensor):
     bound = ulp_bf16(rf) + ulp_bf16(rf.abs().amax(dim=-1, keepdim=True))
     differ = (k.view(torch.int16) != r.view(torch.int16)).float().mean().item()
     return (kf - rf).abs(), bound, differ
+
+
+def tensor_stats(t: torch.Tensor, slab: int = 1 << 22) -> dict:
+    """mean, std, NaN and Inf counts of a tensor of any size in bounded memory: fp64 sums over slabs
+    of `slab` elements (32 MiB of fp64 at a time; the forward's own workspace is far larger)."""
+    flat = t.reshape(-1)
+    n = flat.numel()
+    s = s2 = 0.0
+    nan = inf = 0
+    for i in range(0, n, slab):
+        x = flat[i:i + slab].double()
+        fin = torch.isfinite(x)
+        nan += int(torch.isnan(x).sum())
+        inf += int(torch.isinf(x).sum())
+        x = x[fin]
+        s += float(x.sum())
+        s2 += float((x * x).sum())
+    k = max(1, n - nan - inf)
+    mean = s / k
+    return {"numel": n, "mean": mean, "std": max(0.0, s2 / k - mean * mean) ** 0.5, "nan": nan, "inf": inf}

@@ -1,146 +1,159 @@
-"""Memory planner: from (spec, B, S, budget) pick the query chunk, list every buffer, refuse what cannot fit.
+"""Memory planner: what is really free, the budget, and the query chunk of a Program.
 
-Workspace = program buffers (live for the whole forward: compressed rows, index
-keys) + chunk buffers (reused each loop iteration: score chunk, top-k candidates,
-key lists). Inputs and the output are the caller's and are counted separately.
+The plan's bound is the Program's own count: workspace buffers (the compressed rows for the
+whole forward, the chunk scratch reused by every iteration) plus the largest transient any
+single call allocates (the PyTorch stages' temporaries; the kernels' padding copies). The
+planner composes the program at each candidate chunk, largest first, and keeps the first
+whose bound fits the budget; when none does it refuses, saying what was free, what held the
+rest and what would fit. Inputs and outputs are the caller's and counted apart.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from csa_dsl.inputs import input_bytes
-from csa_dsl.spec import Pipeline, SpecError
-
-from kernels_triton.indexer import chunk_buffer_bytes as indexer_chunk_bytes
-from kernels_triton.indexer import select_capacity  # noqa: F401  (re-exported for the composer)
-
-from .ir import fmt_bytes
-
-CHUNK_CHOICES = (2048, 1024, 512, 256, 128, 64)
+from .composer import compose
+from .inputs import input_bytes
+from .lang import defaults
+from .lang.errors import PlanError
+from .lang.spec import Pipeline
+from .program import Program, fmt_bytes
 
 
-class PlanError(SpecError):
-    """No plan fits the memory budget; the message says what would."""
+@dataclass(frozen=True)
+class Memory:
+    """Device memory as this process sees it. On CUDA, `free` is what the driver reports free and
+    `cached` what PyTorch's caching allocator holds in free blocks (reserved - allocated), which a
+    new tensor takes first; `held` is what this process's live tensors hold."""
+
+    device: str
+    free: int
+    cached: int
+    held: int
+    total: int
+
+    @property
+    def available(self) -> int:
+        return self.free + self.cached
+
+    def describe(self) -> str:
+        if self.device.startswith("cuda"):
+            others = max(0, self.total - self.free - self.cached - self.held)
+            return (f"{fmt_bytes(self.available)} available on {self.device} ({fmt_bytes(self.free)} free on the "
+                    f"device + {fmt_bytes(self.cached)} cached free by PyTorch's allocator); of its "
+                    f"{fmt_bytes(self.total)}, {fmt_bytes(self.held)} is held by this process's tensors and "
+                    f"{fmt_bytes(others)} by others (other processes, CUDA contexts)")
+        return f"{fmt_bytes(self.available)} available on {self.device} (MemAvailable of {fmt_bytes(self.total)})"
 
 
-def visible_pairs(seq_len: int, ratio: int) -> int:
-    """sum over s < S of (s+1)//m: the (query, compressed row) pairs the indexer must score.
-
-    With S = q*m + r: sum_{u=1..S} floor(u/m) = m*q*(q-1)/2 + q*(r+1).
-    """
-    q, r = divmod(seq_len, ratio)
-    return ratio * q * (q - 1) // 2 + q * (r + 1)
-
-
-def chunk_buffer_bytes(spec: Pipeline, seq_len: int, chunk: int) -> Dict[str, int]:
-    """The chunk-scope scratch: the indexer's (scores, candidates) and the key lists."""
-    out = indexer_chunk_bytes(chunk, spec.num_compressed(seq_len), spec.indexer.topk)
-    out["keys"] = chunk * spec.index_width(seq_len) * 4
-    return out
-
-
-def program_buffer_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int]:
-    T = spec.num_compressed(seq_len)
-    out = {}
-    if spec.compressor is not None:
-        out["kv_all"] = batch * (seq_len + T) * spec.attention.qk_dim * 2
-    if spec.indexer.compressor is not None:
-        out["k_idx"] = batch * T * spec.indexer.dim * 2
-    return out
-
-
-def output_bytes(spec: Pipeline, batch: int, seq_len: int) -> int:
-    return batch * seq_len * spec.attention.heads * spec.attention.v_dim * 2
-
-
-def workspace_bytes(spec: Pipeline, batch: int, seq_len: int, chunk: int) -> int:
-    return sum(program_buffer_bytes(spec, batch, seq_len).values()) + \
-        sum(chunk_buffer_bytes(spec, seq_len, chunk).values())
-
-
-def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int]:
-    """What the naive schedule of the public reference code holds at once (beyond inputs)."""
-    T = spec.num_compressed(seq_len)
-    hi = spec.indexer.heads
-    return {
-        "scores [B,S,HI,T] fp32 (einsum output)": batch * seq_len * hi * T * 4,
-        "scores [B,S,T] fp32 (after the head sum)": batch * seq_len * T * 4,
-        "causal half of [B,S,T] fp32": batch * seq_len * T * 2,
-    }
-
-
-def available_bytes(device) -> int:
-    """Free memory of the device (CUDA: mem_get_info; CPU: MemAvailable)."""
+def memory(device) -> Memory:
     dev = torch.device(device)
     if dev.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(dev)
-        return int(free)
+        free, total = torch.cuda.mem_get_info(dev)
+        reserved, allocated = torch.cuda.memory_reserved(dev), torch.cuda.memory_allocated(dev)
+        return Memory(str(dev), int(free), int(max(0, reserved - allocated)), int(allocated), int(total))
+    avail = total = 0
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
+                elif line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
     except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        avail = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Memory("cpu", int(avail), 0, 0, int(total))
 
 
-def default_budget(device, fraction: float = 0.8, reserve: int = 0) -> int:
-    """A safe fraction of what is free now, less `reserve` bytes still to be allocated (e.g. the output)."""
-    return int(max(0, available_bytes(device) - reserve) * fraction)
+def output_bytes(spec: Pipeline, batch: int, seq_len: int, return_indices: bool = False) -> int:
+    out = batch * seq_len * spec.attention.heads * spec.attention.v_dim * 2
+    if return_indices:
+        out += batch * seq_len * spec.index_width(seq_len) * 4
+    return out
 
 
-def choose_chunk(spec: Pipeline, batch: int, seq_len: int, budget: int, query_chunk: Optional[int] = None) -> int:
-    """The largest query chunk (<= 2048, <= S rounded up to 64) whose workspace fits `budget`."""
-    cap = max(64, -(-seq_len // 64) * 64)
-    choices = [query_chunk] if query_chunk else [c for c in CHUNK_CHOICES if c <= cap] or [64]
+def default_budget(mem: Memory, fraction: float = defaults.BUDGET_FRACTION, reserve: int = 0) -> int:
+    """A fraction of what is available now, less `reserve` bytes still to be allocated (the outputs)."""
+    return int(max(0, mem.available - reserve) * fraction)
+
+
+def chunk_choices(seq_len: int, backend: str, query_chunk: Optional[int] = None) -> list:
+    """Chunks to try, largest first: the schedule's, or the defaults up to the backend's cap and S."""
+    if query_chunk:
+        return [query_chunk]
+    cap = min(defaults.MAX_CHUNK[backend], max(64, -(-seq_len // 64) * 64))
+    return [c for c in defaults.CHUNK_CHOICES if c <= cap] or [defaults.CHUNK_CHOICES[-1]]
+
+
+def plan(spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, *, path: str = "composed",
+         query_chunk: Optional[int] = None, return_indices: bool = False, mem: Optional[Memory] = None) -> Program:
+    """The Program of the largest chunk whose bound (workspace + transient) fits `budget`, or PlanError."""
+    choices = [seq_len] if path == "materialize" else chunk_choices(seq_len, backend, query_chunk)
+    prog = None
     for c in choices:
-        if workspace_bytes(spec, batch, seq_len, c) <= budget:
-            return c
-    smallest = choices[-1]
-    need = workspace_bytes(spec, batch, seq_len, smallest)
-    prog = sum(program_buffer_bytes(spec, batch, seq_len).values())
-    per_chunk = sum(chunk_buffer_bytes(spec, seq_len, smallest).values())
-    fits_s = _largest_fitting_seq(spec, batch, budget, smallest)
-    hint = [f"raise the budget to at least {fmt_bytes(need)} (--budget / Schedule.memory_budget)"]
+        prog = compose(spec, batch, seq_len, c, backend, path=path, return_indices=return_indices, budget=budget)
+        if prog.peak_bytes <= budget:
+            why = (f"query chunk {prog.chunk:,}: the largest of {', '.join(f'{x:,}' for x in choices)} whose "
+                   f"workspace + transient ({fmt_bytes(prog.peak_bytes)}) fits the budget ({fmt_bytes(budget)})"
+                   if path != "materialize" else f"one chunk of all {seq_len:,} queries")
+            prog.notes.setdefault("decisions", []).insert(0, why)
+            return prog
+    raise PlanError(_refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog, mem))
+
+
+def _refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog: Program, mem: Optional[Memory]) -> str:
+    sc = prog.bytes_by_scope()
+    big = max(prog.calls(), key=lambda c: c.temp_bytes, default=None)
+    parts = [f"no plan for {spec.name!r} at B = {batch}, S = {seq_len:,} ({path} path, {backend} backend) fits the "
+             f"budget of {fmt_bytes(budget)}: "
+             + (f"even a query chunk of {prog.chunk:,} needs " if path != "materialize" else "it needs ")
+             + f"{fmt_bytes(prog.peak_bytes)} ({fmt_bytes(sc.get('program', 0))} for the whole forward + "
+             f"{fmt_bytes(sc.get('chunk', 0))} per chunk + {fmt_bytes(prog.transient_bytes)} transient"
+             + (f" inside {big.op}@{big.impl}" if big is not None and big.temp_bytes else "") + ")."]
+    if mem is not None:
+        parts.append(f"Memory: {mem.describe()}.")
+    hint = [f"raise the budget to at least {fmt_bytes(prog.peak_bytes)} (--budget / Schedule.memory_budget)"]
     if query_chunk:
         hint.append("let the planner pick the chunk (query_chunk=None)")
-    if fits_s:
-        hint.append(f"run at most S = {fits_s:,} tokens per GPU with this budget")
-    hint.append("or shard the sequence over more GPUs (context parallelism, --nproc N)")
-    raise PlanError(
-        f"no plan for {spec.name!r} at B = {batch}, S = {seq_len:,} fits the budget of {fmt_bytes(budget)}: "
-        f"even a query chunk of {smallest} needs {fmt_bytes(need)} of workspace "
-        f"({fmt_bytes(prog)} for the whole forward + {fmt_bytes(per_chunk)} per chunk). "
-        + "; ".join(hint) + ".")
+    if path == "materialize":
+        hint.append("use the composed path, which never materialises the [S, T] score")
+    else:
+        fits = largest_fitting_seq(spec, batch, backend, budget, path)
+        if fits:
+            hint.append(f"run at most S = {fits:,} tokens per GPU with this budget")
+        hint.append("or shard the sequence over more GPUs (context parallelism, --nproc N)")
+    return " ".join(parts) + " To fit: " + "; ".join(hint) + "."
 
 
-def _largest_fitting_seq(spec: Pipeline, batch: int, budget: int, chunk: int) -> int:
+def largest_fitting_seq(spec: Pipeline, batch: int, backend: str, budget: int, path: str = "composed") -> int:
+    """The longest sequence whose smallest-chunk program fits `budget` (0 if none)."""
+    smallest = defaults.CHUNK_CHOICES[-1]
     lo, hi = 0, 1 << 30
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if workspace_bytes(spec, batch, mid, min(chunk, max(64, -(-mid // 64) * 64))) <= budget:
+        if compose(spec, batch, mid, smallest, backend, path=path).peak_bytes <= budget:
             lo = mid
         else:
             hi = mid - 1
     return lo
 
 
-def check_fits_device(spec: Pipeline, batch: int, seq_len: int, device, chunk: int, have_inputs: bool) -> None:
-    """Refuse before allocating when inputs (if still to be made) + output + workspace exceed free memory."""
-    need = output_bytes(spec, batch, seq_len) + workspace_bytes(spec, batch, seq_len, chunk)
-    if not have_inputs:
-        need += input_bytes(spec, batch, seq_len)
-    free = available_bytes(device)
-    if need > free:
+def check_fits_device(spec: Pipeline, batch: int, seq_len: int, program: Program, device,
+                      have_inputs: bool) -> None:
+    """Refuse before allocating when inputs (if still to be made) + outputs + the plan exceed what is available."""
+    out_b = sum(b.nbytes for b in program.buffers.values() if b.scope == "output")
+    in_b = 0 if have_inputs else input_bytes(spec, batch, seq_len)
+    need = in_b + out_b + program.peak_bytes
+    mem = memory(device)
+    if need > mem.available:
         per_token = need / seq_len
-        fits = int(free * 0.95 / per_token) if per_token else 0
+        fits = int(mem.available * 0.95 / per_token) if per_token else 0
         raise PlanError(
             f"{spec.name!r} at B = {batch}, S = {seq_len:,} needs {fmt_bytes(need)} on {device} "
-            f"({'inputs ' + fmt_bytes(input_bytes(spec, batch, seq_len)) + ' + ' if not have_inputs else ''}"
-            f"output {fmt_bytes(output_bytes(spec, batch, seq_len))} + workspace "
-            f"{fmt_bytes(workspace_bytes(spec, batch, seq_len, chunk))}) but only {fmt_bytes(free)} is free: "
-            f"use at most about S = {fits:,} on this device, or shard the sequence over more GPUs (--nproc N).")
+            f"({'inputs ' + fmt_bytes(in_b) + ' + ' if in_b else ''}outputs {fmt_bytes(out_b)} + plan "
+            f"{fmt_bytes(program.peak_bytes)}) but there is {mem.describe()}. Use at most about S = {fits:,} on "
+            f"this device, or shard the sequence over more GPUs (--nproc N).")

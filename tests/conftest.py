@@ -9,6 +9,7 @@ CLI in a subprocess without the variable.
 """
 import os
 import sys
+import time
 
 import pytest
 import torch
@@ -41,3 +42,17 @@ def clean_env():
     env.pop("TRITON_INTERPRET", None)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(autouse=True)
+def fresh_seed(request):
+    """GPU tests draw fresh random inputs every run: a new global seed, reported in the output of a
+    failing test and in the junit record (user property `seed`), so a failure can be replayed."""
+    if "gpu" not in request.keywords:
+        yield None
+        return
+    seed = time.time_ns() % 2**31
+    torch.manual_seed(seed)
+    request.node.user_properties.append(("seed", seed))
+    print(f"random seed {seed} (torch.manual_seed)")
+    yield seed

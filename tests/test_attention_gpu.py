@@ -87,7 +87,7 @@ CLASSES = [
 
 @pytest.fixture(scope="module", autouse=True)
 def _precompile():
-    from kernels_tilelang.sparse_mla import precompile
+    from kernels_tilelang.sparse_mla.kernel import precompile
 
     precompile(CLASSES, VARIANTS)  # errors resurface in the test that needs the kernel
     yield
@@ -105,7 +105,7 @@ def _hang_guard():
 
 
 def check(q, kv, idx, scale, dv, snk, variant, tol=1e-2, also_no_lse=False):
-    from kernels_tilelang import sparse_mla_fwd
+    from kernels_tilelang.sparse_mla.kernel import sparse_mla_fwd
 
     out, lse = sparse_mla_fwd(q, kv, idx, scale, dv, sink=snk, return_lse=True, variant=variant)
     torch.cuda.synchronize()
@@ -174,7 +174,7 @@ def test_large_kv_offsets(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_extreme_sink_does_not_overflow(variant):
-    from kernels_tilelang import sparse_mla_fwd
+    from kernels_tilelang.sparse_mla.kernel import sparse_mla_fwd
 
     q, kv, idx, _ = make_inputs(1, 8, 64, 512, 1024, 128, True, empty_rows=[(0, 2)])
     # -200: the sink vanishes (plain softmax); +200: it dominates, out ~ e^-200 -> 0
@@ -191,7 +191,7 @@ def test_extreme_sink_does_not_overflow(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_element_written(variant):
     """Poison the outputs: the kernel (not a pre-fill) must write every element."""
-    from kernels_tilelang.sparse_mla import get_kernel
+    from kernels_tilelang.sparse_mla.kernel import get_kernel
 
     B, Sq, H, D, R, NI = 2, 10, 128, 576, 2048, 256
     q, kv, idx, snk = make_inputs(B, Sq, H, D, R, NI, True, empty_rows=[(0, 1), (1, 9)])
@@ -204,7 +204,7 @@ def test_every_element_written(variant):
     ref_o, ref_l = ref_sparse_mla(q, kv, idx, D ** -0.5, 512, snk)
     assert rel_err(out, ref_o) <= 1e-2
     # through the wrapper: a poisoned out= buffer, and a NaN-poisoned caching allocator
-    from kernels_tilelang import sparse_mla_fwd
+    from kernels_tilelang.sparse_mla.kernel import sparse_mla_fwd
 
     o1 = torch.full((B, Sq, H, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
     r1 = sparse_mla_fwd(q, kv, idx, D ** -0.5, 512, sink=snk, variant=variant, out=o1)
@@ -226,3 +226,30 @@ def test_fresh_inputs_repeat(variant):
     for _ in range(2):
         q, kv, idx, snk = make_inputs(1, 6, 64, 512, 900, 640, True)
         check(q, kv, idx, 512 ** -0.5, 512, snk, variant)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_nonfinite_inputs_propagate_as_the_reference(variant):
+    """docs/semantics.md section 9 on the kernel: the NaN pattern of the output equals the reference's
+    (kernels_tilelang/sparse_mla/naive.py, the dense formula), and the finite part agrees."""
+    from kernels_tilelang.sparse_mla import naive
+    from kernels_tilelang.sparse_mla.kernel import sparse_mla_fwd
+
+    q, kv, idx, snk = make_inputs(1, 32, 64, 512, 1024, 640, True, hole_frac=0.2, empty_rows=[(0, 4)])
+    nan, inf = float("nan"), float("inf")
+    r1 = int(idx[0, 7][idx[0, 7] >= 0][3])          # a row query 7 lists: every query listing it
+    kv[0, r1, 11] = nan
+    r2 = int(idx[0, 9][idx[0, 9] >= 0][5])
+    kv[0, r2, 500] = inf
+    snk[5], snk[6], snk[7] = nan, inf, -inf        # head 5 and 6 NaN everywhere; head 7 plain softmax
+    q[0, 20, 9, 0] = nan                            # (query 20, head 9), which has valid keys
+    out = sparse_mla_fwd(q, kv, idx, 512 ** -0.5, 512, sink=snk, variant=variant)
+    ref = naive.sparse_attention(q, kv, idx, 512 ** -0.5, 512, snk)
+    torch.cuda.synchronize()
+    got_nan, ref_nan = torch.isnan(out.float()), torch.isnan(ref)
+    assert torch.equal(got_nan, ref_nan), (int(got_nan.sum()), int(ref_nan.sum()))
+    assert ref_nan[0, :, 5].all() and ref_nan[0, :, 6].all() and ref_nan[0, 20, 9].all()
+    assert (out[0, 4, 7] == 0).all()                # no valid key and a -inf sink: zeros
+    fin = ~ref_nan
+    assert torch.isfinite(out.float()[fin]).all()
+    assert rel_err(out.float()[fin], ref[fin]) <= 1e-2

@@ -11,8 +11,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kernels_tilelang import sparse_mla as sm  # noqa: E402
-from kernels_tilelang import lower_sparse_mla_fwd, sparse_mla_fwd  # noqa: E402
+from kernels_tilelang.sparse_mla import kernel as sm  # noqa: E402
+from kernels_tilelang.sparse_mla.ir import lower_sparse_mla_fwd  # noqa: E402
+from kernels_tilelang.sparse_mla.kernel import sparse_mla_fwd  # noqa: E402
 
 # (heads, dim_qk, dim_v, num_indices, with_sink)
 LAYOUTS = {

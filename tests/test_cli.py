@@ -149,13 +149,14 @@ def test_ir_all_files(ir_dirs, preset):
 
 def test_ir_plan_v4_flash_262144(ir_dirs):
     plan = _read(ir_dirs["v4-flash"], "v4-flash", "pipeline.plan")
-    assert "for s0 in range(0, 262,144, C = 2,048)" in plan
+    assert "for s0 in range(0, S, C):  # 128 query chunks" in plan and "C = 2,048" in plan
     assert not re.search(r"^\s*\w+\s+\w+\[1?x?262144x65536\]", plan, re.M), "an [S, T] buffer is planned"
     assert "262144x65536" not in plan
     # the materialising schedule's bytes next to this program's
     assert "a materialising schedule would need" in plan
-    assert "4.00 TiB" in plan and "64.00 GiB" in plan and "this program (all workspace)" in plan
+    assert "4.00 TiB" in plan and "64.00 GiB" in plan and "this program (workspace + transient)" in plan
     assert "fused stage boundaries" in plan
+    assert "indexer.score@cuda" in plan and "attention.attend@cuda" in plan
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,7 +172,8 @@ def test_ir_plan_json(capsys):
     rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "plan", "--seq", "65536", "--json")
     assert rc == 0, err
     prog = json.loads(out)
-    assert prog["seq_len"] == 65536 and prog["materialize_bytes"] and prog["workspace_bytes"]
+    assert prog["consts"]["S"] == 65536 and prog["materialize_bytes"] and prog["workspace_bytes"]
+    assert csa_dsl.Program.from_dict(prog).to_dict() == prog          # the JSON is the program
 
 
 def test_ir_list(capsys):
@@ -228,3 +230,99 @@ def test_ir_custom_spec_file(capsys, tmp_path):
     assert rc == 0, err
     ttgir = (out_dir / "flash-h32.rope.ttgir").read_text()
     assert "tt.func" in ttgir and "ttg.num-warps" in ttgir
+
+
+def test_ir_plan_context_parallel(capsys):
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "plan", "--nproc", "4", "--rank", "2")
+    assert rc == 0, err
+    assert "[rank 2 of 4]" in out and "cp.all_gather@cuda" in out and "rank 3: blocks" in out
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "plan", "--nproc", "4", "--rank", "4")
+    assert rc == 2 and "--rank must be in [0, --nproc = 4)" in err
+
+
+# ---------------------------------------------------------------------------------------
+# every error a user can make on the command line: one line, exit code 2, nothing launched
+@pytest.mark.parametrize("argv, words", [
+    (["run", "v4-flash", "--seq", "0"], ["--seq must be >= 1"]),
+    (["run", "v4-flash", "--reps", "0"], ["--reps must be >= 1"]),
+    (["run", "v4-flash", "--nproc", "0"], ["--nproc must be >= 1"]),
+    (["run", "v4-flash", "--batch", "-1"], ["--batch must be >= 1"]),
+    (["run", "v4-flash", "--budget", "lots"], ["cannot read a byte size"]),
+    (["run", "v4-flash", "--path", "fast"], ["invalid choice: 'fast'"]),
+    (["bench", "compressor"], ["invalid choice: 'compressor'"]),
+    (["ir", "v4-flash", "--level", "plan", "--seq", "0"], ["--seq must be >= 1"]),
+])
+def test_cli_argument_errors_are_one_line(capsys, argv, words):
+    rc, out, err = _main(capsys, *argv)
+    assert rc == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("csa-dsl: error:"), err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_bench_help_lists_what_exists(capsys):
+    rc, out, err = _main(capsys, "bench", "--help")
+    assert rc == 0 and "compressor" not in out and "indexer | attention | composed" in _main(capsys, "--help")[1]
+
+
+@pytest.mark.parametrize("body, words", [
+    ("import csa_dsl\npipeline = csa_dsl.preset('v4-flash'\n", ["broken_spec.py:", "SyntaxError"]),
+    ("import csa_dsl\nimport not_a_module_xyz\n", ["broken_spec.py:2: ModuleNotFoundError",
+                                                      "not_a_module_xyz"]),
+    ("import csa_dsl\npipeline = csa_dsl.Indexer(heads=0)\n", ["broken_spec.py", "Indexer.heads must be >= 1"]),
+])
+def test_spec_file_errors_are_one_line(capsys, tmp_path, body, words):
+    f = tmp_path / "broken_spec.py"
+    f.write_text(body)
+    for argv in (["ir", str(f), "--level", "spec"], ["run", str(f), "--seq", "64"]):
+        rc, out, err = _main(capsys, *argv)
+        assert rc == 2, (out, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("csa-dsl: error:"), err
+        for w in words:
+            assert w in err, (w, err)
+
+
+@pytest.mark.parametrize("body, words", [
+    ("pipeline = base.replace(indexer=dataclasses.replace(base.indexer, topk=100000))",
+     ["indexer topk = 100000", "takes 1..8192"]),
+    ("pipeline = base.replace(attention=dataclasses.replace(base.attention, qk_dim=256, v_dim=256, "
+     "inverse_rope=None), compressor=dataclasses.replace(base.compressor, dim=256))",
+     ["dim_qk (last dim of q and kv) in (512, 576), got 256", "pad q and kv"]),
+])
+def test_ir_refuses_unsupported_specs_fast(tmp_path, clean_env, body, words):
+    """Sizes the kernels cannot take are refused before anything is compiled (no traceback, no hang)."""
+    import time
+    f = tmp_path / "too_big.py"
+    f.write_text("import dataclasses\nimport csa_dsl\nbase = csa_dsl.preset('v4-flash')\n" + body + "\n")
+    t = time.time()
+    rc, out, err = _run(_csa_dsl_cmd() + ["ir", str(f), "--level", "all"], clean_env, timeout=120)
+    assert rc == 2, (out, err)
+    assert time.time() - t < 60
+    assert len(err.strip().splitlines()) == 1 and "csa-dsl: error:" in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_indexer_heads_and_dims_users_want_compile(capsys, tmp_path):
+    """Indexer(heads=48) and dim=96 run on the kernels (padded inside), so their IR compiles."""
+    f = tmp_path / "odd_indexer.py"
+    f.write_text("import dataclasses\nimport csa_dsl\nbase = csa_dsl.preset('v4-flash')\n"
+                 "ic = dataclasses.replace(base.indexer.compressor, dim=96, hadamard=False)\n"
+                 "pipeline = base.replace(name='odd', indexer=dataclasses.replace(base.indexer, heads=48, dim=96, "
+                 "compressor=ic))\n")
+    out_dir = tmp_path / "ir"
+    rc, out, err = _main(capsys, "ir", str(f), "--level", "ttgir", "--stage", "indexer", "-o", str(out_dir))
+    assert rc == 0, err
+    assert "warp_group_dot" in (out_dir / "odd.indexer.ttgir").read_text()
+
+
+def test_run_reference_budget_and_progress(clean_env):
+    """--budget bounds the reference path's plan too, and the CPU run shows a progress bar."""
+    rc, out, err = _run(_csa_dsl_cmd() + ["run", "v3.2", "--seq", "512", "--reps", "1", "--budget", "300MiB"],
+                        clean_env)
+    assert rc == 0, err
+    assert "budget 300.00 MiB" in out, out
+    assert "chunk" in err and "v3.2 S=512" in err, err       # tqdm writes the bar to stderr
+    rc, out, err = _run(_csa_dsl_cmd() + ["run", "v3.2", "--seq", "512", "--budget", "1MiB"], clean_env)
+    assert rc == 2 and "csa-dsl: error: no plan for 'v3.2'" in err and "raise the budget" in err, err

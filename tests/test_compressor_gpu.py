@@ -13,24 +13,32 @@ import time
 import pytest
 import torch
 
+from kernels_triton._env import kernels_interpreted
+from kernels_triton.compressor import naive as cn
+from kernels_triton.rope import naive as rn
+from pipeline.lang.presets import preset
 from pipeline.metrics import bf16_rounding_check
+from pipeline.stages.compressor import params, rotary
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
+def kw(c) -> dict:
+    return dict(params(c), rotary=rotary(c.rope))
+
+
 @pytest.fixture(scope="module")
 def kern():
-    from kernels_triton import compressor as comp
-    from kernels_triton import rope as rp
-    if comp._kernels_interpreted(comp._compress_kernel) or comp._kernels_interpreted(rp._rope_kernel):
+    from kernels_triton.compressor import kernel as comp
+    from kernels_triton.rope import kernel as rp
+    if kernels_interpreted(comp._compress_kernel) or kernels_interpreted(rp._rope_kernel):
         pytest.skip("kernels_triton was imported with TRITON_INTERPRET=1; run the GPU tests without it")
     assert not torch.backends.cuda.matmul.allow_tf32, "TF32 matmul would make the reference Hadamard inexact"
     return comp, rp
 
 
 def _presets():
-    from csa_dsl.presets import preset
     p = preset("v4-flash")
     return {"attention": p.compressor, "indexer": p.indexer.compressor}
 
@@ -54,32 +62,29 @@ def fresh_inputs(B, S, c, seed):
 
 
 def reference_rows(values, gate, ape, norm, c, r0, r1):
-    """pipeline.reference.compress restricted to rows [r0, r1) (its own stage functions)."""
-    from csa_dsl.rope import hadamard_matrix
-    from pipeline import reference as ref
-    y = ref.pool(values, gate, ape, c, r0, r1).to(torch.bfloat16)
-    y = ref.rms_norm_bf16(y, norm, c.norm_eps)
+    """naive.compress restricted to rows [r0, r1), from its own stage functions."""
+    y = cn.pool(values, gate, ape, c.ratio, c.overlap, r0, r1).to(torch.bfloat16)
+    y = cn.rms_norm_bf16(y, norm, c.norm_eps)
     if c.rope is not None:
-        y = ref.rope_rows_bf16(y, c.rope, torch.arange(r0, r1, device=values.device) * c.ratio)
+        y = rn.rope_rows_bf16(y, rotary(c.rope), torch.arange(r0, r1, device=values.device) * c.ratio)
     if c.hadamard:
-        y = (y.float() @ hadamard_matrix(c.dim, values.device)).to(torch.bfloat16)
+        y = (y.float() @ cn.hadamard_matrix(c.dim, values.device)).to(torch.bfloat16)
     return y
 
 
 @pytest.mark.parametrize("which", ["attention", "indexer"])
 @pytest.mark.parametrize("B", [1, 2])
 def test_preset_compressor_s16k(kern, which, B):
-    from pipeline import reference as ref
     comp, _ = kern
     c = _presets()[which]
     S = 16384
     seed = time.time_ns() % (2 ** 31)
     inp = fresh_inputs(B, S, c, seed)
     out = torch.full((B, S // c.ratio, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
-    comp.compress(*inp, c, out=out)
+    comp.compress(*inp, **kw(c), out=out)
     torch.cuda.synchronize()
     assert not torch.isnan(out).any(), f"seed {seed}: NaN left in out"
-    check_close(out, ref.compress(*inp, c), f"{which} B={B} seed {seed}")
+    check_close(out, cn.compress(*inp, **kw(c)), f"{which} B={B} seed {seed}")
 
 
 @pytest.mark.parametrize("which", ["attention", "indexer"])
@@ -93,13 +98,13 @@ def test_preset_compressor_s256k_sampled(kern, which):
     seed = time.time_ns() % (2 ** 31)
     inp = fresh_inputs(B, S, c, seed)
     out = torch.full((B, T, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
-    comp.compress(*inp, c, out=out)
+    comp.compress(*inp, **kw(c), out=out)
     torch.cuda.synchronize()
     assert not torch.isnan(out).any(), f"seed {seed}: NaN left in out"
     for r0, r1 in ((0, 256), (T // 2 - 77, T // 2 + 179), (T - 256, T)):
         check_close(out[:, r0:r1], reference_rows(*inp, c, r0, r1), f"{which} rows {r0}:{r1} seed {seed}")
         sl = torch.full((B, r1 - r0, c.dim), float("nan"), dtype=torch.bfloat16, device="cuda")
-        comp.compress(*inp, c, row_start=r0, row_end=r1, out=sl)
+        comp.compress(*inp, **kw(c), row_start=r0, row_end=r1, out=sl)
         assert torch.equal(sl.view(torch.int16), out[:, r0:r1].view(torch.int16)), f"slice {r0}:{r1} differs"
     del inp, out
     torch.cuda.empty_cache()
@@ -107,25 +112,25 @@ def test_preset_compressor_s256k_sampled(kern, which):
 
 def test_online_softmax_path_gpu(kern):
     """slot_chunk < ratio (the path of large m*D) on the GPU."""
-    from pipeline import reference as ref
     comp, _ = kern
     c = _presets()["attention"]
-    inp = fresh_inputs(1, 4096, c, 123)
-    check_close(comp.compress(*inp, c, config={"slot_chunk": 1}), ref.compress(*inp, c), "slot_chunk=1")
+    seed = time.time_ns() % (2 ** 31)
+    inp = fresh_inputs(1, 4096, c, seed)
+    check_close(comp.compress(*inp, **kw(c), config={"slot_chunk": 1}), cn.compress(*inp, **kw(c)),
+                f"slot_chunk=1 seed {seed}")
 
 
 def test_inverse_rope_gpu(kern):
-    from csa_dsl.presets import preset
-    from pipeline import reference as ref
     _, rp = kern
     a = preset("v4-flash").attention
+    rot = rotary(a.inverse_rope)
     N = 2048
     seed = time.time_ns() % (2 ** 31)
     g = torch.Generator(device="cuda").manual_seed(seed)
     x = torch.randn(N, a.heads, a.v_dim, device="cuda", generator=g).to(torch.bfloat16)
     pos = torch.arange(200000, 200000 + N, device="cuda")
     for inverse in (True, False):
-        r = ref.rope_rows_bf16(x, a.inverse_rope, pos, inverse=inverse, heads=True)
+        r = rn.rope_rows_bf16(x, rot, pos, inverse=inverse, heads=True)
         y = x.clone()
-        rp.apply_rope_(y, a.inverse_rope, pos, inverse=inverse)
+        rp.apply_rope_(y, rot, pos, inverse=inverse)
         assert torch.equal(y.view(torch.int16), r.view(torch.int16)), f"inverse={inverse} seed {seed}"

@@ -13,7 +13,7 @@ Exactness bound asserted (and why):
   and at most 1% of elements differ at all (measured: 0 - 0.3%).
   Stage by stage it is tighter: the RoPE stage is bitwise exact (same fp32 ops, tables and
   rounding: kernel(rope) == rope_rows_bf16(kernel(no rope))), and the in-place RoPE kernel
-  is bitwise equal to pipeline.reference.rope_rows_bf16.
+  is bitwise equal to kernels_triton.rope.naive.rope_rows_bf16.
 """
 import dataclasses
 import os
@@ -27,12 +27,16 @@ import torch
 if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"
 
-from csa_dsl.rope import hadamard_matrix  # noqa: E402
-from csa_dsl.spec import Compressor, RoPE, YaRN  # noqa: E402
-from kernels_triton import compressor as comp  # noqa: E402
-from kernels_triton import rope as rp  # noqa: E402
-from pipeline import reference as ref  # noqa: E402
+from kernels_triton.compressor import ir as comp_ir  # noqa: E402
+from kernels_triton.compressor import kernel as comp  # noqa: E402
+from kernels_triton.compressor import naive as cn  # noqa: E402
+from kernels_triton.compressor.naive import hadamard_matrix  # noqa: E402
+from kernels_triton.rope import ir as rope_ir  # noqa: E402
+from kernels_triton.rope import kernel as rp  # noqa: E402
+from kernels_triton.rope import naive as rn  # noqa: E402
+from pipeline.lang.spec import Compressor, RoPE, YaRN  # noqa: E402
 from pipeline.metrics import bf16_rounding_check, ulp_bf16  # noqa: E402
+from pipeline.stages.compressor import params, rotary  # noqa: E402
 
 # CPU tensors through interpreted kernels; skipped (conftest) where the kernels are compiled
 interpret = pytest.mark.interpret
@@ -55,6 +59,11 @@ def assert_bf16_close(k: torch.Tensor, r: torch.Tensor, max_frac: float = 0.01, 
 def make_spec(D, m, overlap, rope_dim, hadamard, yarn=True):
     rope = RoPE(dim=rope_dim, yarn=YaRN() if yarn else None) if rope_dim else None
     return Compressor(ratio=m, dim=D, overlap=overlap, rope=rope, hadamard=hadamard)
+
+
+def kw(c: Compressor) -> dict:
+    """The kernel's plain parameters of a Compressor spec (what the composer passes)."""
+    return dict(params(c), rotary=rotary(c.rope))
 
 
 def make_inputs(B, S, c: Compressor, seed=0):
@@ -96,16 +105,16 @@ CASES = [
 def test_compress_matches_reference(B, S, D, m, overlap, rope_dim, hadamard):
     c = make_spec(D, m, overlap, rope_dim, hadamard)
     inp = make_inputs(B, S, c, seed=B * 1000 + S + D + m)
-    out = comp.compress(*inp, c)
+    out = comp.compress(*inp, **kw(c))
     assert out.shape == (B, S // m, D) and out.dtype == torch.bfloat16
-    assert_bf16_close(out, ref.compress(*inp, c), what=str(c))
+    assert_bf16_close(out, cn.compress(*inp, **kw(c)), what=str(c))
 
 
 @interpret
 def test_compress_yarn_off_and_odd_rope():
     c = Compressor(ratio=2, dim=32, overlap=True, rope=RoPE(dim=6, yarn=None, base=10000.0))
     inp = make_inputs(2, 40, c, seed=7)
-    assert_bf16_close(comp.compress(*inp, c), ref.compress(*inp, c), what=str(c))
+    assert_bf16_close(comp.compress(*inp, **kw(c)), cn.compress(*inp, **kw(c)), what=str(c))
 
 
 @interpret
@@ -113,9 +122,9 @@ def test_online_softmax_chunks():
     """slot_chunk < ratio: the online softmax over several chunks matches the reference too."""
     c = make_spec(32, 8, True, 32, False)
     inp = make_inputs(1, 128, c, seed=3)
-    r = ref.compress(*inp, c)
+    r = cn.compress(*inp, **kw(c))
     for mc in (1, 2, 4):
-        assert_bf16_close(comp.compress(*inp, c, config={"slot_chunk": mc}), r, what=f"slot_chunk={mc}")
+        assert_bf16_close(comp.compress(*inp, **kw(c), config={"slot_chunk": mc}), r, what=f"slot_chunk={mc}")
 
 
 @interpret
@@ -126,12 +135,12 @@ def test_stages_exactness():
     T = 256 // c.ratio
     c_norm = dataclasses.replace(c, rope=None, hadamard=False)
     c_rope = dataclasses.replace(c, hadamard=False)
-    k_norm = comp.compress(*inp, c_norm)
-    assert_bf16_close(k_norm, ref.compress(*inp, c_norm), what="pool+norm")
-    k_rope = comp.compress(*inp, c_rope)
+    k_norm = comp.compress(*inp, **kw(c_norm))
+    assert_bf16_close(k_norm, cn.compress(*inp, **kw(c_norm)), what="pool+norm")
+    k_rope = comp.compress(*inp, **kw(c_rope))
     pos = torch.arange(T) * c.ratio
-    assert torch.equal(k_rope.view(torch.int16), ref.rope_rows_bf16(k_norm, c.rope, pos).view(torch.int16))
-    k_had = comp.compress(*inp, c)
+    assert torch.equal(k_rope.view(torch.int16), rn.rope_rows_bf16(k_norm, rotary(c.rope), pos).view(torch.int16))
+    k_had = comp.compress(*inp, **kw(c))
     r_had = (k_rope.float() @ hadamard_matrix(c.dim)).to(torch.bfloat16)
     rowmax = r_had.float().abs().amax(-1, keepdim=True)
     err = (k_had.float() - r_had.float()).abs()
@@ -147,18 +156,18 @@ def test_slice_into_buffer(overlap):
     B, S = 2, 130
     T = S // c.ratio
     inp = make_inputs(B, S, c, seed=5)
-    full = comp.compress(*inp, c)
-    assert_bf16_close(full, ref.compress(*inp, c), what="full")
+    full = comp.compress(*inp, **kw(c))
+    assert_bf16_close(full, cn.compress(*inp, **kw(c)), what="full")
     buf = torch.full((B, S + T, c.dim), float("nan"), dtype=torch.bfloat16)   # [kv || compressed] layout
     for r0, r1 in ((5, 13), (0, 1), (T - 3, T), (9, 9)):
         view = buf[:, S + r0: S + r1]
-        res = comp.compress(*inp, c, row_start=r0, row_end=r1, out=view)
+        res = comp.compress(*inp, **kw(c), row_start=r0, row_end=r1, out=view)
         assert res.data_ptr() == view.data_ptr() and res.shape == (B, r1 - r0, c.dim)
         assert torch.equal(res.view(torch.int16), full[:, r0:r1].view(torch.int16))
     assert torch.isnan(buf[:, :S]).all(), "rows outside the slices were written"
     assert torch.isnan(buf[:, S + 13: S + T - 3]).all()
     # a slice without out: rows r0..r1 only
-    assert torch.equal(comp.compress(*inp, c, row_start=20, row_end=T), full[:, 20:])
+    assert torch.equal(comp.compress(*inp, **kw(c), row_start=20, row_end=T), full[:, 20:])
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,20 +182,20 @@ def test_rope_matches_reference(inverse, N, H, Dv, rd, yarn):
     g = torch.Generator().manual_seed(N + H + Dv)
     x = torch.randn(N, H, Dv, generator=g).to(torch.bfloat16)
     pos = torch.randint(0, 262144, (N,), generator=g)
-    r = ref.rope_rows_bf16(x, rope, pos, inverse=inverse, heads=True)
+    r = rn.rope_rows_bf16(x, rotary(rope), pos, inverse=inverse, heads=True)
     y = x.clone()
-    assert rp.apply_rope_(y, rope, pos, inverse=inverse) is y
+    assert rp.apply_rope_(y, rotary(rope), pos, inverse=inverse) is y
     assert torch.equal(y.view(torch.int16), r.view(torch.int16))
 
 
 @interpret
 def test_rope_pos0_batched_and_strided():
-    rope = RoPE(dim=64)
+    rope = rotary(RoPE(dim=64))
     g = torch.Generator().manual_seed(1)
     # pos0 form, like finish_output for a chunk of queries s0..s0+N
     x = torch.randn(2, 24, 4, 128, generator=g).to(torch.bfloat16)
     pos = torch.arange(1000, 1024)
-    r = ref.rope_rows_bf16(x, rope, pos, inverse=True, heads=True)
+    r = rn.rope_rows_bf16(x, rope, pos, inverse=True, heads=True)
     y = x.clone()
     rp.apply_rope_(y, rope, 1000)
     assert torch.equal(y.view(torch.int16), r.view(torch.int16))
@@ -194,7 +203,7 @@ def test_rope_pos0_batched_and_strided():
     base = torch.randn(10, 3, 160, generator=g).to(torch.bfloat16)
     view = base[:, :, 16:144]
     expect = base.clone()
-    expect[:, :, 16:144] = ref.rope_rows_bf16(view, rope, torch.arange(10), inverse=True, heads=True)
+    expect[:, :, 16:144] = rn.rope_rows_bf16(view, rope, torch.arange(10), inverse=True, heads=True)
     rp.apply_rope_(view, rope, torch.arange(10))
     assert torch.equal(base.view(torch.int16), expect.view(torch.int16))
 
@@ -207,55 +216,56 @@ def test_rope_pos0_batched_and_strided():
 def test_compress_validation():
     c = make_spec(32, 4, True, 32, False)
     v, g, a, n = make_inputs(1, 16, c)
-    with pytest.raises(TypeError, match="Compressor"):
-        comp.compress(v, g, a, n, "v4")
     with pytest.raises(TypeError, match=r"float32.*\.float\(\)"):
-        comp.compress(v.bfloat16(), g, a, n, c)
+        comp.compress(v.bfloat16(), g, a, n, **kw(c))
     with pytest.raises(ValueError, match="c\\*D"):
-        comp.compress(v[..., :32].contiguous(), g, a, n, c)
+        comp.compress(v[..., :32].contiguous(), g, a, n, **kw(c))
     with pytest.raises(ValueError, match="gate must have the shape"):
-        comp.compress(v, g[:, :8].contiguous(), a, n, c)
+        comp.compress(v, g[:, :8].contiguous(), a, n, **kw(c))
     with pytest.raises(ValueError, match="ape must be"):
-        comp.compress(v, g, a[:2], n, c)
-    with pytest.raises(ValueError, match="norm must be"):
-        comp.compress(v, g, a, n[:16], c)
+        comp.compress(v, g, a[:2], n, **kw(c))
+    with pytest.raises(ValueError, match=r"norm must be \[D\]"):
+        comp.compress(v, g, a, n[None], **kw(c))
+    with pytest.raises(ValueError, match=r"needs c\*D = 2\*16 = 32"):      # D is the norm's length
+        comp.compress(v, g, a, n[:16], **kw(c))
     with pytest.raises(ValueError, match="contiguous"):
-        comp.compress(torch.randn(1, 64, 16).transpose(1, 2), g, a, n, c)   # [1, 16, 64], not contiguous
+        comp.compress(torch.randn(1, 64, 16).transpose(1, 2), g, a, n, **kw(c))   # [1, 16, 64], not contiguous
     with pytest.raises(ValueError, match="row_start"):
-        comp.compress(v, g, a, n, c, row_start=3, row_end=2)
+        comp.compress(v, g, a, n, **kw(c), row_start=3, row_end=2)
     with pytest.raises(ValueError, match="row_end"):
-        comp.compress(v, g, a, n, c, row_end=5)
+        comp.compress(v, g, a, n, **kw(c), row_end=5)
     with pytest.raises(ValueError, match=r"out must be \[B, row_end - row_start, D\]"):
-        comp.compress(v, g, a, n, c, out=torch.empty(1, 3, 32, dtype=torch.bfloat16))
+        comp.compress(v, g, a, n, **kw(c), out=torch.empty(1, 3, 32, dtype=torch.bfloat16))
     with pytest.raises(TypeError, match="out must be bfloat16"):
-        comp.compress(v, g, a, n, c, out=torch.empty(1, 4, 32))
+        comp.compress(v, g, a, n, **kw(c), out=torch.empty(1, 4, 32))
     with pytest.raises(ValueError, match="<= 1024"):
         big = Compressor(ratio=4, dim=2048, overlap=False, rope=None)
-        comp.compress(torch.randn(1, 4, 2048), torch.randn(1, 4, 2048), torch.randn(4, 2048), torch.randn(2048), big)
+        comp.compress(torch.randn(1, 4, 2048), torch.randn(1, 4, 2048), torch.randn(4, 2048), torch.randn(2048),
+                      **kw(big))
     with pytest.raises(ValueError, match="unknown compressor config"):
-        comp.compress(v, g, a, n, c, config={"warps": 4})
+        comp.compress(v, g, a, n, **kw(c), config={"warps": 4})
     with pytest.raises(ValueError, match="slot_chunk"):
-        comp.compress(v, g, a, n, c, config={"slot_chunk": 8})
+        comp.compress(v, g, a, n, **kw(c), config={"slot_chunk": 8})
 
 
 def test_cuda_required_when_compiled(monkeypatch):
     """With compiled (non-interpreted) kernels, CPU tensors are refused before any launch."""
-    monkeypatch.setattr(comp, "_kernels_interpreted", lambda kernel: False)
-    monkeypatch.setattr(rp, "_kernels_interpreted", lambda kernel: False)
+    monkeypatch.setattr(comp, "kernels_interpreted", lambda kernel: False)
+    monkeypatch.setattr(rp, "kernels_interpreted", lambda kernel: False)
     c = make_spec(32, 4, True, 32, False)
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        comp.compress(*make_inputs(1, 16, c), c)
+        comp.compress(*make_inputs(1, 16, c), **kw(c))
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        rp.apply_rope_(torch.zeros(2, 1, 64, dtype=torch.bfloat16), RoPE(dim=64), 0)
+        rp.apply_rope_(torch.zeros(2, 1, 64, dtype=torch.bfloat16), rotary(RoPE(dim=64)), 0)
 
 
 @interpret
 def test_rope_validation():
-    rope = RoPE(dim=64)
+    rope = rotary(RoPE(dim=64))
     x = torch.zeros(4, 2, 128, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="bfloat16"):
         rp.apply_rope_(x.float(), rope, 0)
-    with pytest.raises(ValueError, match="rope.dim"):
+    with pytest.raises(ValueError, match="rot.dim"):
         rp.apply_rope_(torch.zeros(4, 2, 32, dtype=torch.bfloat16), rope, 0)
     with pytest.raises(ValueError, match=r"positions must be \[N\]"):
         rp.apply_rope_(x, rope, torch.arange(5))
@@ -263,7 +273,7 @@ def test_rope_validation():
         rp.apply_rope_(x, rope, torch.arange(4.0))
     with pytest.raises(ValueError, match="contiguous"):
         rp.apply_rope_(torch.zeros(4, 128, 2, dtype=torch.bfloat16).transpose(1, 2), rope, 0)
-    with pytest.raises(TypeError, match="RoPE"):
+    with pytest.raises(TypeError, match="Rotary"):
         rp.apply_rope_(x, 64, 0)
     with pytest.raises(ValueError, match=r"\[N, H, Dv\]"):
         rp.apply_rope_(torch.zeros(4, 128, dtype=torch.bfloat16), rope, 0)
@@ -273,9 +283,9 @@ def test_rope_validation():
 # IR for Hopper without a GPU
 def test_compile_ir_sm90():
     """Runs with or without a GPU (under the interpreter compile_ir compiles in a child process)."""
-    for ir in (comp.compile_ir(dim=512, ratio=4, overlap=True, hadamard=False, rope_dim=64),
-               comp.compile_ir(dim=128, ratio=4, overlap=True, hadamard=True, rope_dim=64),
-               rp.compile_ir(heads=64, v_dim=512, rope_dim=64, inverse=True)):
+    for ir in (comp_ir.compile_ir(dim=512, ratio=4, overlap=True, hadamard=False, rope_dim=64),
+               comp_ir.compile_ir(dim=128, ratio=4, overlap=True, hadamard=True, rope_dim=64),
+               rope_ir.compile_ir(heads=64, v_dim=512, rope_dim=64, inverse=True)):
         assert set(ir) == {"ttir", "ttgir", "llir", "ptx"}
         assert ir["ttgir"] and ir["ptx"]
         assert ".target sm_90" in ir["ptx"]

@@ -9,8 +9,7 @@ import torch.multiprocessing as mp
 
 import csa_dsl
 from pipeline import context_parallel as cp
-from pipeline import reference as ref
-from pipeline.planner import PlanError
+from pipeline.lang.errors import PlanError
 
 from test_reference import small_family
 
@@ -40,7 +39,7 @@ def _worker(rank, world, store, name, S, B, res):
 def test_cp_matches_single_process(name, S, B, world):
     spec = small_family(name)
     inp = csa_dsl.random_inputs(spec, B, S, "cpu", seed=S)
-    exp_out, exp_idx = ref.forward(spec, inp, return_indices=True)
+    exp_out, exp_idx = csa_dsl.compile(spec, "cpu")(**inp, return_indices=True)
     with tempfile.TemporaryDirectory() as d:
         mp.spawn(_worker, args=(world, os.path.join(d, "store"), name, S, B, os.path.join(d, "res")),
                  nprocs=world, join=True)
@@ -73,12 +72,24 @@ def test_zigzag_assignment():
 def test_cp_planner_per_rank():
     spec = csa_dsl.preset("v4-flash")
     S = 1 << 20
-    one = sum(cp.rank_workspace_bytes(spec, 1, S, 1, 2048).values())
-    eight = sum(cp.rank_workspace_bytes(spec, 1, S, 8, 2048).values())
-    assert eight < one
-    assert cp.plan_rank(spec, 1, S, 8, 4 * 2**30) == 2048
-    with pytest.raises(PlanError, match=r"over 8 ranks needs .* per rank, over the per-GPU budget"):
-        cp.plan_rank(spec, 1, S, 8, 100 * 2**20)
+    one = cp.compose_rank(spec, 1, S, 1, 0, "cuda", chunk=2048)
+    eight = cp.compose_rank(spec, 1, S, 8, 3, "cuda", chunk=2048)
+    assert eight.peak_bytes < one.peak_bytes
+    assert eight.buffers["q"].shape[1] == 2 * cp.block_size(spec, S, 8) == S // 8
+    assert cp.plan_rank(spec, 1, S, 8, 3, "cuda", 4 * 2**30).chunk == 2048
+    with pytest.raises(PlanError, match=r"over 8 ranks needs .* per rank \(rank 3\), over the per-GPU budget"):
+        cp.plan_rank(spec, 1, S, 8, 3, "cuda", 100 * 2**20)
+
+
+def test_rank_program_prints_its_communication():
+    """The rank's program is printable like any other: the halo exchange, the compressors of its own
+    blocks, the all-gathers and one chunk loop per owned block, on the same chunk calls."""
+    spec = csa_dsl.preset("v4-flash")
+    text = str(cp.compose_rank(spec, 1, 262144, 4, 1, "cuda", chunk=2048))
+    for piece in ("cp.pack_tails@cuda", "cp.all_gather@cuda", "cp.compress_block@cuda", "cp.gather_blocks@cuda",
+                  "cp.kv_table@cuda", "cp.rebase_window@cuda", "indexer.score@cuda", "attention.attend@cuda",
+                  "rank 1: blocks [(32768, 65536), (196608, 229376)]", "for s0 in range(A0, E0, C)"):
+        assert piece in text, piece
 
 
 @pytest.mark.gpu

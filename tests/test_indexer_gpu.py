@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import csa_dsl
-from pipeline import reference as ref
+from kernels_triton.indexer import naive as ref
 from pipeline.metrics import tie_aware_recall
 
 pytestmark = pytest.mark.gpu
@@ -17,12 +17,12 @@ def _exact_scores(q, w, k, s0, s1, m):
 
 @pytest.mark.parametrize("name", ["v4-flash", "v4-pro", "v3.2"])
 @pytest.mark.parametrize("S", [4096, 32768])
-def test_recall_vs_exact_fp32(name, S):
+def test_recall_vs_exact_fp32(name, S, fresh_seed):
     assert not torch.backends.cuda.matmul.allow_tf32
     spec = csa_dsl.preset(name)
     ix, m = spec.indexer, spec.ratio
     T = S // m
-    g = torch.Generator(device="cuda").manual_seed(torch.seed() % 2**31)   # fresh inputs every run
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed)   # fresh inputs every run, seed reported
     q = torch.randn(1, S, ix.heads, ix.dim, device="cuda", generator=g).bfloat16()
     w = torch.randn(1, S, ix.heads, device="cuda", generator=g) * (ix.heads * ix.dim) ** -0.5
     k = torch.randn(1, T, ix.dim, device="cuda", generator=g).bfloat16()
@@ -64,4 +64,28 @@ def test_long_sequence_1m_completes():
     # the last rows against the exact top-k
     exact = _exact_scores(q, w, k, S - 256, S, m)
     rec, det = tie_aware_recall(last, exact, ix.topk)
+    assert rec == 1.0 and det["duplicates"] == 0, det
+
+
+def test_nan_scores_rank_last_on_the_gpu(fresh_seed):
+    """NaN index keys rank below every number for every query that sees more than K rows; a query whose
+    index query is NaN takes its first K visible rows (all its scores tie as NaN)."""
+    spec = csa_dsl.preset("v4-flash")
+    ix, m = spec.indexer, spec.ratio
+    S = 8192
+    T = S // m
+    q = torch.randn(1, S, ix.heads, ix.dim, device="cuda").bfloat16()
+    w = torch.randn(1, S, ix.heads, device="cuda") * (ix.heads * ix.dim) ** -0.5
+    k = torch.randn(1, T, ix.dim, device="cuda").bfloat16()
+    bad = [5, 100, 1500]
+    k[0, bad, 7] = float("nan")
+    q[0, 6000, 3, 0] = float("nan")
+    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m)
+    torch.cuda.synchronize()
+    nvis = (torch.arange(S, device="cuda") + 1) // m
+    picked_bad = torch.isin(got[0], torch.tensor(bad, device="cuda", dtype=torch.int32)).any(-1)
+    assert not picked_bad[nvis > ix.topk].any(), fresh_seed
+    assert sorted(got[0, 6000].tolist()) == list(range(ix.topk))
+    exact = _exact_scores(q, w, k, 7000, 7512, m)
+    rec, det = tie_aware_recall(got[0, 7000:7512], torch.nan_to_num(exact, nan=float("-inf")), ix.topk)
     assert rec == 1.0 and det["duplicates"] == 0, det

@@ -1,8 +1,10 @@
-"""The Triton indexer kernels in the interpreter (fp32 operands: the interpreter's bf16 tl.dot is wrong)."""
+"""The Triton indexer kernels in the interpreter (fp32 operands: the interpreter's bf16 tl.dot is wrong;
+the public csa_dsl.indexer_topk casts bf16 operands itself, tested with bf16 below)."""
 import pytest
 import torch
 
-from pipeline import reference as ref
+import csa_dsl
+from kernels_triton.indexer import naive as ref
 from pipeline.metrics import tie_aware_recall
 
 pytestmark = pytest.mark.interpret
@@ -22,10 +24,10 @@ def _inputs(B, S, HI, DI, m, seed):
     (1, 96, 32, 64, 40, 1, 96),      # K close to T: whole-row sort path and -1 padding
 ])
 def test_indexer_topk_matches_reference(B, S, HI, DI, K, m, chunk):
-    from kernels_triton import indexer as ki
+    from kernels_triton.indexer import kernel as ki
     q, w, k = _inputs(B, S, HI, DI, m, seed=S + K)
-    got = ki.indexer_topk(q, w, k, K, m, chunk=chunk)
-    exp = ref.indexer_topk(q, w, k, K, m)
+    got = csa_dsl.indexer_topk(q, w, k, K, m, backend="triton", chunk=chunk)
+    exp = csa_dsl.indexer_topk(q, w, k, K, m, backend="torch")
     assert got.shape == exp.shape == (B, S, min(K, S // m)) and got.dtype == torch.int32
     for b in range(B):
         sc = ref.mask_invisible(ref.indexer_scores(q[b:b + 1], w[b:b + 1], k[b:b + 1])[0], torch.arange(S), m)
@@ -37,12 +39,12 @@ def test_indexer_topk_matches_reference(B, S, HI, DI, K, m, chunk):
 
 def test_score_kernel_tiles():
     """Visible scores equal the reference to fp32 rounding; the diagonal tile is -inf past each row's end."""
-    from kernels_triton import indexer as ki
+    from kernels_triton.indexer import kernel as ki
     S, HI, DI, m = 150, 16, 32, 4
     q, w, k = _inputs(1, S, HI, DI, m, seed=1)
     s0, n = 64, 70
     buf = torch.full((n, 64), float("nan"))
-    ki.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, m, buf)
+    ki.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], buf, s_first=s0, ratio=m)
     exp = ref.indexer_scores(q[:, s0:s0 + n], w[:, s0:s0 + n], k)[0]
     BQ = ki.score_block_queries(HI)
     for r in range(n):
@@ -56,7 +58,7 @@ def test_score_kernel_tiles():
 
 def test_select_ties_and_fallback():
     """Many equal values: ties go to the smaller index, also in the exact bisection fallback."""
-    from kernels_triton import indexer as ki
+    from kernels_triton.indexer import kernel as ki
     n, T, K = 6, 200, 8
     scores = torch.zeros(n, 256)
     scores[:, :T] = torch.randint(0, 3, (n, T)).float()   # > CAP candidates tie at the threshold
@@ -64,7 +66,7 @@ def test_select_ties_and_fallback():
     scores[2, 50] = 5.0
     out = torch.full((n, K), -7, dtype=torch.int32)
     s_first = T - n          # m = 1: row r sees T - n + r + 1 rows
-    ki.select_chunk(scores, s_first, n, 1, K, K, out)
+    ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
     for r in range(n):
         L = s_first + r + 1
         row = scores[r, :L].tolist()
@@ -76,7 +78,7 @@ def test_select_ties_and_fallback():
 def test_select_long_rows_every_branch(dist):
     """Rows far longer than CAP (K = 4 -> CAP = 16): L <= K, L <= CAP, the threshold path with an odd
     number of blocks, and (few_values: > CAP candidates tie at the threshold) the exact fallback."""
-    from kernels_triton import indexer as ki
+    from kernels_triton.indexer import kernel as ki
     K, ld = 4, 320
     n = 8 if dist == "few_values" else 40   # the exact fallback is slow in the interpreter
     g = torch.Generator().manual_seed(len(dist))
@@ -94,7 +96,7 @@ def test_select_long_rows_every_branch(dist):
     ratio = 1
     # rows r see r+1 entries (m = 1) -- then a second launch with rows 280..319
     for s_first in (0, 280):
-        ki.select_chunk(scores, s_first, n, ratio, K, K, out, idx_offset=1000, window=W)
+        ki.select_chunk(scores, out, s_first=s_first, ratio=ratio, k_eff=K, topk=K, idx_offset=1000, window=W)
         for r in range(n):
             L = s_first + r + 1
             row = scores[r, :L].tolist()
@@ -107,29 +109,68 @@ def test_select_long_rows_every_branch(dist):
 
 
 def test_select_negative_zero_and_short_rows():
-    from kernels_triton import indexer as ki
+    from kernels_triton.indexer import kernel as ki
     n, K = 5, 4
     scores = torch.full((n, 64), float("nan"))
     scores[:, :8] = torch.tensor([-0.0, 0.0, -1.0, 0.0, -0.0, 2.0, -0.0, 0.0])
     W = 3
     out = torch.empty(n, W + K, dtype=torch.int32)
     # rows see 1..5 entries; NaNs never read; the window part is written too
-    ki.select_chunk(scores, 0, n, 1, K, K, out, idx_offset=100, window=W)
+    ki.select_chunk(scores, out, s_first=0, ratio=1, k_eff=K, topk=K, idx_offset=100, window=W)
     assert out[0].tolist() == [0, -1, -1] + [100, -1, -1, -1]
     assert out[3, :W].tolist() == [1, 2, 3]
     assert sorted(out[4, W:].tolist()) == [100, 101, 103, 104]   # -0.0 ties with +0.0: smaller indices win
 
 
 def test_indexer_validation():
-    from kernels_triton import indexer as ki
     q, w, k = _inputs(1, 64, 16, 32, 4, 0)
     with pytest.raises(ValueError, match=r"idx_w must be \[B, S, HI\]"):
-        ki.indexer_topk(q, w[:, :10], k, 8, 4)
-    with pytest.raises(ValueError, match=r"heads HI = 24 must be a power of two"):
-        ki.indexer_topk(torch.randn(1, 64, 24, 32), torch.randn(1, 64, 24), k, 8, 4)
+        csa_dsl.indexer_topk(q, w[:, :10], k, 8, 4, backend="triton")
+    with pytest.raises(ValueError, match=r"indexer heads = 300: the Triton score kernel takes 1\.\.256"):
+        csa_dsl.indexer_topk(torch.randn(1, 64, 300, 32), torch.randn(1, 64, 300), k, 8, 4, backend="triton")
     with pytest.raises(TypeError, match=r"idx_w must be float32"):
-        ki.indexer_topk(q, w.double(), k, 8, 4)
-    with pytest.raises(ValueError, match=r"topk = 9000 > 8192"):
-        ki.indexer_topk(q, w, k, 9000, 4)
+        csa_dsl.indexer_topk(q, w.double(), k, 8, 4, backend="triton")
+    with pytest.raises(ValueError, match=r"indexer topk = 9000: the Triton selection takes 1\.\.8192"):
+        csa_dsl.indexer_topk(q, w, k, 9000, 4, backend="triton")
     with pytest.raises(ValueError, match=r"must be contiguous"):
-        ki.indexer_topk(q.transpose(2, 3).contiguous().transpose(2, 3), w, k, 8, 4)
+        csa_dsl.indexer_topk(q.transpose(2, 3).contiguous().transpose(2, 3), w, k, 8, 4, backend="triton")
+
+
+@pytest.mark.parametrize("HI,DI", [(48, 96), (12, 40)])
+def test_heads_and_dims_not_powers_of_two(HI, DI):
+    """HI and DI are padded inside the kernel (masked loads): same selections as the reference."""
+    q, w, k = _inputs(1, 160, HI, DI, 4, seed=HI + DI)
+    got = csa_dsl.indexer_topk(q, w, k, 6, 4, backend="triton", chunk=64)
+    exp = csa_dsl.indexer_topk(q, w, k, 6, 4, backend="torch")
+    assert torch.equal(got.sort(-1).values, exp.sort(-1).values)
+
+
+def test_bf16_operands_are_right_in_the_interpreter():
+    """The documented dtype: bf16 operands give the reference's selection (the launcher casts them to
+    fp32 for the interpreter, whose tl.dot on bf16 is wrong)."""
+    q, w, k = _inputs(1, 256, 16, 32, 4, seed=3)
+    q, k = q.bfloat16(), k.bfloat16()
+    got = csa_dsl.indexer_topk(q, w, k, 8, 4, backend="triton", chunk=128)
+    exp = csa_dsl.indexer_topk(q, w, k, 8, 4, backend="torch")
+    assert torch.equal(got.sort(-1).values, exp.sort(-1).values)      # the list's order is free
+
+
+def test_nan_scores_rank_last_every_branch():
+    """NaN scores rank below every number in each selection branch (short rows, threshold path with NaN
+    groups and NaN padding, exact fallback), as the reference's order keys say."""
+    from kernels_triton.indexer import kernel as ki
+    g = torch.Generator().manual_seed(1)
+    n, ld, K = 8, 320, 4
+    for frac in (0.3, 0.9, 1.0):
+        scores = torch.randn(n, ld, generator=g)
+        scores[torch.rand(n, ld, generator=g) < frac] = float("nan")
+        scores[0, :] = float("nan")
+        scores[0, 17] = 1.0
+        scores[1, :] = 2.0                   # all tied: the exact fallback
+        scores[1, 40:50] = float("nan")
+        out = torch.full((n, K), -7, dtype=torch.int32)
+        s_first = 300 - n
+        ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
+        exp = ref.topk_select(scores[None], torch.arange(s_first, s_first + n), 1, K)[0]
+        assert torch.equal(out.sort(-1).values, exp.sort(-1).values), frac
+        assert 17 in out[0].tolist()

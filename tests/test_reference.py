@@ -1,13 +1,24 @@
-"""The reference path against second, independent dense formulations of every stage."""
+"""The reference path (every stage's naive.py, composed into the same Program as the kernels) against
+second, independent dense formulations of every stage."""
 import math
 
 import pytest
 import torch
 
 import csa_dsl
-from csa_dsl import Compressor, Indexer, Pipeline, RoPE, SparseAttention
-from csa_dsl.rope import cos_sin, hadamard_matrix
-from pipeline import materialize, reference as ref
+from csa_dsl import Compressor, Indexer, Pipeline, RoPE, Schedule, SparseAttention
+from kernels_tilelang.sparse_mla import naive as att_ref
+from kernels_triton.compressor import naive as comp_ref
+from kernels_triton.compressor.naive import hadamard_matrix
+from kernels_triton.indexer import naive as ref
+from kernels_triton.rope import naive as rope_ref
+from kernels_triton.rope.tables import cos_sin
+from pipeline.stages.compressor import params, rotary
+
+
+def reference(spec, inp, chunk=None, **kw):
+    """The whole forward on the reference path."""
+    return csa_dsl.compile(spec, "cpu", Schedule(path="reference", query_chunk=chunk))(**inp, **kw)
 
 
 def dense_compress(values, gate, ape, norm, c: Compressor):
@@ -33,7 +44,7 @@ def dense_compress(values, gate, ape, norm, c: Compressor):
             row = normed.float().to(torch.bfloat16).double()
             if c.rope is not None:
                 rd = c.rope.dim
-                cos, sin = cos_sin(c.rope, torch.tensor([i * m]))
+                cos, sin = cos_sin(rotary(c.rope), torch.tensor([i * m]))
                 z = torch.complex(row[-rd:][0::2], row[-rd:][1::2]) * torch.complex(cos[0].double(), sin[0].double())
                 row = row.clone()
                 row[-rd:][0::2], row[-rd:][1::2] = z.real, z.imag
@@ -60,7 +71,7 @@ def compressor_inputs(c: Compressor, B, S, seed):
 def test_compressor_vs_dense(m, overlap, rope, had):
     c = Compressor(ratio=m, dim=32, overlap=overlap, rope=RoPE(dim=16) if rope else None, hadamard=had)
     vals, gate, ape, norm = compressor_inputs(c, 2, 4 * m + 3, seed=m)   # trailing tokens not compressed
-    got = ref.compress(vals, gate, ape, norm, c, row_chunk=3)             # row chunks cross the overlap
+    got = comp_ref.compress(vals, gate, ape, norm, **params(c), rotary=rotary(c.rope), row_chunk=3)  # chunks cross blocks
     exp = dense_compress(vals, gate, ape, norm, c)
     assert got.shape == (2, (4 * m + 3) // m, 32)
     # bf16 rounding of the same fp32 value can differ by one ulp where the op order differs
@@ -73,18 +84,18 @@ def test_compressor_overlap_semantics():
     """Entry 0 sees only its own block (the previous-block slots are -inf); entry i sees block i-1."""
     c = Compressor(ratio=4, dim=16, overlap=True, rope=None)
     vals, gate, ape, norm = compressor_inputs(c, 1, 12, seed=1)
-    base = ref.pool(vals, gate, ape, c, 0, 3)
+    base = comp_ref.pool(vals, gate, ape, c.ratio, c.overlap, 0, 3)
     v2 = vals.clone()
     v2[:, 0:4, :16] += 100.0   # block 0's first half only feeds entry 1
-    p2 = ref.pool(v2, gate, ape, c, 0, 3)
+    p2 = comp_ref.pool(v2, gate, ape, c.ratio, c.overlap, 0, 3)
     assert torch.equal(p2[:, 0], base[:, 0]) and not torch.allclose(p2[:, 1], base[:, 1])
     assert torch.equal(p2[:, 2], base[:, 2])
     v3 = vals.clone()
     v3[:, 4:8, 16:] += 100.0   # block 1's second half feeds entry 1 only
-    p3 = ref.pool(v3, gate, ape, c, 0, 3)
+    p3 = comp_ref.pool(v3, gate, ape, c.ratio, c.overlap, 0, 3)
     assert torch.equal(p3[:, 0], base[:, 0]) and torch.equal(p3[:, 2], base[:, 2])
     # a slice starting at row 1 rebuilds the previous block's slots
-    assert torch.allclose(ref.pool(vals, gate, ape, c, 1, 3), base[:, 1:3])
+    assert torch.allclose(comp_ref.pool(vals, gate, ape, c.ratio, c.overlap, 1, 3), base[:, 1:3])
 
 
 def test_hadamard_is_orthonormal():
@@ -169,7 +180,7 @@ def test_sparse_attention_vs_dense(sink):
                 if j >= 0:
                     allowed[b, s, j] = True
     sk = torch.randn(H, generator=g) if sink else None
-    got, lse = ref.sparse_attention(q, kv, idx, 0.17, 24, sk, return_lse=True)
+    got, lse = att_ref.sparse_attention(q, kv, idx, 0.17, 24, sk, return_lse=True)
     exp = dense_attention(q, kv, allowed, 0.17, 24, sk)
     assert torch.allclose(got.double(), exp, atol=1e-5)
     assert (got[0, 0] == 0).all() and torch.isfinite(got).all()
@@ -216,7 +227,7 @@ def dense_forward(spec, inp):
     att = dense_attention(inp["q"], rows, allowed, a.softmax_scale, a.v_dim, inp.get("sink"))
     out = att.float().to(torch.bfloat16)
     if a.inverse_rope is not None:
-        out = ref.rope_rows_bf16(out, a.inverse_rope, torch.arange(S), inverse=True, heads=True)
+        out = rope_ref.rope_rows_bf16(out, rotary(a.inverse_rope), torch.arange(S), inverse=True, heads=True)
     return out
 
 
@@ -225,7 +236,7 @@ def test_forward_vs_dense(family):
     spec = small_family(family)
     S = 45
     inp = csa_dsl.random_inputs(spec, 1, S, "cpu", seed=7)
-    out, idx = ref.forward(spec, inp, chunk=8, return_indices=True)
+    out, idx = reference(spec, inp, chunk=8, return_indices=True)
     exp = dense_forward(spec, inp)
     err = (out.double() - exp.double()).norm() / exp.double().norm()
     assert err < 1e-2, err
@@ -243,8 +254,8 @@ def test_forward_vs_dense(family):
 def test_reference_chunking_is_invariant():
     spec = small_family("v4-flash")
     inp = csa_dsl.random_inputs(spec, 2, 37, "cpu", seed=1)
-    a, ia = ref.forward(spec, inp, chunk=5, return_indices=True)
-    b, ib = ref.forward(spec, inp, chunk=64, return_indices=True)
+    a, ia = reference(spec, inp, chunk=5, return_indices=True)
+    b, ib = reference(spec, inp, chunk=64, return_indices=True)
     assert torch.equal(a, b) and torch.equal(ia, ib)
 
 
@@ -252,10 +263,9 @@ def test_reference_chunking_is_invariant():
 def test_materialize_matches_reference(family):
     spec = small_family(family)
     inp = csa_dsl.random_inputs(spec, 2, 50, "cpu", seed=2)
-    a, ia = ref.forward(spec, inp, return_indices=True)
-    b, ib = materialize.forward(spec, inp, return_indices=True)
-    assert torch.equal(ia.sort(-1).values, ib.sort(-1).values)
-    assert (a.float() - b.float()).norm() / a.float().norm() < 1e-3
+    a, ia = reference(spec, inp, return_indices=True)
+    b, ib = csa_dsl.compile(spec, "cpu", Schedule(path="materialize"))(**inp, return_indices=True)
+    assert torch.equal(ia, ib) and torch.equal(a, b)       # the same stages, one chunk of all S queries
 
 
 def test_public_indexer_topk_cpu():
@@ -272,3 +282,23 @@ def test_public_indexer_topk_cpu():
         csa_dsl.indexer_topk(q, w, k[:, :15], topk=5, ratio=4)
     with pytest.raises(csa_dsl.SpecError, match="backend must be"):
         csa_dsl.indexer_topk(q, w, k, topk=5, ratio=4, backend="magic")
+
+
+def test_yarn_frequencies_by_hand():
+    """YaRN inverse frequencies of the V4 RoPE (dim 64, base 160000, factor 16, original length 65536,
+    beta_fast 32, beta_slow 1), from the formula by hand, not from the code under test:
+      corr_dim(beta) = dim * ln(65536 / (2 pi beta)) / (2 ln 160000): 15.45 (beta 32), 24.71 (beta 1),
+      so low = 15, high = 25; pair i keeps base^(-2i/64) below 15, is divided by 16 from 25 on, and in
+      between mixes the two with ramp (i - 15) / 10. 160000^(1/4) = 20, so base^(-2i/64) = 20^(-i/8)."""
+    from kernels_triton.rope.tables import inv_freq
+    f = inv_freq(rotary(RoPE(dim=64))).double()
+    expect = {0: 1.0, 10: 20 ** -1.25, 15: 20 ** -1.875,
+              20: 20 ** -2.5 * (0.5 / 16 + 0.5),         # ramp 0.5
+              24: 20 ** -3.0 * (0.9 / 16 + 0.1),         # = 1.953125e-5
+              25: 20 ** -3.125 / 16, 31: 20 ** -3.875 / 16}
+    for i, v in expect.items():
+        assert math.isclose(f[i].item(), v, rel_tol=1e-6), (i, f[i].item(), v)
+    # without YaRN (the window-only layers): plain base^(-2i/dim)
+    g = inv_freq(rotary(RoPE(dim=64, yarn=None, base=10000.0))).double()
+    for i in (0, 7, 31):
+        assert math.isclose(g[i].item(), 10000.0 ** (-2 * i / 64), rel_tol=1e-6)

@@ -107,7 +107,8 @@ ERRORS = [
     (lambda: Pipeline.from_dict({"type": "Pipeline", "bogus": 1}), r"unknown field\(s\) \['bogus'\]"),
     (lambda: Pipeline.from_dict({"type": "Indexer"}), r"expected type 'Pipeline'"),
     (lambda: Schedule(path="fast"), r"Schedule\.path = 'fast' is not one of"),
-    (lambda: Schedule(query_chunk=100), r"positive multiple of 64"),
+    (lambda: Schedule(query_chunk=0), r"query_chunk = 0 must be a positive int"),
+    (lambda: Schedule(check_inputs="yes"), r"check_inputs must be a bool"),
     (lambda: Schedule(memory_budget="lots"), r"cannot read a byte size"),
     (lambda: Schedule(budget_fraction=1.5), r"budget_fraction must be in"),
 ]

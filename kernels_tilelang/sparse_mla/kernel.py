@@ -1,12 +1,15 @@
 """Sparse MLA forward (MQA over one latent KV head) in TileLang for Hopper (sm_90a).
 
-Semantics (docs/csa-semantics.md section 4), per (b, s, h):
+Semantics (docs/semantics.md sections 4 and 9; naive.sparse_attention), per (b, s, h):
     logit_j = sm_scale * q[b,s,h,:] . kv[b, idx_j, :]          over valid j
     out     = sum_j exp(logit_j - M) V_j / (sum_j exp(logit_j - M) [+ exp(sink_h - M)])
     lse     = log(denominator)                                  (natural log, fp32)
 V_j is the first dim_v dims of kv row idx_j. Index -1 (and any id outside [0, R)) is an
 empty slot: never loaded and masked out. A query without a valid key writes zeros
-(LSE = sink_h with a sink, -inf without).
+(LSE = sink_h with a sink, -inf without). Non-finite values propagate as in the dense
+formula: only an exactly zero denominator writes zeros, a NaN one writes NaN (a NaN row in
+the key list, a NaN or +inf sink). One corner differs from the reference: a non-finite q
+row with no valid key gives NaN here (the -1 slots' zero rows meet it in the QK^T MMA).
 
 Two variants of one algorithm, same semantics:
   * "ws" (default): hand warp-specialised. 3 warpgroups per CTA (384 threads):
@@ -31,20 +34,15 @@ import functools
 import math
 import numbers
 import os
-import re
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
-from typing import Any
+from typing import Optional
+
+from .cost import BLOCK_HEADS, KERNEL_DIM_V   # rows of a wgmma M tile (heads per CTA); value dims produced
 
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
-
-BLOCK_HEADS = 64          # rows of a wgmma M tile; heads per CTA
 SUPPORTED_DIM_QK = (512, 576)
-KERNEL_DIM_V = 512        # the kernel always produces 512 value dims; smaller dim_v is a slice
 VARIANTS = ("ws", "pipelined")
 SM90_SMEM_LIMIT = 232448  # 227 KiB opt-in dynamic shared memory per block on H100/H200
 TARGET_ARCH = "sm_90a"
@@ -65,17 +63,26 @@ def padded_num_indices(num_indices: int, block_keys: int = 64) -> int:
     return max(step, -(-num_indices // step) * step)
 
 
+def kernel_limits(heads: int, dim_qk: int, dim_v: int) -> Optional[str]:
+    """Why this kernel cannot run these sizes (None when it can); checked before any launch or lowering."""
+    if heads < 1:
+        return f"attention heads = {heads}: must be >= 1"
+    if dim_qk not in SUPPORTED_DIM_QK:
+        return (f"the sparse MLA kernel takes dim_qk (last dim of q and kv) in {SUPPORTED_DIM_QK}, got {dim_qk} "
+                f"(512 latent dims, optionally + 64 RoPE dims, as DeepSeek's MLA); pad q and kv with zero dims "
+                f"to 512 or 576 (zeros do not change q.k), or run the reference path")
+    if not 1 <= dim_v <= min(dim_qk, KERNEL_DIM_V):
+        return (f"dim_v must be in [1, {min(dim_qk, KERNEL_DIM_V)}] (the values are the first dim_v dims of each "
+                f"kv row, at most {KERNEL_DIM_V}), got {dim_v}")
+    return None
+
+
 def kernel_dims(dim_qk: int, dim_v: int) -> tuple[int, int]:
     """(dim_qk, kernel dim_v) for a user (dim_qk, dim_v): values are always computed over the
     first 512 dims and sliced, which is exact because V_j is a prefix of the kv row."""
-    if dim_qk not in SUPPORTED_DIM_QK:
-        raise ValueError(
-            f"sparse_mla_fwd supports dim_qk (last dim of q and kv) in {SUPPORTED_DIM_QK}, got "
-            f"{dim_qk}; pad q and kv with zero dims to 512 or 576 (zeros do not change q.k)")
-    if not 1 <= dim_v <= min(dim_qk, KERNEL_DIM_V):
-        raise ValueError(
-            f"dim_v must be in [1, {min(dim_qk, KERNEL_DIM_V)}] (the values are the first dim_v "
-            f"dims of each kv row, at most {KERNEL_DIM_V}), got {dim_v}")
+    why = kernel_limits(1, dim_qk, dim_v)
+    if why is not None:
+        raise ValueError(why)
     return dim_qk, KERNEL_DIM_V
 
 
@@ -167,8 +174,10 @@ def _epilogue_macros(T, HB, with_sink, return_lse):
 
     m is the running max of the log2-scaled logits, l the running sum of exp2(x - m). The sink
     joins here as exp2(sink2 - mt) with mt = max(m, sink2), so neither term can overflow
-    whatever the sink's size; l == 0 means "no valid key" (a valid key contributes
-    exp2(0) = 1 to its own row), which writes zeros and LSE = sink (or -inf)."""
+    whatever the sink's size. Only an exactly zero denominator writes zeros (no valid key and
+    no sink, or a -inf sink); a NaN one (a NaN logit or value, a NaN or +inf sink) is not
+    tested away, so non-finite inputs propagate as in the dense formula (semantics section 9).
+    With a finite sink and no valid key, r = exp2(M_INIT - mt) = 0 gives zeros and LSE = sink."""
 
     @T.macro
     def finalize(m_i, l_i, inv, lse_frag, Sink, h0):
@@ -178,15 +187,14 @@ def _epilogue_macros(T, HB, with_sink, return_lse):
                 mt = T.max(m_i[h], sink2)
                 r = T.exp2(m_i[h] - mt)
                 den = l_i[h] * r + T.exp2(sink2 - mt)
-                inv[h] = T.if_then_else(l_i[h] > 0, r / den, 0.0)
+                inv[h] = T.if_then_else(den == 0, 0.0, r / den)
                 if return_lse:
-                    lse_frag[h] = T.if_then_else(l_i[h] > 0, (T.log2(den) + mt) * LN2,
-                                                 Sink[h0 + h])
+                    lse_frag[h] = (T.log2(den) + mt) * LN2
             else:
-                inv[h] = T.if_then_else(l_i[h] > 0, 1.0 / l_i[h], 0.0)
+                inv[h] = T.if_then_else(l_i[h] == 0, 0.0, 1.0 / l_i[h])
                 if return_lse:
-                    lse_frag[h] = T.if_then_else(l_i[h] > 0, (T.log2(l_i[h]) + m_i[h]) * LN2,
-                                                 -T.infinity(T.float32))
+                    lse_frag[h] = T.if_then_else(l_i[h] == 0, -T.infinity(T.float32),
+                                                 (T.log2(l_i[h]) + m_i[h]) * LN2)
 
     return finalize
 
@@ -561,128 +569,6 @@ def precompile(classes, variants=VARIANTS, max_workers=None, arch=TARGET_ARCH) -
     return out
 
 
-def _dyn_smem(artifact):
-    """Dynamic shared memory bytes per CTA recorded on the lowered device function."""
-    try:
-        for _, fn in artifact.device_mod.functions.items():
-            v = fn.attrs.get("dyn_shared_memory_buf") if fn.attrs is not None else None
-            if v is not None:
-                return int(v)
-    except Exception:  # noqa: BLE001  (TileLang-internal attribute; absent -> unknown)
-        return None
-    return None
-
-
-@functools.lru_cache(maxsize=None)  # lowered once per process and argument set
-def lower_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices: int,
-                         with_sink: bool, variant: str = "ws", arch: str = TARGET_ARCH,
-                         return_lse: bool = False, block_keys: int = 64) -> dict:
-    """Lower without a GPU. Returns dict(tir=TVMScript of the prim_func, cuda=CUDA source,
-    smem_bytes=dynamic shared memory per CTA from the lowered kernel, shape_class=...)."""
-    import tilelang
-    import tvm
-
-    if str(arch) != TARGET_ARCH:
-        raise ValueError(f"the sparse MLA kernel lowers only for {TARGET_ARCH} (Hopper wgmma and "
-                         f"setmaxnreg); got arch={arch!r}")
-    sc = _shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
-                      block_keys)
-    func = _build_locked(*sc[:7], block_keys=sc[7])
-    tgt = {"kind": "cuda", "arch": arch}
-    with tvm.transform.PassContext(config=_pass_configs(variant)):
-        with tvm.target.Target(tgt):
-            art = tilelang.lower(func, target=tgt)
-    return {"tir": func.script(), "cuda": art.kernel_source, "smem_bytes": _dyn_smem(art),
-            "shape_class": dict(zip(("heads", "dim_qk", "dim_v", "num_indices", "with_sink",
-                                     "return_lse", "variant", "block_keys"), sc))}
-
-
-# ----------------------------------------------------------------------------------------
-# resources (GPU machine: needs nvcc / cuobjdump, not necessarily a GPU)
-# ----------------------------------------------------------------------------------------
-def kernel_resources(heads: int, dim_qk: int, dim_v: int, num_indices: int, with_sink: bool,
-                     return_lse: bool = False, variant: str = "ws", arch: str = TARGET_ARCH,
-                     ptxas_verbose: bool = True) -> dict[str, Any]:
-    """Registers per thread, spills and shared memory per CTA of the compiled kernel.
-
-    TileLang 0.1.15 fills JITKernel.n_regs / n_spills only for HIP, so this recompiles the
-    generated source with `nvcc -cubin -Xptxas -v` (same flags as TileLang) and parses ptxas'
-    report; cuobjdump --dump-resource-usage is the fallback. Dynamic shared memory comes from
-    the lowered kernel's attributes. Each field is None when its source failed; 'errors'
-    lists why."""
-    res: dict[str, Any] = {"regs": None, "spill_stores_bytes": None, "spill_loads_bytes": None,
-                           "stack_bytes": None, "static_smem_bytes": None,
-                           "dyn_smem_bytes": None, "smem_per_cta_bytes": None, "errors": []}
-    kernel = get_kernel(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
-                        arch=arch)
-    for name in ("n_regs", "n_spills"):
-        try:
-            v = getattr(kernel, name)
-            if v is not None:
-                res["regs" if name == "n_regs" else "spill_stores_bytes"] = int(v)
-        except Exception as e:  # noqa: BLE001
-            res["errors"].append(f"{name}: {e}")
-    try:
-        res["dyn_smem_bytes"] = _dyn_smem(getattr(kernel, "artifact", None))
-        if res["dyn_smem_bytes"] is None:  # loaded from the disk cache: lower again
-            low = lower_sparse_mla_fwd(heads, dim_qk, dim_v, num_indices, with_sink, variant,
-                                       arch, return_lse)
-            res["dyn_smem_bytes"] = low["smem_bytes"]
-    except Exception as e:  # noqa: BLE001
-        res["errors"].append(f"lower: {e}")
-    src = kernel.get_kernel_source()
-    if ptxas_verbose:
-        try:
-            res.update(_ptxas_report(src, arch, _pass_configs(variant)))
-        except Exception as e:  # noqa: BLE001
-            res["errors"].append(f"ptxas: {e}")
-    if res["regs"] is None:
-        res["errors"].append("no register count from ptxas; try cuobjdump")
-    if res["dyn_smem_bytes"] is not None:
-        res["smem_per_cta_bytes"] = res["dyn_smem_bytes"] + (res["static_smem_bytes"] or 0)
-    return res
-
-
-def _ptxas_report(src: str, arch: str, pass_configs: dict) -> dict:
-    from tilelang.contrib import nvcc as tl_nvcc
-
-    opts = tl_nvcc.default_compile_options(None)
-    if pass_configs.get("tl.enable_fast_math") or any(
-            str(k).endswith("enable_fast_math") and v for k, v in pass_configs.items()):
-        opts.append("--use_fast_math")
-    nvcc = tl_nvcc.get_nvcc_compiler()
-    with tempfile.TemporaryDirectory() as d:
-        cu, cubin = os.path.join(d, "k.cu"), os.path.join(d, "k.cubin")
-        with open(cu, "w") as f:
-            f.write(src)
-        cmd = [nvcc, "--cubin", "-O3", f"-arch={arch}", *opts, "-Xptxas", "-v", "-o", cubin, cu]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        text = proc.stdout + proc.stderr
-        if proc.returncode != 0:
-            raise RuntimeError(f"nvcc failed ({proc.returncode}): {text[-2000:]}")
-        out: dict[str, Any] = {"ptxas": text[-4000:]}
-        m = re.search(r"Used (\d+) registers", text)
-        if m:
-            out["regs"] = int(m.group(1))
-        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
-                      text)
-        if m:
-            out["stack_bytes"], out["spill_stores_bytes"], out["spill_loads_bytes"] = map(
-                int, m.groups())
-        m = re.search(r"(\d+) bytes smem", text)
-        if m:
-            out["static_smem_bytes"] = int(m.group(1))
-        tool = shutil.which("cuobjdump") or os.path.join(os.path.dirname(nvcc), "cuobjdump")
-        if os.path.exists(tool):
-            p2 = subprocess.run([tool, "--dump-resource-usage", cubin], capture_output=True,
-                                text=True, timeout=120)
-            out["cuobjdump"] = p2.stdout[-2000:]
-            m = re.search(r"REG:(\d+)", p2.stdout)
-            if m and "regs" not in out:
-                out["regs"] = int(m.group(1))
-        return out
-
-
 # ----------------------------------------------------------------------------------------
 # the wrapper
 # ----------------------------------------------------------------------------------------
@@ -834,3 +720,9 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
         if return_lse and l_k is not lse:
             lse.copy_(l_k[:, :, :H])
     return (out, lse) if return_lse else out
+
+
+def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, variant: str = "ws") -> None:
+    """The composed program's op: out [n,H,Dv] <- attention of q [n,H,D] over the rows keys [n,NI] of
+    kv [R,D] (one batch element); naive.attend has the same signature."""
+    sparse_mla_fwd(q[None], kv[None], keys[None], scale, v_dim, sink=sink, variant=variant, out=out[None])

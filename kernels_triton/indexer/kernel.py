@@ -25,22 +25,26 @@ Per query chunk (rows [s_first, s_first + n)):
    (Measured: writing group maxima from the score kernel to skip pass 1 cost the score
    kernel more than it saved: keys are on the MMA's M axis, so any max over keys
    crosses warps. See docs/performance.md.)
+
+Non-finite values (docs/semantics.md section 9): the ReLU keeps NaN, so a NaN operand gives
+a NaN score, and the selection's order keys rank NaN below every number. Heads and index
+dims that are not powers of two are padded inside the score kernel (masked loads: zero
+queries, keys and weights add exactly 0), so any 1 <= HI, DI <= 256 runs.
 """
 from __future__ import annotations
 
-import functools
-import os
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
+from .._env import interpreting, kernels_interpreted, next_pow2
+from .cost import SCORE_TILE_KEYS, select_capacity
+
 NEG_INF = tl.constexpr(float("-inf"))
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+KEY_BIAS = tl.constexpr(2147483648)     # int32 order keys + 2^31: [0, 2^32) in int64, -1 = no value
+INT32_MIN = tl.constexpr(-2147483648)
 
 
 # ---------------------------------------------------------------------------------------
@@ -50,19 +54,23 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
                   s_first, n_q, T,
                   stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
+                  HP: tl.constexpr, DP: tl.constexpr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr):
+    # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
+    # zero queries, keys and weights there, which add exactly 0 to every score)
     pid = tl.program_id(0)
     q0 = pid * BQ
-    N: tl.constexpr = BQ * HI
+    N: tl.constexpr = BQ * HP
     offs_n = tl.arange(0, N)
-    qi = offs_n // HI
-    hi = offs_n % HI
-    offs_d = tl.arange(0, DI)
+    qi = offs_n // HP
+    hi = offs_n % HP
+    offs_d = tl.arange(0, DP)
+    d_ok = offs_d < DI
     qrow = q0 + qi
-    qvalid = qrow < n_q
-    # q^T as [DI, N]: loaded once, reused for every key tile
+    qvalid = (qrow < n_q) & (hi < HI)
+    # q^T as [DP, N]: loaded once, reused for every key tile
     q_ptrs = q_ptr + qrow.to(tl.int64)[None, :] * stride_qs + hi[None, :] * DI + offs_d[:, None]
-    qT = tl.load(q_ptrs, mask=qvalid[None, :], other=0.0)
+    qT = tl.load(q_ptrs, mask=qvalid[None, :] & d_ok[:, None], other=0.0)
     w = tl.load(w_ptr + qrow.to(tl.int64) * stride_ws + hi, mask=qvalid, other=0.0).to(tl.float32)
 
     offs_bq = tl.arange(0, BQ)
@@ -75,13 +83,15 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
     for t0 in range(0, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         kt = tl.load(k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :],
-                     mask=(offs_t < T)[:, None], other=0.0)
+                     mask=(offs_t < T)[:, None] & d_ok[None, :], other=0.0)
         if IEEE:
             acc = tl.dot(kt, qT, input_precision="ieee")
         else:
             acc = tl.dot(kt, qT)                        # [BT, N] fp32 on tensor cores
-        acc = tl.maximum(acc, 0.0) * w[None, :]
-        sc = tl.sum(tl.reshape(acc, (BT, BQ, HI)), axis=2)   # head sum: within a thread + quad
+        # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
+        # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
+        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
+        sc = tl.sum(tl.reshape(acc, (BT, BQ, HP)), axis=2)   # head sum: within a thread + quad
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         sc = tl.where(vis, sc, NEG_INF)
         tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
@@ -91,10 +101,18 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
 # selection kernel
 @triton.jit
 def _order_key(x):
-    # fp32 -> int32 whose signed order is the float order (-0.0 folded onto +0.0 first)
+    # fp32 -> int32 whose signed order is the float order (-0.0 folded onto +0.0 first); NaN
+    # gets the smallest key, so a NaN score ranks below every number (naive.order_key)
     x = x + 0.0
     b = x.to(tl.int32, bitcast=True)
-    return tl.where(b >= 0, b, b ^ 0x7FFFFFFF)
+    return tl.where(x != x, INT32_MIN, tl.where(b >= 0, b, b ^ 0x7FFFFFFF))
+
+
+@triton.jit
+def _max_nan_last(a, b):
+    # the larger of a and b with NaN below every number (the order of _order_key): a NaN
+    # maximum only when both are NaN. Written out: max.f32 and numpy's maximum disagree on NaN.
+    return tl.where((b > a) | (a != a), b, a)
 
 
 @triton.jit
@@ -145,18 +163,20 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr,
     else:
         if L <= CAP:
             x = tl.load(row + offs, mask=offs < L, other=NEG_INF)
-            u = tl.where(offs < L, _order_key(x).to(tl.int64) + 2147483648, -1)
+            u = tl.where(offs < L, _order_key(x).to(tl.int64) + KEY_BIAS, -1)
             _write_topk(u, offs, k_eff, orow, idx_offset)
         else:
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
-            # non-empty since L > CAP), two blocks in flight per iteration
-            gm = tl.full([CAP], NEG_INF, tl.float32)
+            # non-empty since L > CAP), two blocks in flight per iteration. Padding and the
+            # initial value are NaN, the lowest rank, so every group's maximum is one of its
+            # own elements' keys (a group of NaN scores has a NaN maximum)
+            gm = tl.full([CAP], float("nan"), tl.float32)
             for b0 in range(0, L, 2 * CAP):
-                x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-                x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=NEG_INF)
-                gm = tl.maximum(gm, tl.maximum(x1, x2))
+                x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
+                x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
+                gm = _max_nan_last(gm, _max_nan_last(x1, x2))
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value
-            tau = _kth_largest_key(_order_key(gm).to(tl.int64) + 2147483648, k_eff) - 2147483648
+            tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
             # pass 2: compact every x >= tau (a superset of the top K), in index order
             cnt = tl.full([], 0, tl.int32)
             for b0 in range(0, L, CAP):
@@ -171,7 +191,7 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr,
                 cnt += nk
             if cnt <= CAP:
                 c = tl.load(cand + offs, mask=offs < cnt, other=0)
-                u = tl.where(offs < cnt, (c >> 32) + 2147483648, -1)
+                u = tl.where(offs < cnt, (c >> 32) + KEY_BIAS, -1)
                 _write_topk(u, (c & 0x7FFFFFFF).to(tl.int32), k_eff, orow, idx_offset)
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
@@ -188,20 +208,20 @@ def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
         n = tl.full([], 0, tl.int32)
         for b0 in range(0, L, BLK):
             x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-            u = _order_key(x).to(tl.int64) + 2147483648
+            u = _order_key(x).to(tl.int64) + KEY_BIAS
             n += tl.sum(((u >= probe) & (b0 + offs < L)).to(tl.int32), axis=0)
         v = tl.where(n >= k_eff, probe, v)
     n_gt = tl.full([], 0, tl.int32)
     for b0 in range(0, L, BLK):
         x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-        u = _order_key(x).to(tl.int64) + 2147483648
+        u = _order_key(x).to(tl.int64) + KEY_BIAS
         n_gt += tl.sum(((u > v) & (b0 + offs < L)).to(tl.int32), axis=0)
     need_eq = k_eff - n_gt
     wr = tl.full([], 0, tl.int32)
     eq_seen = tl.full([], 0, tl.int32)
     for b0 in range(0, L, BLK):
         x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-        u = _order_key(x).to(tl.int64) + 2147483648
+        u = _order_key(x).to(tl.int64) + KEY_BIAS
         inb = b0 + offs < L
         eq = (u == v) & inb
         eq_rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0)   # 1-based rank among ties
@@ -214,20 +234,43 @@ def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
 
 # ---------------------------------------------------------------------------------------
 # configuration and launchers
-SCORE_TILE_KEYS = 64     # BT: keys per MMA tile (M)
-SCORE_WARPS = 8
+SCORE_WARPS = 8          # BT = SCORE_TILE_KEYS (cost.py): keys per MMA tile (M)
 SCORE_STAGES = 3
 SELECT_WARPS = 4
 
 
+MAX_HEADS = 256          # (query, head) pairs are tiled 256 wide: at least one query per program
+MAX_DIM = 256            # q^T [DP, 256] stays in registers / shared memory
+MAX_TOPK = 8192          # the selection holds CAP = 2 * topk candidates per row
+
+
+def padded_heads(heads: int) -> int:
+    """HP: heads rounded up to a power of two (the kernel masks the padding)."""
+    return next_pow2(heads)
+
+
+def padded_dim(dim: int) -> int:
+    """DP: index dims rounded up to a power of two >= 16 (the kernel masks the padding)."""
+    return max(16, next_pow2(dim))
+
+
 def score_block_queries(heads: int) -> int:
-    """BQ: queries per score program, so that N = BQ * HI = 256 (the widest wgmma)."""
-    return max(1, 256 // heads)
+    """BQ: queries per score program, so that N = BQ * HP = 256 (the widest wgmma)."""
+    return max(1, 256 // padded_heads(heads))
 
 
-def select_capacity(topk: int) -> int:
-    """CAP: candidates sorted per row (power of two >= 2K; also the group count P)."""
-    return max(16, 1 << (2 * topk - 1).bit_length())
+def kernel_limits(heads: int, dim: int, topk: int) -> Optional[str]:
+    """Why the Triton indexer cannot run these sizes (None when it can): checked before any launch
+    and before any compilation (csa_dsl.compile, csa-dsl ir), so nothing hangs or fails deep inside."""
+    if not 1 <= heads <= MAX_HEADS:
+        return (f"indexer heads = {heads}: the Triton score kernel takes 1..{MAX_HEADS} heads (it tiles "
+                f"(query, head) pairs {MAX_HEADS} wide); split the heads over several indexers")
+    if not 1 <= dim <= MAX_DIM:
+        return f"indexer dim = {dim}: the Triton score kernel takes 1..{MAX_DIM} dims per head"
+    if not 1 <= topk <= MAX_TOPK:
+        return (f"indexer topk = {topk}: the Triton selection takes 1..{MAX_TOPK} (it holds 2*topk candidates "
+                f"per row); use topk <= {MAX_TOPK}")
+    return None
 
 
 def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32: bool = False,
@@ -251,9 +294,6 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
                          f"compressed index keys of the same sequence")
     if not isinstance(topk, int) or topk < 1:
         raise ValueError(f"topk must be a positive int, got {topk!r}")
-    if topk > 8192:
-        raise ValueError(f"topk = {topk} > 8192 is not supported by the Triton selection (its candidate sort "
-                         f"holds 2*topk values per row); use topk <= 8192")
     ok = (torch.bfloat16, torch.float32) if allow_fp32 else (torch.bfloat16,)
     if idx_q.dtype not in ok or idx_k.dtype not in ok:
         raise TypeError(f"idx_q and idx_k must be bfloat16 (got {idx_q.dtype}, {idx_k.dtype}); "
@@ -262,11 +302,9 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
         raise TypeError(f"idx_q ({idx_q.dtype}) and idx_k ({idx_k.dtype}) must share a dtype")
     if idx_w.dtype != torch.float32:
         raise TypeError(f"idx_w must be float32, got {idx_w.dtype}; convert with .float()")
-    if HI & (HI - 1) or HI > 256:
-        raise ValueError(f"indexer heads HI = {HI} must be a power of two <= 256 for the Triton score kernel "
-                         f"(it tiles (query, head) pairs 256 wide); pad the heads with zero weights")
-    if DI & (DI - 1) or not 16 <= DI <= 256:
-        raise ValueError(f"indexer dim DI = {DI} must be a power of two in [16, 256] for the Triton score kernel")
+    why = kernel_limits(HI, DI, topk)
+    if why is not None:
+        raise ValueError(why)
     for name, t in (("idx_q", idx_q), ("idx_w", idx_w), ("idx_k", idx_k)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous; call .contiguous() on it")
@@ -274,119 +312,55 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
     if idx_w.device != dev or idx_k.device != dev:
         raise ValueError(f"idx_q, idx_w, idx_k must be on one device, got {idx_q.device}, {idx_w.device}, "
                          f"{idx_k.device}")
-    if require_cuda and dev.type != "cuda" and not interpreting():
+    if require_cuda and dev.type != "cuda" and not kernels_interpreted(_score_kernel):
         raise ValueError(f"the Triton indexer needs CUDA tensors (got {dev}); on a CPU use the reference "
-                         f"(csa_dsl.indexer_topk(..., backend='reference')) or set TRITON_INTERPRET=1 for tests")
+                         f"(csa_dsl.indexer_topk(..., backend='torch')) or set TRITON_INTERPRET=1 for tests")
     return B, S, HI, DI, T
 
 
-def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, s_first: int, ratio: int,
-                out: torch.Tensor) -> None:
+def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
+                ratio: int) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
-    q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with
-    ld >= the visible rows of the last query. Columns beyond a row's own visible
-    count but inside the tile range are -inf; further columns are not written.
-    """
+    q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with ld >= the
+    visible rows of the last query. Columns beyond a row's own visible count but inside the
+    tile range are -inf; further columns are not written."""
     n, HI, DI = q.shape
     T = k.shape[0]
+    if n == 0:
+        return
+    if interpreting() and q.dtype == torch.bfloat16:
+        # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the
+        # kernel's fp32 path (IEEE dot) then computes the same fp32 math
+        q, k = q.float(), k.float()
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
     _score_kernel[grid](q, w, k, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
-                        RATIO=ratio, HI=HI, DI=DI, BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32),
+                        RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
+                        BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32),
                         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
 
 
-def select_chunk(scores: torch.Tensor, s_first: int, n: int, ratio: int, k_eff: int, topk: int,
-                 out: torch.Tensor, idx_offset: int = 0, window: int = 0,
-                 cand: Optional[torch.Tensor] = None) -> None:
-    """Key lists of rows [0, n) of a score chunk: out[:n, :window] = the sliding window ids,
-    out[:n, window:window + k_eff] = the top-k_eff visible rows + idx_offset (int32, -1 padded)."""
+def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *, s_first: int,
+                 ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0) -> None:
+    """Key lists of queries [s_first, s_first + n), n = len(out): out[:, :window] = the sliding window
+    ids, out[:, window:window + k_eff] = the top-k_eff visible rows of `scores` + idx_offset (int32,
+    -1 padded; NaN scores rank below every number; ties to the smaller row). With k_eff = 0 only the
+    window is written and `scores` is not read."""
+    n = out.shape[0]
+    if n == 0:
+        return
+    if scores is None:      # no compressed row yet (k_eff = 0): only the window is written
+        if k_eff:
+            raise ValueError("select_chunk needs scores when k_eff > 0")
+        scores = out.view(torch.float32) if out.numel() else torch.empty(1, 1, device=out.device)
     cap = select_capacity(topk)
     if cand is None:
-        cand = torch.empty(n, cap, dtype=torch.int64, device=scores.device)
+        cand = torch.empty(n, cap, dtype=torch.int64, device=out.device)
     _select_kernel[(n,)](scores, cand, out, s_first, n, k_eff, idx_offset,
                          scores.stride(0), cand.stride(0), out.stride(0),
-                         RATIO=ratio, CAP=cap, W=window, WP=_window_pow2(window), num_warps=SELECT_WARPS)
+                         RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window), num_warps=SELECT_WARPS)
 
 
-def _window_pow2(window: int) -> int:
+def window_pow2(window: int) -> int:
     return max(1, 1 << (max(window, 1) - 1).bit_length())
-
-
-def _score_ld(T: int) -> int:
-    return max(SCORE_TILE_KEYS, triton.cdiv(T, SCORE_TILE_KEYS) * SCORE_TILE_KEYS)
-
-
-def chunk_buffer_bytes(chunk: int, T: int, topk: int) -> dict:
-    """The bounded scratch of one query chunk: fp32 scores and int64 top-k candidates."""
-    return {"scores": chunk * _score_ld(T) * 4, "cand": chunk * select_capacity(topk) * 8}
-
-
-def chunk_buffers(chunk: int, T: int, topk: int, device) -> dict:
-    return {
-        "scores": torch.empty(chunk, _score_ld(T), dtype=torch.float32, device=device),
-        "cand": torch.empty(chunk, select_capacity(topk), dtype=torch.int64, device=device),
-    }
-
-
-def default_chunk(T: int) -> int:
-    """Queries per chunk for the standalone indexer: a score buffer of at most 256 MiB (so the
-    scratch stays well under 1 GiB at S = 262,144), but never under 1,024 queries (256 score
-    programs: about one full wave on 132 SMs)."""
-    return max(1024, min(2048, (1 << 26) // _score_ld(T)))
-
-
-def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
-                 chunk: Optional[int] = None, progress=None) -> torch.Tensor:
-    """[B, S, min(topk, T)] int32 selected row ids (-1 padded), never holding more than one chunk's scores."""
-    B, S, HI, DI, T = check_indexer_shapes(idx_q, idx_w, idx_k, topk, ratio, allow_fp32=interpreting())
-    k_eff = min(topk, T)
-    out = torch.empty(B, S, k_eff, dtype=torch.int32, device=idx_q.device)
-    if k_eff == 0:
-        return out
-    chunk = max(1, min(chunk or default_chunk(T), S))
-    buf = chunk_buffers(chunk, T, topk, idx_q.device)
-    for b in range(B):
-        for s0 in range(0, S, chunk):
-            n = min(chunk, S - s0)
-            score_chunk(idx_q[b, s0:s0 + n], idx_w[b, s0:s0 + n], idx_k[b], s0, ratio, buf["scores"])
-            select_chunk(buf["scores"], s0, n, ratio, k_eff, topk, out[b, s0:s0 + n], cand=buf["cand"])
-            if progress is not None:
-                progress(n)
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# IR without a GPU
-@functools.lru_cache(maxsize=None)  # compiled once per process and argument set
-def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
-               window: int = 0, arch: int = 90) -> dict:
-    """Compile one indexer kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}."""
-    from ._compile import compile_for_target
-    from .compressor import _kernels_interpreted, compile_ir_elsewhere
-
-    if _kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
-        return compile_ir_elsewhere("kernels_triton.indexer", dict(kernel=kernel, heads=heads, dim=dim, ratio=ratio,
-                                                                   topk=topk, window=window, arch=arch))
-
-    if kernel == "score":
-        BQ = score_block_queries(heads)
-        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "out_ptr": "*fp32",
-               "s_first": "i32", "n_q": "i32", "T": "i32",
-               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32",
-               "RATIO": "constexpr", "HI": "constexpr", "DI": "constexpr", "BQ": "constexpr", "BT": "constexpr",
-               "IEEE": "constexpr"}
-        const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": BQ, "BT": SCORE_TILE_KEYS, "IEEE": False}
-        fn, opts = _score_kernel, {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}
-        div = ["q_ptr", "w_ptr", "k_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
-    elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32", "n_q": "i32",
-               "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
-               "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr"}
-        const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": _window_pow2(window)}
-        fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
-        div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
-    else:
-        raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, select")
-    return compile_for_target(fn, sig, const, div, arch=arch, **opts)

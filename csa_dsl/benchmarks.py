@@ -1,9 +1,14 @@
-"""Benchmarks (not tests): indexer, attention, compressor and the composed forward.
+"""Benchmarks (not tests): the indexer, the attention and the composed forward, as `csa-dsl bench` runs them.
 
 Every record has at least: bench, preset, batch, seq_len, device, median_ms,
 peak_gib (above the inputs, and above the output for the composed forward),
 tflops (useful work only), commit, versions, path, status ('ok' | 'oom' |
-'error: ...' | 'skipped: ...').
+'refused: ...' | 'error: ...').
+
+The peer the indexer is compared with is StreamIndex, a chunked Triton indexer (per query
+chunk and key chunk: an fp32 score tile, the causal mask applied afterwards, torch.topk per
+tile and a merge); its published H200 figures are below, and docs/performance.md says how
+it was run beside csa-dsl on the same inputs.
 """
 from __future__ import annotations
 
@@ -16,13 +21,24 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import triton
+import triton.testing
 
-import csa_dsl
-from csa_dsl.spec import Pipeline
+from kernels_tilelang.sparse_mla import kernel as sparse_mla
+from kernels_triton.indexer.cost import default_chunk, score_flop, visible_pairs
+from pipeline import interpreter
+from pipeline.composer import compose_indexer
+from pipeline.inputs import random_inputs
+from pipeline.lang import defaults
+from pipeline.lang.errors import PlanError
+from pipeline.lang.schedule import Schedule
+from pipeline.lang.spec import Pipeline
+from pipeline.planner import output_bytes
 
-from .planner import visible_pairs
+from .compile import compile as compile_pipeline
+from .compile import indexer_topk
 
-# StreamIndex's published indexer times on one H200, v4-flash, B = 1 (anchors.md)
+# StreamIndex's published indexer times on one H200, v4-flash, B = 1
 STREAMINDEX_H200_MS = {32768: 30.8, 65536: 122.2, 131072: 484.7, 262144: 1935.3, 524288: 7730.1, 1048576: 30899.6}
 STREAMINDEX_H100_MS = {32768: 31.7, 65536: 126.1, 131072: 502.7, 262144: 2006.8}
 STREAMINDEX_H200_COMPOSED = {"seq_len": 262144, "median_ms": 1968.8, "peak_gib": 18.56}
@@ -48,11 +64,7 @@ def commit() -> str:
 
 def versions() -> Dict[str, str]:
     v = {"python": platform.python_version(), "torch": torch.__version__}
-    try:
-        import triton
-        v["triton"] = triton.__version__
-    except ImportError:
-        pass
+    v["triton"] = triton.__version__
     try:
         import tilelang
         v["tilelang"] = tilelang.__version__
@@ -76,7 +88,7 @@ def base_record(bench: str, spec: Pipeline, batch: int, seq_len: int, path: str)
 
 # ---------------------------------------------------------------------------------------
 # timing and memory
-def time_ms(fn: Callable[[], object], long_ms: float = 400.0, reps: int = 3) -> float:
+def time_ms(fn: Callable[[], object], long_ms: float = defaults.LONG_CALL_MS, reps: int = defaults.REPS) -> float:
     """Median milliseconds: triton.testing.do_bench for short functions; for long ones
     (over `long_ms`) one warm-up and `reps` event-timed runs (do_bench's 5 estimate runs
     alone would take minutes at S = 1M)."""
@@ -89,7 +101,6 @@ def time_ms(fn: Callable[[], object], long_ms: float = 400.0, reps: int = 3) -> 
         e1.synchronize()
         first = e0.elapsed_time(e1)
         if first < long_ms:
-            import triton.testing
             return float(triton.testing.do_bench(fn, warmup=max(25, 2 * first), rep=max(100, 10 * first),
                                                  return_mode="median"))
         ts = []
@@ -135,15 +146,15 @@ def _free_cuda():
 # ---------------------------------------------------------------------------------------
 # work counts
 def indexer_flops(spec: Pipeline, batch: int, seq_len: int) -> float:
-    return 2.0 * spec.indexer.heads * spec.indexer.dim * visible_pairs(seq_len, spec.ratio) * batch
+    return score_flop(spec.indexer.heads, spec.indexer.dim, visible_pairs(seq_len, spec.ratio)) * batch
 
 
 # ---------------------------------------------------------------------------------------
 # indexer
 def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("triton", "materialize"),
-                  progress: bool = True, check: bool = False) -> List[dict]:
-    from kernels_triton import indexer as tri
-    from . import materialize
+                  progress: bool = True) -> List[dict]:
+    """csa_dsl.indexer_topk on random bf16 operands; 'materialize' is the same program with one chunk of
+    all S queries on the PyTorch stages (the [B, S, HI, T] einsum of the public reference code)."""
     recs = []
     ix = spec.indexer
     bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}") if progress else None
@@ -155,13 +166,14 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
             try:
                 _free_cuda()
                 g = torch.Generator(device="cuda").manual_seed(S)
+                rec["seed"] = S
                 q = torch.randn(batch, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
                 w = torch.randn(batch, S, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5
                 k = torch.randn(batch, T, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
                 if path == "triton":
-                    fn = lambda: tri.indexer_topk(q, w, k, ix.topk, spec.ratio)
+                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio)
                 else:
-                    fn = lambda: materialize.indexer_topk_materialized(q, w, k, ix.topk, spec.ratio)
+                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S)
                 rec["peak_gib"] = peak_above(fn)
                 rec["median_ms"] = time_ms(fn)
                 rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
@@ -182,31 +194,19 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
 
 
 def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
-    """Where the indexer time goes: score kernel alone vs selection alone, summed over chunks."""
-    from kernels_triton import indexer as tri
+    """Where the indexer time goes: its program run with a sync after every call, per op."""
     ix = spec.indexer
     B, S = q.shape[:2]
     T = k.shape[1]
-    k_eff = min(ix.topk, T)
-    chunk = tri.default_chunk(T)
-    buf = tri.chunk_buffers(chunk, T, ix.topk, q.device)
-    out = torch.empty(S, k_eff, dtype=torch.int32, device=q.device)
-
-    def scores_only():
-        for s0 in range(0, S, chunk):
-            n = min(chunk, S - s0)
-            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"])
-
-    def both():
-        for s0 in range(0, S, chunk):
-            n = min(chunk, S - s0)
-            tri.score_chunk(q[0, s0:s0 + n], w[0, s0:s0 + n], k[0], s0, spec.ratio, buf["scores"])
-            tri.select_chunk(buf["scores"], s0, n, spec.ratio, k_eff, ix.topk, out[s0:s0 + n], cand=buf["cand"])
-
-    t_score = time_ms(scores_only)
-    t_both = time_ms(both)
-    return {"score_ms": t_score, "select_ms": t_both - t_score,
-            "score_tflops": indexer_flops(spec, 1, S) / (t_score * 1e-3) / 1e12}
+    chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
+    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, B, S, chunk, "cuda")
+    inputs = {"idx_q": q, "idx_w": w, "idx_k": k}
+    interpreter.execute(prog, inputs, q.device)                 # warm-up
+    prof: Dict[str, float] = {}
+    interpreter.execute(prog, inputs, q.device, profile=prof)
+    t_score = prof.get("indexer.score", 0.0)
+    return {"score_ms": t_score, "select_ms": prof.get("indexer.select", 0.0), "chunk": chunk,
+            "score_tflops": indexer_flops(spec, B, S) / max(t_score * 1e-3, 1e-12) / 1e12}
 
 
 # ---------------------------------------------------------------------------------------
@@ -235,7 +235,6 @@ def attention_inputs(spec: Pipeline, n_queries: int, kv_rows: int, seed: int = 0
 
 def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] = None, variant: str = "ws",
                     progress: bool = True) -> List[dict]:
-    from kernels_tilelang import sparse_mla
     a = spec.attention
     recs = []
     bar = _bar(len(seqs), f"attention {spec.name}") if progress else None
@@ -275,7 +274,6 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
 # composed forward
 def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("composed",),
                    budget: Optional[int] = None, progress: bool = True, profile: bool = True) -> List[dict]:
-    from .planner import PlanError, output_bytes
     recs = []
     bar = _bar(len(seqs) * len(paths), f"composed {spec.name}") if progress else None
     for S in seqs:
@@ -284,21 +282,25 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
             rec = base_record("composed", spec, batch, S, path)
             try:
                 _free_cuda()
-                fwd = csa_dsl.compile(spec, device="cuda",
-                                      schedule=csa_dsl.Schedule(path=path, memory_budget=budget))
-                if path == "composed":
-                    prog = fwd.plan(S, batch)
-                    rec["query_chunk"] = prog.chunk
-                    rec["planned_workspace_gib"] = prog.workspace_bytes / 2**30
+                fwd = compile_pipeline(spec, device="cuda", schedule=Schedule(path=path, memory_budget=budget))
+                prog = fwd.plan(S, batch)
+                rec["query_chunk"] = prog.chunk
+                rec["planned_peak_gib"] = prog.peak_bytes / 2**30
                 if inputs is None:
-                    inputs = csa_dsl.random_inputs(spec, batch, S, "cuda", seed=S)
+                    inputs = random_inputs(spec, batch, S, "cuda", seed=S)
+                    rec["seed"] = S
                 out_b = output_bytes(spec, batch, S)
-                fn = lambda: fwd(**inputs)
+                result = {}
+
+                def fn():   # one output alive at a time
+                    result.pop("out", None)
+                    result["out"] = fwd.execute(prog, **inputs)
                 rec["peak_gib"] = peak_above(fn, extra_baseline=out_b)
                 rec["median_ms"] = time_ms(fn)
+                result.clear()
                 if path == "composed" and profile:
-                    fwd(**inputs, profile=True)
-                    rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_runtime.times.items()}
+                    fwd.execute(prog, profile=True, **inputs)
+                    rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
                 if spec.name == "v4-flash" and S == STREAMINDEX_H200_COMPOSED["seq_len"]:
                     rec["streamindex_h200"] = STREAMINDEX_H200_COMPOSED
             except PlanError as e:
@@ -314,6 +316,25 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
     if bar:
         bar.close()
     return recs
+
+
+def cp_records(spec: Pipeline, seq_len: int, nproc: int, batch: int, per_rank: List[dict]) -> List[dict]:
+    """One record of a context-parallel run (the slowest rank's time), the per-rank figures inside."""
+    rec = base_record("composed", spec, batch, seq_len, "composed-cp")
+    rec.update(nproc=nproc, median_ms=max(r["median_ms"] for r in per_rank), per_rank=per_rank,
+               comm_ms=max(r["comm_ms"] for r in per_rank), comm_bytes=sum(r["comm_bytes"] for r in per_rank),
+               peak_gib=max((r["peak_gib"] or 0) for r in per_rank) if per_rank[0]["peak_gib"] is not None else None,
+               device=per_rank[0]["device"])
+    return [rec]
+
+
+def rank_table(per_rank: List[dict]) -> str:
+    rows = [f"{'rank':>4} {'tokens':>9} {'ms':>10} {'comm ms':>9} {'comm MiB':>9} {'peak GiB':>9}  blocks"]
+    for r in per_rank:
+        pk = f"{r['peak_gib']:.3f}" if r["peak_gib"] is not None else "-"
+        rows.append(f"{r['rank']:>4} {r['tokens']:>9,} {r['median_ms']:>10.2f} {r['comm_ms']:>9.2f} "
+                    f"{r['comm_bytes'] / 2**20:>9.2f} {pk:>9}  {r['blocks']}")
+    return "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------------------

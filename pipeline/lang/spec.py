@@ -6,7 +6,7 @@ reaches a kernel. Specs print readably (`str(spec)`) and round-trip through
 `to_dict()` / `from_dict()` and `to_json()` / `from_json()`.
 
 How the pipeline is executed (chunk sizes, memory budget, which path) lives in
-`csa_dsl.schedule.Schedule`, a separate object (algorithm apart from schedule).
+`pipeline.lang.schedule.Schedule`, a separate object (algorithm apart from schedule).
 """
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-
-class SpecError(ValueError):
-    """A pipeline spec (or a call against it) is inconsistent; the message says how to fix it."""
+from .errors import SpecError
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -1,32 +1,30 @@
-"""In-place RoPE (inverse by default) of the last rope.dim channels of bf16 rows, on Triton.
+"""In-place RoPE (inverse by default) of the last rot.dim channels of bf16 rows, on Triton.
 
-Exactly `pipeline.reference.rope_rows_bf16(x, rope, positions, inverse, heads=True)`:
+Exactly `naive.rope_rows_bf16(x, rot, positions, inverse, heads=True)`:
 x [N, H, Dv] bf16 (a chunk of attention outputs: query n at positions[n], all heads
-share it), interleaved pairs (x[2k], x[2k+1]) of the last rope.dim channels rotated in
-fp32 by the fp32 cos/sin table rows of csa_dsl.rope.cos_sin (sin negated for the
+share it), interleaved pairs (x[2k], x[2k+1]) of the last rot.dim channels rotated in
+fp32 by the fp32 cos/sin table rows of tables.cos_sin (sin negated for the
 inverse), rounded to bf16 (nearest even) in place. Other channels are not touched:
-the kernel moves 2 x N*H*rope.dim*2 bytes.
+the kernel moves 2 x N*H*rot.dim*2 bytes.
 
 Grid: one program per BLOCK (query, head) rows, flattened row r = n*H + h; each program
-loads a [BLOCK, rope.dim/2, 2] tile (the row's rope.dim channels are contiguous), splits
+loads a [BLOCK, rot.dim/2, 2] tile (the row's rot.dim channels are contiguous), splits
 it into the pair halves, rotates, joins and stores. No FMA contraction
 (enable_fp_fusion=False) so a*cos - b*sin rounds like the reference's separate ops.
 """
 from __future__ import annotations
 
-import functools
 from typing import Union
 
 import torch
 import triton
 import triton.language as tl
 
-from csa_dsl.rope import cos_sin
-from csa_dsl.spec import RoPE
+from .._bits import round_bf16
+from .._env import kernels_interpreted, next_pow2
+from .tables import Rotary, cos_sin, rope_tables
 
-from .compressor import _kernels_interpreted, _next_pow2, _round_bf16, compile_ir_elsewhere, rope_tables
-
-ROPE_BLOCK_ELEMS = 4096   # elements (rows x rope.dim) per program
+ROPE_BLOCK_ELEMS = 4096   # elements (rows x rot.dim) per program
 ROPE_WARPS = 4
 
 
@@ -54,20 +52,20 @@ def _rope_kernel(x_ptr, cos_ptr, sin_ptr, n_pos, tab0, stride_n, stride_h, col0,
     s = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
     if INVERSE:
         s = -s
-    ra = _round_bf16(a * c - b * s)
-    rb = _round_bf16(a * s + b * c)
+    ra = round_bf16(a * c - b * s)
+    rb = round_bf16(a * s + b * c)
     y = tl.reshape(tl.join(ra, rb), (BLOCK, 2 * HALFP))
     tl.store(x_ptr + base[:, None] + c2[None, :], y.to(tl.bfloat16), mask=mask)
 
 
 def _block_rows(rope_dim: int) -> int:
-    return max(1, min(256, ROPE_BLOCK_ELEMS // _next_pow2(rope_dim)))
+    return max(1, min(256, ROPE_BLOCK_ELEMS // next_pow2(rope_dim)))
 
 
-def check_rope_inputs(x, rope, positions) -> torch.Tensor:
+def check_rope_inputs(x, rot, positions) -> torch.Tensor:
     """Validate before any launch; return the positions: an int pos0, or the int tensor [N]."""
-    if not isinstance(rope, RoPE):
-        raise TypeError(f"rope must be a csa_dsl.spec.RoPE, got {type(rope).__name__}")
+    if not isinstance(rot, Rotary):
+        raise TypeError(f"rot must be a kernels_triton.rope.Rotary, got {type(rot).__name__}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
@@ -75,16 +73,16 @@ def check_rope_inputs(x, rope, positions) -> torch.Tensor:
     if x.dtype != torch.bfloat16:
         raise TypeError(f"x must be bfloat16, got {x.dtype}; the in-place RoPE rewrites bf16 rows")
     N, Dv = x.shape[-3], x.shape[-1]
-    if rope.dim > Dv:
-        raise ValueError(f"rope.dim = {rope.dim} > the row's channels Dv = {Dv}; RoPE acts on the last rope.dim "
-                         f"channels, so use rope.dim <= {Dv}")
+    if rot.dim > Dv:
+        raise ValueError(f"rot.dim = {rot.dim} > the row's channels Dv = {Dv}; RoPE acts on the last rot.dim "
+                         f"channels, so use rot.dim <= {Dv}")
     if x.stride(-1) != 1:
         raise ValueError(f"x's channel axis must be contiguous (stride 1), got strides {tuple(x.stride())}; "
                          f"call .contiguous() (the RoPE is in place, so pass the tensor you keep)")
     dev = x.device
-    if dev.type != "cuda" and not _kernels_interpreted(_rope_kernel):
+    if dev.type != "cuda" and not kernels_interpreted(_rope_kernel):
         raise ValueError(f"the Triton RoPE needs CUDA tensors (got {dev}); on a CPU use "
-                         f"pipeline.reference.rope_rows_bf16, or set TRITON_INTERPRET=1 for tests")
+                         f"kernels_triton.rope.naive.rope_rows_bf16, or set TRITON_INTERPRET=1 for tests")
     if isinstance(positions, bool) or not isinstance(positions, (int, torch.Tensor)):
         raise TypeError(f"positions must be an int (first position: pos0 + arange(N)) or an int tensor [N], "
                         f"got {type(positions).__name__}")
@@ -102,60 +100,31 @@ def check_rope_inputs(x, rope, positions) -> torch.Tensor:
     return positions
 
 
-def apply_rope_(x: torch.Tensor, rope: RoPE, positions: Union[torch.Tensor, int], inverse: bool = True) -> torch.Tensor:
-    """Rotate x[..., -rope.dim:] in place (inverse by default) at `positions`; returns x.
+def apply_rope_(x: torch.Tensor, rot: Rotary, positions: Union[torch.Tensor, int], inverse: bool = True) -> torch.Tensor:
+    """Rotate x[..., -rot.dim:] in place (inverse by default) at `positions`; returns x.
 
     x: [N, H, Dv] or [B, N, H, Dv] bf16 with a contiguous channel axis (row/head strides free);
     positions: int tensor [N] (shared by every batch element and head) or an int pos0 for
     positions pos0 + arange(N).
     """
-    pos = check_rope_inputs(x, rope, positions)
+    pos = check_rope_inputs(x, rot, positions)
     if x.numel() == 0:
         return x
     if isinstance(pos, int):
         # positions pos0 + arange(N): one cached table from position 0, grown by powers of two,
         # so the chunks of a composed forward share it instead of rebuilding tables per chunk
-        end = _next_pow2(max(pos + x.shape[-3], 1024))
-        cos, sin = rope_tables(rope, 0, end, 1, x.device)
+        end = next_pow2(max(pos + x.shape[-3], 1024))
+        cos, sin = rope_tables(rot, 0, end, 1, x.device)
         tab0 = pos
     else:
-        cos, sin = (t.contiguous() for t in cos_sin(rope, pos))
+        cos, sin = (t.contiguous() for t in cos_sin(rot, pos))
         tab0 = 0
     views = [x] if x.dim() == 3 else list(x.unbind(0))
     for v in views:
         N, H, Dv = v.shape
-        BLOCK = _block_rows(rope.dim)
+        BLOCK = _block_rows(rot.dim)
         grid = (triton.cdiv(N * H, BLOCK),)
-        _rope_kernel[grid](v, cos, sin, N, tab0, v.stride(0), v.stride(1), Dv - rope.dim,
-                           H=H, HALF=rope.dim // 2, HALFP=_next_pow2(rope.dim // 2), BLOCK=BLOCK,
+        _rope_kernel[grid](v, cos, sin, N, tab0, v.stride(0), v.stride(1), Dv - rot.dim,
+                           H=H, HALF=rot.dim // 2, HALFP=next_pow2(rot.dim // 2), BLOCK=BLOCK,
                            INVERSE=bool(inverse), num_warps=ROPE_WARPS, enable_fp_fusion=False)
     return x
-
-
-def rope_bytes(N: int, H: int, rope_dim: int) -> int:
-    return 2 * N * H * rope_dim * 2
-
-
-@functools.lru_cache(maxsize=None)  # compiled once per process and argument set
-def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: bool = True, arch: int = 90) -> dict:
-    """Compile the RoPE kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}.
-
-    heads and v_dim are runtime arguments of the kernel (accepted for a uniform call; the
-    IR does not depend on them beyond the 16-divisibility hints of the strides).
-    """
-    if rope_dim > v_dim:
-        raise ValueError(f"rope_dim = {rope_dim} > v_dim = {v_dim}")
-    if _kernels_interpreted(_rope_kernel):
-        return compile_ir_elsewhere("kernels_triton.rope", dict(heads=heads, v_dim=v_dim, rope_dim=rope_dim,
-                                                                inverse=inverse, arch=arch))
-    from ._compile import compile_for_target
-
-    const = {"H": heads, "HALF": rope_dim // 2, "HALFP": _next_pow2(rope_dim // 2), "BLOCK": _block_rows(rope_dim),
-             "INVERSE": bool(inverse)}
-    sig = {"x_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "n_pos": "i32", "tab0": "i32",
-           "stride_n": "i32", "stride_h": "i32", "col0": "i32"}
-    sig.update({k: "constexpr" for k in const})
-    div16 = [n for n, v in (("x_ptr", 16), ("cos_ptr", 16), ("sin_ptr", 16), ("stride_n", heads * v_dim),
-                            ("stride_h", v_dim), ("col0", v_dim - rope_dim)) if v % 16 == 0]
-    return compile_for_target(_rope_kernel, sig, const, div16, arch=arch, num_warps=ROPE_WARPS,
-                              enable_fp_fusion=False)

@@ -1,9 +1,10 @@
-"""Presets: the dimensions of the published DeepSeek configs (see docs/semantics.md)."""
+"""Presets: the dimensions of the published DeepSeek configs (docs/semantics.md, "Presets")."""
 from __future__ import annotations
 
 import math
 
-from .spec import Compressor, Indexer, Pipeline, RoPE, SparseAttention, SpecError, YaRN
+from .errors import SpecError
+from .spec import Compressor, Indexer, Pipeline, RoPE, SparseAttention, YaRN
 
 # V3.2 (DSA) softmax scale: qk_head_dim 192 (128 nope + 64 rope) ** -0.5 times mscale^2,
 # mscale = 0.1 * ln(rope_factor 40) + 1 (YaRN long-context attention scaling).

@@ -1,12 +1,12 @@
 """Compressor on Triton: gated pooling + RMSNorm + RoPE (+ Hadamard) in one streaming pass.
 
 Computes compressed rows [row_start, row_end) of one pipeline compressor exactly as
-`pipeline.reference.compress` does (docs/csa-semantics.md section 1):
+`naive.compress` does (docs/semantics.md section 1):
 
     pooled  = sum_slots softmax_slots(gate + ape) * values     fp32, per channel
     y       = bf16(pooled)
     y       = bf16(norm * (y * rsqrt(mean(y^2) + eps)))         fp32 math on the bf16 row
-    y[-rd:] = bf16(rope(y[-rd:], position i*m))                 fp32 cos/sin tables (csa_dsl.rope.cos_sin)
+    y[-rd:] = bf16(rope(y[-rd:], position i*m))                 fp32 cos/sin tables (rope.tables.cos_sin)
     y       = bf16(y @ Hadamard / sqrt(D))                      indexer compressor only
 
 Design
@@ -44,78 +44,31 @@ The Hadamard is done in registers without a matrix input: H_D = H_A (x) H_B (Syl
 D = A*B), the row is viewed as [A, B] and multiplied by the +-1 sign matrices of both
 factors (generated in-kernel from parity(i & j)), then scaled by D^-0.5.
 
-bf16 rounding is done with integer bit ops (`_round_bf16`), not `.to(tl.bfloat16)`:
+bf16 rounding is done with integer bit ops (`_bits.round_bf16`), not `.to(tl.bfloat16)`:
 the Triton interpreter's fp32 -> bf16 cast truncates instead of rounding to nearest even,
 and the bit-op version is exactly RTNE on both the interpreter and the GPU.
 """
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
-from csa_dsl.rope import cos_sin
-from csa_dsl.spec import Compressor
+from .._bits import round_bf16
+from .._env import kernels_interpreted, next_pow2
+from ..rope.tables import Rotary, rope_tables
 
 NEG_INF = tl.constexpr(float("-inf"))
 MAX_DIM = 1024          # largest row dim the one-row-per-program kernel supports
 TILE_ELEMS = 4096       # target elements of one [BR, SLOTS, DP] input tile (16 KiB fp32)
 HAD_ELEMS = 8192        # cap of the Hadamard stage's broadcast product [BR, A, B, B]
-
-
-def interpreting() -> bool:
-    """TRITON_INTERPRET is set now (kernels defined from now on are interpreted)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def compile_ir_elsewhere(module: str, kwargs: dict) -> dict:
-    """Run `module`.compile_ir(**kwargs) in a fresh Python process with the interpreter off.
-
-    Under TRITON_INTERPRET=1 (set before import) every @triton.jit function, including
-    triton.language's own tl.sum / tl.max / tl.zeros, is an InterpretedFunction that
-    triton.compile cannot take; a child process without the variable compiles normally.
-    """
-    import json
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    code = (f"import json, sys; from {module} import compile_ir; "
-            f"json.dump(compile_ir(**json.loads(sys.argv[1])), sys.stdout)")
-    r = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,
-                       env=env, cwd=root)
-    if r.returncode != 0:
-        raise RuntimeError(f"compiling {module} in a child process failed:\n{r.stderr[-4000:]}")
-    return json.loads(r.stdout)
-
-
-def _kernels_interpreted(kernel) -> bool:
-    """Was `kernel` defined under TRITON_INTERPRET=1 (Triton decides when the @jit decorator runs)?"""
-    return not isinstance(kernel, JITFunction)
+MAX_BATCH = 65535       # the grid's batch axis
 
 
 # ---------------------------------------------------------------------------------------
 # kernel
-@triton.jit
-def _round_bf16(x):
-    """fp32 -> the nearest bf16 value (ties to even), kept as fp32 (exactly representable)."""
-    b = x.to(tl.int32, bitcast=True)
-    b = (b + 0x7FFF + ((b >> 16) & 1)) & -65536
-    return tl.where(x != x, x, b.to(tl.float32, bitcast=True))    # NaN stays NaN
-
-
 @triton.jit
 def _sign_matrix(N: tl.constexpr, LOGN: tl.constexpr):
     """Sylvester Hadamard signs [N, N] fp32: (-1)^popcount(i & j)."""
@@ -197,14 +150,14 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
                                             D, DP, M, MC, OVERLAP, BR)
     d = tl.arange(0, DP)
     d_ok = d < D
-    y = _round_bf16(tl.div_rn(acc, l_run))              # cast to the activation dtype
+    y = round_bf16(tl.div_rn(acc, l_run))              # cast to the activation dtype
     y = tl.where(d_ok[None, :], y, 0.0)
 
     # 2. RMSNorm in fp32 on the bf16 row: weight * (x * rsqrt(mean(x^2) + eps))
     ms = tl.div_rn(tl.sum(y * y, axis=1), tl.full([BR], D, tl.float32))
     rstd = tl.div_rn(tl.full([BR], 1.0, tl.float32), tl.sqrt_rn(ms + eps))
     w = tl.load(norm_ptr + d, mask=d_ok, other=0.0)
-    y = _round_bf16(w[None, :] * (y * rstd[:, None]))
+    y = round_bf16(w[None, :] * (y * rstd[:, None]))
 
     # 3. RoPE on the last ROPE_DIM channels (interleaved pairs) at position i*m
     if ROPE_DIM > 0:
@@ -218,8 +171,8 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
         toff = r_loc[:, None] * HALF + col[None, :]
         c = tl.load(cos_ptr + toff, mask=tmask, other=1.0)
         sn = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
-        ra = _round_bf16(ya * c - yb * sn)
-        rb = _round_bf16(ya * sn + yb * c)
+        ra = round_bf16(ya * c - yb * sn)
+        rb = round_bf16(ya * sn + yb * c)
         ya = tl.where(in_rope[None, :], ra, ya)
         yb = tl.where(in_rope[None, :], rb, yb)
         y = tl.reshape(tl.join(ya, yb), (BR, DP))
@@ -231,7 +184,7 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
         z = tl.sum(x3[:, :, :, None] * hb[None, None, :, :], axis=2)        # [BR, A, B]
         ha = _sign_matrix(HA, LOG_HA)
         y = tl.sum(z[:, :, None, :] * ha[None, :, :, None], axis=1)         # [BR, A, B]
-        y = _round_bf16(tl.reshape(y, (BR, DP)) * HAD_SCALE)
+        y = round_bf16(tl.reshape(y, (BR, DP)) * HAD_SCALE)
 
     o_ptrs = out_ptr + b.to(tl.int64) * stride_ob + r_loc.to(tl.int64)[:, None] * stride_or + d[None, :]
     tl.store(o_ptrs, y.to(tl.bfloat16), mask=r_ok[:, None] & d_ok[None, :])
@@ -245,7 +198,7 @@ def launch_config(dim: int, ratio: int, overlap: bool, hadamard: bool) -> dict:
     slot_chunk (MC): slots of one block per tile (== ratio unless 2*ratio*DP is too big:
     then the online softmax loops over ratio // MC chunks).
     """
-    dp = _next_pow2(dim)
+    dp = next_pow2(dim)
     c = 2 if overlap else 1
     mc = min(ratio, max(1, TILE_ELEMS // (c * dp)))
     br = max(1, TILE_ELEMS // (c * mc * dp))
@@ -264,20 +217,19 @@ def _hadamard_factors(dim: int):
     return 1 << la, 1 << lb, la, lb
 
 
-def _constexprs(c: Compressor, cfg: dict) -> dict:
-    dp = _next_pow2(c.dim)
-    if c.hadamard:
-        ha, hb, la, lb = _hadamard_factors(c.dim)
+def _constexprs(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, cfg: dict) -> dict:
+    dp = next_pow2(dim)
+    if hadamard:
+        ha, hb, la, lb = _hadamard_factors(dim)
     else:
         ha, hb, la, lb = 1, 1, 0, 0
-    return dict(D=c.dim, DP=dp, M=c.ratio, MC=cfg["slot_chunk"], OVERLAP=bool(c.overlap),
-                ROPE_DIM=(c.rope.dim if c.rope is not None else 0), HAD=bool(c.hadamard),
-                HA=ha, HB=hb, LOG_HA=la, LOG_HB=lb, HAD_SCALE=float(c.dim) ** -0.5 if c.hadamard else 1.0,
-                BR=cfg["block_rows"])
+    return dict(D=dim, DP=dp, M=ratio, MC=cfg["slot_chunk"], OVERLAP=bool(overlap), ROPE_DIM=rope_dim,
+                HAD=bool(hadamard), HA=ha, HB=hb, LOG_HA=la, LOG_HB=lb,
+                HAD_SCALE=float(dim) ** -0.5 if hadamard else 1.0, BR=cfg["block_rows"])
 
 
-def _check_config(cfg: dict, c: Compressor) -> dict:
-    full = launch_config(c.dim, c.ratio, c.overlap, c.hadamard)
+def check_config(cfg: Optional[dict], dim: int, ratio: int, overlap: bool, hadamard: bool) -> dict:
+    full = launch_config(dim, ratio, overlap, hadamard)
     if cfg is None:
         return full
     unknown = set(cfg) - set(full)
@@ -288,58 +240,45 @@ def _check_config(cfg: dict, c: Compressor) -> dict:
     for name, v in (("block_rows", br), ("slot_chunk", mc), ("num_warps", nw)):
         if not isinstance(v, int) or v < 1 or v & (v - 1):
             raise ValueError(f"compressor config {name} = {v!r} must be a power of two >= 1")
-    if mc > c.ratio:
-        raise ValueError(f"compressor config slot_chunk = {mc} > ratio = {c.ratio}; use a power of two <= {c.ratio}")
+    if mc > ratio:
+        raise ValueError(f"compressor config slot_chunk = {mc} > ratio = {ratio}; use a power of two <= {ratio}")
     return full
 
 
-# ---------------------------------------------------------------------------------------
-# wrapper
-_TABLES: "OrderedDict[tuple, tuple]" = OrderedDict()
-_TABLES_MAX = 8
+def kernel_limits(dim: int, ratio: int, hadamard: bool) -> Optional[str]:
+    """Why the Triton compressor cannot run these sizes (None when it can); checked before any launch."""
+    if dim > MAX_DIM:
+        return (f"compressor dim = {dim} > {MAX_DIM}: the Triton compressor keeps a whole row in one program; "
+                f"use dim <= {MAX_DIM}")
+    if hadamard and dim & (dim - 1):
+        return f"compressor dim = {dim}: the in-register Hadamard needs a power-of-two dim"
+    return None
 
 
-def rope_tables(rope, first: int, end: int, step: int, device) -> tuple:
-    """fp32 cos/sin [end - first, rope.dim // 2] at positions arange(first, end) * step, built
-    with csa_dsl.rope.cos_sin on `device` (bitwise the reference's tables); the last few are
-    cached so repeated launches do not rebuild them."""
-    key = (rope, int(first), int(end), int(step), str(torch.device(device)))
-    hit = _TABLES.get(key)
-    if hit is not None:
-        _TABLES.move_to_end(key)
-        return hit
-    pos = torch.arange(first, end, device=device) * step
-    tabs = tuple(t.contiguous() for t in cos_sin(rope, pos))
-    _TABLES[key] = tabs
-    while len(_TABLES) > _TABLES_MAX:
-        _TABLES.popitem(last=False)
-    return tabs
-
-
-def check_compress_inputs(values, gate, ape, norm, spec, row_start=0, row_end=None, out=None):
+def check_compress_inputs(values, gate, ape, norm, ratio, overlap, hadamard, row_start=0, row_end=None, out=None):
     """Validate before any launch; raise with a message that says how to fix the call. -> (B, S, T, r0, r1)."""
-    if not isinstance(spec, Compressor):
-        raise TypeError(f"spec must be a csa_dsl.spec.Compressor, got {type(spec).__name__}")
     for name, t in (("values", values), ("gate", gate), ("ape", ape), ("norm", norm)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    D, m, cd = spec.dim, spec.ratio, spec.coff * spec.dim
-    if D > MAX_DIM:
-        raise ValueError(f"Compressor.dim = {D} > {MAX_DIM}: the Triton compressor keeps a whole row in one "
-                         f"program; use dim <= {MAX_DIM} or the reference (pipeline.reference.compress)")
+    if norm.dim() != 1:
+        raise ValueError(f"norm must be [D], got shape {tuple(norm.shape)}")
+    D, m = int(norm.shape[0]), ratio
+    coff = 2 if overlap else 1
+    cd = coff * D
+    why = kernel_limits(D, m, hadamard)
+    if why is not None:
+        raise ValueError(why + " or the reference (kernels_triton.compressor.naive.compress)")
     if values.dim() != 3:
-        raise ValueError(f"values must be [B, S, c*D] = [B, S, {cd}] (c = {spec.coff} with overlap={spec.overlap}, "
+        raise ValueError(f"values must be [B, S, c*D] = [B, S, {cd}] (c = {coff} with overlap={overlap}, "
                          f"D = {D}), got shape {tuple(values.shape)}")
     B, S, width = values.shape
     if width != cd:
-        raise ValueError(f"values has {width} channels per token but the compressor needs c*D = {spec.coff}*{D} = "
-                         f"{cd} (overlap={spec.overlap}); pass the compressor's own projections")
+        raise ValueError(f"values has {width} channels per token but the compressor needs c*D = {coff}*{D} = "
+                         f"{cd} (overlap={overlap}); pass the compressor's own projections")
     if tuple(gate.shape) != tuple(values.shape):
         raise ValueError(f"gate must have the shape of values {tuple(values.shape)}, got {tuple(gate.shape)}")
     if tuple(ape.shape) != (m, cd):
         raise ValueError(f"ape must be [ratio, c*D] = [{m}, {cd}], got {tuple(ape.shape)}")
-    if tuple(norm.shape) != (D,):
-        raise ValueError(f"norm must be [D] = [{D}], got {tuple(norm.shape)}")
     for name, t in (("values", values), ("gate", gate), ("ape", ape), ("norm", norm)):
         if t.dtype != torch.float32:
             raise TypeError(f"{name} must be float32, got {t.dtype}; convert with .float()")
@@ -349,12 +288,12 @@ def check_compress_inputs(values, gate, ape, norm, spec, row_start=0, row_end=No
     for name, t in (("gate", gate), ("ape", ape), ("norm", norm)):
         if t.device != dev:
             raise ValueError(f"{name} is on {t.device} but values is on {dev}; move all inputs to one device")
-    if dev.type != "cuda" and not _kernels_interpreted(_compress_kernel):
+    if dev.type != "cuda" and not kernels_interpreted(_compress_kernel):
         raise ValueError(f"the Triton compressor needs CUDA tensors (got {dev}); on a CPU use "
-                         f"pipeline.reference.compress, or set TRITON_INTERPRET=1 before importing "
+                         f"kernels_triton.compressor.naive.compress, or set TRITON_INTERPRET=1 before importing "
                          f"kernels_triton (tests)")
-    if B > 65535:
-        raise ValueError(f"batch {B} > 65535 (the grid's batch axis); split the batch")
+    if B > MAX_BATCH:
+        raise ValueError(f"batch {B} > {MAX_BATCH} (the grid's batch axis); split the batch")
     T = S // m
     if row_end is None:
         row_end = T
@@ -380,88 +319,38 @@ def check_compress_inputs(values, gate, ape, norm, spec, row_start=0, row_end=No
     return B, S, T, row_start, row_end
 
 
-def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, spec: Compressor,
+def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, *, ratio: int,
+             overlap: bool, hadamard: bool = False, eps: float = 1e-6, rotary: Optional[Rotary] = None,
              row_start: int = 0, row_end: Optional[int] = None, out: Optional[torch.Tensor] = None,
-             config: Optional[dict] = None, position_offset: int = 0) -> torch.Tensor:
-    """Compressed rows [row_start, row_end) -> [B, row_end - row_start, D] bf16 (T = S // m rows by default).
+             position_offset: int = 0, config: Optional[dict] = None) -> torch.Tensor:
+    """Compressed rows [row_start, row_end) -> [B, row_end - row_start, D] bf16 (T = S // ratio rows by default).
 
-    values, gate: [B, S, c*D] fp32; ape: [m, c*D] fp32; norm: [D] fp32 (all contiguous, one CUDA
-    device). Row i pools tokens [m*i - m, m*i + m) (overlap) or [m*i, m*i + m); a slice with
-    row_start > 0 reads the previous block itself. `out` (optional) is a [B, rows, D] bf16 view
-    with a contiguous channel axis (any batch/row strides), e.g. a slice of the attention's
-    concatenated KV buffer; it is written and returned. `config` overrides launch_config().
-    `position_offset` (in compressed rows) shifts the RoPE positions: row i is rotated at
-    (i + position_offset) * m, for a shard of a longer sequence (context parallelism).
+    values, gate: [B, S, c*D] fp32 (c = 2 with overlap); ape: [ratio, c*D] fp32; norm: [D] fp32 (all
+    contiguous, one CUDA device). Row i pools tokens [m*i - m, m*i + m) (overlap) or [m*i, m*i + m);
+    a slice with row_start > 0 reads the previous block itself. `rotary`: RoPE of the last
+    rotary.dim channels at position i*m (None: no RoPE); `hadamard`: the orthonormal rotation of
+    an indexer's keys. `out` (optional) is a [B, rows, D] bf16 view with a contiguous channel axis
+    (any batch/row strides), e.g. a slice of the attention's concatenated KV buffer; it is
+    written and returned. `config` overrides launch_config(). `position_offset` (in compressed
+    rows) shifts the RoPE positions: row i is rotated at (i + position_offset) * m, for a shard of
+    a longer sequence (context parallelism).
     """
-    B, S, T, r0, r1 = check_compress_inputs(values, gate, ape, norm, spec, row_start, row_end, out)
-    cfg = _check_config(config, spec)
+    B, S, T, r0, r1 = check_compress_inputs(values, gate, ape, norm, ratio, overlap, hadamard, row_start, row_end,
+                                            out)
+    D = int(norm.shape[0])
+    cfg = check_config(config, D, ratio, overlap, hadamard)
     rows = r1 - r0
     if out is None:
-        out = torch.empty(B, rows, spec.dim, dtype=torch.bfloat16, device=values.device)
+        out = torch.empty(B, rows, D, dtype=torch.bfloat16, device=values.device)
     if rows == 0 or B == 0:
         return out
-    if spec.rope is not None:
-        cos, sin = rope_tables(spec.rope, r0 + position_offset, r1 + position_offset, spec.ratio, values.device)
+    if rotary is not None:
+        cos, sin = rope_tables(rotary, r0 + position_offset, r1 + position_offset, ratio, values.device)
     else:
         cos = sin = norm  # unused
-    const = _constexprs(spec, cfg)
+    const = _constexprs(D, ratio, overlap, hadamard, rotary.dim if rotary is not None else 0, cfg)
     grid = (triton.cdiv(rows, cfg["block_rows"]), B)
     _compress_kernel[grid](values, gate, ape, norm, cos, sin, out,
-                           S, r0, rows, out.stride(0), out.stride(1), float(spec.norm_eps),
+                           S, r0, rows, out.stride(0), out.stride(1), float(eps),
                            num_warps=cfg["num_warps"], enable_fp_fusion=False, **const)
     return out
-
-
-def compress_bytes(B: int, S: int, spec: Compressor) -> int:
-    """Bytes the kernel moves for all T rows: both fp32 inputs once, bf16 rows out."""
-    T = S // spec.ratio
-    return 2 * B * T * spec.ratio * spec.coff * spec.dim * 4 + B * T * spec.dim * 2
-
-
-# ---------------------------------------------------------------------------------------
-# IR without a GPU
-_IR_CACHE: dict = {}
-
-
-def compile_ir(dim: int = 512, ratio: int = 4, overlap: bool = True, hadamard: bool = False, rope_dim: int = 64,
-               arch: int = 90, config: Optional[dict] = None) -> dict:
-    """Compile the compressor kernel for GPUTarget('cuda', arch, 32) on any machine: {ttir, ttgir, llir, ptx}.
-
-    Compiled once per process and argument set (the cached dict is returned; do not mutate it).
-    """
-    import json
-
-    key = (dim, ratio, overlap, hadamard, rope_dim, arch, json.dumps(config, sort_keys=True))
-    if key not in _IR_CACHE:
-        _IR_CACHE[key] = _compile_ir(dim, ratio, overlap, hadamard, rope_dim, arch, config)
-    return _IR_CACHE[key]
-
-
-def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, arch: int,
-                config: Optional[dict]) -> dict:
-    if _kernels_interpreted(_compress_kernel):
-        return compile_ir_elsewhere("kernels_triton.compressor", dict(dim=dim, ratio=ratio, overlap=overlap,
-                                                                      hadamard=hadamard, rope_dim=rope_dim,
-                                                                      arch=arch, config=config))
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from csa_dsl.spec import RoPE
-
-    spec = Compressor(ratio=ratio, dim=dim, overlap=overlap, hadamard=hadamard,
-                      rope=RoPE(dim=rope_dim) if rope_dim else None)
-    cfg = _check_config(config, spec)
-    const = _constexprs(spec, cfg)
-    sig = {"v_ptr": "*fp32", "g_ptr": "*fp32", "ape_ptr": "*fp32", "norm_ptr": "*fp32", "cos_ptr": "*fp32",
-           "sin_ptr": "*fp32", "out_ptr": "*bf16", "S": "i32", "row_start": "i32", "n_rows": "i32",
-           "stride_ob": "i64", "stride_or": "i32", "eps": "fp32"}
-    sig.update({k: "constexpr" for k in const})
-    # what a launch at preset sizes specializes: 16-byte aligned pointers, S and strides % 16 == 0
-    kernel = _compress_kernel
-    names = kernel.arg_names
-    div16 = ("v_ptr", "g_ptr", "ape_ptr", "norm_ptr", "cos_ptr", "sin_ptr", "out_ptr", "S", "stride_ob", "stride_or")
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in div16}
-    src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                              options={"num_warps": cfg["num_warps"], "enable_fp_fusion": False})
-    return {lvl: compiled.asm[lvl] for lvl in ("ttir", "ttgir", "llir", "ptx") if lvl in compiled.asm}

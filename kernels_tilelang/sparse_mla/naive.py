@@ -1,0 +1,51 @@
+"""Sparse MLA attention in plain PyTorch (fp32 math): the reference of kernel.py.
+
+docs/semantics.md sections 4 and 9. `attend` has the signature the composed program calls
+(one chunk of queries of one batch element, written into `out`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def sparse_attention(q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, scale: float, v_dim: int,
+                     sink: Optional[torch.Tensor] = None, return_lse: bool = False):
+    """q [B,s,H,D], kv [B,R,D], indices [B,s,NI] (-1 = empty) -> fp32 out [B,s,H,v_dim] (and LSE [B,s,H]).
+
+    The dense formula over the valid keys, sink in the denominator:
+        M   = max(valid logits, sink)          a NaN anywhere makes M NaN
+        out = sum_j exp(l_j - M) V_j / (sum_j exp(l_j - M) + exp(sink - M))
+    so non-finite values propagate as IEEE arithmetic does (a NaN row makes every query that lists
+    it NaN, a NaN sink its head). Empty slots are never read (their rows are zeros and their
+    logits -inf). When the denominator is exactly 0 (no valid key and no sink, or a -inf sink)
+    the output is 0, never NaN; the LSE is then -inf (with a finite sink and no key: the sink).
+    """
+    B, s, H, D = q.shape
+    R = kv.shape[1]
+    valid = (indices >= 0) & (indices < R)
+    flat = torch.where(valid, indices, 0).long().reshape(B, -1)
+    rows = torch.stack([kv[b].index_select(0, flat[b]) for b in range(B)]).view(B, s, -1, D)
+    rows = rows.float().masked_fill(~valid[..., None], 0.0)
+    logits = torch.einsum("bshd,bsnd->bshn", q.float(), rows) * scale
+    logits = logits.masked_fill(~valid[:, :, None, :], float("-inf"))
+    m = logits.amax(dim=-1)  # [B,s,H]; NaN propagates
+    if sink is not None:
+        m = torch.maximum(m, sink.float()[None, None, :].expand_as(m))
+    m = torch.where(m == float("-inf"), torch.zeros_like(m), m)   # nothing to subtract (NaN stays NaN)
+    p = torch.exp(logits - m[..., None])
+    den = p.sum(-1)
+    if sink is not None:
+        den = den + torch.exp(sink.float()[None, None, :] - m)
+    num = torch.einsum("bshn,bsnd->bshd", p, rows[..., :v_dim])
+    out = torch.where((den == 0)[..., None], torch.zeros_like(num), num / den[..., None])
+    if return_lse:
+        return out, torch.log(den) + m
+    return out
+
+
+def attend(q: torch.Tensor, kv: torch.Tensor, keys: torch.Tensor, out: torch.Tensor, sink: Optional[torch.Tensor]
+           = None, *, scale: float, v_dim: int) -> None:
+    """out [n,H,Dv] bf16 <- attention of q [n,H,D] over the rows keys [n,NI] of kv [R,D] (one batch element)."""
+    out.copy_(sparse_attention(q[None], kv[None], keys[None], scale, v_dim, sink)[0].to(out.dtype))

@@ -1,0 +1,39 @@
+"""RoPE in plain PyTorch (fp32 math on bf16 rows): the reference of kernels_triton.rope.kernel."""
+from __future__ import annotations
+
+import torch
+
+from .tables import Rotary, cos_sin
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Rotate interleaved pairs of x[..., P, ..., dim] (fp32 math, returns fp32).
+
+    cos/sin broadcast against x's pair axis: shape [P, dim//2] aligned with x's position axis
+    by the caller (e.g. cos[:, None, :] for [P, H, dim])."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    a, b = xf[..., 0], xf[..., 1]
+    s = -sin if inverse else sin
+    return torch.stack((a * cos - b * s, a * s + b * cos), dim=-1).flatten(-2)
+
+
+def rope_rows_bf16(x_bf16: torch.Tensor, rot: Rotary, positions: torch.Tensor, inverse: bool = False,
+                   heads: bool = False) -> torch.Tensor:
+    """Rotate the last rot.dim channels of bf16 rows at `positions` (fp32 math, bf16 out).
+
+    x is [..., P, dim], or [..., P, H, dim] with heads=True (one position per row of heads)."""
+    rd = rot.dim
+    cos, sin = cos_sin(rot, positions)
+    if heads:
+        cos, sin = cos[:, None, :], sin[:, None, :]
+    out = x_bf16.clone()
+    out[..., -rd:] = apply_rope(x_bf16[..., -rd:], cos, sin, inverse=inverse).to(torch.bfloat16)
+    return out
+
+
+def rope_(x: torch.Tensor, rot: Rotary, positions: int, inverse: bool = True) -> torch.Tensor:
+    """In place on x [N, H, Dv] at positions (an int p0: p0 + arange(N)): kernel.apply_rope_'s op."""
+    if isinstance(positions, int):
+        positions = torch.arange(positions, positions + x.shape[0], device=x.device)
+    x.copy_(rope_rows_bf16(x, rot, positions, inverse=inverse, heads=True))
+    return x

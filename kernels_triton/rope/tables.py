@@ -1,0 +1,74 @@
+"""RoPE frequencies (YaRN-corrected as in the public DeepSeek-V4 inference code) and cos/sin tables.
+
+Rotation acts on interleaved pairs (x[2i], x[2i+1]) as one complex number. The tables are
+fp32: angle = float32(position) * inv_freq, then cos/sin, so every path (naive, Triton,
+composed) rotates by bitwise the same factors. Plain parameters (`Rotary`), no spec objects.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections import OrderedDict
+from typing import NamedTuple
+
+import torch
+
+
+class Rotary(NamedTuple):
+    """RoPE on the last `dim` channels of a row. YaRN scaling when factor > 1 and original_seq_len > 0."""
+
+    dim: int
+    base: float
+    factor: float = 1.0
+    original_seq_len: int = 0
+    beta_fast: float = 32.0
+    beta_slow: float = 1.0
+
+
+@functools.lru_cache(maxsize=16)
+def _inv_freq_cpu(rot: Rotary) -> torch.Tensor:
+    dim, base = rot.dim, float(rot.base)
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    if rot.original_seq_len > 0 and rot.factor != 1.0:
+        def corr_dim(rotations):
+            return dim * math.log(rot.original_seq_len / (rotations * 2 * math.pi)) / (2 * math.log(base))
+        low = max(math.floor(corr_dim(rot.beta_fast)), 0)
+        high = min(math.ceil(corr_dim(rot.beta_slow)), dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+        smooth = 1 - ramp
+        freqs = freqs / rot.factor * (1 - smooth) + freqs * smooth
+    return freqs
+
+
+def inv_freq(rot: Rotary) -> torch.Tensor:
+    """[rot.dim // 2] fp32 inverse frequencies (YaRN-corrected when the YaRN factor is set)."""
+    return _inv_freq_cpu(Rotary(*rot))
+
+
+def cos_sin(rot: Rotary, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables [len(positions), rot.dim // 2] fp32 on positions' device."""
+    f = inv_freq(rot).to(positions.device)
+    ang = positions.to(torch.float32)[:, None] * f[None, :]
+    return torch.cos(ang), torch.sin(ang)
+
+
+_TABLES: "OrderedDict[tuple, tuple]" = OrderedDict()
+_TABLES_MAX = 8
+
+
+def rope_tables(rot: Rotary, first: int, end: int, step: int, device) -> tuple:
+    """fp32 cos/sin [end - first, rot.dim // 2] at positions arange(first, end) * step on `device`
+    (bitwise the tables of cos_sin); the last few are cached so repeated launches do not rebuild them."""
+    key = (Rotary(*rot), int(first), int(end), int(step), str(torch.device(device)))
+    hit = _TABLES.get(key)
+    if hit is not None:
+        _TABLES.move_to_end(key)
+        return hit
+    pos = torch.arange(first, end, device=device) * step
+    tabs = tuple(t.contiguous() for t in cos_sin(rot, pos))
+    _TABLES[key] = tabs
+    while len(_TABLES) > _TABLES_MAX:
+        _TABLES.popitem(last=False)
+    return tabs

@@ -1,0 +1,47 @@
+"""The stage registry: one entry (a StageKind) per stage kind, each over its kernel folder.
+
+    compressor  kernels_triton/compressor/       role cmp (attention rows), idx (index keys)
+    indexer     kernels_triton/indexer/          score + top-k
+    attention   kernels_tilelang/sparse_mla/     + the inverse RoPE of kernels_triton/rope/
+    glue        copies between stage buffers
+    cp          context parallelism: halo exchange, all-gathers, local KV tables
+
+A new stage kind is one more module here (its entry) and one kernel folder (naive.py beside
+the kernel, cost.py, ir.py). `OPS` is the one table the interpreter looks calls up in.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from ..lang.spec import Pipeline
+from . import attention, compressor, cp, glue, indexer
+from .base import BACKENDS, Impl, InputDef, IRSection, Op, StageKind
+
+KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, attention.KIND, glue.KIND,
+                                                   cp.KIND)}
+OPS: Dict[str, Op] = {op.name: op for k in KINDS.values() for op in k.ops.values()}
+IR_SECTIONS: Dict[str, IRSection] = {s.name: s for k in KINDS.values() for s in k.ir}
+
+
+def stages_of(spec: Pipeline) -> List[Tuple[str, StageKind, object]]:
+    """(role, entry, stage spec) of every stage a pipeline has, in input order."""
+    out = [("attention", KINDS["attention"], spec.attention)]
+    if spec.compressor is not None:
+        out.append(("cmp", KINDS["compressor"], spec.compressor))
+    out.append(("indexer", KINDS["indexer"], spec.indexer))
+    if spec.indexer.compressor is not None:
+        out.append(("idx", KINDS["compressor"], spec.indexer.compressor))
+    return out
+
+
+def unsupported(spec: Pipeline, backend: str) -> Optional[str]:
+    """Why `backend`'s kernels cannot run this pipeline (None when they can), before any work."""
+    for role, kind, stage in stages_of(spec):
+        why = kind.limits(stage, backend)
+        if why is not None:
+            return why
+    return None
+
+
+__all__ = ["BACKENDS", "IR_SECTIONS", "Impl", "InputDef", "IRSection", "KINDS", "OPS", "Op", "StageKind",
+           "stages_of", "unsupported"]

@@ -1,0 +1,91 @@
+"""Stage kind `indexer`: the lightning indexer score and its top-k selection.
+
+Kernels: kernels_triton/indexer/ (naive.py, kernel.py, cost.py, ir.py).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from kernels_triton._compile import LEVELS as TRITON_LEVELS
+from kernels_triton.indexer import cost, ir, kernel, naive
+
+from ..lang.spec import Indexer, Pipeline
+from .base import Impl, InputDef, IRSection, Op, StageKind
+
+
+def _score_naive_temp(chunk: int = 0, rows: int = 0, heads: int = 0, dim: int = 0, **_) -> int:
+    return cost.naive_score_temp_bytes(chunk, rows, heads, dim)
+
+
+def _score_interp_temp(chunk: int = 0, rows: int = 0, heads: int = 0, dim: int = 0, **_) -> int:
+    return cost.interpret_score_temp_bytes(chunk, rows, heads, dim)
+
+
+def _select_naive_temp(chunk: int = 0, rows: int = 0, **_) -> int:
+    return cost.naive_select_temp_bytes(chunk, rows)
+
+
+SCORE = Op(
+    "indexer.score",
+    "fp32 scores of a query chunk against the key rows it can see, into `out` (never [S, T])",
+    writes=("out",),
+    impls={
+        "torch": Impl(naive.score_chunk, "torch einsum [n, HI, T]", _score_naive_temp),
+        "interpret": Impl(kernel.score_chunk, "triton _score_kernel [interpreter]", _score_interp_temp),
+        "cuda": Impl(kernel.score_chunk, "triton _score_kernel: wgmma over visible key tiles"),
+    },
+)
+
+SELECT = Op(
+    "indexer.select",
+    "each query's key list: window ids, then the top-k visible rows (+ offset), -1 padded",
+    writes=("out", "cand"),
+    impls={
+        "torch": Impl(naive.select_chunk, "torch topk on packed keys", _select_naive_temp),
+        "interpret": Impl(kernel.select_chunk, "triton _select_kernel [interpreter]"),
+        "cuda": Impl(kernel.select_chunk, "triton _select_kernel: group-max threshold, radix select"),
+    },
+)
+
+
+def _inputs(pipe: Pipeline, ix: Indexer, role: str) -> Dict[str, InputDef]:
+    out = {
+        "idx_q": InputDef(lambda B, S: (B, S, ix.heads, ix.dim), torch.bfloat16, True, "indexer queries"),
+        "idx_w": InputDef(lambda B, S: (B, S, ix.heads), torch.float32, True, "indexer head weights"),
+    }
+    if ix.compressor is None:
+        out["idx_k"] = InputDef(lambda B, S: (B, S, ix.dim), torch.bfloat16, True, "uncompressed index keys")
+    return out
+
+
+def _limits(ix: Indexer, backend: str) -> Optional[str]:
+    if backend == "torch":
+        return None
+    return kernel.kernel_limits(ix.heads, ix.dim, ix.topk)
+
+
+def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
+    ix = pipe.indexer
+    return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch)[level]}
+
+
+def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
+    ix = pipe.indexer
+    return {"": ir.compile_ir("select", ix.heads, ix.dim, pipe.ratio, ix.topk, window=pipe.attention.window,
+                              arch=arch)[level]}
+
+
+KIND = StageKind(
+    kind="indexer",
+    spec_type=Indexer,
+    doc="lightning indexer score over the visible key tiles, then the partial top-k",
+    ops={"score": SCORE, "select": SELECT},
+    inputs=_inputs,
+    limits=_limits,
+    ir=(IRSection("indexer", "triton", "fused score: wgmma over visible key tiles, ReLU-weighted head sum",
+                  TRITON_LEVELS, _emit_score),
+        IRSection("topk", "triton", "partial top-k: window ids, group-max threshold, compaction, bitwise "
+                                    "K-th-key select", TRITON_LEVELS, _emit_select)),
+)
