@@ -34,13 +34,15 @@ from kernels_triton.compressor import naive as comp_ref  # noqa: E402
 from kernels_triton.rope import cost as rope_cost  # noqa: E402
 from kernels_triton.rope import kernel as krope  # noqa: E402
 from kernels_triton.rope import naive as rope_ref  # noqa: E402
+from kernels_triton.rope.tables import cos_sin  # noqa: E402
 from pipeline.lang.presets import preset  # noqa: E402
 from pipeline.metrics import bf16_rounding_check  # noqa: E402
 from pipeline.stages.compressor import params, rotary  # noqa: E402
 
 
-def kw(c):
-    return dict(params(c), rotary=rotary(c.rope))
+def kw(c, positions=262144):
+    cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(positions, device="cuda")))
+    return dict(params(c), cos=cos, sin=sin)
 
 SWEEP = {"attention": [(1, 4), (1, 8), (2, 4), (2, 8)], "indexer": [(2, 4), (4, 4), (4, 8), (8, 8)]}
 
@@ -119,7 +121,7 @@ def main():
         for inv in (True, False):
             want = rope_ref.rope_rows_bf16(x, rotary(a.inverse_rope), pos, inverse=inv, heads=True)
             y = x.clone()
-            krope.apply_rope_(y, rotary(a.inverse_rope), pos, inverse=inv)
+            krope.apply_rope_(y, *(t.contiguous() for t in cos_sin(rotary(a.inverse_rope), pos)), 0, inverse=inv)
             r[f"bitwise_inverse={inv}"] = bool(torch.equal(y.view(torch.int16), want.view(torch.int16)))
         r["ok"] = all(r.values())
         log(f"[check rope] {r}")
@@ -172,8 +174,8 @@ def main():
         a = p.attention
         N = 16384
         x = torch.randn(N, a.heads, a.v_dim, device="cuda").to(torch.bfloat16)
-        pos = torch.arange(N, device="cuda")
-        ms = triton.testing.do_bench(lambda: krope.apply_rope_(x, rotary(a.inverse_rope), pos), warmup=25, rep=100,
+        tabs = [t.contiguous() for t in cos_sin(rotary(a.inverse_rope), torch.arange(N, device="cuda"))]
+        ms = triton.testing.do_bench(lambda: krope.apply_rope_(x, *tabs, 0), warmup=25, rep=100,
                                      return_mode="median")
         nbytes = rope_cost.rope_bytes(N, a.heads, a.inverse_rope.dim)
         r = {"ms": ms, "bytes": nbytes, "GBps": nbytes / (ms * 1e-3) / 1e9, "N": N, "H": a.heads}

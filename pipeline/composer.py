@@ -17,11 +17,12 @@ PyTorch stages. Every loop shape lives here; the interpreter only walks what it 
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from kernels_triton.indexer import cost as indexer_cost
+from kernels_triton.rope.tables import Rotary
 
 from .lang.errors import SpecError
 from .lang.spec import Pipeline
@@ -64,6 +65,28 @@ def rope_name(consts: Dict[str, object], use: str) -> Optional[str]:
     return use if use in consts else None
 
 
+def table_args(consts: Dict[str, object], use: str) -> Dict[str, object]:
+    """The cos/sin table refs a RoPE use reads (None, None without RoPE)."""
+    name = rope_name(consts, use)
+    return {"cos": R(f"{name}_cos"), "sin": R(f"{name}_sin")} if name else {"cos": None, "sin": None}
+
+
+def rope_tables(consts: Dict[str, object], impl: Dict[str, str], positions: int) -> Tuple[List[Buffer], List[Node]]:
+    """One pair of cos/sin table buffers per named RoPE of the program (positions 0..positions-1, fp32),
+    and the calls that fill them once, ahead of everything that rotates."""
+    bufs, calls = [], []
+    for name, rot in consts.items():
+        if not isinstance(rot, Rotary):
+            continue
+        for part in ("cos", "sin"):
+            bufs.append(Buffer(f"{name}_{part}", (positions, rot.dim // 2), torch.float32, "program",
+                               f"RoPE {part} table of positions 0..{positions - 1:,}"))
+        calls.append(OPS["rope.tables"].call(impl["rope.tables"],
+                                             {"cos": R(f"{name}_cos"), "sin": R(f"{name}_sin"), "rot": E(name)},
+                                             dict(positions=positions, rot_dim=rot.dim)))
+    return bufs, calls
+
+
 def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda", *, path: str = "composed",
             return_indices: bool = False, budget: Optional[int] = None) -> Program:
     """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration."""
@@ -100,7 +123,11 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     fused: List[str] = []
     decisions: List[str] = []
 
-    # program scope: the compressed rows, made once ahead of the loop
+    # program scope: the RoPE tables and the compressed rows, made once ahead of the loop
+    tab_bufs, tab_calls = rope_tables(consts, impl, S)
+    for bf in tab_bufs:
+        bufs[bf.name] = bf
+    body += tab_calls
     if c is not None:
         buf("kv_all", (B, S + T, a.qk_dim), torch.bfloat16, "program",
             "rows [0,S): kv; rows [S,S+T): compressed kv (one gather table for the attention)")
@@ -205,9 +232,8 @@ def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object]
         dict(rows=C, heads=a.heads, dim_qk=a.qk_dim, dim_v=a.v_dim, keys=W + K),
         f"{a.heads} heads, {W + K} keys/query")]
     if a.inverse_rope is not None:
-        calls.append(OPS["attention.inverse_rope"].call(
-            impl["attention.inverse_rope"],
-            {"x": R(out), "rot": E(rope_name(consts, "rope_out")), "positions": E("s0"), "inverse": True},
+        calls.append(OPS["rope.inverse"].call(
+            impl["rope.inverse"], {"x": R(out), **table_args(consts, "rope_out"), "pos0": E("s0"), "inverse": True},
             dict(rows=C, heads=a.heads, dim_v=a.v_dim, rot_dim=a.inverse_rope.dim), "at the query positions"))
     return calls
 
@@ -230,11 +256,10 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
 
 def _compress_call(spec: Pipeline, c, role: str, out: str, impl: dict, consts: dict, rope_use: str, B: int,
                    T: int) -> Call:
-    rot = rope_name(consts, rope_use)
     return OPS["compressor.compress"].call(
         impl["compressor.compress"],
         {"values": R(f"{role}_kv"), "gate": R(f"{role}_gate"), "ape": R(f"{role}_ape"), "norm": R(f"{role}_norm"),
-         "out": R(out), **compressor_params(c), "rotary": E(rot) if rot else None},
+         "out": R(out), **compressor_params(c), **table_args(consts, rope_use)},
         dict(batch=B, rows=T, ratio=c.ratio, dim=c.dim, overlap=c.overlap),
         f"T = S // {c.ratio} rows" + (", Hadamard-rotated" if c.hadamard else ""))
 

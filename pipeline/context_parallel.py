@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from .composer import chunk_buffers, chunk_calls, impl_for, kernel_names, rope_consts, rope_name, walk_calls
+from .composer import (chunk_buffers, chunk_calls, impl_for, kernel_names, rope_consts, rope_tables, table_args,
+                       walk_calls)
 from .inputs import random_inputs, token_inputs
 from .interpreter import Context, execute
 from .lang import defaults
@@ -132,6 +133,10 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
 
     token_blocks = tuple(tuple((lo, hi - lo) for lo, hi in bl) for bl in zigzag_blocks(spec, S, world))
     body: List[Node] = []
+    tab_bufs, tab_calls = rope_tables(consts, impl, S)      # global positions: every rank's RoPE reads them
+    for bf in tab_bufs:
+        bufs[bf.name] = bf
+    body += tab_calls
     # 1. halo exchange
     comp_roles = [(r, cc) for r, cc in (("cmp", c), ("idx", ix.compressor)) if cc is not None and hm]
     tail_len = hw * D + sum(2 * hm * cc.coff * cc.dim for _, cc in comp_roles)
@@ -161,14 +166,13 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
                     continue
                 rows = hi // m - lo // m
                 bid = lo // blk
-                rot = rope_name(consts, "rope_kv" if role == "cmp" else "rope_idx")
                 body.append(OPS["cp.compress_block"].call(
                     impl["cp.compress_block"],
                     {"values": R(f"{role}_kv"), "gate": R(f"{role}_gate"), "ape": R(f"{role}_ape"),
                      "norm": R(f"{role}_norm"), "tails": R("tails_all"), "out": R(f"{own}[:, {ro}:{ro + rows}]"),
                      "prev": _owner(bid - 1, world) if bid > 0 else None, "start": st, "n": hi - lo,
                      "row0": lo // m, "tail_offset": tail_off, "hm": hm, **compressor_params(cc),
-                     "rotary": E(rot) if rot else None},
+                     **table_args(consts, "rope_kv" if role == "cmp" else "rope_idx")},
                     note=f"rows {lo // m}..{hi // m} of tokens [{lo}, {hi})"))
                 ro += rows
             if hm:

@@ -8,6 +8,7 @@ from kernels_triton.compressor import kernel as comp_kernel
 from kernels_triton.compressor import naive as comp_ref
 from kernels_triton.indexer import naive as ix_ref
 from kernels_triton.rope import naive as rope_ref
+from kernels_triton.rope.tables import cos_sin
 from pipeline import planner
 from pipeline.metrics import rel_err, tie_aware_recall
 from pipeline.stages.compressor import params, rotary
@@ -16,8 +17,10 @@ pytestmark = pytest.mark.gpu
 
 
 def _compress(fn, inp, role, c):
+    S = inp["q"].shape[1]
+    cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(S, device=inp["q"].device)))
     return fn(inp[f"{role}_kv"], inp[f"{role}_gate"], inp[f"{role}_ape"], inp[f"{role}_norm"], **params(c),
-              rotary=rotary(c.rope))
+              cos=cos, sin=sin)
 
 
 @pytest.mark.parametrize("name", ["v4-flash", "v3.2"])

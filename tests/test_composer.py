@@ -82,7 +82,7 @@ def test_edited_program_runs_as_edited():
 
     no_rope = Program.from_json(prog.to_json())
     inner = no_rope.body[-1].body[0].body
-    inner[:] = [c for c in inner if c.op != "attention.inverse_rope"]
+    inner[:] = [c for c in inner if c.op != "rope.inverse"]
     raw = fwd.execute(no_rope, **inp)
     assert not torch.equal(raw, base)
     from kernels_triton.rope.naive import rope_rows_bf16
@@ -139,9 +139,13 @@ def test_planner_bytes_v4_flash_262k():
     m = prog.materialize_bytes
     assert m["scores [B,S,T] fp32 (after the head sum)"] == S * T * 4          # 68.7 GB
     assert m["scores [B,S,HI,T] fp32 (einsum output)"] == S * 64 * T * 4      # 4.4 TB
-    assert prog.transient_bytes == 0                          # the GPU kernels allocate nothing per call
+    assert b["rope_cos"].nbytes == b["rope_sin"].nbytes == S * 32 * 4               # the RoPE tables
+    # the GPU kernels allocate nothing per call; building the RoPE tables is the one transient
+    from kernels_triton.rope.tables import tables_temp_bytes
+    assert prog.transient_bytes == tables_temp_bytes(S, 64)
     assert planner.plan(spec, 1, S, "cuda", 8 * 2**30).chunk == 2048
-    assert planner.plan(spec, 1, S, "cuda", 600 * 2**20).chunk == 512
+    assert planner.plan(spec, 1, S, "cuda", 700 * 2**20).chunk == 512
+    assert planner.plan(spec, 1, S, "cuda", 600 * 2**20).chunk == 256
 
 
 def test_planner_bounds_the_torch_temporaries():
@@ -203,9 +207,10 @@ def test_plan_program_structure_262k():
     assert all(not (len(s) >= 2 and s[-2:] == (262144, 65536)) for s in shapes.values())   # no [S, T]
     loop = [n for n in prog.body if isinstance(n, Loop)][0]
     assert [c.op for c in loop.body[0].body] == ["indexer.score", "indexer.select", "attention.attend",
-                                                 "attention.inverse_rope"]
-    assert [c.op for c in prog.body if isinstance(c, Call)] == ["glue.copy", "compressor.compress",
+                                                 "rope.inverse"]
+    assert [c.op for c in prog.body if isinstance(c, Call)] == ["rope.tables", "glue.copy", "compressor.compress",
                                                                  "compressor.compress"]
+    assert prog.buffers["rope_cos"].shape == (262144, 32)          # the RoPE tables are planned buffers
     assert all(c.impl == "cuda" for c in prog.calls())
     assert prog.peak_bytes < 2 * 2**30
     ref = compose(spec, 1, 262144, 256, "cuda", path="reference")

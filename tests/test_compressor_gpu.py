@@ -16,6 +16,7 @@ import torch
 from kernels_triton._env import kernels_interpreted
 from kernels_triton.compressor import naive as cn
 from kernels_triton.rope import naive as rn
+from kernels_triton.rope.tables import cos_sin
 from pipeline.lang.presets import preset
 from pipeline.metrics import bf16_rounding_check
 from pipeline.stages.compressor import params, rotary
@@ -24,8 +25,10 @@ pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
-def kw(c) -> dict:
-    return dict(params(c), rotary=rotary(c.rope))
+def kw(c, positions=262144) -> dict:
+    """The kernel's parameters of a Compressor spec, with RoPE tables of positions 0..positions-1."""
+    cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(positions, device="cuda")))
+    return dict(params(c), cos=cos, sin=sin)
 
 
 @pytest.fixture(scope="module")
@@ -132,5 +135,5 @@ def test_inverse_rope_gpu(kern):
     for inverse in (True, False):
         r = rn.rope_rows_bf16(x, rot, pos, inverse=inverse, heads=True)
         y = x.clone()
-        rp.apply_rope_(y, rot, pos, inverse=inverse)
+        rp.apply_rope_(y, *(t.contiguous() for t in cos_sin(rot, pos)), 0, inverse=inverse)
         assert torch.equal(y.view(torch.int16), r.view(torch.int16)), f"inverse={inverse} seed {seed}"

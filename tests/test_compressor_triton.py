@@ -36,6 +36,7 @@ from kernels_triton.rope import kernel as rp  # noqa: E402
 from kernels_triton.rope import naive as rn  # noqa: E402
 from pipeline.lang.spec import Compressor, RoPE, YaRN  # noqa: E402
 from pipeline.metrics import bf16_rounding_check, ulp_bf16  # noqa: E402
+from kernels_triton.rope.tables import cos_sin  # noqa: E402
 from pipeline.stages.compressor import params, rotary  # noqa: E402
 
 # CPU tensors through interpreted kernels; skipped (conftest) where the kernels are compiled
@@ -61,9 +62,15 @@ def make_spec(D, m, overlap, rope_dim, hadamard, yarn=True):
     return Compressor(ratio=m, dim=D, overlap=overlap, rope=rope, hadamard=hadamard)
 
 
-def kw(c: Compressor) -> dict:
-    """The kernel's plain parameters of a Compressor spec (what the composer passes)."""
-    return dict(params(c), rotary=rotary(c.rope))
+def kw(c: Compressor, positions: int = 4096) -> dict:
+    """The kernel's plain parameters of a Compressor spec and RoPE tables of positions 0..positions-1
+    (what the composer passes)."""
+    cos, sin = cos_sin(rotary(c.rope), torch.arange(positions)) if c.rope is not None else (None, None)
+    return dict(params(c), cos=cos, sin=sin)
+
+
+def tables(rope, positions):
+    return [t.contiguous() for t in cos_sin(rotary(rope) if not hasattr(rope, "_fields") else rope, positions)]
 
 
 def make_inputs(B, S, c: Compressor, seed=0):
@@ -184,7 +191,7 @@ def test_rope_matches_reference(inverse, N, H, Dv, rd, yarn):
     pos = torch.randint(0, 262144, (N,), generator=g)
     r = rn.rope_rows_bf16(x, rotary(rope), pos, inverse=inverse, heads=True)
     y = x.clone()
-    assert rp.apply_rope_(y, rotary(rope), pos, inverse=inverse) is y
+    assert rp.apply_rope_(y, *tables(rope, pos), 0, inverse=inverse) is y
     assert torch.equal(y.view(torch.int16), r.view(torch.int16))
 
 
@@ -197,14 +204,14 @@ def test_rope_pos0_batched_and_strided():
     pos = torch.arange(1000, 1024)
     r = rn.rope_rows_bf16(x, rope, pos, inverse=True, heads=True)
     y = x.clone()
-    rp.apply_rope_(y, rope, 1000)
+    rp.apply_rope_(y, *tables(rope, torch.arange(1024)), 1000)
     assert torch.equal(y.view(torch.int16), r.view(torch.int16))
     # a view with a padded head stride: only its last 64 channels change
     base = torch.randn(10, 3, 160, generator=g).to(torch.bfloat16)
     view = base[:, :, 16:144]
     expect = base.clone()
     expect[:, :, 16:144] = rn.rope_rows_bf16(view, rope, torch.arange(10), inverse=True, heads=True)
-    rp.apply_rope_(view, rope, torch.arange(10))
+    rp.apply_rope_(view, *tables(rope, torch.arange(10)), 0)
     assert torch.equal(base.view(torch.int16), expect.view(torch.int16))
 
 
@@ -256,27 +263,29 @@ def test_cuda_required_when_compiled(monkeypatch):
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         comp.compress(*make_inputs(1, 16, c), **kw(c))
     with pytest.raises(ValueError, match="needs CUDA tensors"):
-        rp.apply_rope_(torch.zeros(2, 1, 64, dtype=torch.bfloat16), rotary(RoPE(dim=64)), 0)
+        rp.apply_rope_(torch.zeros(2, 1, 64, dtype=torch.bfloat16), *tables(RoPE(dim=64), torch.arange(2)), 0)
 
 
 @interpret
 def test_rope_validation():
-    rope = rotary(RoPE(dim=64))
+    cos, sin = tables(RoPE(dim=64), torch.arange(8))
     x = torch.zeros(4, 2, 128, dtype=torch.bfloat16)
     with pytest.raises(TypeError, match="bfloat16"):
-        rp.apply_rope_(x.float(), rope, 0)
-    with pytest.raises(ValueError, match="rot.dim"):
-        rp.apply_rope_(torch.zeros(4, 2, 32, dtype=torch.bfloat16), rope, 0)
-    with pytest.raises(ValueError, match=r"positions must be \[N\]"):
-        rp.apply_rope_(x, rope, torch.arange(5))
-    with pytest.raises(TypeError, match="integer tensor"):
-        rp.apply_rope_(x, rope, torch.arange(4.0))
+        rp.apply_rope_(x.float(), cos, sin, 0)
+    with pytest.raises(ValueError, match="rot_dim = 64 > the row's channels Dv = 32"):
+        rp.apply_rope_(torch.zeros(4, 2, 32, dtype=torch.bfloat16), cos, sin, 0)
+    with pytest.raises(ValueError, match=r"the tables hold positions 0\.\.7 but position 9 is needed"):
+        rp.apply_rope_(x, cos, sin, 6)
+    with pytest.raises(ValueError, match=r"pos0 .* must be an int >= 0"):
+        rp.apply_rope_(x, cos, sin, -1)
     with pytest.raises(ValueError, match="contiguous"):
-        rp.apply_rope_(torch.zeros(4, 128, 2, dtype=torch.bfloat16).transpose(1, 2), rope, 0)
-    with pytest.raises(TypeError, match="Rotary"):
-        rp.apply_rope_(x, 64, 0)
+        rp.apply_rope_(torch.zeros(4, 128, 2, dtype=torch.bfloat16).transpose(1, 2), cos, sin, 0)
+    with pytest.raises(ValueError, match="contiguous fp32 table"):
+        rp.apply_rope_(x, cos.double(), sin, 0)
+    with pytest.raises(TypeError, match="must be a torch.Tensor table"):
+        rp.apply_rope_(x, 64, sin, 0)
     with pytest.raises(ValueError, match=r"\[N, H, Dv\]"):
-        rp.apply_rope_(torch.zeros(4, 128, dtype=torch.bfloat16), rope, 0)
+        rp.apply_rope_(torch.zeros(4, 128, dtype=torch.bfloat16), cos, sin, 0)
 
 
 # ---------------------------------------------------------------------------------------

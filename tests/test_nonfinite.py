@@ -14,6 +14,7 @@ import csa_dsl
 from csa_dsl import InputError, Schedule
 from kernels_tilelang.sparse_mla import naive as att_ref
 from kernels_triton.indexer import naive as ix_ref
+from kernels_triton.rope.tables import cos_sin
 
 from test_reference import small_family
 
@@ -58,8 +59,8 @@ def rows_of(spec, inp):
     c = spec.compressor
     if c is None:
         return inp["kv"][0]
-    ckv = comp.compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], **params(c),
-                        rotary=rotary(c.rope))
+    cos, sin = cos_sin(rotary(c.rope), torch.arange(S))
+    ckv = comp.compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], **params(c), cos=cos, sin=sin)
     return torch.cat([inp["kv"], ckv], dim=1)[0]
 
 
@@ -124,8 +125,9 @@ def test_nan_index_scores_rank_last(path, backend):
     from kernels_triton.compressor import naive as comp
     from pipeline.stages.compressor import params, rotary
     ic = spec.indexer.compressor
-    k_idx = comp.compress(inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], **params(ic),
-                          rotary=rotary(ic.rope))
+    cos, sin = cos_sin(rotary(ic.rope), torch.arange(S))
+    k_idx = comp.compress(inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], **params(ic), cos=cos,
+                          sin=sin)
     bad = torch.isnan(k_idx[0]).any(-1).nonzero()[:, 0].tolist()
     assert bad == [4]
     for s in range(S):

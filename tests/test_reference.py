@@ -71,7 +71,8 @@ def compressor_inputs(c: Compressor, B, S, seed):
 def test_compressor_vs_dense(m, overlap, rope, had):
     c = Compressor(ratio=m, dim=32, overlap=overlap, rope=RoPE(dim=16) if rope else None, hadamard=had)
     vals, gate, ape, norm = compressor_inputs(c, 2, 4 * m + 3, seed=m)   # trailing tokens not compressed
-    got = comp_ref.compress(vals, gate, ape, norm, **params(c), rotary=rotary(c.rope), row_chunk=3)  # chunks cross blocks
+    cos, sin = cos_sin(rotary(c.rope), torch.arange(4 * m + 3)) if c.rope else (None, None)
+    got = comp_ref.compress(vals, gate, ape, norm, **params(c), cos=cos, sin=sin, row_chunk=3)  # chunks cross blocks
     exp = dense_compress(vals, gate, ape, norm, c)
     assert got.shape == (2, (4 * m + 3) // m, 32)
     # bf16 rounding of the same fp32 value can differ by one ulp where the op order differs

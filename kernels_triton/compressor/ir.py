@@ -36,7 +36,7 @@ def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: i
     const = _constexprs(dim, ratio, overlap, hadamard, rope_dim, cfg)
     sig = {"v_ptr": "*fp32", "g_ptr": "*fp32", "ape_ptr": "*fp32", "norm_ptr": "*fp32", "cos_ptr": "*fp32",
            "sin_ptr": "*fp32", "out_ptr": "*bf16", "S": "i32", "row_start": "i32", "n_rows": "i32",
-           "stride_ob": "i64", "stride_or": "i32", "eps": "fp32"}
+           "pos0": "i32", "stride_ob": "i64", "stride_or": "i32", "eps": "fp32"}
     sig.update({k: "constexpr" for k in const})
     # what a launch at preset sizes specializes: 16-byte aligned pointers, S and strides % 16 == 0
     names = _compress_kernel.arg_names

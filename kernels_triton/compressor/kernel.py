@@ -58,7 +58,7 @@ import triton.language as tl
 
 from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
-from ..rope.tables import Rotary, rope_tables
+from ..rope.kernel import check_tables
 
 NEG_INF = tl.constexpr(float("-inf"))
 MAX_DIM = 1024          # largest row dim the one-row-per-program kernel supports
@@ -122,7 +122,7 @@ def _pool_chunk(v_base, g_base, ape_ptr, row, r_ok, c0, m_run, l_run, acc,
 
 @triton.jit
 def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
-                     S, row_start, n_rows, stride_ob, stride_or, eps,
+                     S, row_start, n_rows, pos0, stride_ob, stride_or, eps,
                      D: tl.constexpr, DP: tl.constexpr, M: tl.constexpr, MC: tl.constexpr,
                      OVERLAP: tl.constexpr, ROPE_DIM: tl.constexpr, HAD: tl.constexpr,
                      HA: tl.constexpr, HB: tl.constexpr, LOG_HA: tl.constexpr, LOG_HB: tl.constexpr,
@@ -159,7 +159,8 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
     w = tl.load(norm_ptr + d, mask=d_ok, other=0.0)
     y = round_bf16(w[None, :] * (y * rstd[:, None]))
 
-    # 3. RoPE on the last ROPE_DIM channels (interleaved pairs) at position i*m
+    # 3. RoPE on the last ROPE_DIM channels (interleaved pairs) at position i*m: table row
+    #    pos0 + r_loc*M of the program's tables (pos0 = the first row's position)
     if ROPE_DIM > 0:
         HALF: tl.constexpr = ROPE_DIM // 2
         P0: tl.constexpr = (D - ROPE_DIM) // 2          # first rotated pair
@@ -168,7 +169,7 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
         in_rope = (k >= P0) & (k < D // 2)
         col = tl.where(in_rope, k - P0, 0)
         tmask = r_ok[:, None] & in_rope[None, :]
-        toff = r_loc[:, None] * HALF + col[None, :]
+        toff = (pos0 + r_loc[:, None] * M) * HALF + col[None, :]
         c = tl.load(cos_ptr + toff, mask=tmask, other=1.0)
         sn = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
         ra = round_bf16(ya * c - yb * sn)
@@ -320,15 +321,17 @@ def check_compress_inputs(values, gate, ape, norm, ratio, overlap, hadamard, row
 
 
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, *, ratio: int,
-             overlap: bool, hadamard: bool = False, eps: float = 1e-6, rotary: Optional[Rotary] = None,
-             row_start: int = 0, row_end: Optional[int] = None, out: Optional[torch.Tensor] = None,
-             position_offset: int = 0, config: Optional[dict] = None) -> torch.Tensor:
+             overlap: bool, hadamard: bool = False, eps: float = 1e-6, cos: Optional[torch.Tensor] = None,
+             sin: Optional[torch.Tensor] = None, row_start: int = 0, row_end: Optional[int] = None,
+             out: Optional[torch.Tensor] = None, position_offset: int = 0,
+             config: Optional[dict] = None) -> torch.Tensor:
     """Compressed rows [row_start, row_end) -> [B, row_end - row_start, D] bf16 (T = S // ratio rows by default).
 
     values, gate: [B, S, c*D] fp32 (c = 2 with overlap); ape: [ratio, c*D] fp32; norm: [D] fp32 (all
     contiguous, one CUDA device). Row i pools tokens [m*i - m, m*i + m) (overlap) or [m*i, m*i + m);
-    a slice with row_start > 0 reads the previous block itself. `rotary`: RoPE of the last
-    rotary.dim channels at position i*m (None: no RoPE); `hadamard`: the orthonormal rotation of
+    a slice with row_start > 0 reads the previous block itself. `cos`, `sin`: the program's RoPE
+    tables by position (fp32 [P, rot_dim // 2], rope.tables.fill_tables): the last rot_dim channels
+    of row i are rotated at position i*m (None: no RoPE); `hadamard`: the orthonormal rotation of
     an indexer's keys. `out` (optional) is a [B, rows, D] bf16 view with a contiguous channel axis
     (any batch/row strides), e.g. a slice of the attention's concatenated KV buffer; it is
     written and returned. `config` overrides launch_config(). `position_offset` (in compressed
@@ -344,13 +347,14 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
         out = torch.empty(B, rows, D, dtype=torch.bfloat16, device=values.device)
     if rows == 0 or B == 0:
         return out
-    if rotary is not None:
-        cos, sin = rope_tables(rotary, r0 + position_offset, r1 + position_offset, ratio, values.device)
+    pos0 = (r0 + position_offset) * ratio
+    if cos is not None:
+        rd = check_tables(cos, sin, (r1 - 1 + position_offset) * ratio + 1, values.device, "compressor RoPE")
     else:
-        cos = sin = norm  # unused
-    const = _constexprs(D, ratio, overlap, hadamard, rotary.dim if rotary is not None else 0, cfg)
+        rd, cos, sin = 0, norm, norm  # no RoPE: the table pointers are not read
+    const = _constexprs(D, ratio, overlap, hadamard, rd, cfg)
     grid = (triton.cdiv(rows, cfg["block_rows"]), B)
     _compress_kernel[grid](values, gate, ape, norm, cos, sin, out,
-                           S, r0, rows, out.stride(0), out.stride(1), float(eps),
+                           S, r0, rows, pos0, out.stride(0), out.stride(1), float(eps),
                            num_warps=cfg["num_warps"], enable_fp_fusion=False, **const)
     return out

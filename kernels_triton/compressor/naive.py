@@ -11,8 +11,7 @@ from typing import Optional
 
 import torch
 
-from ..rope.naive import rope_rows_bf16
-from ..rope.tables import Rotary
+from ..rope.naive import apply_rope
 
 
 @functools.lru_cache(maxsize=8)
@@ -63,13 +62,14 @@ def pool(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, ratio: int
 
 
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, *, ratio: int,
-             overlap: bool, hadamard: bool = False, eps: float = 1e-6, rotary: Optional[Rotary] = None,
-             row_start: int = 0, row_end: Optional[int] = None, out: Optional[torch.Tensor] = None,
-             position_offset: int = 0, row_chunk: int = 4096) -> torch.Tensor:
+             overlap: bool, hadamard: bool = False, eps: float = 1e-6, cos: Optional[torch.Tensor] = None,
+             sin: Optional[torch.Tensor] = None, row_start: int = 0, row_end: Optional[int] = None,
+             out: Optional[torch.Tensor] = None, position_offset: int = 0, row_chunk: int = 4096) -> torch.Tensor:
     """[B, S, c*D] fp32 values / gate logits -> compressed rows [row_start, row_end) as [B, rows, D] bf16.
 
-    The kernel's signature (kernel.compress): row i is rotated at (i + position_offset) * m, for
-    a shard that starts inside a longer sequence; `out` (a [B, rows, D] bf16 view) is written."""
+    The kernel's signature (kernel.compress): `cos`, `sin` are the RoPE tables by position (None: no
+    RoPE); row i is rotated at (i + position_offset) * m, for a shard that starts inside a longer
+    sequence; `out` (a [B, rows, D] bf16 view) is written."""
     B, S, _ = values.shape
     D = norm.shape[0]
     T = S // ratio
@@ -81,9 +81,11 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
         r1 = min(row_end, r0 + row_chunk)
         y = pool(values, gate, ape, ratio, overlap, r0, r1).to(torch.bfloat16)
         y = rms_norm_bf16(y, norm, eps)
-        if rotary is not None:
+        if cos is not None:
             pos = (torch.arange(r0, r1, device=values.device) + position_offset) * ratio
-            y = rope_rows_bf16(y, rotary, pos)
+            rd = 2 * cos.shape[1]
+            y = y.clone()
+            y[..., -rd:] = apply_rope(y[..., -rd:], cos[pos], sin[pos]).to(torch.bfloat16)
         if had is not None:
             y = (y.float() @ had).to(torch.bfloat16)
         out[:, r0 - row_start:r1 - row_start] = y

@@ -36,8 +36,10 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32", "n_q": "i32",
                "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
-               "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr"}
-        const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window)}
+               "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
+               "EMULATE_MAXNUM": "constexpr"}
+        const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
+                 "EMULATE_MAXNUM": False}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:

@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._env import interpreting, kernels_interpreted, next_pow2
+from .._env import kernels_interpreted, next_pow2
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -67,10 +67,18 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
     offs_d = tl.arange(0, DP)
     d_ok = offs_d < DI
     qrow = q0 + qi
-    qvalid = (qrow < n_q) & (hi < HI)
+    # the padding masks exist only when there is padding (constexpr branches): an always-true
+    # channel mask on the key tiles would cost their vectorised, software-pipelined loads
+    if HP == HI:
+        qvalid = qrow < n_q
+    else:
+        qvalid = (qrow < n_q) & (hi < HI)
     # q^T as [DP, N]: loaded once, reused for every key tile
     q_ptrs = q_ptr + qrow.to(tl.int64)[None, :] * stride_qs + hi[None, :] * DI + offs_d[:, None]
-    qT = tl.load(q_ptrs, mask=qvalid[None, :] & d_ok[:, None], other=0.0)
+    if DP == DI:
+        qT = tl.load(q_ptrs, mask=qvalid[None, :], other=0.0)
+    else:
+        qT = tl.load(q_ptrs, mask=qvalid[None, :] & d_ok[:, None], other=0.0)
     w = tl.load(w_ptr + qrow.to(tl.int64) * stride_ws + hi, mask=qvalid, other=0.0).to(tl.float32)
 
     offs_bq = tl.arange(0, BQ)
@@ -82,8 +90,11 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
     row_ok = (q0 + offs_bq < n_q)[None, :]
     for t0 in range(0, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
-        kt = tl.load(k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :],
-                     mask=(offs_t < T)[:, None] & d_ok[None, :], other=0.0)
+        k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
+        if DP == DI:
+            kt = tl.load(k_ptrs, mask=(offs_t < T)[:, None], other=0.0)
+        else:
+            kt = tl.load(k_ptrs, mask=(offs_t < T)[:, None] & d_ok[None, :], other=0.0)
         if IEEE:
             acc = tl.dot(kt, qT, input_precision="ieee")
         else:
@@ -109,10 +120,14 @@ def _order_key(x):
 
 
 @triton.jit
-def _max_nan_last(a, b):
-    # the larger of a and b with NaN below every number (the order of _order_key): a NaN
-    # maximum only when both are NaN. Written out: max.f32 and numpy's maximum disagree on NaN.
-    return tl.where((b > a) | (a != a), b, a)
+def _max_nan_last(a, b, EMULATE: tl.constexpr):
+    # the larger of a and b with NaN below every number (the order of _order_key): NaN only
+    # when both are. On the GPU that is tl.maximum itself (maxnum: max.f32 returns the non-NaN
+    # operand); the interpreter's maximum propagates NaN, so there it is written out.
+    if EMULATE:
+        return tl.where((b > a) | (a != a), b, a)
+    else:
+        return tl.maximum(a, b)
 
 
 @triton.jit
@@ -143,7 +158,8 @@ def _write_topk(u, idx, k, orow, idx_offset):
 def _select_kernel(sc_ptr, cand_ptr, out_ptr,
                    s_first, n_q, k_eff, idx_offset,
                    stride_s, stride_c, stride_o,
-                   RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr):
+                   RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
+                   EMULATE_MAXNUM: tl.constexpr):
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
@@ -174,7 +190,7 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr,
             for b0 in range(0, L, 2 * CAP):
                 x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
                 x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
-                gm = _max_nan_last(gm, _max_nan_last(x1, x2))
+                gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE_MAXNUM), EMULATE_MAXNUM)
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value
             tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
             # pass 2: compact every x >= tau (a superset of the top K), in index order
@@ -329,7 +345,7 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     T = k.shape[0]
     if n == 0:
         return
-    if interpreting() and q.dtype == torch.bfloat16:
+    if kernels_interpreted(_score_kernel) and q.dtype == torch.bfloat16:
         # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the
         # kernel's fp32 path (IEEE dot) then computes the same fp32 math
         q, k = q.float(), k.float()
@@ -359,7 +375,8 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         cand = torch.empty(n, cap, dtype=torch.int64, device=out.device)
     _select_kernel[(n,)](scores, cand, out, s_first, n, k_eff, idx_offset,
                          scores.stride(0), cand.stride(0), out.stride(0),
-                         RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window), num_warps=SELECT_WARPS)
+                         RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
+                         EMULATE_MAXNUM=kernels_interpreted(_select_kernel), num_warps=SELECT_WARPS)
 
 
 def window_pow2(window: int) -> int:

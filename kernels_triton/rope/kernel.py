@@ -1,20 +1,18 @@
-"""In-place RoPE (inverse by default) of the last rot.dim channels of bf16 rows, on Triton.
+"""In-place RoPE (inverse by default) of the last rot_dim channels of bf16 rows, on Triton.
 
-Exactly `naive.rope_rows_bf16(x, rot, positions, inverse, heads=True)`:
-x [N, H, Dv] bf16 (a chunk of attention outputs: query n at positions[n], all heads
-share it), interleaved pairs (x[2k], x[2k+1]) of the last rot.dim channels rotated in
-fp32 by the fp32 cos/sin table rows of tables.cos_sin (sin negated for the
-inverse), rounded to bf16 (nearest even) in place. Other channels are not touched:
-the kernel moves 2 x N*H*rot.dim*2 bytes.
+Exactly `naive.rope_(x, cos, sin, pos0, inverse)`:
+x [N, H, Dv] bf16 (a chunk of attention outputs: query n at position pos0 + n, all heads
+share it), interleaved pairs (x[2k], x[2k+1]) of the last rot_dim channels rotated in
+fp32 by the rows of the program's fp32 cos/sin tables (tables.fill_tables; sin negated for
+the inverse), rounded to bf16 (nearest even) in place. Other channels are not touched:
+the kernel moves 2 x N*H*rot_dim*2 bytes.
 
 Grid: one program per BLOCK (query, head) rows, flattened row r = n*H + h; each program
-loads a [BLOCK, rot.dim/2, 2] tile (the row's rot.dim channels are contiguous), splits
+loads a [BLOCK, rot_dim/2, 2] tile (the row's rot_dim channels are contiguous), splits
 it into the pair halves, rotates, joins and stores. No FMA contraction
 (enable_fp_fusion=False) so a*cos - b*sin rounds like the reference's separate ops.
 """
 from __future__ import annotations
-
-from typing import Union
 
 import torch
 import triton
@@ -22,9 +20,8 @@ import triton.language as tl
 
 from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
-from .tables import Rotary, cos_sin, rope_tables
 
-ROPE_BLOCK_ELEMS = 4096   # elements (rows x rot.dim) per program
+ROPE_BLOCK_ELEMS = 4096   # elements (rows x rot_dim) per program
 ROPE_WARPS = 4
 
 
@@ -62,69 +59,64 @@ def _block_rows(rope_dim: int) -> int:
     return max(1, min(256, ROPE_BLOCK_ELEMS // next_pow2(rope_dim)))
 
 
-def check_rope_inputs(x, rot, positions) -> torch.Tensor:
-    """Validate before any launch; return the positions: an int pos0, or the int tensor [N]."""
-    if not isinstance(rot, Rotary):
-        raise TypeError(f"rot must be a kernels_triton.rope.Rotary, got {type(rot).__name__}")
+def check_tables(cos, sin, rows: int, dev, what: str = "RoPE") -> int:
+    """Validate a program's RoPE tables (fp32 [P, rot_dim // 2], P >= rows); return rot_dim."""
+    for name, t in (("cos", cos), ("sin", sin)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what}: {name} must be a torch.Tensor table, got {type(t).__name__}")
+        if t.dtype != torch.float32 or t.dim() != 2 or not t.is_contiguous():
+            raise ValueError(f"{what}: {name} must be a contiguous fp32 table [positions, rot_dim // 2] "
+                             f"(kernels_triton.rope.tables.fill_tables), got {t.dtype} {tuple(t.shape)}")
+        if t.device != dev:
+            raise ValueError(f"{what}: {name} is on {t.device} but the rows are on {dev}")
+    if cos.shape != sin.shape:
+        raise ValueError(f"{what}: cos {tuple(cos.shape)} and sin {tuple(sin.shape)} differ")
+    if cos.shape[0] < rows:
+        raise ValueError(f"{what}: the tables hold positions 0..{cos.shape[0] - 1} but position {rows - 1} is "
+                         f"needed; build them for the whole sequence")
+    return 2 * int(cos.shape[1])
+
+
+def check_rope_inputs(x, cos, sin, pos0) -> int:
+    """Validate before any launch; return rot_dim."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
         raise ValueError(f"x must be [N, H, Dv] (or [B, N, H, Dv]) attention outputs, got shape {tuple(x.shape)}")
     if x.dtype != torch.bfloat16:
         raise TypeError(f"x must be bfloat16, got {x.dtype}; the in-place RoPE rewrites bf16 rows")
+    if isinstance(pos0, bool) or not isinstance(pos0, int) or pos0 < 0:
+        raise ValueError(f"pos0 (the first row's position) must be an int >= 0, got {pos0!r}")
     N, Dv = x.shape[-3], x.shape[-1]
-    if rot.dim > Dv:
-        raise ValueError(f"rot.dim = {rot.dim} > the row's channels Dv = {Dv}; RoPE acts on the last rot.dim "
-                         f"channels, so use rot.dim <= {Dv}")
+    rd = check_tables(cos, sin, pos0 + N, x.device)
+    if rd > Dv:
+        raise ValueError(f"rot_dim = {rd} > the row's channels Dv = {Dv}; RoPE acts on the last rot_dim "
+                         f"channels, so use rot_dim <= {Dv}")
     if x.stride(-1) != 1:
         raise ValueError(f"x's channel axis must be contiguous (stride 1), got strides {tuple(x.stride())}; "
                          f"call .contiguous() (the RoPE is in place, so pass the tensor you keep)")
-    dev = x.device
-    if dev.type != "cuda" and not kernels_interpreted(_rope_kernel):
-        raise ValueError(f"the Triton RoPE needs CUDA tensors (got {dev}); on a CPU use "
-                         f"kernels_triton.rope.naive.rope_rows_bf16, or set TRITON_INTERPRET=1 for tests")
-    if isinstance(positions, bool) or not isinstance(positions, (int, torch.Tensor)):
-        raise TypeError(f"positions must be an int (first position: pos0 + arange(N)) or an int tensor [N], "
-                        f"got {type(positions).__name__}")
-    if isinstance(positions, int):
-        if positions < 0:
-            raise ValueError(f"positions (pos0) must be >= 0, got {positions}")
-        return positions
-    if positions.dtype.is_floating_point or positions.dtype.is_complex or positions.dtype == torch.bool:
-        raise TypeError(f"positions must be an integer tensor, got {positions.dtype}; use .long()")
-    if tuple(positions.shape) != (N,):
-        raise ValueError(f"positions must be [N] = [{N}] (one position per query row of x), got "
-                         f"{tuple(positions.shape)}")
-    if positions.device != dev:
-        raise ValueError(f"positions is on {positions.device} but x is on {dev}; move it with .to(x.device)")
-    return positions
+    if x.device.type != "cuda" and not kernels_interpreted(_rope_kernel):
+        raise ValueError(f"the Triton RoPE needs CUDA tensors (got {x.device}); on a CPU use "
+                         f"kernels_triton.rope.naive.rope_, or set TRITON_INTERPRET=1 for tests")
+    return rd
 
 
-def apply_rope_(x: torch.Tensor, rot: Rotary, positions: Union[torch.Tensor, int], inverse: bool = True) -> torch.Tensor:
-    """Rotate x[..., -rot.dim:] in place (inverse by default) at `positions`; returns x.
+def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos0: int = 0,
+                inverse: bool = True) -> torch.Tensor:
+    """Rotate x[..., -rot_dim:] in place (inverse by default); query row n at table row pos0 + n. Returns x.
 
     x: [N, H, Dv] or [B, N, H, Dv] bf16 with a contiguous channel axis (row/head strides free);
-    positions: int tensor [N] (shared by every batch element and head) or an int pos0 for
-    positions pos0 + arange(N).
-    """
-    pos = check_rope_inputs(x, rot, positions)
+    cos, sin: fp32 tables [P, rot_dim // 2] by position (tables.fill_tables, or tables.cos_sin of
+    any positions with pos0 = 0), shared by every batch element and head."""
+    rd = check_rope_inputs(x, cos, sin, pos0)
     if x.numel() == 0:
         return x
-    if isinstance(pos, int):
-        # positions pos0 + arange(N): one cached table from position 0, grown by powers of two,
-        # so the chunks of a composed forward share it instead of rebuilding tables per chunk
-        end = next_pow2(max(pos + x.shape[-3], 1024))
-        cos, sin = rope_tables(rot, 0, end, 1, x.device)
-        tab0 = pos
-    else:
-        cos, sin = (t.contiguous() for t in cos_sin(rot, pos))
-        tab0 = 0
     views = [x] if x.dim() == 3 else list(x.unbind(0))
     for v in views:
         N, H, Dv = v.shape
-        BLOCK = _block_rows(rot.dim)
+        BLOCK = _block_rows(rd)
         grid = (triton.cdiv(N * H, BLOCK),)
-        _rope_kernel[grid](v, cos, sin, N, tab0, v.stride(0), v.stride(1), Dv - rot.dim,
-                           H=H, HALF=rot.dim // 2, HALFP=next_pow2(rot.dim // 2), BLOCK=BLOCK,
+        _rope_kernel[grid](v, cos, sin, N, pos0, v.stride(0), v.stride(1), Dv - rd,
+                           H=H, HALF=rd // 2, HALFP=next_pow2(rd // 2), BLOCK=BLOCK,
                            INVERSE=bool(inverse), num_warps=ROPE_WARPS, enable_fp_fusion=False)
     return x

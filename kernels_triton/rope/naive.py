@@ -31,9 +31,10 @@ def rope_rows_bf16(x_bf16: torch.Tensor, rot: Rotary, positions: torch.Tensor, i
     return out
 
 
-def rope_(x: torch.Tensor, rot: Rotary, positions: int, inverse: bool = True) -> torch.Tensor:
-    """In place on x [N, H, Dv] at positions (an int p0: p0 + arange(N)): kernel.apply_rope_'s op."""
-    if isinstance(positions, int):
-        positions = torch.arange(positions, positions + x.shape[0], device=x.device)
-    x.copy_(rope_rows_bf16(x, rot, positions, inverse=inverse, heads=True))
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos0: int = 0, inverse: bool = True) -> torch.Tensor:
+    """In place on x [N, H, Dv]: query row n rotated by table row pos0 + n (kernel.apply_rope_'s op)."""
+    rd = 2 * cos.shape[1]
+    n = x.shape[0]
+    c, s = cos[pos0:pos0 + n, None, :], sin[pos0:pos0 + n, None, :]
+    x[..., -rd:] = apply_rope(x[..., -rd:], c, s, inverse=inverse).to(torch.bfloat16)
     return x

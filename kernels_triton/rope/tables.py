@@ -2,13 +2,13 @@
 
 Rotation acts on interleaved pairs (x[2i], x[2i+1]) as one complex number. The tables are
 fp32: angle = float32(position) * inv_freq, then cos/sin, so every path (naive, Triton,
-composed) rotates by bitwise the same factors. Plain parameters (`Rotary`), no spec objects.
+composed) rotates by bitwise the same factors. A program builds its tables once, as buffers
+it plans (fill_tables), and passes them to the kernels. Plain parameters, no spec objects.
 """
 from __future__ import annotations
 
 import functools
 import math
-from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -54,21 +54,14 @@ def cos_sin(rot: Rotary, positions: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.cos(ang), torch.sin(ang)
 
 
-_TABLES: "OrderedDict[tuple, tuple]" = OrderedDict()
-_TABLES_MAX = 8
+def fill_tables(cos: torch.Tensor, sin: torch.Tensor, *, rot: Rotary) -> None:
+    """cos, sin [P, rot.dim // 2] fp32 <- the tables of positions 0..P-1 (a program's RoPE tables: every
+    rotation of the program reads its rows from them, compressed row i at row i * m)."""
+    c, s = cos_sin(rot, torch.arange(cos.shape[0], device=cos.device))
+    cos.copy_(c)
+    sin.copy_(s)
 
 
-def rope_tables(rot: Rotary, first: int, end: int, step: int, device) -> tuple:
-    """fp32 cos/sin [end - first, rot.dim // 2] at positions arange(first, end) * step on `device`
-    (bitwise the tables of cos_sin); the last few are cached so repeated launches do not rebuild them."""
-    key = (Rotary(*rot), int(first), int(end), int(step), str(torch.device(device)))
-    hit = _TABLES.get(key)
-    if hit is not None:
-        _TABLES.move_to_end(key)
-        return hit
-    pos = torch.arange(first, end, device=device) * step
-    tabs = tuple(t.contiguous() for t in cos_sin(rot, pos))
-    _TABLES[key] = tabs
-    while len(_TABLES) > _TABLES_MAX:
-        _TABLES.popitem(last=False)
-    return tabs
+def tables_temp_bytes(positions: int, rot_dim: int) -> int:
+    """fill_tables builds the positions (int64, then fp32), the angles and both tables before copying."""
+    return positions * (8 + 4) + 3 * positions * (rot_dim // 2) * 4

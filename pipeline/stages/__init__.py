@@ -2,7 +2,8 @@
 
     compressor  kernels_triton/compressor/       role cmp (attention rows), idx (index keys)
     indexer     kernels_triton/indexer/          score + top-k
-    attention   kernels_tilelang/sparse_mla/     + the inverse RoPE of kernels_triton/rope/
+    attention   kernels_tilelang/sparse_mla/
+    rope        kernels_triton/rope/             the program's RoPE tables, the inverse RoPE
     glue        copies between stage buffers
     cp          context parallelism: halo exchange, all-gathers, local KV tables
 
@@ -14,11 +15,11 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 
 from ..lang.spec import Pipeline
-from . import attention, compressor, cp, glue, indexer
+from . import attention, compressor, cp, glue, indexer, rope
 from .base import BACKENDS, Impl, InputDef, IRSection, Op, StageKind
 
-KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, attention.KIND, glue.KIND,
-                                                   cp.KIND)}
+KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, attention.KIND, rope.KIND,
+                                                   glue.KIND, cp.KIND)}
 OPS: Dict[str, Op] = {op.name: op for k in KINDS.values() for op in k.ops.values()}
 IR_SECTIONS: Dict[str, IRSection] = {s.name: s for k in KINDS.values() for s in k.ir}
 

@@ -1,8 +1,7 @@
-"""Stage kind `attention`: sparse MLA attention over each query's key list, then (V4) the inverse
-RoPE of the output's last dims.
+"""Stage kind `attention`: sparse MLA attention over each query's key list.
 
-Kernels: kernels_tilelang/sparse_mla/ (naive.py, kernel.py, cost.py, ir.py) and the in-place
-RoPE of kernels_triton/rope/.
+Kernels: kernels_tilelang/sparse_mla/ (naive.py, kernel.py, cost.py, ir.py). The inverse RoPE
+of the output (V4) is the `rope` stage's.
 """
 from __future__ import annotations
 
@@ -12,11 +11,6 @@ import torch
 
 from kernels_tilelang.sparse_mla import cost, kernel, naive
 from kernels_tilelang.sparse_mla import ir as tl_ir
-from kernels_triton._compile import LEVELS as TRITON_LEVELS
-from kernels_triton.rope import cost as rope_cost
-from kernels_triton.rope import ir as rope_ir
-from kernels_triton.rope import kernel as rope_kernel
-from kernels_triton.rope import naive as rope_naive
 
 from ..lang.errors import SpecError
 from ..lang.spec import Pipeline, SparseAttention
@@ -33,10 +27,6 @@ def _attend_kernel_temp(rows: int = 0, heads: int = 0, dim_qk: int = 0, dim_v: i
     return cost.kernel_temp_bytes(rows, heads, dim_qk, dim_v, keys)
 
 
-def _rope_naive_temp(rows: int = 0, heads: int = 0, dim_v: int = 0, rot_dim: int = 0, **_) -> int:
-    return rope_cost.naive_temp_bytes(rows, heads, dim_v, rot_dim)
-
-
 ATTEND = Op(
     "attention.attend",
     "out [n, H, Dv] <- softmax attention of q over the rows its key list names (sink in the denominator)",
@@ -48,19 +38,6 @@ ATTEND = Op(
         "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised)", _attend_kernel_temp),
     },
 )
-
-INVERSE_ROPE = Op(
-    "attention.inverse_rope",
-    "in place: inverse RoPE of the output's last dims at the query positions",
-    writes=("x",),
-    updates=("x",),
-    impls={
-        "torch": Impl(rope_naive.rope_, "torch rope", _rope_naive_temp),
-        "interpret": Impl(rope_kernel.apply_rope_, "triton _rope_kernel [interpreter]"),
-        "cuda": Impl(rope_kernel.apply_rope_, "triton _rope_kernel (in place)"),
-    },
-)
-
 
 def _inputs(pipe: Pipeline, a: SparseAttention, role: str) -> Dict[str, InputDef]:
     out = {
@@ -88,22 +65,13 @@ def _emit_attention(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     return {"": res[level]}
 
 
-def _emit_rope(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
-    a = pipe.attention
-    if a.inverse_rope is None:
-        return {"": f"// pipeline {pipe.name!r} has no inverse RoPE epilogue: no kernel\n"}
-    return {"": rope_ir.compile_ir(heads=a.heads, v_dim=a.v_dim, rope_dim=a.inverse_rope.dim, arch=arch)[level]}
-
-
 KIND = StageKind(
     kind="attention",
     spec_type=SparseAttention,
-    doc="sparse MLA attention over window + selected rows, sink in the denominator; inverse RoPE epilogue",
-    ops={"attend": ATTEND, "inverse_rope": INVERSE_ROPE},
+    doc="sparse MLA attention over window + selected rows, sink in the denominator",
+    ops={"attend": ATTEND},
     inputs=_inputs,
     limits=_limits,
     ir=(IRSection("attention", "tilelang", "sparse MLA forward, warp-specialised producer/consumer pipeline",
-                  TILELANG_LEVELS, _emit_attention),
-        IRSection("rope", "triton", "inverse RoPE epilogue on the output's last dims, in place",
-                  TRITON_LEVELS, _emit_rope)),
+                  TILELANG_LEVELS, _emit_attention),),
 )

@@ -14,10 +14,7 @@ from kernels_triton.compressor import cost, ir, kernel, naive
 from kernels_triton.rope.tables import Rotary
 
 from ..lang.spec import Compressor, Pipeline, RoPE
-from ..program import register_param_type
 from .base import Impl, InputDef, IRSection, Op, StageKind
-
-register_param_type(Rotary)
 
 
 def rotary(rope: Optional[RoPE]) -> Optional[Rotary]:
@@ -32,7 +29,7 @@ def rotary(rope: Optional[RoPE]) -> Optional[Rotary]:
 
 
 def params(c: Compressor) -> dict:
-    """The compress op's constant arguments for a Compressor spec (rotary is passed separately)."""
+    """The compress op's constant arguments for a Compressor spec (the RoPE tables are passed apart)."""
     return {"ratio": c.ratio, "overlap": c.overlap, "hadamard": c.hadamard, "eps": float(c.norm_eps)}
 
 
