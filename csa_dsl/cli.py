@@ -17,7 +17,7 @@ import torch
 
 from pipeline import context_parallel as cp
 from pipeline import planner
-from pipeline.inputs import input_bytes, random_inputs
+from pipeline.inputs import check_finite, input_bytes, random_inputs
 from pipeline.lang import defaults
 from pipeline.lang.errors import SpecError
 from pipeline.lang.schedule import PATHS, Schedule, parse_bytes
@@ -192,13 +192,20 @@ def cmd_run(args) -> int:
     inputs = random_inputs(spec, B, seq, device, seed=args.seed)
     print(f"random inputs made in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
 
-    # progress on the first run (the one that compiles kernels, and on a CPU the long one)
-    show = [True]
+    if args.check_inputs:      # what the first call's check costs, reported apart from the forward's time
+        t0 = time.perf_counter()
+        check_finite(inputs)
+        print(f"input check: no NaN or Inf in the {len(inputs)} inputs ({(time.perf_counter() - t0) * 1e3:.1f} ms "
+              f"per call; --no-check-inputs skips it)")
+
+    # the first call shows progress (it compiles the kernels, and on a CPU it is the long one) and
+    # checks the inputs as the schedule says; the timed repetitions reuse those checked inputs
+    first = [True]
 
     def once():
-        bar = show[0]
-        show[0] = False
-        return fwd.execute(program, progress=bar, **inputs)
+        is_first = first[0]
+        first[0] = False
+        return fwd.execute(program, progress=is_first, check_inputs=None if is_first else False, **inputs)
 
     if device == "cuda":
         result = {}
@@ -225,7 +232,7 @@ def cmd_run(args) -> int:
                     f"+ output {fmt_bytes(out_b)})")
     st = tensor_stats(out)
     bad = st["nan"] + st["inf"]
-    print(f"time: median {ms:.1f} ms over {args.reps} run{'s' if args.reps > 1 else ''}")
+    print(f"time: median {ms:.1f} ms over {args.reps} run{'s' if args.reps > 1 else ''} (the forward)")
     print(f"peak memory: {peak_txt}")
     print(f"output: out {tuple(out.shape)} {str(out.dtype).replace('torch.', '')}, mean {st['mean']:.4g}, "
           f"std {st['std']:.4g}, NaN {st['nan']}, Inf {st['inf']}; out[0,-1,0,:4] = "

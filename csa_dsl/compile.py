@@ -68,20 +68,22 @@ class CompiledPipeline:
                             query_chunk=self.schedule.query_chunk, return_indices=return_indices, mem=mem)
 
     # -- running --------------------------------------------------------------------
-    def execute(self, program: Program, progress: bool = False, profile: bool = False, **inputs: torch.Tensor):
+    def execute(self, program: Program, progress: bool = False, profile: bool = False,
+                check_inputs: Optional[bool] = None, **inputs: torch.Tensor):
         """Run exactly `program` (from plan(), possibly edited) on `inputs`; returns out, or (out, indices)
-        when the program writes the key lists."""
+        when the program writes the key lists. check_inputs: None follows the schedule."""
         validate_inputs(self.spec, inputs, device=self.device)
-        return self._run(program, inputs, progress, profile)
+        return self._run(program, inputs, progress, profile, check_inputs)
 
     def __call__(self, return_indices: bool = False, progress: bool = False, profile: bool = False,
-                 **inputs: torch.Tensor):
+                 check_inputs: Optional[bool] = None, **inputs: torch.Tensor):
         B, S = validate_inputs(self.spec, inputs, device=self.device)
         program = self.plan(S, B, return_indices)
-        return self._run(program, inputs, progress, profile)
+        return self._run(program, inputs, progress, profile, check_inputs)
 
-    def _run(self, program: Program, inputs: Dict[str, torch.Tensor], progress: bool, profile: bool):
-        if self.schedule.check_inputs:
+    def _run(self, program: Program, inputs: Dict[str, torch.Tensor], progress: bool, profile: bool,
+             check_inputs: Optional[bool]):
+        if self.schedule.check_inputs if check_inputs is None else check_inputs:
             check_finite(inputs)
         prof: Optional[Dict[str, float]] = {} if profile else None
         bar = _progress_bar(f"{self.spec.name} S={program.seq_len:,}") if progress else None

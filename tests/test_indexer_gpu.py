@@ -84,8 +84,12 @@ def test_nan_scores_rank_last_on_the_gpu(fresh_seed):
     torch.cuda.synchronize()
     nvis = (torch.arange(S, device="cuda") + 1) // m
     picked_bad = torch.isin(got[0], torch.tensor(bad, device="cuda", dtype=torch.int32)).any(-1)
-    numeric = nvis > ix.topk
+    # queries with at least K numeric visible scores must not take a NaN row (with fewer they must)
+    bad_visible = sum((nvis > b).int() for b in bad)
+    numeric = nvis - bad_visible >= ix.topk
     numeric[6000] = False          # its scores are all NaN: rows 0..K-1 by the tie rule, 5 and 100 among them
+    short = (nvis > ix.topk) & ~numeric
+    assert picked_bad[short].all(), fresh_seed
     assert not picked_bad[numeric].any(), fresh_seed
     assert sorted(got[0, 6000].tolist()) == list(range(ix.topk))
     exact = _exact_scores(q, w, k, 7000, 7512, m)
