@@ -12,6 +12,7 @@ it was run beside csa-dsl on the same inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -133,6 +134,20 @@ def peak_above(fn: Callable[[], object], extra_baseline: int = 0) -> float:
     return peak / 2**30
 
 
+@contextlib.contextmanager
+def reported(rec: dict):
+    """A benchmark reports, it does not crash: a failure inside becomes the record's status."""
+    try:
+        _free_cuda()
+        yield
+    except PlanError as e:
+        rec["status"] = f"refused: {e}"
+    except Exception as e:  # noqa: BLE001
+        rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
+    finally:
+        _free_cuda()
+
+
 def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
@@ -157,14 +172,13 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
     all S queries on the PyTorch stages (the [B, S, HI, T] einsum of the public reference code)."""
     recs = []
     ix = spec.indexer
-    bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}") if progress else None
+    bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}", progress)
     for S in seqs:
         T = S // spec.ratio
         for path in paths:
             rec = base_record("indexer", spec, batch, S, path)
             rec["flop"] = indexer_flops(spec, batch, S)
-            try:
-                _free_cuda()
+            with reported(rec):
                 g = torch.Generator(device="cuda").manual_seed(S)
                 rec["seed"] = S
                 q = torch.randn(batch, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -182,14 +196,9 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
                 if path == "triton":
                     rec.update(_indexer_breakdown(spec, q, w, k))
                 del q, w, k
-            except Exception as e:  # noqa: BLE001 - a benchmark reports, it does not crash
-                rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
-            _free_cuda()
             recs.append(rec)
-            if bar:
-                bar.update(1)
-    if bar:
-        bar.close()
+            bar.update(1)
+    bar.close()
     return recs
 
 
@@ -237,11 +246,10 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
                     progress: bool = True) -> List[dict]:
     a = spec.attention
     recs = []
-    bar = _bar(len(seqs), f"attention {spec.name}") if progress else None
+    bar = _bar(len(seqs), f"attention {spec.name}", progress)
     for S in seqs:
         rec = base_record("attention", spec, 1, S, f"tilelang-{variant}")
-        try:
-            _free_cuda()
+        with reported(rec):
             R = kv_rows or (max(32768, S) if spec.compressor is None else S + S // spec.ratio)
             sets = [attention_inputs(spec, S, R, seed=i) for i in range(2)]
             sink = torch.randn(a.heads, device="cuda") if a.sink else None
@@ -259,14 +267,9 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
             rec["kv_rows"] = R
             rec["keys_per_query"] = int(sets[0][2].shape[-1])
             del sets
-        except Exception as e:  # noqa: BLE001
-            rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
-        _free_cuda()
         recs.append(rec)
-        if bar:
-            bar.update(1)
-    if bar:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return recs
 
 
@@ -275,13 +278,12 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
 def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("composed",),
                    budget: Optional[int] = None, progress: bool = True, profile: bool = True) -> List[dict]:
     recs = []
-    bar = _bar(len(seqs) * len(paths), f"composed {spec.name}") if progress else None
+    bar = _bar(len(seqs) * len(paths), f"composed {spec.name}", progress)
     for S in seqs:
         inputs = None
         for path in paths:
             rec = base_record("composed", spec, batch, S, path)
-            try:
-                _free_cuda()
+            with reported(rec):
                 fwd = compile_pipeline(spec, device="cuda", schedule=Schedule(path=path, memory_budget=budget))
                 prog = fwd.plan(S, batch)
                 rec["query_chunk"] = prog.chunk
@@ -303,18 +305,11 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
                     rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
                 if spec.name == "v4-flash" and S == STREAMINDEX_H200_COMPOSED["seq_len"]:
                     rec["streamindex_h200"] = STREAMINDEX_H200_COMPOSED
-            except PlanError as e:
-                rec["status"] = f"refused: {e}"
-            except Exception as e:  # noqa: BLE001
-                rec["status"] = "oom" if is_oom(e) else f"error: {type(e).__name__}: {str(e)[:300]}"
-            _free_cuda()
             recs.append(rec)
-            if bar:
-                bar.update(1)
+            bar.update(1)
         del inputs
         _free_cuda()
-    if bar:
-        bar.close()
+    bar.close()
     return recs
 
 
@@ -397,9 +392,20 @@ def loglog_axes(ax, xlabel: str, ylabel: str) -> None:
     ax.legend(fontsize=7)
 
 
-def _bar(total: int, desc: str):
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, desc: str, show: bool = True):
+    """A tqdm bar, or one that shows nothing (progress off, or tqdm missing)."""
+    if not show:
+        return _NoBar()
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return None
+        return _NoBar()
     return tqdm(total=total, desc=desc, leave=False)

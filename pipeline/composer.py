@@ -87,6 +87,26 @@ def rope_tables(consts: Dict[str, object], impl: Dict[str, str], positions: int)
     return bufs, calls
 
 
+def program_frame(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str, path: str,
+                  local_tokens: Optional[int] = None) -> Tuple[Dict[str, str], Dict[str, object], Dict[str, Buffer]]:
+    """What every program of a spec starts from: the backend that runs each op, the named constants
+    (sizes, softmax scale, RoPE parameters) and the input buffers; per-token inputs hold `local_tokens`
+    rows when a rank holds part of the sequence (context parallelism)."""
+    a = spec.attention
+    impl = {name: impl_for(path, backend, name) for name in OPS}
+    consts: Dict[str, object] = {"B": batch, "S": seq_len, "T": spec.num_compressed(seq_len), "C": chunk,
+                                 "m": spec.ratio, "W": a.window, "K": spec.topk_eff(seq_len),
+                                 "scale": float(a.softmax_scale)}
+    consts.update(rope_consts(spec))
+    bufs: Dict[str, Buffer] = {}
+    for role, kind, stage in stages_of(spec):
+        for name, d in kind.inputs(spec, stage, role).items():
+            local = local_tokens is not None and d.per_token
+            bufs[name] = Buffer(name, d.shape(batch, local_tokens if local else seq_len), d.dtype, "input",
+                                d.doc + (" (this rank's blocks)" if local else ""))
+    return impl, consts, bufs
+
+
 def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda", *, path: str = "composed",
             return_indices: bool = False, budget: Optional[int] = None) -> Program:
     """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration."""
@@ -102,19 +122,11 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     T = spec.num_compressed(S)
     W, K = a.window, spec.topk_eff(S)
     off = spec.selected_offset(S)
-    impl = {name: impl_for(path, backend, name) for name in OPS}
-
-    consts: Dict[str, object] = {"B": B, "S": S, "T": T, "C": C, "m": m, "W": W, "K": K,
-                                 "scale": float(a.softmax_scale)}
-    consts.update(rope_consts(spec))
-    bufs: Dict[str, Buffer] = {}
+    impl, consts, bufs = program_frame(spec, B, S, C, backend, path)
 
     def buf(name, shape, dtype, scope, note=""):
         bufs[name] = Buffer(name, tuple(shape), dtype, scope, note)
 
-    for role, kind, stage in stages_of(spec):
-        for name, d in kind.inputs(spec, stage, role).items():
-            buf(name, d.shape(B, S), d.dtype, "input", d.doc)
     buf("out", (B, S, a.heads, a.v_dim), torch.bfloat16, "output")
     if return_indices:
         buf("indices", (B, S, W + K), torch.int32, "output", f"key lists: {W} window rows + {K} selected rows")
@@ -163,7 +175,8 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
 
     if K > 0:
         fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
-                     f"({bufs['scores'].nbytes / 2**20:.1f} MiB)" + ("" if path == "materialize" else ", no [S, T] tensor"))
+                     f"({bufs['scores'].nbytes / 2**20:.1f} MiB)"
+                     + ("" if path == "materialize" else ", no [S, T] tensor"))
     fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
     if W and impl["indexer.select"] != "torch":
         fused.append("window ids -> top-k: the selection kernel writes each key list's window part too")

@@ -30,8 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from .composer import (chunk_buffers, chunk_calls, impl_for, kernel_names, rope_consts, rope_tables, table_args,
-                       walk_calls)
+from .composer import chunk_buffers, chunk_calls, kernel_names, program_frame, rope_tables, table_args, walk_calls
 from .inputs import random_inputs, token_inputs
 from .interpreter import Context, execute
 from .lang import defaults
@@ -39,7 +38,7 @@ from .lang.errors import InputError, PlanError
 from .lang.spec import Pipeline
 from .planner import chunk_choices, default_budget, memory
 from .program import Buffer, E, Loop, Node, Program, R, fmt_bytes
-from .stages import OPS, stages_of
+from .stages import OPS
 from .stages.compressor import params as compressor_params
 
 
@@ -105,19 +104,12 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
     C = int(min(chunk, longest))
     hw = max(0, W - 1)
     hm = m if (c is not None and c.overlap) else 0
-    impl = {name: impl_for(path, backend, name) for name in OPS}
-    consts: Dict[str, object] = {"B": B, "S": S, "T": T, "C": C, "m": m, "W": W, "K": K, "world": world,
-                                 "rank": rank, "scale": float(a.softmax_scale)}
-    consts.update(rope_consts(spec))
-    bufs: Dict[str, Buffer] = {}
+    impl, consts, bufs = program_frame(spec, B, S, C, backend, path, local_tokens=n_local)
+    consts.update(world=world, rank=rank)
 
     def buf(name, shape, dtype, scope, note=""):
         bufs[name] = Buffer(name, tuple(shape), dtype, scope, note)
 
-    for role, kind, stage in stages_of(spec):
-        for name, d in kind.inputs(spec, stage, role).items():
-            buf(name, d.shape(B, n_local) if d.per_token else d.shape(B, S), d.dtype, "input",
-                d.doc + (" (this rank's blocks)" if d.per_token else ""))
     out_local = "out_local" if gather else "out"
     buf(out_local, (B, n_local, a.heads, a.v_dim), torch.bfloat16, "program" if gather else "output",
         "this rank's queries, in its block order")

@@ -89,47 +89,55 @@ def _compile(tree: ast.expression, text: str) -> Callable[[dict], Any]:
     return run
 
 
-class Expr:
-    """An integer expression of loop variables and program constants, e.g. `min(s0 + C, S)`."""
+class _Source:
+    """Program text parsed once into a closure over the environment; compares and prints as its text."""
 
     __slots__ = ("text", "_run")
-
-    def __init__(self, text: str):
-        self.text = str(text).strip()
-        try:
-            tree = ast.parse(self.text, mode="eval")
-        except SyntaxError as e:
-            raise SpecError(f"program expression {self.text!r} does not parse: {e.msg}") from None
-        _check_expr(tree.body, self.text)
-        self._run = _compile(tree, self.text)
+    KIND = "?"
 
     def eval(self, env: dict):
         return self._run(env)
 
     def __repr__(self) -> str:
-        return f"E({self.text!r})"
+        return f"{self.KIND}({self.text!r})"
 
     def __str__(self) -> str:
         return self.text
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Expr) and other.text == self.text
+        return type(other) is type(self) and other.text == self.text
 
     def __hash__(self) -> int:
-        return hash(("E", self.text))
+        return hash((self.KIND, self.text))
 
-
-class Ref:
-    """A buffer or a slice of one, e.g. `idx_q[b, s0:s1]` or `kv_all[:, S:S + T]`."""
-
-    __slots__ = ("text", "buffer", "_run")
-
-    def __init__(self, text: str):
+    def _parse(self, text: str, what: str) -> ast.expression:
         self.text = str(text).strip()
         try:
-            tree = ast.parse(self.text, mode="eval")
+            return ast.parse(self.text, mode="eval")
         except SyntaxError as e:
-            raise SpecError(f"buffer reference {self.text!r} does not parse: {e.msg}") from None
+            raise SpecError(f"{what} {self.text!r} does not parse: {e.msg}") from None
+
+
+class Expr(_Source):
+    """An integer expression of loop variables and program constants, e.g. `min(s0 + C, S)`."""
+
+    __slots__ = ()
+    KIND = "E"
+
+    def __init__(self, text: str):
+        tree = self._parse(text, "program expression")
+        _check_expr(tree.body, self.text)
+        self._run = _compile(tree, self.text)
+
+
+class Ref(_Source):
+    """A buffer or a slice of one, e.g. `idx_q[b, s0:s1]` or `kv_all[:, S:S + T]`."""
+
+    __slots__ = ("buffer",)
+    KIND = "R"
+
+    def __init__(self, text: str):
+        tree = self._parse(text, "buffer reference")
         node = tree.body
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
             self.buffer = node.value.id
@@ -148,21 +156,6 @@ class Ref:
         else:
             raise SpecError(f"buffer reference {self.text!r} must be `name` or `name[index, ...]`")
         self._run = _compile(tree, self.text)
-
-    def eval(self, env: dict) -> torch.Tensor:
-        return self._run(env)
-
-    def __repr__(self) -> str:
-        return f"R({self.text!r})"
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Ref) and other.text == self.text
-
-    def __hash__(self) -> int:
-        return hash(("R", self.text))
 
 
 Arg = Union[Ref, Expr, int, float, bool, str, None, tuple]

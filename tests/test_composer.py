@@ -112,7 +112,8 @@ def test_interpreter_refuses_bad_programs():
     bad.body[0].body[0].body[0].args["speed"] = 3
     with pytest.raises(SpecError, match=r"takes no argument\(s\) \['speed'\]"):
         fwd.execute(bad, **inp)
-    with pytest.raises(InputError, match=r"input 'q' is \(1, 20, 4, 48\) bf16; program 'tiny-v3.2' was planned for q\[1x21x"):
+    with pytest.raises(InputError, match=r"input 'q' is \(1, 20, 4, 48\) bf16; program 'tiny-v3.2' was planned "
+                                         r"for q\[1x21x"):
         fwd.execute(fwd.plan(21), **inp)
 
 

@@ -169,6 +169,27 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
     return sparse_mla_fwd_kernel
 
 
+def _softmax_macro(T, HB, BI):
+    """One key block's online-softmax step, shared by both variants: the new running max m_i (log2
+    units), the rescale factor alpha of everything accumulated so far, acc_s <- exp2(logits - m_i)
+    (the block's P) and the running sum l_i. The caller rescales its own output accumulator by alpha."""
+
+    @T.macro
+    def online_softmax(acc_s, m_i, m_prev, alpha, l_i, l_blk, scale2):
+        T.copy(m_i, m_prev)
+        T.reduce_max(acc_s, m_i, dim=1, clear=True)
+        for h in T.Parallel(HB):
+            m_i[h] = T.max(m_prev[h], m_i[h] * scale2)
+            alpha[h] = T.exp2(m_prev[h] - m_i[h])
+        for h, j in T.Parallel(HB, BI):
+            acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
+        T.reduce_sum(acc_s, l_blk, dim=1)
+        for h in T.Parallel(HB):
+            l_i[h] = l_i[h] * alpha[h] + l_blk[h]
+
+    return online_softmax
+
+
 def _epilogue_macros(T, HB, with_sink, return_lse):
     """Final per-row normalisation shared by both variants.
 
@@ -210,6 +231,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
     bf16, f32 = T.bfloat16, T.float32
     M_INIT = -1.0e30              # finite: exp2(M_INIT - M_INIT) = 1, never inf - inf
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
+    online_softmax = _softmax_macro(T, HB, BI)
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R):
@@ -281,16 +303,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
                         # wgmma_gemm fences its accumulator only before the wait: keep nvcc
                         # from hoisting reads of acc_s above wgmma.wait_group
                         T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)  # per thread
-                        T.copy(m_i, m_prev)
-                        T.reduce_max(acc_s, m_i, dim=1, clear=True)
-                        for h in T.Parallel(HB):
-                            m_i[h] = T.max(m_prev[h], m_i[h] * scale2)
-                            alpha[h] = T.exp2(m_prev[h] - m_i[h])
-                        for h, j in T.Parallel(HB, BI):
-                            acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
-                        T.reduce_sum(acc_s, l_blk, dim=1)
-                        for h in T.Parallel(HB):
-                            l_i[h] = l_i[h] * alpha[h] + l_blk[h]
+                        online_softmax(acc_s, m_i, m_prev, alpha, l_i, l_blk, scale2)
                         for h, d in T.Parallel(HB, DH):
                             acc_ol[h, d] *= alpha[h]
                         # P_s / alpha_s are single-buffered: WG1 must be done with step k-1
@@ -401,6 +414,7 @@ def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
     bf16, f32 = T.bfloat16, T.float32
     M_INIT = -1.0e30
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
+    online_softmax = _softmax_macro(T, HB, BI)
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R):
@@ -457,16 +471,7 @@ def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
                 T.gemm(Q_s, K_s, acc_s, transpose_B=True, policy=T.GemmWarpPolicy.FullRow)
                 if DT > 0:
                     T.gemm(Qt_s, Kt_s, acc_s, transpose_B=True, policy=T.GemmWarpPolicy.FullRow)
-                T.copy(m_i, m_prev)
-                T.reduce_max(acc_s, m_i, dim=1, clear=True)
-                for h in T.Parallel(HB):
-                    m_i[h] = T.max(m_prev[h], m_i[h] * scale2)
-                    alpha[h] = T.exp2(m_prev[h] - m_i[h])
-                for h, j in T.Parallel(HB, BI):
-                    acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
-                T.reduce_sum(acc_s, l_blk, dim=1)
-                for h in T.Parallel(HB):
-                    l_i[h] = l_i[h] * alpha[h] + l_blk[h]
+                online_softmax(acc_s, m_i, m_prev, alpha, l_i, l_blk, scale2)
                 for h, d in T.Parallel(HB, DV):
                     acc_o[h, d] *= alpha[h]
                 T.copy(acc_s, P_s)

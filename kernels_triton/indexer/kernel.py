@@ -357,8 +357,8 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
                         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
 
 
-def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *, s_first: int,
-                 ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0) -> None:
+def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
+                 s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0) -> None:
     """Key lists of queries [s_first, s_first + n), n = len(out): out[:, :window] = the sliding window
     ids, out[:, window:window + k_eff] = the top-k_eff visible rows of `scores` + idx_offset (int32,
     -1 padded; NaN scores rank below every number; ties to the smaller row). With k_eff = 0 only the

@@ -14,17 +14,11 @@ from kernels_tilelang.sparse_mla import ir as tl_ir
 
 from ..lang.errors import SpecError
 from ..lang.spec import Pipeline, SparseAttention
-from .base import Impl, InputDef, IRSection, Op, StageKind
+from .base import Impl, InputDef, IRSection, Op, StageKind, sized
 
 TILELANG_LEVELS = ("tir", "cuda")
-
-
-def _attend_naive_temp(rows: int = 0, heads: int = 0, dim_qk: int = 0, dim_v: int = 0, keys: int = 0, **_) -> int:
-    return cost.naive_temp_bytes(rows, heads, dim_qk, dim_v, keys)
-
-
-def _attend_kernel_temp(rows: int = 0, heads: int = 0, dim_qk: int = 0, dim_v: int = 0, keys: int = 0, **_) -> int:
-    return cost.kernel_temp_bytes(rows, heads, dim_qk, dim_v, keys)
+SIZES = ("rows", "heads", "dim_qk", "dim_v", "keys")
+NAIVE_TEMP = sized(cost.naive_temp_bytes, *SIZES)
 
 
 ATTEND = Op(
@@ -32,10 +26,11 @@ ATTEND = Op(
     "out [n, H, Dv] <- softmax attention of q over the rows its key list names (sink in the denominator)",
     writes=("out",),
     impls={
-        "torch": Impl(naive.attend, "torch gather + softmax", _attend_naive_temp),
+        "torch": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
         # TileLang has no CPU runtime: the interpreter backend runs the reference attention
-        "interpret": Impl(naive.attend, "torch gather + softmax", _attend_naive_temp),
-        "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised)", _attend_kernel_temp),
+        "interpret": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
+        "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised)",
+                     sized(cost.kernel_temp_bytes, *SIZES)),
     },
 )
 

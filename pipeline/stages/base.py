@@ -20,6 +20,11 @@ from ..program import Arg, Call
 BACKENDS = ("cuda", "interpret", "torch")
 
 
+def sized(cost: Callable[..., int], *names: str) -> Callable[..., int]:
+    """A transient-bytes function of a call's sizes: cost(sizes[names[0]], sizes[names[1]], ...)."""
+    return lambda **sizes: int(cost(*(sizes[n] for n in names)))
+
+
 @dataclass(frozen=True)
 class Impl:
     """One backend's implementation of an op: the function, the kernel it launches (as printed), and

@@ -14,7 +14,7 @@ from kernels_triton.compressor import cost, ir, kernel, naive
 from kernels_triton.rope.tables import Rotary
 
 from ..lang.spec import Compressor, Pipeline, RoPE
-from .base import Impl, InputDef, IRSection, Op, StageKind
+from .base import Impl, InputDef, IRSection, Op, StageKind, sized
 
 
 def rotary(rope: Optional[RoPE]) -> Optional[Rotary]:
@@ -33,16 +33,13 @@ def params(c: Compressor) -> dict:
     return {"ratio": c.ratio, "overlap": c.overlap, "hadamard": c.hadamard, "eps": float(c.norm_eps)}
 
 
-def _naive_temp(batch: int = 1, rows: int = 0, ratio: int = 1, dim: int = 0, overlap: bool = False, **_) -> int:
-    return cost.naive_temp_bytes(batch, rows, ratio, dim, overlap)
-
-
 COMPRESS = Op(
     "compressor.compress",
     "rows [row_start, row_end) of a compressor into `out` (bf16 [B, rows, D])",
     writes=("out",),
     impls={
-        "torch": Impl(naive.compress, "torch naive.compress", _naive_temp),
+        "torch": Impl(naive.compress, "torch naive.compress",
+                      sized(cost.naive_temp_bytes, "batch", "rows", "ratio", "dim", "overlap")),
         "interpret": Impl(kernel.compress, "triton _compress_kernel [interpreter]"),
         "cuda": Impl(kernel.compress, "triton _compress_kernel"),
     },

@@ -12,19 +12,7 @@ from kernels_triton._compile import LEVELS as TRITON_LEVELS
 from kernels_triton.indexer import cost, ir, kernel, naive
 
 from ..lang.spec import Indexer, Pipeline
-from .base import Impl, InputDef, IRSection, Op, StageKind
-
-
-def _score_naive_temp(chunk: int = 0, rows: int = 0, heads: int = 0, dim: int = 0, **_) -> int:
-    return cost.naive_score_temp_bytes(chunk, rows, heads, dim)
-
-
-def _score_interp_temp(chunk: int = 0, rows: int = 0, heads: int = 0, dim: int = 0, **_) -> int:
-    return cost.interpret_score_temp_bytes(chunk, rows, heads, dim)
-
-
-def _select_naive_temp(chunk: int = 0, rows: int = 0, **_) -> int:
-    return cost.naive_select_temp_bytes(chunk, rows)
+from .base import Impl, InputDef, IRSection, Op, StageKind, sized
 
 
 SCORE = Op(
@@ -32,8 +20,10 @@ SCORE = Op(
     "fp32 scores of a query chunk against the key rows it can see, into `out` (never [S, T])",
     writes=("out",),
     impls={
-        "torch": Impl(naive.score_chunk, "torch einsum [n, HI, T]", _score_naive_temp),
-        "interpret": Impl(kernel.score_chunk, "triton _score_kernel [interpreter]", _score_interp_temp),
+        "torch": Impl(naive.score_chunk, "torch einsum [n, HI, T]",
+                      sized(cost.naive_score_temp_bytes, "chunk", "rows", "heads", "dim")),
+        "interpret": Impl(kernel.score_chunk, "triton _score_kernel [interpreter]",
+                          sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
         "cuda": Impl(kernel.score_chunk, "triton _score_kernel: wgmma over visible key tiles"),
     },
 )
@@ -43,7 +33,8 @@ SELECT = Op(
     "each query's key list: window ids, then the top-k visible rows (+ offset), -1 padded",
     writes=("out", "cand"),
     impls={
-        "torch": Impl(naive.select_chunk, "torch topk on packed keys", _select_naive_temp),
+        "torch": Impl(naive.select_chunk, "torch topk on packed keys",
+                      sized(cost.naive_select_temp_bytes, "chunk", "rows")),
         "interpret": Impl(kernel.select_chunk, "triton _select_kernel [interpreter]"),
         "cuda": Impl(kernel.select_chunk, "triton _select_kernel: group-max threshold, radix select"),
     },

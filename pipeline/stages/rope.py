@@ -13,24 +13,17 @@ from kernels_triton.rope import cost, ir, kernel, naive, tables
 
 from ..lang.spec import Pipeline, RoPE
 from ..program import register_param_type
-from .base import Impl, IRSection, Op, StageKind
+from .base import Impl, IRSection, Op, StageKind, sized
 
 register_param_type(tables.Rotary)
-
-
-def _tables_temp(positions: int = 0, rot_dim: int = 0, **_) -> int:
-    return tables.tables_temp_bytes(positions, rot_dim)
-
-
-def _rope_naive_temp(rows: int = 0, heads: int = 0, dim_v: int = 0, rot_dim: int = 0, **_) -> int:
-    return cost.naive_temp_bytes(rows, heads, dim_v, rot_dim)
 
 
 TABLES = Op(
     "rope.tables",
     "cos, sin [P, rot_dim // 2] fp32 <- the RoPE tables of positions 0..P-1",
     writes=("cos", "sin"),
-    impls={b: Impl(tables.fill_tables, "torch cos/sin", _tables_temp) for b in ("torch", "interpret", "cuda")},
+    impls={b: Impl(tables.fill_tables, "torch cos/sin", sized(tables.tables_temp_bytes, "positions", "rot_dim"))
+           for b in ("torch", "interpret", "cuda")},
 )
 
 INVERSE = Op(
@@ -39,7 +32,7 @@ INVERSE = Op(
     writes=("x",),
     updates=("x",),
     impls={
-        "torch": Impl(naive.rope_, "torch rope", _rope_naive_temp),
+        "torch": Impl(naive.rope_, "torch rope", sized(cost.naive_temp_bytes, "rows", "heads", "dim_v", "rot_dim")),
         "interpret": Impl(kernel.apply_rope_, "triton _rope_kernel [interpreter]"),
         "cuda": Impl(kernel.apply_rope_, "triton _rope_kernel (in place)"),
     },
