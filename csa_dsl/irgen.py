@@ -12,7 +12,7 @@ import sys
 import tempfile
 from typing import Dict, List, Optional, Tuple
 
-from kernels_triton._env import kernels_interpreted
+from kernels_triton._env import compiling_env, kernels_interpreted
 from kernels_triton.indexer.kernel import _score_kernel
 from pipeline import planner
 from pipeline.context_parallel import compose_rank
@@ -140,10 +140,7 @@ def _program_section(prog: Program, as_json: bool) -> Dict[str, str]:
 
 def _triton_in_child(spec: Pipeline, items: List[Tuple[str, str]], cap: int) -> Dict[str, Dict[str, str]]:
     """_sections in one fresh Python process with the interpreter off."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    root, env = compiling_env()
     req = json.dumps({"spec": spec.to_json(), "items": items, "arch": cap})
     with tempfile.TemporaryDirectory(prefix="csa-dsl-ir-") as tmp:
         result = os.path.join(tmp, "ir.json")

@@ -24,16 +24,23 @@ def kernels_interpreted(kernel) -> bool:
     return not isinstance(kernel, JITFunction)
 
 
+def compiling_env() -> tuple:
+    """(project root, environment) for a child process that compiles kernels: the interpreter off,
+    the project importable from a plain checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return root, env
+
+
 def compile_ir_elsewhere(module: str, kwargs: dict) -> dict:
     """`module`.compile_ir(**kwargs) in a fresh Python process with the interpreter off.
 
     Under TRITON_INTERPRET=1 (set before import) every @triton.jit function, triton.language's
     tl.sum / tl.max included, is interpreted and triton.compile cannot take it; a child process
     without the variable compiles normally."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    root, env = compiling_env()
     code = (f"import json, sys; from {module} import compile_ir; "
             f"json.dump(compile_ir(**json.loads(sys.argv[1])), sys.stdout)")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True,

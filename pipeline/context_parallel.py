@@ -88,9 +88,11 @@ def shard_inputs(spec: Pipeline, inputs: Dict[str, torch.Tensor], rank: int, wor
 # ---------------------------------------------------------------------------------------
 # the transform: a rank's Program
 def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int, backend: str = "cuda", *,
-                 chunk: int = 2048, gather: bool = False, return_indices: bool = False, path: str = "composed",
-                 budget: Optional[int] = None) -> Program:
-    """The Program rank `rank` of `world` runs for one forward of `spec` at (batch, seq_len)."""
+                 chunk: Optional[int] = None, gather: bool = False, return_indices: bool = False,
+                 path: str = "composed", budget: Optional[int] = None) -> Program:
+    """The Program rank `rank` of `world` runs for one forward of `spec` at (batch, seq_len), `chunk`
+    queries per iteration (default: the backend's largest; plan_rank fits it to a budget)."""
+    chunk = chunk or defaults.MAX_CHUNK[backend]
     a, ix, c = spec.attention, spec.indexer, spec.compressor
     B, S, m = batch, seq_len, spec.ratio
     T, W, K, D = spec.num_compressed(S), a.window, spec.topk_eff(S), a.qk_dim

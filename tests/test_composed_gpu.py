@@ -104,3 +104,18 @@ def test_composed_nonfinite_inputs(fresh_seed):
     with pytest.raises(csa_dsl.InputError, match=r"input 'kv' has 1 non-finite value\(s\); the first is nan at "
                                                  r"\[0, 5000, 3\]"):
         csa_dsl.compile(spec, "cuda", csa_dsl.Schedule(check_inputs=True))(**inp)
+
+
+def test_v4_pro_262k_twice_holding_the_first_output():
+    """The first-run report: a second call of the same compiled v4-pro at S = 262,144, with the caller
+    still holding the first 32 GiB output, must plan and run (nothing is pinned by the pipeline, and
+    the allocator's cached blocks count as available)."""
+    spec = csa_dsl.preset("v4-pro")
+    S = 262144
+    inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=2)
+    fwd = csa_dsl.compile(spec, "cuda")
+    first = fwd(**inp)
+    second = fwd(**inp)
+    torch.cuda.synchronize()
+    assert torch.equal(first[0, -64:], second[0, -64:])
+    assert not torch.isnan(second[0, -2048:].float()).any()

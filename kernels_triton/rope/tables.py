@@ -54,14 +54,21 @@ def cos_sin(rot: Rotary, positions: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return torch.cos(ang), torch.sin(ang)
 
 
+TABLE_SLAB = 1 << 16    # positions per step of fill_tables (bounded transient memory)
+
+
 def fill_tables(cos: torch.Tensor, sin: torch.Tensor, *, rot: Rotary) -> None:
     """cos, sin [P, rot.dim // 2] fp32 <- the tables of positions 0..P-1 (a program's RoPE tables: every
-    rotation of the program reads its rows from them, compressed row i at row i * m)."""
-    c, s = cos_sin(rot, torch.arange(cos.shape[0], device=cos.device))
-    cos.copy_(c)
-    sin.copy_(s)
+    rotation of the program reads its rows from them, compressed row i at row i * m). Built slab by
+    slab, each row exactly cos_sin's."""
+    for p0 in range(0, cos.shape[0], TABLE_SLAB):
+        p1 = min(cos.shape[0], p0 + TABLE_SLAB)
+        c, s = cos_sin(rot, torch.arange(p0, p1, device=cos.device))
+        cos[p0:p1] = c
+        sin[p0:p1] = s
 
 
 def tables_temp_bytes(positions: int, rot_dim: int) -> int:
-    """fill_tables builds the positions (int64, then fp32), the angles and both tables before copying."""
-    return positions * (8 + 4) + 3 * positions * (rot_dim // 2) * 4
+    """fill_tables holds one slab's positions (int64, then fp32), angles and both tables at a time."""
+    n = min(positions, TABLE_SLAB)
+    return n * (8 + 4) + 3 * n * (rot_dim // 2) * 4
