@@ -9,8 +9,9 @@
 #           (each later process then loads them in about a second)
 #   cli     the README's main job `csa-dsl run v4-flash` (S = 262,144 on a GPU),
 #           `csa-dsl run v4-pro --seq 262144`, `csa-dsl run v3.2 --seq 131072`, each with --json
-#   bench   one `csa-dsl bench` of each kind at a small S
-#   ir      `csa-dsl ir PRESET --level all -o DIR` for every preset
+#   bench   one `csa-dsl bench` of each kind at a small S, and `bench model` (every V4-Flash layer kind
+#           at S = 262,144)
+#   ir      `csa-dsl ir PRESET --level all -o DIR` for every preset (PRESET_NAMES)
 #   pytest  `python -m pytest -m gpu`
 # Writes OUT_DIR/run-*.json (bench "run" records), OUT_DIR/bench-*.json, OUT_DIR/steps.json (every
 # step's command, exit code and seconds) and the logs; exits non-zero when any step failed.
@@ -48,7 +49,9 @@ for s in $STEPS; do
     warm)
       step warm python -c "from kernels_tilelang.sparse_mla.kernel import precompile
 r = precompile([(64, 512, 512, 640, True, False), (128, 512, 512, 1152, True, False),
-                (128, 576, 512, 2048, False, False)], variants=('ws',))
+                (128, 576, 512, 2048, False, False), (64, 512, 512, 2176, True, False),
+                (64, 512, 512, 256, True, False), (128, 512, 512, 256, True, False)], variants=('ws',))
+r.update(precompile([(64, 512, 512, 128, True, False)], variants=('ws-window',)))
 bad = {k: v for k, v in r.items() if v[0]}
 print('precompiled', len(r), 'kernels', {k: v[1] for k, v in r.items()})
 raise SystemExit(1 if bad else 0)" ;;
@@ -61,9 +64,10 @@ raise SystemExit(1 if bad else 0)" ;;
         --json "$OUT/bench-indexer.json"
       step bench-attention "${CSA[@]}" bench attention --preset v4-flash --seq 4096 --json "$OUT/bench-attention.json"
       step bench-composed "${CSA[@]}" bench composed --preset v4-flash --seq 16384 --path composed,materialize \
-        --json "$OUT/bench-composed.json" ;;
+        --json "$OUT/bench-composed.json"
+      step bench-model "${CSA[@]}" bench model --preset v4-flash --seq 262144 --json "$OUT/bench-model.json" ;;
     ir)
-      for p in v4-flash v4-pro v3.2; do
+      for p in $(python -c "from pipeline.lang.presets import PRESET_NAMES; print(*PRESET_NAMES)"); do
         step "ir-$p" "${CSA[@]}" ir "$p" --level all -o "$OUT/ir-$p"
       done ;;
     pytest)

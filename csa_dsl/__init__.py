@@ -11,8 +11,9 @@ This package is the front end (compile, CLI, IR printing); the language, stages,
 planner and interpreter live in `pipeline`, the kernels in `kernels_triton` / `kernels_tilelang`.
 """
 from pipeline.inputs import check_finite, input_signature, random_inputs, validate_inputs
-from pipeline.lang import (PATHS, PRESET_NAMES, V32_SCALE, Compressor, Indexer, InputError, Pipeline, PlanError,
-                           RoPE, Schedule, SparseAttention, SpecError, YaRN, parse_bytes, preset)
+from pipeline.lang import (LAYER_KINDS, PATHS, PRESET_NAMES, V32_SCALE, Compressor, Indexer, InputError, Pipeline,
+                           PlanError, RoPE, Schedule, SelfIndex, SparseAttention, SpecError, YaRN, model_layers,
+                           parse_bytes, preset)
 from pipeline.program import Program
 
 from .compile import CompiledPipeline, compile, indexer_topk
@@ -20,7 +21,7 @@ from .compile import CompiledPipeline, compile, indexer_topk
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompiledPipeline", "Compressor", "Indexer", "InputError", "PATHS", "PRESET_NAMES", "Pipeline", "PlanError",
-    "Program", "RoPE", "Schedule", "SparseAttention", "SpecError", "V32_SCALE", "YaRN", "check_finite", "compile",
-    "indexer_topk", "input_signature", "parse_bytes", "preset", "random_inputs", "validate_inputs",
+    "CompiledPipeline", "Compressor", "Indexer", "InputError", "LAYER_KINDS", "PATHS", "PRESET_NAMES", "Pipeline",
+    "PlanError", "Program", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE", "YaRN", "check_finite", "compile",
+    "indexer_topk", "input_signature", "model_layers", "parse_bytes", "preset", "random_inputs", "validate_inputs",
 ]

@@ -26,14 +26,20 @@ import triton
 import triton.testing
 
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
+from kernels_tilelang.sparse_mla.cost import attended_pairs
+from kernels_triton.compressor.kernel import compress as compress_rows
+from kernels_triton.rope.tables import cos_sin
 from kernels_triton.indexer.cost import default_chunk, score_flop, visible_pairs
 from pipeline import interpreter
 from pipeline.composer import compose_indexer
 from pipeline.inputs import random_inputs
 from pipeline.lang import defaults
-from pipeline.lang.errors import PlanError
+from pipeline.lang.errors import PlanError, SpecError
+from pipeline.lang.presets import model_layers
 from pipeline.lang.schedule import Schedule
-from pipeline.lang.spec import Pipeline
+from pipeline.lang.spec import Pipeline, SelfIndex
+from pipeline.stages.compressor import params as compressor_params
+from pipeline.stages.compressor import rotary
 from pipeline.planner import output_bytes
 
 from .compile import compile as compile_pipeline
@@ -170,6 +176,8 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
                   progress: bool = True) -> List[dict]:
     """csa_dsl.indexer_topk on random bf16 operands; 'materialize' is the same program with one chunk of
     all S queries on the PyTorch stages (the [B, S, HI, T] einsum of the public reference code)."""
+    if spec.indexer is None:
+        raise SpecError(f"{spec.name!r} is a {spec.layer.upper()} layer: it has no indexer to benchmark")
     recs = []
     ix = spec.indexer
     bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}", progress)
@@ -244,6 +252,10 @@ def attention_inputs(spec: Pipeline, n_queries: int, kv_rows: int, seed: int = 0
 
 def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] = None, variant: str = "ws",
                     progress: bool = True) -> List[dict]:
+    if spec.indexer is None:
+        raise SpecError(f"bench attention times random key lists of an indexer's width; {spec.name!r} is a "
+                        f"{spec.layer.upper()} layer: `bench composed` reports its attention stage "
+                        f"(attention_tflops, valid pairs only)")
     a = spec.attention
     recs = []
     bar = _bar(len(seqs), f"attention {spec.name}", progress)
@@ -303,6 +315,9 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
                 if path == "composed" and profile:
                     fwd.execute(prog, profile=True, **inputs)
                     rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
+                    rec.update(attention_stage_numbers(spec, batch, S, rec["stage_ms"]))
+                if path == "composed" and isinstance(spec.indexer, SelfIndex):
+                    rec.update(selfindex_recall(spec, fwd, inputs))
                 if spec.name == "v4-flash" and S == STREAMINDEX_H200_COMPOSED["seq_len"]:
                     rec["streamindex_h200"] = STREAMINDEX_H200_COMPOSED
             recs.append(rec)
@@ -310,6 +325,70 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
         del inputs
         _free_cuda()
     bar.close()
+    return recs
+
+
+def selfindex_recall(spec: Pipeline, fwd, inputs: dict, rows: int = 256) -> dict:
+    """The self-index's quality: recall of its selection against the exact top-k of the full-precision
+    head-summed logit qbar_s . K_t (docs/semantics.md section 7) over the compressed rows the program
+    attends, on the last `rows` queries of batch row 0 (they see the most rows)."""
+    S = inputs["q"].shape[1]
+    _, idx = fwd(**inputs, return_indices=True)
+    c = spec.compressor
+    cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(S, device=inputs["q"].device)))
+    keys = compress_rows(inputs["cmp_kv"][:1], inputs["cmp_gate"][:1], inputs["cmp_ape"], inputs["cmp_norm"],
+                         **compressor_params(c), cos=cos, sin=sin)[0].float()
+    s0, W, K = S - rows, spec.attention.window, spec.topk_eff(S)
+    exact = inputs["q"][0, s0:].float().sum(1) @ keys.T                      # [rows, T]
+    pos = torch.arange(s0, S, device=exact.device)
+    invisible = torch.arange(keys.shape[0], device=exact.device)[None, :] >= ((pos + 1) // spec.ratio)[:, None]
+    exact = exact.masked_fill(invisible, float("-inf"))
+    want = exact.topk(K, dim=-1).indices
+    got = idx[0, s0:, W:].long() - S
+    hits = (got[:, :, None] == want[:, None, :]).any(-1).sum().item()
+    del idx
+    return {"selfindex_recall": hits / (rows * K), "selfindex_recall_rows": f"last {rows} queries, top-{K}, "
+            "against the exact top-k of qbar . K in fp32"}
+
+
+def attention_stage_numbers(spec: Pipeline, batch: int, seq_len: int, stage_ms: dict) -> dict:
+    """The attention stage's useful work (valid pairs only, as the causal bound walks them) and rate."""
+    a = spec.attention
+    pairs = batch * attended_pairs(seq_len, a.window, spec.topk_eff(seq_len),
+                                   spec.ratio if spec.layer != "window" else 0)
+    flop = 2.0 * a.heads * (a.qk_dim + a.v_dim) * pairs
+    ms = stage_ms.get("attention.attend")
+    return {"attention_pairs": pairs, "attention_flop": flop,
+            "attention_tflops": flop / (ms * 1e-3) / 1e12 if ms else None}
+
+
+def bench_model(model: str, seqs: Sequence[int], batch: int = 1, budget: Optional[int] = None,
+                progress: bool = True) -> List[dict]:
+    """A model's attention prefill: each distinct layer kind of model_layers(model) timed once (composed),
+    then the whole model's attention as the sum over its layers (each kind's time times its count)."""
+    layers = model_layers(model)
+    counts: Dict[str, int] = {}
+    kinds: Dict[str, Pipeline] = {}
+    for p in layers:
+        counts[p.name] = counts.get(p.name, 0) + 1
+        kinds[p.name] = p
+    recs = []
+    for S in seqs:
+        per_kind = []
+        for name, spec in kinds.items():
+            rec = bench_composed(spec, [S], batch, ("composed",), budget=budget, progress=progress)[0]
+            rec.update(bench="model-layer", model=model, layer=spec.layer, layer_count=counts[name])
+            per_kind.append(rec)
+        total = base_record("model", kinds[layers[0].name], batch, S, "composed")
+        total.update(preset=model, model=model, layers=len(layers), layer_counts=counts,
+                     note="whole-model attention prefill = sum over layer kinds of (one layer's median x its count); "
+                          "each kind was timed once")
+        ok = all(r["status"] == "ok" for r in per_kind)
+        total["status"] = "ok" if ok else "incomplete: " + ", ".join(f"{r['preset']} {r['status']}" for r in per_kind
+                                                                     if r["status"] != "ok")
+        total["median_ms"] = sum(r["median_ms"] * counts[r["preset"]] for r in per_kind) if ok else None
+        total["peak_gib"] = max((r["peak_gib"] or 0) for r in per_kind) if ok else None
+        recs += per_kind + [total]
     return recs
 
 
@@ -341,12 +420,16 @@ def write_json(recs: List[dict], path: str) -> None:
 
 
 def table(recs: List[dict]) -> str:
-    rows = [f"{'bench':<10} {'preset':<9} {'path':<14} {'S':>9} {'ms':>10} {'peak GiB':>9} {'TFLOP/s':>8}  status"]
+    """One line per record; TFLOP/s is the kernel's (indexer, attention) or, for a composed forward,
+    its attention stage's (valid pairs only); xN: a model layer kind's count."""
+    rows = [f"{'bench':<12} {'preset':<13} {'path':<12} {'S':>9} {'ms':>10} {'peak GiB':>9} {'TFLOP/s':>8}  status"]
     for r in recs:
         ms = f"{r['median_ms']:.2f}" if r.get("median_ms") is not None else "-"
         pk = f"{r['peak_gib']:.3f}" if r.get("peak_gib") is not None else "-"
-        tf = f"{r['tflops']:.0f}" if r.get("tflops") is not None else "-"
-        rows.append(f"{r['bench']:<10} {r['preset']:<9} {r['path']:<14} {r['seq_len']:>9,} {ms:>10} {pk:>9} "
+        rate = r.get("tflops") if r.get("tflops") is not None else r.get("attention_tflops")
+        tf = f"{rate:.0f}" if rate is not None else "-"
+        bench = r["bench"] + (f" x{r['layer_count']}" if r.get("layer_count") else "")
+        rows.append(f"{bench:<12} {r['preset']:<13} {r['path']:<12} {r['seq_len']:>9,} {ms:>10} {pk:>9} "
                     f"{tf:>8}  {str(r['status'])[:60]}")
     return "\n".join(rows)
 

@@ -20,6 +20,8 @@ from pipeline import planner
 from pipeline.inputs import check_finite, input_bytes, random_inputs
 from pipeline.lang import defaults
 from pipeline.lang.errors import SpecError
+from pipeline.lang.presets import MODEL_COMPRESS_RATIOS, PRESET_NAMES
+from pipeline.stages import IR_SECTIONS
 from pipeline.lang.schedule import PATHS, Schedule, parse_bytes
 from pipeline.metrics import tensor_stats
 from pipeline.program import fmt_bytes
@@ -29,7 +31,8 @@ from . import irgen
 from .compile import compile as compile_pipeline
 from .specfile import load_pipeline
 
-BENCH_KINDS = ("indexer", "attention", "composed")
+BENCH_KINDS = ("indexer", "attention", "composed", "model")
+PRESETS = ", ".join(PRESET_NAMES)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a pipeline on random inputs; print plan, time, peak memory, output")
-    r.add_argument("pipeline", help="preset (v4-flash, v4-pro, v3.2) or SPEC.py defining `pipeline`")
+    r.add_argument("pipeline", help=f"preset ({PRESETS}) or SPEC.py defining `pipeline`")
     r.add_argument("--seq", type=_positive("--seq"), default=None,
                    help=f"sequence length S (default {defaults.GPU_SEQ_LEN:,} on a GPU, {defaults.CPU_SEQ_LEN:,} "
                         f"on a CPU)")
@@ -99,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help=f"benchmarks: {' | '.join(BENCH_KINDS)}")
     b.add_argument("what", choices=BENCH_KINDS)
-    b.add_argument("--preset", default="v4-flash", help="preset or SPEC.py")
+    b.add_argument("--preset", default="v4-flash", help="preset or SPEC.py (model: a model, "
+                   f"{', '.join(MODEL_COMPRESS_RATIOS)}: every layer kind of it, times its layer count)")
     b.add_argument("--seq", type=_seq_list, default=None, help="comma-separated sequence lengths")
     b.add_argument("--batch", type=_positive("--batch"), default=1)
     b.add_argument("--path", default=None, help="comma-separated paths (composed: composed,materialize; "
@@ -112,13 +116,13 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("ir", help="show generated IR at every level (no GPU needed)",
                        description="Generated IR of a pipeline, without a GPU. Levels: spec, plan (pipeline); "
-                       "ttir, ttgir, llir, ptx (Triton stages: compressor, indexer, topk, rope); tir, cuda "
+                       "ttir, ttgir, llir, ptx (Triton stages: compressor, indexer, topk, hca, rope); tir, cuda "
                        "(TileLang stage: attention); all (every level of every stage, best with -o DIR). "
                        "Files written with -o are named <pipeline>.<stage>[-<part>].<level>.")
-    i.add_argument("pipeline", nargs="?", default=None, help="preset (v4-flash, v4-pro, v3.2) or SPEC.py "
+    i.add_argument("pipeline", nargs="?", default=None, help=f"preset ({PRESETS}) or SPEC.py "
                    "assigning a csa_dsl.Pipeline to a module-level variable `pipeline`")
     i.add_argument("--level", default=None, help="spec | plan | ttir | ttgir | llir | ptx | tir | cuda | all")
-    i.add_argument("--stage", default=None, help="compressor | indexer | topk | attention | rope (default: all)")
+    i.add_argument("--stage", default=None, help=f"{' | '.join(IR_SECTIONS)} (default: all)")
     i.add_argument("--seq", type=_positive("--seq"), default=defaults.GPU_SEQ_LEN, help="S for --level plan")
     i.add_argument("--batch", type=_positive("--batch"), default=1)
     i.add_argument("--budget", type=_budget, default=defaults.IR_PLAN_BUDGET,
@@ -180,10 +184,11 @@ def cmd_run(args) -> int:
     print(spec)
     program = fwd.plan(seq, B)
     n_chunks = -(-seq // program.chunk)
+    mat = list(program.materialize_bytes.values())
     print(f"plan: query chunk {program.chunk:,} ({n_chunks:,} per batch row); workspace "
           f"{fmt_bytes(program.workspace_bytes)} + transient {fmt_bytes(program.transient_bytes)} = "
-          f"{fmt_bytes(program.peak_bytes)} (budget {fmt_bytes(program.budget)}); a materialised [B,S,T] fp32 "
-          f"score would be {fmt_bytes(list(program.materialize_bytes.values())[1])}")
+          f"{fmt_bytes(program.peak_bytes)} (budget {fmt_bytes(program.budget)})"
+          + (f"; a materialised [B,S,T] fp32 score would be {fmt_bytes(mat[1])}" if mat else ""))
     if device == "cuda":
         planner.check_fits_device(spec, B, seq, program, device, have_inputs=False)
     out_b = sum(b.nbytes for b in program.buffers.values() if b.scope == "output")
@@ -277,6 +282,8 @@ def cmd_bench(args) -> int:
         recs = bm.bench_indexer(spec, seqs, args.batch, paths)
     elif args.what == "attention":
         recs = bm.bench_attention(spec, seqs, variant=args.variant)
+    elif args.what == "model":
+        recs = bm.bench_model(args.preset, seqs, args.batch, budget=args.budget)
     else:
         paths = tuple((args.path or "composed,materialize").split(","))
         recs = bm.bench_composed(spec, seqs, args.batch, paths, budget=args.budget)
@@ -297,7 +304,7 @@ def cmd_ir(args) -> int:
         print(irgen.list_stages())
         return 0
     if args.pipeline is None:
-        raise SpecError("name a preset (v4-flash, v4-pro, v3.2) or a SPEC.py, or pass --list")
+        raise SpecError(f"name a preset ({PRESETS}) or a SPEC.py, or pass --list")
     if args.level is None:
         raise SpecError(f"pass --level, one of: {', '.join(irgen.LEVELS + (irgen.ALL,))}")
     if not 0 <= args.rank < args.nproc:

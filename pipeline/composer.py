@@ -10,6 +10,9 @@ The program is a loop over query chunks in which
       of each key list too);
   (c) the sparse attention consumes the chunk's key lists at once and writes its rows of
       `out`; the inverse RoPE runs in place on those rows.
+Layers without an indexer take the same loop: an HCA layer's key lists are the window and every
+visible compressed row (hca.keys), a window-only layer has no key list at all (the attention
+computes the window ids itself).
 The [S, T] score tensor never exists, except in the 'materialize' schedule, which is the same
 program with one chunk of all S queries and the indexer on its PyTorch stages (the public
 reference code's naive schedule). The 'reference' schedule is the same program on the exact
@@ -25,7 +28,7 @@ from kernels_triton.indexer import cost as indexer_cost
 from kernels_triton.rope.tables import Rotary
 
 from .lang.errors import SpecError
-from .lang.spec import Pipeline
+from .lang.spec import Pipeline, SelfIndex
 from .program import Buffer, Call, E, Loop, Node, Program, R
 from .stages import OPS, stages_of
 from .stages.compressor import params as compressor_params
@@ -50,8 +53,9 @@ def kernel_names(names: List[str]) -> Dict[str, str]:
 
 def rope_consts(spec: Pipeline) -> Dict[str, object]:
     """Named RoPE parameters: one `rope` when every RoPE of the pipeline is the same (V4), else one per use."""
+    idx_c = getattr(spec.indexer, "compressor", None)      # a lightning indexer's key compressor
     uses = {"rope_kv": rotary(spec.compressor.rope) if spec.compressor else None,
-            "rope_idx": rotary(spec.indexer.compressor.rope) if spec.indexer.compressor else None,
+            "rope_idx": rotary(idx_c.rope) if idx_c else None,
             "rope_out": rotary(spec.attention.inverse_rope)}
     present = {k: v for k, v in uses.items() if v is not None}
     if len(set(present.values())) == 1:
@@ -146,25 +150,33 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         body.append(OPS["glue.copy"].call(impl["glue.copy"], {"src": R("kv"), "out": R("kv_all[:, 0:S]")}))
         body.append(_compress_call(spec, c, "cmp", "kv_all[:, S:S + T]", impl, consts, "rope_kv", B, T))
     kv_rows = "kv_all" if c is not None else "kv"
-    if ix.compressor is not None:
+    k_name = "idx_k"
+    if getattr(ix, "compressor", None) is not None:
         buf("k_idx", (B, T, ix.dim), torch.bfloat16, "program",
             "index keys (Hadamard-rotated)" if ix.compressor.hadamard else "index keys")
         body.append(_compress_call(spec, ix.compressor, "idx", "k_idx", impl, consts, "rope_idx", B, T))
         k_name = "k_idx"
-    else:
-        k_name = "idx_k"
+    if isinstance(ix, SelfIndex):
+        rows = "kv_all[:, S:S + T]" if c is not None else "kv"
+        buf("codes", (B, T, a.qk_dim // 32), torch.int32, "program", "sign bits of every selectable row (1 per channel)")
+        buf("alpha", (B, T), torch.float32, "program", "mean |K| of every selectable row")
+        body.append(OPS["selfindex.codes"].call(impl["selfindex.codes"],
+                                                {"rows": R(rows), "codes_out": R("codes"), "alpha_out": R("alpha")},
+                                                dict(batch=B, rows=T, dim=a.qk_dim),
+                                                f"{a.qk_dim // 8 + 4} B per row instead of {a.qk_dim * 2}"))
     if c is not None:
-        small = (bufs["kv_all"].nbytes - B * S * a.qk_dim * 2 + bufs["k_idx"].nbytes) / 2**20
+        small = (bufs["kv_all"].nbytes - B * S * a.qk_dim * 2 + (bufs["k_idx"].nbytes if "k_idx" in bufs else 0)) / 2**20
         decisions.append(f"compressors run once ahead of the loop: their outputs are small ({small:.1f} MiB) "
                          f"and every chunk needs all rows up to its last query")
 
     # chunk scope: the bounded scratch every iteration reuses
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=0 if return_indices else W + K,
-                            window=W):
+    listed = spec.layer != "window"      # a window-only layer has no key list (unless one is returned)
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
+                            keys_width=W + K if listed and not return_indices else 0, window=W):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
-    keys = "indices[b, s0:s1]" if return_indices else "keys[0:s1 - s0]"
+    keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
                         has_cand="cand" in bufs, consts=consts)
@@ -173,19 +185,26 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")},
              f"{n_chunks:,} query chunk{'s' if n_chunks > 1 else ''}", progress=True)]))
 
-    if K > 0:
+    if ix is not None and K > 0:
         fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
                      f"({bufs['scores'].nbytes / 2**20:.1f} MiB)"
                      + ("" if path == "materialize" else ", no [S, T] tensor"))
-    fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
-    if W and impl["indexer.select"] != "torch":
-        fused.append("window ids -> top-k: the selection kernel writes each key list's window part too")
+    if ix is not None:
+        fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
+        if W and impl["indexer.select"] != "torch":
+            fused.append("window ids -> top-k: the selection kernel writes each key list's window part too")
+    elif listed:
+        fused.append("HCA key lists -> attention: written per chunk and consumed in the same iteration; the "
+                     "attention walks only the key blocks under each query's causal bound")
+    if not listed or (return_indices and spec.layer == "window"):
+        fused.append("window ids -> attention: the kernel computes them from the query position, no key list"
+                     + (" (the returned lists are written beside it)" if return_indices else ""))
     if a.inverse_rope is not None:
         fused.append("attention -> inverse RoPE: in place on the chunk's output rows")
     if path == "materialize":
         decisions.append("materialize: one chunk of all S queries, the indexer on its PyTorch stages "
                          "(the public reference code's schedule: the [B, S, HI, T] einsum and the [S, T] score exist)")
-    else:
+    elif ix is not None:
         decisions.append("causal: each chunk scores only key tiles visible to its last query "
                          f"(~{indexer_cost.visible_pairs(S, m) / max(1, S * T):.0%} of the [S, T] rectangle)")
     if path == "reference":
@@ -200,13 +219,38 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
 def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str, idx_q: str, idx_w: str, k: str,
                 kv: str, keys: str, out: str, idx_offset: int, has_cand: bool, consts: Dict[str, object],
                 between_select_and_attend: Optional[List[Node]] = None) -> List[Node]:
-    """The calls of one query chunk [s0, s1): score, select, attend, inverse RoPE. The single-GPU
-    program and every context-parallel rank's program run exactly these (with their own refs).
+    """The calls of one query chunk [s0, s1): the key lists (score + select with an indexer, hca.keys
+    for HCA, none window-only: `keys` None), attend, inverse RoPE. The single-GPU program and every
+    context-parallel rank's program run exactly these (with their own refs).
     `between_select_and_attend`: calls a transform inserts after the key lists are written."""
-    ix = spec.indexer
-    calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
-                         k_eff=spec.topk_eff(consts["S"]), T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
-                         idx_offset=idx_offset, window=spec.attention.window, has_cand=has_cand)
+    ix, W = spec.indexer, spec.attention.window
+    calls: List[Node] = []
+    k_eff = spec.topk_eff(consts["S"])
+    if isinstance(ix, SelfIndex):
+        if k_eff > 0:
+            a = spec.attention
+            calls.append(OPS["selfindex.score"].call(
+                impl["selfindex.score"],
+                {"q": R(q), "codes": R("codes[b]"), "alpha": R("alpha[b]"), "out": R("scores"), "s_first": E("s0"),
+                 "ratio": spec.ratio},
+                dict(chunk=C, rows=T, heads=a.heads, dim=a.qk_dim),
+                "1-bit scores of the visible 64-row tiles: qbar . sign(K) * mean|K|"))
+        calls.append(select_call(impl, topk=ix.topk, ratio=spec.ratio, k_eff=k_eff, T=T, C=C, keys=keys,
+                                 idx_offset=idx_offset, window=W, has_cand=has_cand))
+    elif ix is not None:
+        calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
+                             k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
+                             idx_offset=idx_offset, window=W, has_cand=has_cand)
+    elif keys is not None:
+        rows = T if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
+        calls = [OPS["hca.keys"].call(
+            impl["hca.keys"], {"out": R(keys), "s_first": E("s0"), "ratio": spec.ratio, "rows": rows,
+                               "idx_offset": idx_offset, "window": W},
+            dict(chunk=C, window=W, rows=rows),
+            (f"window ids, then the {T:,} compressed rows + {idx_offset}, the invisible ones -1" if rows
+             else "window ids (returned; the attention computes its own)"))]
+        if spec.layer == "window":
+            keys = None
     return calls + (between_select_and_attend or []) + attend_calls(spec, impl, consts, C=C, q=q, kv=kv, keys=keys,
                                                                      out=out)
 
@@ -222,28 +266,39 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
             {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R("scores"), "s_first": E("s0"), "ratio": ratio},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
             "visible 64-key tiles only; diagonal tiles masked in-kernel"))
-    calls.append(OPS["indexer.select"].call(
+    calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
+                             window=window, has_cand=has_cand))
+    return calls
+
+
+def select_call(impl: Dict[str, str], *, topk: int, ratio: int, k_eff: int, T: int, C: int, keys: str,
+                idx_offset: int, window: int, has_cand: bool) -> Call:
+    """The top-k of one query chunk's scores (any index's): its key lists, window ids first."""
+    return OPS["indexer.select"].call(
         impl["indexer.select"],
         {"scores": R("scores") if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
          "s_first": E("s0"), "ratio": ratio, "k_eff": E("K"), "topk": topk, "idx_offset": idx_offset,
          "window": window},
         dict(chunk=C, rows=T),
         (f"window ids max(0, s-{window - 1})..s, then " if window else "")
-        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone")))
-    return calls
+        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone"))
 
 
 def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object], *, C: int, q: str, kv: str,
                  keys: str, out: str) -> List[Node]:
-    """attend + inverse RoPE of one query chunk [s0, s1) over its key lists."""
+    """attend + inverse RoPE of one query chunk [s0, s1) over its key lists (`keys` None: the window
+    alone, computed by the attention). Key lists come with their causal bound: the window part, then
+    at most min(K, (s+1)//m) selected rows, each -1 padded at the end (select and hca.keys keep it)."""
     a = spec.attention
     W, K = a.window, spec.topk_eff(consts["S"])
     calls: List[Node] = [OPS["attention.attend"].call(
         impl["attention.attend"],
-        {"q": R(q), "kv": R(kv), "keys": R(keys), "out": R(out), "sink": R("sink") if a.sink else None,
-         "scale": E("scale"), "v_dim": a.v_dim},
+        {"q": R(q), "kv": R(kv), "keys": R(keys) if keys is not None else None, "out": R(out),
+         "sink": R("sink") if a.sink else None, "scale": E("scale"), "v_dim": a.v_dim, "pos0": E("s0"),
+         "window": W, "causal_bound": (K, spec.ratio) if keys is not None else None},
         dict(rows=C, heads=a.heads, dim_qk=a.qk_dim, dim_v=a.v_dim, keys=W + K),
-        f"{a.heads} heads, {W + K} keys/query")]
+        f"{a.heads} heads, " + (f"{W + K} keys/query, blocks past (s+1)//{spec.ratio} skipped" if keys is not None
+                                else f"the {W}-row window, no key list"))]
     if a.inverse_rope is not None:
         calls.append(OPS["rope.inverse"].call(
             impl["rope.inverse"], {"x": R(out), **table_args(consts, "rope_out"), "pos0": E("s0"), "inverse": True},
@@ -286,9 +341,12 @@ def walk_calls(nodes: List[Node]):
 
 
 def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int]:
-    """What the naive schedule of the public reference code holds at once (beyond inputs)."""
+    """What the naive schedule of the public reference code holds at once (beyond inputs); nothing
+    for layers without an indexer."""
+    if spec.indexer is None:
+        return {}
     T = spec.num_compressed(seq_len)
-    hi = spec.indexer.heads
+    hi = getattr(spec.indexer, "heads", 1)       # a self-index scores one head-summed query
     return {
         "scores [B,S,HI,T] fp32 (einsum output)": batch * seq_len * hi * T * 4,
         "scores [B,S,T] fp32 (after the head sum)": batch * seq_len * T * 4,

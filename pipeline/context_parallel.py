@@ -34,8 +34,8 @@ from .composer import chunk_buffers, chunk_calls, kernel_names, program_frame, r
 from .inputs import random_inputs, token_inputs
 from .interpreter import Context, execute
 from .lang import defaults
-from .lang.errors import InputError, PlanError
-from .lang.spec import Pipeline
+from .lang.errors import InputError, PlanError, SpecError
+from .lang.spec import Indexer, Pipeline
 from .planner import chunk_choices, default_budget, memory
 from .program import Buffer, E, Loop, Node, Program, R, fmt_bytes
 from .stages import OPS
@@ -92,6 +92,10 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
                  path: str = "composed", budget: Optional[int] = None) -> Program:
     """The Program rank `rank` of `world` runs for one forward of `spec` at (batch, seq_len), `chunk`
     queries per iteration (default: the backend's largest; plan_rank fits it to a budget)."""
+    if not isinstance(spec.indexer, Indexer):
+        raise SpecError(f"context parallelism shards layers with a lightning indexer (CSA, DSA); {spec.name!r} has "
+                        f"{'a self-index' if spec.indexer is not None else 'no indexer'} ({spec.layer.upper()} "
+                        f"layer): run it on one GPU")
     chunk = chunk or defaults.MAX_CHUNK[backend]
     a, ix, c = spec.attention, spec.indexer, spec.compressor
     B, S, m = batch, seq_len, spec.ratio

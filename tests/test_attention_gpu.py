@@ -198,7 +198,7 @@ def test_every_element_written(variant):
     kern = get_kernel(H, D, 512, NI, True, True, variant)
     out = torch.full((B, Sq, H, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
     lse = torch.full((B, Sq, H), float("nan"), dtype=torch.float32, device="cuda")
-    kern(q, kv, idx, snk, out, lse, float(D ** -0.5))
+    kern(q, kv, idx, snk, out, lse, float(D ** -0.5), 0, NI, 0, 1)   # pos0 0, bound (NI, 0, 1): every block
     torch.cuda.synchronize()
     assert not torch.isnan(out).any() and not torch.isnan(lse).any()
     ref_o, ref_l = ref_sparse_mla(q, kv, idx, D ** -0.5, 512, snk)

@@ -18,7 +18,7 @@ import csa_dsl
 from csa_dsl.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRESETS = ("v4-flash", "v4-pro", "v3.2")
+PRESETS = csa_dsl.PRESET_NAMES
 
 
 def _csa_dsl_cmd():
@@ -108,20 +108,34 @@ def test_ir_all_files(ir_dirs, preset):
     names = {x.name for x in d.iterdir()}
     expect = {f"{preset}.pipeline.spec", f"{preset}.pipeline.plan", f"{preset}.attention.tir",
               f"{preset}.attention.cuda"}
-    expect |= {f"{preset}.{st}.{lv}" for st in ("indexer", "topk") for lv in ("ttir", "ttgir", "llir", "ptx")}
+    expect |= {f"{preset}.{st}.{lv}" for st in ("indexer", "topk", "hca") for lv in ("ttir", "ttgir", "llir", "ptx")}
     assert expect <= names, sorted(expect - names)
     for n in names:
         _read(d, preset, n[len(preset) + 1:])
 
-    # indexer: a loop over the visible key tiles, wgmma, pipelined (async) key loads
-    assert "scf.for" in _read(d, preset, "indexer.ttir")
-    ttgir = _read(d, preset, "indexer.ttgir")
-    assert "warp_group_dot" in ttgir and "async_copy_global_to_local" in ttgir
-    assert re.search(r"scf\.for %\w+ = %c0_i32 to %t_end", ttgir), "key-tile loop is not bounded by t_end"
-    ptx = _read(d, preset, "indexer.ptx")
-    assert ".version" in ptx and ".target sm_90a" in ptx
-    assert "wgmma" in ptx or "mma" in ptx
-    assert ".version" in _read(d, preset, "topk.ptx")
+    if isinstance(spec.indexer, csa_dsl.Indexer):
+        # indexer: a loop over the visible key tiles, wgmma, pipelined (async) key loads
+        assert "scf.for" in _read(d, preset, "indexer.ttir")
+        ttgir = _read(d, preset, "indexer.ttgir")
+        assert "warp_group_dot" in ttgir and "async_copy_global_to_local" in ttgir
+        assert re.search(r"scf\.for %\w+ = %c0_i32 to %t_end", ttgir), "key-tile loop is not bounded by t_end"
+        ptx = _read(d, preset, "indexer.ptx")
+        assert ".version" in ptx and ".target sm_90a" in ptx
+        assert "wgmma" in ptx or "mma" in ptx
+        assert ".version" in _read(d, preset, "topk.ptx")
+    elif spec.indexer is not None:      # the self-index: its codes and scores, then the same top-k kernel
+        assert "no lightning indexer" in _read(d, preset, "indexer.ptx")
+        assert ".version" in _read(d, preset, "topk.ptx") and ".version" in _read(d, preset, "selfindex-codes.ptx")
+        assert "warp_group_dot" in _read(d, preset, "selfindex-score.ttgir")
+    else:
+        for st in ("indexer", "topk"):
+            assert "no indexer, no top-k" in _read(d, preset, f"{st}.ptx")
+    if not isinstance(spec.indexer, csa_dsl.SelfIndex):
+        assert "has no self-index" in _read(d, preset, "selfindex.ptx")
+    if spec.layer == "hca":
+        assert ".version" in _read(d, preset, "hca.ptx") and "tt.func" in _read(d, preset, "hca.ttgir")
+    else:
+        assert "no HCA key lists" in _read(d, preset, "hca.ptx")
 
     # attention: Hopper wgmma and the mbarrier producer/consumer pipeline
     cuda = _read(d, preset, "attention.cuda")
@@ -129,13 +143,17 @@ def test_ir_all_files(ir_dirs, preset):
     assert "mbarrier" in cuda and re.search(r"bar_kv_full\[[^\]]*\]\.wait\(", cuda)
     tir = _read(d, preset, "attention.tir")
     assert "@T.prim_func" in tir and "bar_kv_full" in tir
+    # causal block skipping: the key-block loops run to the runtime bound; window-only reads no list
+    assert "bound_m" in cuda and re.search(r"for \(int it = 0; it < min\(", cuda)
+    assert ("const int* __restrict__ Indices" in cuda) == (spec.layer != "window")
 
     # compressor and RoPE: one file per compressor, or a note that there is no kernel
-    if spec.compressor is None and spec.indexer.compressor is None:
+    parts = [p for p, c in (("kv", spec.compressor), ("idx", spec.indexer and spec.indexer.compressor)) if c]
+    if not parts:
         for lv in ("ttir", "ttgir", "llir", "ptx"):
             assert "no compressor kernel" in _read(d, preset, f"compressor.{lv}")
     else:
-        for part in ("kv", "idx"):
+        for part in parts:
             assert ".version" in _read(d, preset, f"compressor-{part}.ptx")
             assert "tt.func" in _read(d, preset, f"compressor-{part}.ttgir")
     if spec.attention.inverse_rope is None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import csa_dsl
-from csa_dsl import Compressor, Indexer, Pipeline, RoPE, Schedule, SparseAttention
+from csa_dsl import Compressor, Indexer, Pipeline, RoPE, Schedule, SelfIndex, SparseAttention
 from kernels_tilelang.sparse_mla import naive as att_ref
 from kernels_triton.compressor import naive as comp_ref
 from kernels_triton.compressor.naive import hadamard_matrix
@@ -195,6 +195,17 @@ def small_family(name: str) -> Pipeline:
                         attention=SparseAttention(heads=4, qk_dim=48, v_dim=32, window=0, sink=False,
                                                   scale=0.3, inverse_rope=None))
     rope = RoPE(dim=16)
+    if name == "hca":       # V4's m = 128 layers: no overlap, no indexer (here m = 8)
+        return Pipeline(name="tiny-hca", compressor=Compressor(ratio=8, dim=32, overlap=False, rope=rope),
+                        attention=SparseAttention(heads=4, qk_dim=32, v_dim=32, window=6, sink=True,
+                                                  inverse_rope=rope))
+    if name == "selfindex":   # the 1-bit self-index in place of the lightning indexer
+        return Pipeline(name="tiny-selfindex", compressor=Compressor(ratio=4, dim=64, rope=rope),
+                        indexer=SelfIndex(topk=5),
+                        attention=SparseAttention(heads=4, qk_dim=64, v_dim=32, window=6, sink=True, inverse_rope=rope))
+    if name == "window":    # V4's window-only layers: RoPE without YaRN
+        return Pipeline(name="tiny-window", attention=SparseAttention(
+            heads=4, qk_dim=32, v_dim=32, window=6, sink=True, inverse_rope=RoPE(dim=16, yarn=None, base=1e4)))
     return Pipeline(name=f"tiny-{name}", compressor=Compressor(ratio=4, dim=32, rope=rope),
                     indexer=Indexer(heads=8, dim=16, topk=5 if name == "v4-flash" else 7,
                                     compressor=Compressor(ratio=4, dim=16, rope=rope, hadamard=True)),
@@ -202,29 +213,47 @@ def small_family(name: str) -> Pipeline:
                                               sink=True, inverse_rope=rope))
 
 
+def dense_allowed(spec, inp, S):
+    """[B, S, R] bool: the rows each query attends, from dense pieces (docs/semantics.md sections 1-4, 6):
+    the window, then the top-k of the dense scores (an indexer), every visible row (HCA) or nothing
+    (window-only); and the row table [kv | compressed kv]."""
+    B = inp["q"].shape[0]
+    a = spec.attention
+    rows, off = inp["kv"], 0
+    if spec.compressor is not None:
+        ckv = dense_compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], spec.compressor)
+        rows, off = torch.cat([inp["kv"], ckv], dim=1), S
+    sc = None
+    if isinstance(spec.indexer, SelfIndex):     # alpha_t * (sum_h q) . sign(K_t), sign(0) = +1, in fp64
+        keys = rows[:, off:].double()
+        sign = torch.where(keys >= 0, 1.0, -1.0).double()
+        sc = torch.einsum("bsd,btd->bst", inp["q"].double().sum(2), sign) * keys.abs().mean(-1)[:, None, :]
+    elif spec.indexer is not None:
+        k_idx = inp["idx_k"] if spec.compressor is None else dense_compress(
+            inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], spec.indexer.compressor)
+        sc = dense_scores(inp["idx_q"], inp["idx_w"], k_idx)
+    T = S // spec.ratio if spec.layer != "window" else 0
+    allowed = torch.zeros(B, S, rows.shape[1], dtype=torch.bool)
+    for b in range(B):
+        for s in range(S):
+            nvis = (s + 1) // spec.ratio
+            if sc is not None:
+                sel = python_topk(sc[b, s].tolist(), nvis, min(spec.indexer.topk, T))
+            else:
+                sel = list(range(min(nvis, T))) if spec.layer == "hca" else []
+            for t in sel:
+                if t >= 0:
+                    allowed[b, s, t + off] = True
+            for j in range(max(0, s - a.window + 1), s + 1) if a.window else []:
+                allowed[b, s, j] = True
+    return allowed, rows
+
+
 def dense_forward(spec, inp):
     """The whole forward from dense pieces: dense compressor, dense scores, python top-k, masked attention."""
     S = inp["q"].shape[1]
     a = spec.attention
-    if spec.compressor is not None:
-        k_idx = dense_compress(inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"],
-                               spec.indexer.compressor)
-        ckv = dense_compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], spec.compressor)
-        rows = torch.cat([inp["kv"], ckv], dim=1)
-    else:
-        k_idx, rows = inp["idx_k"], inp["kv"]
-    sc = dense_scores(inp["idx_q"], inp["idx_w"], k_idx)
-    T = k_idx.shape[1]
-    R = rows.shape[1]
-    off = S if spec.compressor is not None else 0
-    allowed = torch.zeros(1, S, R, dtype=torch.bool)
-    for s in range(S):
-        sel = python_topk(sc[0, s].tolist(), (s + 1) // spec.ratio, min(spec.indexer.topk, T))
-        for t in sel:
-            if t >= 0:
-                allowed[0, s, t + off] = True
-        for j in range(max(0, s - a.window + 1), s + 1) if a.window else []:
-            allowed[0, s, j] = True
+    allowed, rows = dense_allowed(spec, inp, S)
     att = dense_attention(inp["q"], rows, allowed, a.softmax_scale, a.v_dim, inp.get("sink"))
     out = att.float().to(torch.bfloat16)
     if a.inverse_rope is not None:
@@ -250,6 +279,44 @@ def test_forward_vs_dense(family):
         assert idx[0, 0, W] == 0 and idx[0, 0, W + 1:].eq(-1).all()
     else:                 # s = 0 sees no compressed row
         assert idx[0, 0, W:].eq(-1).all()
+
+
+# S: not a multiple of m, shorter than the window, shorter than m (no compressed row yet)
+@pytest.mark.parametrize("family", ["hca", "window", "selfindex"])
+@pytest.mark.parametrize("S", [45, 5, 7])
+@pytest.mark.parametrize("path_backend", [("reference", "torch"), ("composed", "torch"),
+                                          pytest.param(("composed", "interpret"), marks=pytest.mark.interpret)])
+def test_layer_kinds_vs_dense(family, S, path_backend):
+    """HCA, window-only and self-index layers, batch 2, every path against the dense formulation; the key
+    lists too."""
+    path, backend = path_backend
+    spec = small_family(family)
+    inp = csa_dsl.random_inputs(spec, 2, S, "cpu", seed=S)
+    fwd = csa_dsl.compile(spec, "cpu", Schedule(path=path, query_chunk=8), backend=backend)
+    out, idx = fwd(**inp, return_indices=True)
+    exp = dense_forward(spec, inp)
+    err = (out.double() - exp.double()).norm() / exp.double().norm()
+    assert err < 1e-2, (err, path, backend)
+    allowed, _ = dense_allowed(spec, inp, S)
+    listed = torch.zeros_like(allowed)
+    for b in range(2):
+        for s in range(S):
+            ids = [j for j in idx[b, s].tolist() if j >= 0]
+            assert len(ids) == len(set(ids))
+            listed[b, s, ids] = True
+    assert torch.equal(listed, allowed)
+    assert idx.shape == (2, S, spec.index_width(S))
+    assert torch.equal(fwd(**inp), out)       # the program without returned lists computes the same
+
+
+def test_hca_at_ratio_128_sees_every_visible_row():
+    """The real HCA ratio: a sequence of 300 tokens has T = 2 rows, visible from s = 127 and s = 255."""
+    spec = csa_dsl.preset("v4-flash-hca")
+    assert spec.layer == "hca" and spec.index_width(300) == 130
+    inp = csa_dsl.random_inputs(spec, 1, 300, "cpu", seed=3)
+    _, idx = reference(spec, inp, chunk=64, return_indices=True)
+    assert idx[0, 126, 128:].eq(-1).all()
+    assert idx[0, 127, 128:].tolist() == [300, -1] and idx[0, 299, 128:].tolist() == [300, 301]
 
 
 def test_reference_chunking_is_invariant():

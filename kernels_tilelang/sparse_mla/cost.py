@@ -36,3 +36,9 @@ def naive_temp_bytes(rows: int, heads: int, dim_qk: int, dim_v: int, keys_per_qu
     the numerator and output [n,H,Dv] fp32."""
     g = rows * keys_per_query
     return g * dim_qk * (2 + 4 + 4) + g * 8 * 2 + rows * heads * keys_per_query * 4 * 4 + rows * heads * dim_v * 4 * 3
+
+
+def attended_pairs(seq_len: int, window: int, k_sel: int, ratio: int) -> int:
+    """Valid (query, key) pairs of a causal forward: query s attends min(window, s+1) window rows and
+    min(k_sel, (s+1) // ratio) selected rows (ratio 0: none), the work the causal bound leaves."""
+    return sum(min(window, x) + (min(k_sel, x // ratio) if ratio else 0) for x in range(1, seq_len + 1))

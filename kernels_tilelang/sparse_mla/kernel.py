@@ -11,13 +11,22 @@ formula: only an exactly zero denominator writes zeros, a NaN one writes NaN (a 
 the key list, a NaN or +inf sink). One corner differs from the reference: a non-finite q
 row with no valid key gives NaN here (the -1 slots' zero rows meet it in the QK^T MMA).
 
-Two variants of one algorithm, same semantics:
+Causal block skipping: the runtime bound (pos0, bound_w, bound_k, bound_m) promises that the key
+list of the query at position p = pos0 + row holds at most n(p) = bound_w + min(bound_k,
+(p + 1) // bound_m) valid entries, all of them among its first n(p) slots (the composer's lists:
+the window part and the selected part each -1 padded at the end). The "ws" variant walks only the
+key blocks under n(p), so an HCA query early in the sequence pays for the rows it sees, not for
+the list's width; bound (NI, 0, 1) walks every block.
+
+Variants of one algorithm, same semantics:
   * "ws" (default): hand warp-specialised. 3 warpgroups per CTA (384 threads):
       WG0 (consumer, 240 regs): S = Q K^T (wgmma), online softmax, P -> smem, O[:, :dv/2] += P V
       WG1 (consumer, 168 regs): O[:, dv/2:] += P V with the P / rescale factors WG0 publishes
       WG2 (producer,  80 regs): cp.async gather of the 64 indexed KV rows per step into a
                                 2-stage smem ring; -1 rows are zero-filled, never read
     Synchronisation is entirely mbarrier based (see the table in _build_ws).
+  * "ws-window": "ws" without a key list (window-only layers): slot j of the query at position p
+    is row max(0, p - W + 1) + j (valid while <= p), W = bound_w; Indices is not read.
   * "pipelined": one T.Pipelined(num_stages=2) loop, 2 warpgroups, TileLang schedules the
     cp.async gather / wgmma overlap itself. Simpler, most likely correct; kept as a fallback
     and as a cross-check of the "ws" variant.
@@ -43,7 +52,8 @@ from .cost import BLOCK_HEADS, KERNEL_DIM_V   # rows of a wgmma M tile (heads pe
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 SUPPORTED_DIM_QK = (512, 576)
-VARIANTS = ("ws", "pipelined")
+VARIANTS = ("ws", "pipelined")                    # a user's choice
+KERNEL_VARIANTS = VARIANTS + ("ws-window",)       # "ws" with implicit window ids (no key list)
 SM90_SMEM_LIMIT = 232448  # 227 KiB opt-in dynamic shared memory per block on H100/H200
 TARGET_ARCH = "sm_90a"
 
@@ -104,13 +114,14 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
 
     heads: a multiple of 64 (pad first, see padded_heads); dim_v: the kernel's value width
     (512); num_indices_padded: a multiple of 2 * block_keys. Batch, Sq and R are dynamic.
-    Signature: (Q, KV, Indices, [Sink], Out, [Lse], sm_scale) with
-      Q [B, Sq, heads, dim_qk] bf16, KV [B, R, dim_qk] bf16, Indices [B, Sq, NI] int32,
+    Signature: (Q, KV, Indices, [Sink], Out, [Lse], sm_scale, pos0, bound_w, bound_k, bound_m) with
+      Q [B, Sq, heads, dim_qk] bf16, KV [B, R, dim_qk] bf16, Indices [IB, ISq, NI] int32
+      ([B, Sq, NI]; any [1, 1, NI] for "ws-window", which does not read it),
       Sink [heads] fp32, Out [B, Sq, heads, dim_v] bf16, Lse [B, Sq, heads] fp32,
-      sm_scale fp32 scalar (a runtime argument, so the scale does not key the cache).
+      sm_scale fp32 and the int32 bound (runtime arguments: they do not key the cache).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant not in KERNEL_VARIANTS:
+        raise ValueError(f"variant must be one of {KERNEL_VARIANTS}, got {variant!r}")
     if heads % BLOCK_HEADS or heads <= 0:
         raise ValueError(f"heads must be a positive multiple of {BLOCK_HEADS} (pad), got {heads}")
     if block_keys != 64:
@@ -127,17 +138,19 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
     smem = smem_bytes_estimate(dim_qk, dim_v, block_keys)
     if smem > SM90_SMEM_LIMIT:
         raise ValueError(f"shape class needs {smem} B of shared memory > {SM90_SMEM_LIMIT}")
-    builder = _build_ws if variant == "ws" else _build_pipelined
-    return builder(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink),
-                   bool(return_lse), block_keys)
+    if variant == "pipelined":
+        return _build_pipelined(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse),
+                                block_keys)
+    return _build_ws(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
+                     implicit_window=variant == "ws-window")
 
 
 def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
     """Wrap a T.macro body in the prim_func whose parameter list matches the options
     (absent tensors are simply not parameters, so nothing is allocated for them)."""
-    B, Sq, R = T.dynamic("B, Sq, R")
+    B, Sq, R, IB, ISq = T.dynamic("B, Sq, R, IB, ISq")
     bf16, f32, i32 = T.bfloat16, T.float32, T.int32
-    q_shape, kv_shape, i_shape = [B, Sq, heads, dim_qk], [B, R, dim_qk], [B, Sq, NI]
+    q_shape, kv_shape, i_shape = [B, Sq, heads, dim_qk], [B, R, dim_qk], [IB, ISq, NI]
     o_shape, l_shape = [B, Sq, heads, dim_v], [B, Sq, heads]
 
     if with_sink and return_lse:
@@ -145,27 +158,31 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32), Sink: T.Tensor([heads], f32),
                                   Out: T.Tensor(o_shape, bf16), Lse: T.Tensor(l_shape, f32),
-                                  sm_scale: T.float32):
-            body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R)
+                                  sm_scale: T.float32, pos0: T.int32, bound_w: T.int32, bound_k: T.int32,
+                                  bound_m: T.int32):
+            body(Q, KV, Indices, Sink, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
     elif with_sink:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32), Sink: T.Tensor([heads], f32),
-                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32):
-            body(Q, KV, Indices, Sink, Out, None, sm_scale, B, Sq, R)
+                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32, pos0: T.int32,
+                                  bound_w: T.int32, bound_k: T.int32, bound_m: T.int32):
+            body(Q, KV, Indices, Sink, Out, None, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
     elif return_lse:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32),
                                   Out: T.Tensor(o_shape, bf16), Lse: T.Tensor(l_shape, f32),
-                                  sm_scale: T.float32):
-            body(Q, KV, Indices, None, Out, Lse, sm_scale, B, Sq, R)
+                                  sm_scale: T.float32, pos0: T.int32, bound_w: T.int32, bound_k: T.int32,
+                                  bound_m: T.int32):
+            body(Q, KV, Indices, None, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
     else:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32),
-                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32):
-            body(Q, KV, Indices, None, Out, None, sm_scale, B, Sq, R)
+                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32, pos0: T.int32,
+                                  bound_w: T.int32, bound_k: T.int32, bound_m: T.int32):
+            body(Q, KV, Indices, None, Out, None, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
     return sparse_mla_fwd_kernel
 
 
@@ -220,7 +237,7 @@ def _epilogue_macros(T, HB, with_sink, return_lse):
     return finalize
 
 
-def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
+def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False):
     import tilelang.language as T
 
     HB = BLOCK_HEADS
@@ -233,8 +250,19 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
     online_softmax = _softmax_macro(T, HB, BI)
 
+    def key_row(Indices, b_i, s_i, s_pos, bound_w, slot):
+        """The kv row of a key-list slot: read from the list, or computed for "ws-window"."""
+        if implicit_window:
+            return T.max(s_pos - bound_w + 1, 0) + slot
+        return Indices[b_i, s_i, slot]
+
+    def key_ok(s_pos, bound_w, slot, ix, R):
+        if implicit_window:
+            return (slot < bound_w) & (ix <= s_pos) & (ix < R)
+        return (ix >= 0) & (ix < R)
+
     @T.macro
-    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R):
+    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R):
         with T.Kernel(Sq * G, B, threads=384) as (bx, by):
             Q_s = T.alloc_shared([HB, DV], bf16)          # reused as the output tile
             K_s = T.alloc_shared([2, BI, DV], bf16)        # KV ring, value part (= K[:DV])
@@ -275,6 +303,10 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
             b_i = by
             tx = T.get_thread_binding()
             scale2 = sm_scale * LOG2E     # logits in log2 units: exp2 is one MUFU op
+            # causal block skipping: only the pairs of key blocks under the query's bound
+            s_pos = pos0 + s_i
+            n_valid = bound_w + T.min(bound_k, (s_pos + 1) // bound_m)
+            n_it = T.min((n_valid + 2 * BI - 1) // (2 * BI), NB // 2)
 
             if tx < 128:
                 # ---------------- WG0: S = Q K^T, softmax, left half of P V ----------------
@@ -283,15 +315,16 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
                 T.fill(l_i, 0)
                 T.fill(acc_ol, 0)
                 T.barrier_wait(bar_q, 0)
-                for it in T.serial(NB // 2):
+                for it in T.serial(n_it):
                     for st in T.unroll(2):
                         k = it * 2 + st
                         # additive mask, read straight from global (read-only, no sync
                         # needed); issued before the wait so the loads hide behind it
                         for h, j in T.Parallel(HB, BI):
                             acc_s[h, j] = T.if_then_else(
-                                (Indices[b_i, s_i, k * BI + j] >= 0)
-                                & (Indices[b_i, s_i, k * BI + j] < R), 0, -T.infinity(f32))
+                                key_ok(s_pos, bound_w, k * BI + j,
+                                       key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + j), R),
+                                0, -T.infinity(f32))
                         T.barrier_wait(bar_kv_full[st], it & 1)
                         # cp.async writes are generic-proxy; wgmma reads through the async
                         # proxy. wgmma_gemm does not fence by itself.
@@ -332,7 +365,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
                 # ---------------- WG1: right half of P V ----------------
                 T.set_max_nreg(168, 1)
                 T.fill(acc_or, 0)
-                for it in T.serial(NB // 2):
+                for it in T.serial(n_it):
                     for st in T.unroll(2):
                         k = it * 2 + st
                         T.barrier_wait(bar_p_full, k & 1)
@@ -372,14 +405,14 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
                                              "r", 8),
                                 8)
                 T.cp_async_barrier_noinc(bar_q)
-                for it in T.serial(NB // 2):
+                for it in T.serial(n_it):
                     for st in T.unroll(2):
                         k = it * 2 + st
                         T.barrier_wait(bar_kv_free[st], (it & 1) ^ 1)
                         for r in T.serial(BI // 16):
                             row = r * 16 + p // 8
-                            ix = Indices[b_i, s_i, k * BI + row]
-                            ok = (ix >= 0) & (ix < R)
+                            ix = key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + row)
+                            ok = key_ok(s_pos, bound_w, k * BI + row, ix, R)
                             # invalid slot: src-size 0 zero-fills 16 B and reads nothing;
                             # the clamp only keeps the (unused) address inside kv
                             ixc = T.if_then_else(ok, ix, 0)
@@ -399,7 +432,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI):
                 # tail: stay alive until the consumers released both stages, i.e. until
                 # every cp.async this thread issued has landed and been consumed
                 for st in T.unroll(2):
-                    T.barrier_wait(bar_kv_free[st], ((NB // 2) & 1) ^ 1)
+                    T.barrier_wait(bar_kv_free[st], (n_it & 1) ^ 1)
 
     return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
 
@@ -417,7 +450,8 @@ def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
     online_softmax = _softmax_macro(T, HB, BI)
 
     @T.macro
-    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, B, Sq, R):
+    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R):
+        # no block skipping here (the bound is a promise the pipelined walk does not need)
         with T.Kernel(Sq * G, B, threads=256) as (bx, by):
             Q_s = T.alloc_shared([HB, DV], bf16)
             K_s = T.alloc_shared([BI, DV], bf16)
@@ -583,13 +617,38 @@ def _check_tensor(name, t, torch):
 
 
 def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, variant="ws",
-                               out=None):
+                               out=None, pos0=0, window=0, causal_bound=None):
     """All checks that need no GPU, in the order: types, dtypes, ranks, sizes, dims,
     contiguity, scalars, and last the device. Raises TypeError / ValueError."""
     import torch
 
     _check_tensor("q", q, torch)
     _check_tensor("kv", kv, torch)
+    for name, v in (("pos0", pos0), ("window", window)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    if indices is None:
+        # window-only: the key list is implicit, slot j of the query at pos0 + i is row max(0, p-W+1) + j
+        if window < 1:
+            raise ValueError("indices=None means the sliding window alone: give window >= 1")
+        if variant != "ws":
+            raise ValueError(f"indices=None (the implicit window) runs on the 'ws' variant only, not {variant!r}")
+        if causal_bound is not None:
+            raise ValueError("causal_bound describes a key list; with indices=None there is none")
+        if kv.dim() == 3 and q.dim() == 4 and pos0 + q.shape[1] > kv.shape[1]:
+            raise ValueError(f"the implicit window reads kv rows up to pos0 + Sq - 1 = {pos0 + q.shape[1] - 1}, "
+                             f"but kv has {kv.shape[1]} rows")
+        # a shape-only stand-in for the checks below; it takes no part in the device checks
+        indices = torch.empty((q.shape[0] if q.dim() == 4 else 1, q.shape[1] if q.dim() == 4 else 1, window),
+                              dtype=torch.int32, device="meta")
+        listed = None
+    else:
+        listed = indices
+    if causal_bound is not None:
+        if (not isinstance(causal_bound, tuple) or len(causal_bound) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in causal_bound)
+                or causal_bound[0] < 0 or causal_bound[1] < 1):
+            raise ValueError(f"causal_bound must be (k_sel >= 0, ratio >= 1) ints, got {causal_bound!r}")
     _check_tensor("indices", indices, torch)
     if sink is not None:
         _check_tensor("sink", sink, torch)
@@ -640,7 +699,7 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
         if tuple(out.shape) != (B, Sq, H, dim_v):
             raise ValueError(f"out must have shape [B, Sq, H, dim_v] = {(B, Sq, H, dim_v)}, got "
                              f"{tuple(out.shape)}")
-    for name, t in (("q", q), ("kv", kv), ("indices", indices), ("sink", sink), ("out", out)):
+    for name, t in (("q", q), ("kv", kv), ("indices", listed), ("sink", sink), ("out", out)):
         if t is not None and not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous (row-major); call {name}.contiguous()")
     if isinstance(sm_scale, bool) or not isinstance(sm_scale, numbers.Real):
@@ -649,7 +708,7 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
     if not (math.isfinite(float(sm_scale)) and float(sm_scale) > 0):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale}")
     # device last: everything above is checkable (and tested) on CPU tensors
-    devs = {t.device for t in (q, kv, indices, sink, out) if t is not None}
+    devs = {t.device for t in (q, kv, listed, sink, out) if t is not None}
     if len(devs) > 1:
         raise ValueError(f"q, kv, indices (and sink, out) must be on the same device, got "
                          f"{sorted(str(d) for d in devs)}")
@@ -661,23 +720,37 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
     if major != 9:
         raise RuntimeError(f"sparse_mla_fwd is built for sm_90a (H100/H200, wgmma); device "
                            f"{dev} is sm_{major}{minor}")
-    for name, t in (("q", q), ("kv", kv), ("indices", indices), ("out", out)):
+    for name, t in (("q", q), ("kv", kv), ("indices", listed), ("out", out)):
         if t is not None and t.data_ptr() % 16:
             raise ValueError(f"{name} must start on a 16-byte boundary (cp.async gathers 16 B); "
                              f"call {name}.clone()")
 
 
 def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
-                   variant="ws", out=None):
+                   variant="ws", out=None, *, pos0=0, window=0, causal_bound=None):
     """Sparse MLA forward. q [B,Sq,H,D] bf16, kv [B,R,D] bf16, indices [B,Sq,NI] int32
     (-1 = empty; ids outside [0, R) are treated as empty), sink [H] fp32 or None.
     Returns out [B,Sq,H,dim_v] bf16, and lse [B,Sq,H] fp32 (natural log) if return_lse.
-    out: optional preallocated contiguous [B,Sq,H,dim_v] bf16 tensor, written and returned."""
-    validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out)
+    out: optional preallocated contiguous [B,Sq,H,dim_v] bf16 tensor, written and returned.
+
+    pos0: the position of query row 0 (the rows are positions pos0, pos0 + 1, ...).
+    indices=None: the sliding window alone, `window` slots (row max(0, p-window+1) + j, valid while
+      <= p): no key list exists (window-only layers).
+    causal_bound=(k_sel, ratio): a promise that each list is `window` window slots then selected
+      slots, each part -1 padded at the end, with at most min(k_sel, (p+1)//ratio) selected rows:
+      key blocks past that are skipped, not walked (the composer's lists keep it)."""
+    validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out, pos0, window, causal_bound)
     import torch
 
     B, Sq, H, D = q.shape
-    R, NI = kv.shape[1], indices.shape[2]
+    implicit = indices is None
+    R, NI = kv.shape[1], (window if implicit else indices.shape[2])
+    if implicit:
+        bound = (window, 0, 1)
+    elif causal_bound is not None:
+        bound = (window, causal_bound[0], causal_bound[1])
+    else:
+        bound = (NI, 0, 1)
     if out is None:
         out = torch.empty((B, Sq, H, dim_v), dtype=torch.bfloat16, device=q.device)
     lse = torch.empty((B, Sq, H), dtype=torch.float32, device=q.device) if return_lse else None
@@ -690,7 +763,7 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
                       else torch.full_like(lse, float("-inf")))
         return (out, lse) if return_lse else out
 
-    sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, variant)
+    sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, "ws-window" if implicit else variant)
     Hp, _, DVk, NIp = sc[0], sc[1], sc[2], sc[3]
     with torch.cuda.device(q.device):
         kernel = _compiled(*sc, TARGET_ARCH)
@@ -699,7 +772,9 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
             qk = torch.zeros((B, Sq, Hp, D), dtype=q.dtype, device=q.device)
             qk[:, :, :H] = q
         idx = indices
-        if NIp != NI:
+        if implicit:     # not read: a [1, 1, NIp] stand-in fills the parameter
+            idx = torch.empty((1, 1, NIp), dtype=torch.int32, device=q.device)
+        elif NIp != NI:
             idx = torch.full((B, Sq, NIp), -1, dtype=torch.int32, device=q.device)
             idx[:, :, :NI] = indices
         sk = None
@@ -718,7 +793,7 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
         args.append(o_k)
         if l_k is not None:
             args.append(l_k)
-        args.append(float(sm_scale))
+        args += [float(sm_scale), int(pos0), *(int(x) for x in bound)]
         kernel(*args)
         if not direct:
             out.copy_(o_k[:, :, :H, :dim_v])
@@ -727,7 +802,10 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
     return (out, lse) if return_lse else out
 
 
-def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, variant: str = "ws") -> None:
-    """The composed program's op: out [n,H,Dv] <- attention of q [n,H,D] over the rows keys [n,NI] of
-    kv [R,D] (one batch element); naive.attend has the same signature."""
-    sparse_mla_fwd(q[None], kv[None], keys[None], scale, v_dim, sink=sink, variant=variant, out=out[None])
+def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, pos0: int = 0, window: int = 0,
+           causal_bound=None, variant: str = "ws") -> None:
+    """The composed program's op: out [n,H,Dv] <- attention of q [n,H,D] (positions pos0..) over the rows
+    keys [n,NI] of kv [R,D] (one batch element), or over the implicit window when keys is None (see
+    sparse_mla_fwd); naive.attend has the same signature."""
+    sparse_mla_fwd(q[None], kv[None], None if keys is None else keys[None], scale, v_dim, sink=sink,
+                   variant=variant, out=out[None], pos0=pos0, window=window, causal_bound=causal_bound)

@@ -5,9 +5,11 @@ docs/semantics.md sections 4 and 9. `attend` has the signature the composed prog
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
+
+from kernels_triton.indexer.naive import window_indices
 
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, scale: float, v_dim: int,
@@ -45,7 +47,26 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, s
     return out
 
 
-def attend(q: torch.Tensor, kv: torch.Tensor, keys: torch.Tensor, out: torch.Tensor, sink: Optional[torch.Tensor]
-           = None, *, scale: float, v_dim: int) -> None:
-    """out [n,H,Dv] bf16 <- attention of q [n,H,D] over the rows keys [n,NI] of kv [R,D] (one batch element)."""
+def check_causal_bound(keys: torch.Tensor, pos0: int, window: int, causal_bound: Tuple[int, int]) -> None:
+    """The promise kernel.attend's block skipping relies on: past slot window + min(k_sel, (p+1)//ratio)
+    of the query at position p, every slot is -1. Raises when a program passes a bound its lists break."""
+    k_sel, ratio = causal_bound
+    pos = torch.arange(pos0, pos0 + keys.shape[0], device=keys.device)
+    n_valid = window + torch.clamp((pos + 1) // ratio, max=k_sel)
+    beyond = torch.arange(keys.shape[1], device=keys.device)[None, :] >= n_valid[:, None]
+    if bool(((keys >= 0) & beyond).any()):
+        raise ValueError(f"key lists break the causal bound (window {window}, k_sel {k_sel}, ratio {ratio}): "
+                         f"a valid id lies past slot window + min(k_sel, (p+1)//ratio)")
+
+
+def attend(q: torch.Tensor, kv: torch.Tensor, keys: Optional[torch.Tensor], out: torch.Tensor,
+           sink: Optional[torch.Tensor] = None, *, scale: float, v_dim: int, pos0: int = 0, window: int = 0,
+           causal_bound: Optional[Tuple[int, int]] = None) -> None:
+    """out [n,H,Dv] bf16 <- attention of q [n,H,D] (positions pos0..) over the rows keys [n,NI] of kv [R,D]
+    (one batch element); keys None: the sliding window of `window` rows alone. `causal_bound` is checked,
+    not used (the kernel skips the blocks past it)."""
+    if keys is None:
+        keys = window_indices(torch.arange(pos0, pos0 + q.shape[0], device=q.device), window)
+    elif causal_bound is not None:
+        check_causal_bound(keys, pos0, window, causal_bound)
     out.copy_(sparse_attention(q[None], kv[None], keys[None], scale, v_dim, sink)[0].to(out.dtype))

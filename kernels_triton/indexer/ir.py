@@ -5,9 +5,10 @@ import functools
 
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted
+from .._window import window_pow2
 from .cost import SCORE_TILE_KEYS, select_capacity
 from .kernel import (SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
-                     padded_dim, padded_heads, score_block_queries, window_pow2)
+                     padded_dim, padded_heads, score_block_queries)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set

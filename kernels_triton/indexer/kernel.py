@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
+from .._window import store_window, window_pow2
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -168,9 +169,7 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr,
     L = (s + 1) // RATIO                                # visible rows of this query
     if W > 0:
         # the key list starts with the sliding window max(0, s-W+1)..s, -1 padded
-        wj = tl.arange(0, WP)
-        wid = tl.maximum(s - W + 1, 0) + wj
-        tl.store(orow + wj, tl.where(wid > s, -1, wid), mask=wj < W)
+        store_window(orow, s, W, WP)
         orow += W
     offs = tl.arange(0, CAP)
     if L <= k_eff:
@@ -378,6 +377,3 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE_MAXNUM=kernels_interpreted(_select_kernel), num_warps=SELECT_WARPS)
 
-
-def window_pow2(window: int) -> int:
-    return max(1, 1 << (max(window, 1) - 1).bit_length())

@@ -3,11 +3,12 @@
 It imports nothing else of the project: the stages, the composer and the front end build on it.
 """
 from .errors import InputError, PlanError, SpecError
-from .presets import PRESET_NAMES, V32_SCALE, preset
+from .presets import MODEL_COMPRESS_RATIOS, PRESET_NAMES, V32_SCALE, model_layers, preset
 from .schedule import PATHS, Schedule, parse_bytes
-from .spec import Compressor, Indexer, Pipeline, RoPE, SparseAttention, YaRN
+from .spec import LAYER_KINDS, Compressor, Indexer, Pipeline, RoPE, SelfIndex, SparseAttention, YaRN
 
 __all__ = [
-    "Compressor", "Indexer", "InputError", "PATHS", "PRESET_NAMES", "Pipeline", "PlanError", "RoPE", "Schedule",
-    "SparseAttention", "SpecError", "V32_SCALE", "YaRN", "parse_bytes", "preset",
+    "Compressor", "Indexer", "InputError", "LAYER_KINDS", "MODEL_COMPRESS_RATIOS", "PATHS", "PRESET_NAMES", "Pipeline",
+    "PlanError", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE", "YaRN", "model_layers",
+    "parse_bytes", "preset",
 ]

@@ -28,6 +28,7 @@ BENCH_SEQS = {
     "attention": (4096, 16384, 65536),
     "composed": (8192, 16384, 32768, 65536, 131072, 262144),
     "composed-cp": (65536, 262144),
+    "model": (262144,),
 }
 # benchmarks: timed repetitions of calls longer than LONG_CALL_MS (median of REPS after one warm-up)
 LONG_CALL_MS = 400.0

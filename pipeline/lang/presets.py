@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from .errors import SpecError
-from .spec import Compressor, Indexer, Pipeline, RoPE, SparseAttention, YaRN
+from .spec import Compressor, Indexer, Pipeline, RoPE, SelfIndex, SparseAttention, YaRN
 
 # V3.2 (DSA) softmax scale: qk_head_dim 192 (128 nope + 64 rope) ** -0.5 times mscale^2,
 # mscale = 0.1 * ln(rope_factor 40) + 1 (YaRN long-context attention scaling).
@@ -23,6 +23,34 @@ def _v4(name: str, heads: int, topk: int) -> Pipeline:
     )
 
 
+def _v4_hca(name: str, heads: int) -> Pipeline:
+    """V4's heavily compressed layers (compress_ratio 128): no overlap, no indexer, every visible row."""
+    rope = RoPE(dim=64, yarn=YaRN())
+    return Pipeline(
+        name=name,
+        compressor=Compressor(ratio=128, dim=512, overlap=False, rope=rope, hadamard=False),
+        indexer=None,
+        attention=SparseAttention(heads=heads, qk_dim=512, v_dim=512, window=128, sink=True,
+                                  scale=None, inverse_rope=rope),
+    )
+
+
+def _v4_selfindex(name: str, heads: int, topk: int) -> Pipeline:
+    """V4's CSA dimensions with the 1-bit self-index in place of the lightning indexer (no indexer inputs)."""
+    return _v4(name, heads, topk).replace(indexer=SelfIndex(topk=topk))
+
+
+def _v4_window(name: str, heads: int) -> Pipeline:
+    """V4's window-only layers (compress_ratio 0): the 128-token window, RoPE base 10,000 without YaRN."""
+    return Pipeline(
+        name=name,
+        compressor=None,
+        indexer=None,
+        attention=SparseAttention(heads=heads, qk_dim=512, v_dim=512, window=128, sink=True,
+                                  scale=None, inverse_rope=RoPE(dim=64, yarn=None, base=10000.0)),
+    )
+
+
 def _v32() -> Pipeline:
     return Pipeline(
         name="v3.2",
@@ -37,14 +65,44 @@ _PRESETS = {
     "v4-flash": lambda: _v4("v4-flash", heads=64, topk=512),
     "v4-pro": lambda: _v4("v4-pro", heads=128, topk=1024),
     "v3.2": _v32,
+    "v4-flash-hca": lambda: _v4_hca("v4-flash-hca", heads=64),
+    "v4-pro-hca": lambda: _v4_hca("v4-pro-hca", heads=128),
+    "v4-window": lambda: _v4_window("v4-window", heads=64),
+    "v4-flash-selfindex": lambda: _v4_selfindex("v4-flash-selfindex", heads=64, topk=512),
+}
+
+# A model's attention layers in config order, as `compress_ratios` lists them (0: window-only,
+# 4: CSA, 128: HCA). DeepSeek-V4-Flash has 20 CSA, 20 HCA and 3 window-only layers; the order
+# below (the window-only layers first, then CSA and HCA alternating) is our reading of it: pass
+# the config's own list to model_layers(compress_ratios=...) where it differs.
+MODEL_COMPRESS_RATIOS = {
+    "v4-flash": (0, 0, 0) + (4, 128) * 20,
+}
+# the preset of each compress ratio, per model
+_LAYER_PRESETS = {
+    "v4-flash": {0: "v4-window", 4: "v4-flash", 128: "v4-flash-hca"},
 }
 
 PRESET_NAMES = tuple(_PRESETS)
 
 
 def preset(name: str) -> Pipeline:
-    """The Pipeline of a named preset: 'v4-flash', 'v4-pro' or 'v3.2'."""
+    """The Pipeline of a named preset (PRESET_NAMES: 'v4-flash', 'v4-pro', 'v3.2', 'v4-flash-hca', ...)."""
     try:
         return _PRESETS[name]()
     except KeyError:
         raise SpecError(f"unknown preset {name!r}; valid presets: {', '.join(PRESET_NAMES)}") from None
+
+
+def model_layers(model: str, compress_ratios=None) -> list:
+    """One Pipeline per attention layer of `model` in config order (MODEL_COMPRESS_RATIOS, or the
+    config's own `compress_ratios` list: 0 window-only, 4 CSA, 128 HCA)."""
+    if model not in _LAYER_PRESETS:
+        raise SpecError(f"model_layers knows the layer kinds of {sorted(_LAYER_PRESETS)}, not {model!r}")
+    kinds = _LAYER_PRESETS[model]
+    ratios = MODEL_COMPRESS_RATIOS[model] if compress_ratios is None else tuple(compress_ratios)
+    bad = sorted({r for r in ratios if r not in kinds})
+    if bad or not ratios:
+        raise SpecError(f"compress_ratios of {model} must be a non-empty list of {sorted(kinds)}, got "
+                        f"{bad or 'an empty list'}")
+    return [preset(kinds[r]) for r in ratios]

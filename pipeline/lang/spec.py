@@ -155,6 +155,19 @@ class Indexer:
 
 
 @dataclass(frozen=True)
+class SelfIndex:
+    """1-bit self-index (the seed paper "Self-Indexing KVCache"; docs/semantics.md section 7): the
+    attention's own keys index themselves. Row t's code is sign(K_t) (1 bit per channel, sign(0) = +1)
+    and alpha_t = mean |K_t|; score[s,t] = alpha_t * (sum_h q[s,h,:]) . sign(K_t); keep the top-k.
+    No learned projection and no indexer inputs."""
+
+    topk: int = 512
+
+    def __post_init__(self):
+        _check_int("SelfIndex", "topk", self.topk, 1)
+
+
+@dataclass(frozen=True)
 class SparseAttention:
     """MQA over one latent KV head: sliding window + selected compressed rows, optional sink."""
 
@@ -196,26 +209,59 @@ class SparseAttention:
         return float(self.scale) if self.scale is not None else self.qk_dim ** -0.5
 
 
+LAYER_KINDS = {
+    "csa": "compressor -> lightning indexer -> top-k -> sparse attention (DeepSeek-V4, m = 4)",
+    "dsa": "lightning indexer over raw rows -> top-k -> sparse attention (DeepSeek-V3.2, no compressor)",
+    "hca": "compressor -> every visible compressed row + window -> attention (DeepSeek-V4, m = 128)",
+    "window": "sliding window alone -> attention (DeepSeek-V4's window-only layers)",
+}
+
+
 @dataclass(frozen=True)
 class Pipeline:
-    """compressor -> lightning indexer -> top-k -> sparse attention, wired together.
+    """One attention layer: compressor -> indexer -> top-k -> sparse attention, wired together.
 
-    `compressor` is the attention's KV compressor; None means ratio m = 1 with no
-    compression (DeepSeek-V3.2 DSA): the indexer then reads uncompressed keys `idx_k`
-    and the selected ids are raw token rows.
+    Which stages are present says which layer it is (`layer`, docs/semantics.md sections 1-4, 6):
+      compressor and indexer     CSA (DeepSeek-V4, m = 4): the indexer picks top-k compressed rows
+      indexer, no compressor     DSA (DeepSeek-V3.2): the indexer reads uncompressed keys `idx_k` and
+                                 the selected ids are raw token rows
+      compressor, no indexer     HCA (DeepSeek-V4, m = 128): every visible compressed row is attended
+      neither                    window-only: the sliding window alone
     """
 
     attention: SparseAttention
-    indexer: Indexer
+    indexer: Optional[Indexer | SelfIndex] = None
     compressor: Optional[Compressor] = None
     name: str = "custom"
 
     def __post_init__(self):
         _check(isinstance(self.attention, SparseAttention),
                f"Pipeline.attention must be a SparseAttention, got {type(self.attention).__name__}")
-        _check(isinstance(self.indexer, Indexer), f"Pipeline.indexer must be an Indexer, got {type(self.indexer).__name__}")
+        _check(self.indexer is None or isinstance(self.indexer, (Indexer, SelfIndex)),
+               f"Pipeline.indexer must be an Indexer, a SelfIndex or None (no indexer: HCA or window-only), got "
+               f"{type(self.indexer).__name__}")
         _check(isinstance(self.name, str) and self.name, "Pipeline.name must be a non-empty string")
         a, ix, c = self.attention, self.indexer, self.compressor
+        if c is not None:
+            _check(isinstance(c, Compressor), f"Pipeline.compressor must be a Compressor or None, got {type(c).__name__}")
+            _check(c.dim == a.qk_dim,
+                   f"Pipeline.compressor.dim = {c.dim} must equal SparseAttention.qk_dim = {a.qk_dim} "
+                   f"(compressed rows are keys of the same latent KV head)")
+        if ix is None:
+            if c is None:
+                _check(a.window >= 1,
+                       "Pipeline with neither compressor nor indexer is a window-only layer, but "
+                       "SparseAttention.window = 0 leaves it nothing to attend; set window >= 1 (DeepSeek-V4: 128), "
+                       "or add a Compressor (HCA) or an Indexer (DSA)")
+            return
+        if isinstance(ix, SelfIndex):
+            _check(a.qk_dim % 32 == 0,
+                   f"SelfIndex packs the sign of every key channel, 32 per word: SparseAttention.qk_dim = "
+                   f"{a.qk_dim} must be a multiple of 32")
+            _check(c is not None or a.window == 0,
+                   f"Pipeline without a compressor self-indexes raw token rows, so a sliding window of {a.window} "
+                   f"would attend rows twice; set SparseAttention.window = 0 or add a Compressor")
+            return
         if c is None:
             _check(ix.compressor is None,
                    "Pipeline has no attention compressor (ratio 1) but its indexer has one; the indexer must "
@@ -224,16 +270,20 @@ class Pipeline:
                    f"Pipeline without a compressor selects raw token rows, so a sliding window of {a.window} would "
                    f"attend rows twice; set SparseAttention.window = 0 (as DeepSeek-V3.2) or add a Compressor")
         else:
-            _check(isinstance(c, Compressor), f"Pipeline.compressor must be a Compressor or None, got {type(c).__name__}")
-            _check(c.dim == a.qk_dim,
-                   f"Pipeline.compressor.dim = {c.dim} must equal SparseAttention.qk_dim = {a.qk_dim} "
-                   f"(compressed rows are keys of the same latent KV head)")
             _check(ix.compressor is not None,
                    f"Pipeline.compressor has ratio {c.ratio} but the indexer has no compressor; give "
-                   f"Indexer(compressor=Compressor(ratio={c.ratio}, dim={ix.dim}, hadamard=True, ...))")
+                   f"Indexer(compressor=Compressor(ratio={c.ratio}, dim={ix.dim}, hadamard=True, ...)), or "
+                   f"indexer=None to attend every compressed row (HCA)")
             _check(ix.compressor.ratio == c.ratio,
                    f"Indexer.compressor.ratio = {ix.compressor.ratio} differs from Pipeline.compressor.ratio = "
                    f"{c.ratio}; the indexer must score exactly the rows the attention reads")
+
+    @property
+    def layer(self) -> str:
+        """Which attention layer this is: 'csa', 'dsa', 'hca' or 'window' (LAYER_KINDS)."""
+        if self.indexer is None:
+            return "hca" if self.compressor is not None else "window"
+        return "csa" if self.compressor is not None else "dsa"
 
     # -- derived quantities -------------------------------------------------------------
     @property
@@ -241,11 +291,16 @@ class Pipeline:
         return self.compressor.ratio if self.compressor is not None else 1
 
     def num_compressed(self, seq_len: int) -> int:
-        """T: rows the indexer selects among (S // m; the trailing S mod m tokens are not compressed)."""
+        """T: the selectable rows (S // m; the trailing S mod m tokens are not compressed); 0 for a
+        window-only layer, which selects nothing."""
+        if self.layer == "window":
+            return 0
         return seq_len // self.ratio
 
     def topk_eff(self, seq_len: int) -> int:
-        return min(self.indexer.topk, self.num_compressed(seq_len))
+        """Selected rows per key list: min(topk, T) with an indexer, all T rows for HCA, 0 window-only."""
+        T = self.num_compressed(seq_len)
+        return min(self.indexer.topk, T) if self.indexer is not None else T
 
     def index_width(self, seq_len: int) -> int:
         """W + K: length of each query's key list."""
@@ -279,7 +334,7 @@ class Pipeline:
 
 # ---------------------------------------------------------------------------------------
 # dict round trip: nested dataclasses become {"type": name, field: value, ...}
-_TYPES = {t.__name__: t for t in (YaRN, RoPE, Compressor, Indexer, SparseAttention, Pipeline)}
+_TYPES = {t.__name__: t for t in (YaRN, RoPE, Compressor, Indexer, SelfIndex, SparseAttention, Pipeline)}
 
 
 def _to_dict(obj) -> Any:
@@ -331,13 +386,24 @@ def _fmt_compressor(c: Optional[Compressor]) -> str:
             f"{', Hadamard rotation' if c.hadamard else ''}")
 
 
+def _fmt_indexer(p: Pipeline) -> str:
+    ix = p.indexer
+    if ix is None:
+        return ("none: every visible compressed row is attended (HCA)" if p.compressor is not None
+                else "none: the sliding window alone")
+    if isinstance(ix, SelfIndex):
+        return (f"1-bit self-index of the attention keys (sign codes + mean |K|, head-summed query), "
+                f"top-{ix.topk}")
+    return (f"{ix.heads} heads x dim {ix.dim}, top-{ix.topk}; keys: "
+            + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)"))
+
+
 def format_pipeline(p: Pipeline) -> str:
-    a, ix = p.attention, p.indexer
+    a = p.attention
     lines = [
-        f"Pipeline {p.name!r}  (m = {p.ratio})",
-        f"  compressor : {_fmt_compressor(p.compressor)}",
-        f"  indexer    : {ix.heads} heads x dim {ix.dim}, top-{ix.topk}; keys: "
-        + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)"),
+        f"Pipeline {p.name!r}  ({p.layer.upper()} layer, m = {p.ratio})",
+        f"  compressor : {'none' if p.layer == 'window' else _fmt_compressor(p.compressor)}",
+        f"  indexer    : {_fmt_indexer(p)}",
         f"  attention  : {a.heads} heads, qk {a.qk_dim} / v {a.v_dim}, window {a.window}, "
         f"sink {'on' if a.sink else 'off'}, scale {a.softmax_scale:.6g}"
         f"{'' if a.scale is not None else ' (qk_dim^-0.5)'}, inverse RoPE {_fmt_rope(a.inverse_rope)}",

@@ -2,6 +2,8 @@
 
     compressor  kernels_triton/compressor/       role cmp (attention rows), idx (index keys)
     indexer     kernels_triton/indexer/          score + top-k
+    hca         kernels_triton/hca/              HCA key lists: window + every visible compressed row
+    selfindex   kernels_triton/selfindex/        1-bit self-index: sign codes + scores (then the indexer's top-k)
     attention   kernels_tilelang/sparse_mla/
     rope        kernels_triton/rope/             the program's RoPE tables, the inverse RoPE
     glue        copies between stage buffers
@@ -14,24 +16,29 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from ..lang.spec import Pipeline
-from . import attention, compressor, cp, glue, indexer, rope
+from ..lang.spec import Indexer, Pipeline, SelfIndex
+from . import attention, compressor, cp, glue, hca, indexer, rope, selfindex
 from .base import BACKENDS, Impl, InputDef, IRSection, Op, StageKind
 
-KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, attention.KIND, rope.KIND,
-                                                   glue.KIND, cp.KIND)}
+KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, selfindex.KIND, hca.KIND,
+                                                   attention.KIND, rope.KIND, glue.KIND, cp.KIND)}
 OPS: Dict[str, Op] = {op.name: op for k in KINDS.values() for op in k.ops.values()}
 IR_SECTIONS: Dict[str, IRSection] = {s.name: s for k in KINDS.values() for s in k.ir}
 
 
 def stages_of(spec: Pipeline) -> List[Tuple[str, StageKind, object]]:
-    """(role, entry, stage spec) of every stage a pipeline has, in input order."""
+    """(role, entry, stage spec) of every stage a pipeline has, in input order (spec.layer says which)."""
     out = [("attention", KINDS["attention"], spec.attention)]
     if spec.compressor is not None:
         out.append(("cmp", KINDS["compressor"], spec.compressor))
-    out.append(("indexer", KINDS["indexer"], spec.indexer))
-    if spec.indexer.compressor is not None:
-        out.append(("idx", KINDS["compressor"], spec.indexer.compressor))
+    if spec.layer == "hca":
+        out.append(("hca", KINDS["hca"], spec.compressor))
+    if isinstance(spec.indexer, SelfIndex):
+        out.append(("selfindex", KINDS["selfindex"], spec.indexer))
+    elif isinstance(spec.indexer, Indexer):
+        out.append(("indexer", KINDS["indexer"], spec.indexer))
+        if spec.indexer.compressor is not None:
+            out.append(("idx", KINDS["compressor"], spec.indexer.compressor))
     return out
 
 

@@ -12,6 +12,7 @@ import torch
 from kernels_tilelang.sparse_mla import cost, kernel, naive
 from kernels_tilelang.sparse_mla import ir as tl_ir
 
+from ..lang import defaults
 from ..lang.errors import SpecError
 from ..lang.spec import Pipeline, SparseAttention
 from .base import Impl, InputDef, IRSection, Op, StageKind, sized
@@ -23,7 +24,8 @@ NAIVE_TEMP = sized(cost.naive_temp_bytes, *SIZES)
 
 ATTEND = Op(
     "attention.attend",
-    "out [n, H, Dv] <- softmax attention of q over the rows its key list names (sink in the denominator)",
+    "out [n, H, Dv] <- softmax attention of q over the rows its key list names (sink in the denominator); "
+    "no list: the window alone; past a causal bound no key block is walked",
     writes=("out",),
     impls={
         "torch": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
@@ -50,10 +52,22 @@ def _limits(a: SparseAttention, backend: str) -> Optional[str]:
     return kernel.kernel_limits(a.heads, a.qk_dim, a.v_dim)
 
 
+def ir_key_list(pipe: Pipeline):
+    """(key-list width, kernel variant) the IR shows: the indexer's W + topk, HCA's W + T at the GPU's
+    default S (the width grows with S; the causal bound keeps the work to the visible rows), or the
+    implicit window of a window-only layer."""
+    if pipe.layer == "window":
+        return pipe.attention.window, "ws-window"
+    if pipe.layer == "hca":
+        return pipe.index_width(defaults.GPU_SEQ_LEN), "ws"
+    return pipe.attention.window + pipe.indexer.topk, "ws"
+
+
 def _emit_attention(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     a = pipe.attention
+    width, variant = ir_key_list(pipe)
     try:
-        res = tl_ir.lower_sparse_mla_fwd(a.heads, a.qk_dim, a.v_dim, a.window + pipe.indexer.topk, a.sink,
+        res = tl_ir.lower_sparse_mla_fwd(a.heads, a.qk_dim, a.v_dim, width, a.sink, variant=variant,
                                          arch=f"sm_{arch}a" if arch == 90 else f"sm_{arch}")
     except ValueError as e:  # an arch other than sm_90a
         raise SpecError(f"attention kernel: {e}") from None

@@ -64,12 +64,13 @@ def _limits(c: Compressor, backend: str) -> Optional[str]:
 
 def _emit(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     parts = {}
-    for part, c in (("kv", pipe.compressor), ("idx", pipe.indexer.compressor)):
+    for part, c in (("kv", pipe.compressor), ("idx", getattr(pipe.indexer, "compressor", None))):
         if c is None:
             continue
         parts[part] = ir.compile_ir(dim=c.dim, ratio=c.ratio, overlap=c.overlap, hadamard=c.hadamard,
                                     rope_dim=c.rope.dim if c.rope else 0, arch=arch)[level]
-    return parts or {"": f"// pipeline {pipe.name!r} has no compressor (ratio 1): no compressor kernel\n"}
+    return parts or {"": f"// pipeline {pipe.name!r} ({pipe.layer.upper()} layer) has no compressor: no "
+                         f"compressor kernel\n"}
 
 
 KIND = StageKind(

@@ -57,15 +57,27 @@ def _limits(ix: Indexer, backend: str) -> Optional[str]:
     return kernel.kernel_limits(ix.heads, ix.dim, ix.topk)
 
 
+def _no_indexer(pipe: Pipeline) -> Dict[str, str]:
+    if pipe.indexer is not None:   # a self-index: its scores are `selfindex`'s, the top-k is this selection
+        return {"": f"// pipeline {pipe.name!r} has no lightning indexer (its index: see the selfindex stage)\n"}
+    return {"": f"// pipeline {pipe.name!r} is a {pipe.layer.upper()} layer: no indexer, no top-k\n"}
+
+
 def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     ix = pipe.indexer
+    if not isinstance(ix, Indexer):
+        return _no_indexer(pipe)
     return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch)[level]}
 
 
 def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     ix = pipe.indexer
-    return {"": ir.compile_ir("select", ix.heads, ix.dim, pipe.ratio, ix.topk, window=pipe.attention.window,
-                              arch=arch)[level]}
+    if ix is None:
+        return _no_indexer(pipe)
+    # a self-index has no heads/dim of its own: the selection kernel does not depend on them
+    sizes = dict(heads=ix.heads, dim=ix.dim) if isinstance(ix, Indexer) else {}
+    return {"": ir.compile_ir("select", ratio=pipe.ratio, topk=ix.topk, window=pipe.attention.window, arch=arch,
+                              **sizes)[level]}
 
 
 KIND = StageKind(

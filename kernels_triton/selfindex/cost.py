@@ -1,0 +1,30 @@
+"""What the 1-bit self-index computes, moves and allocates (the planner's cost model; no kernel import)."""
+from __future__ import annotations
+
+WORD = 32
+
+
+def code_bytes(rows: int, dim: int) -> int:
+    """Per selectable row: D / 8 bytes of sign bits and one fp32 scale (68 B for D = 512)."""
+    return rows * (dim // 8 + 4)
+
+
+def score_flop(dim: int, pairs: int) -> float:
+    """2 * D per visible (query, row) pair (the kernel runs it twice: the query in two bf16 halves)."""
+    return 2.0 * dim * pairs
+
+
+def naive_score_temp_bytes(chunk: int, rows: int, heads: int, dim: int) -> int:
+    """naive.score_chunk: the fp32 query and its head sum, the unpacked +-1 codes (int64 bits, fp32
+    signs), the [chunk, T] product and its masked copy."""
+    return 4 * chunk * heads * dim + 4 * chunk * dim + rows * dim * (8 + 8 + 4) + 3 * 4 * chunk * rows
+
+
+def naive_codes_temp_bytes(batch: int, rows: int, dim: int) -> int:
+    """naive.codes: fp32 rows, int64 bits and their shifted copy, |K|."""
+    return batch * rows * dim * (4 + 8 + 8 + 4)
+
+
+def kernel_qbar_bytes(chunk: int, dim: int) -> int:
+    """kernel.score_chunk: the chunk's head-summed query as two bf16 halves (hi + lo)."""
+    return chunk * dim * 2 * 2

@@ -1,0 +1,32 @@
+"""The self-index kernels' IR for a GPU target, on any machine."""
+from __future__ import annotations
+
+import functools
+
+from .._compile import compile_for_target
+from .._env import compile_ir_elsewhere, kernels_interpreted, next_pow2
+from .cost import WORD
+from .kernel import (CODE_ROWS, SCORE_QUERIES, SCORE_ROWS, SCORE_STAGES, SCORE_WARPS, _codes_kernel, _score_kernel,
+                     check_dim)
+
+
+@functools.lru_cache(maxsize=None)  # compiled once per process and argument set
+def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int = 90) -> dict:
+    """Compile one self-index kernel ('codes' or 'score') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}."""
+    check_dim(dim)
+    if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
+        return compile_ir_elsewhere("kernels_triton.selfindex.ir", dict(kernel=kernel, dim=dim, ratio=ratio, arch=arch))
+    if kernel == "codes":
+        sig = {"rows_ptr": "*bf16", "codes_ptr": "*i32", "alpha_ptr": "*fp32", "n_rows": "i32", "stride_r": "i32",
+               "stride_c": "i32", "D": "constexpr", "DP": "constexpr", "NW": "constexpr", "BR": "constexpr"}
+        const = {"D": dim, "DP": next_pow2(dim), "NW": next_pow2(dim // WORD), "BR": CODE_ROWS}
+        return compile_for_target(_codes_kernel, sig, const, ["rows_ptr", "codes_ptr", "stride_r"], arch=arch)
+    if kernel == "score":
+        sig = {"qh_ptr": "*bf16", "ql_ptr": "*bf16", "qsum_ptr": "*fp32", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
+               "out_ptr": "*fp32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_q": "i32", "stride_c": "i32",
+               "stride_o": "i32", "RATIO": "constexpr", "D": "constexpr", "DP": "constexpr", "BQ": "constexpr",
+               "BT": "constexpr", "IEEE": "constexpr"}
+        const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS, "IEEE": False}
+        return compile_for_target(_score_kernel, sig, const, ["qh_ptr", "ql_ptr", "out_ptr", "stride_q", "stride_o"],
+                                  arch=arch, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
+    raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, score")

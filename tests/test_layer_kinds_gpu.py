@@ -1,0 +1,105 @@
+"""HCA, window-only and self-index layers on the GPU: the composed forward against the reference stages, and the
+attention kernel's causal block skipping and implicit window against its full walk (bit-identical:
+the skipped blocks hold only -1 slots)."""
+import pytest
+import torch
+
+import csa_dsl
+from kernels_tilelang.sparse_mla import kernel as att_kernel
+from kernels_tilelang.sparse_mla import naive as att_naive
+from kernels_triton.compressor import naive as comp_naive
+from kernels_triton.indexer import naive as ix_ref
+from kernels_triton.rope import naive as rope_ref
+from kernels_triton.rope.tables import cos_sin
+from pipeline.metrics import rel_err, tie_aware_recall
+from pipeline.stages.compressor import params, rotary
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("name", ["v4-flash-hca", "v4-pro-hca", "v4-window"])
+def test_new_layer_kinds_composed_vs_reference_16k(name, fresh_seed):
+    spec = csa_dsl.preset(name)
+    S = 16384
+    inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=fresh_seed)
+    out, idx = csa_dsl.compile(spec, "cuda")(**inp, return_indices=True)
+    alone = csa_dsl.compile(spec, "cuda")(**inp)          # no returned lists: window-only has none at all
+    assert torch.equal(out, alone), fresh_seed
+    ref, ref_idx = csa_dsl.compile(spec, "cuda", csa_dsl.Schedule(path="reference", query_chunk=512))(
+        **inp, return_indices=True)
+    assert torch.equal(idx, ref_idx), fresh_seed
+    assert not torch.isnan(out.float()).any()
+    assert rel_err(out, ref) <= 1e-2, (rel_err(out, ref), fresh_seed)
+
+
+def _lists(S, W, K, ratio, offset, g):
+    """Composer-shaped key lists of S queries: window ids, then min(K, (s+1)//ratio) random distinct
+    visible rows + offset, -1 padded at the end."""
+    pos = torch.arange(S, device="cuda")
+    win = ix_ref.window_indices(pos, W) if W else torch.empty(S, 0, dtype=torch.int32, device="cuda")
+    sc = torch.rand(S, max(1, S // ratio), device="cuda", generator=g)
+    sel = ix_ref.topk_select(sc[None], pos, ratio, K)[0]
+    sel = torch.where(sel >= 0, sel + offset, sel)
+    return torch.cat([win, sel], dim=1).contiguous()
+
+
+@pytest.mark.parametrize("H,D,W,K,ratio", [(64, 512, 128, 512, 4), (128, 512, 128, 1024, 4), (128, 576, 0, 2048, 1),
+                                           (64, 512, 128, 64, 128)])
+def test_causal_bound_skips_only_empty_blocks(H, D, W, K, ratio, fresh_seed):
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed)
+    S = 4096
+    T = S // ratio
+    q = torch.randn(1, S, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    kv = torch.randn(1, S + T, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    sink = torch.randn(H, device="cuda", generator=g)
+    keys = _lists(S, W, min(K, T), ratio, S if W else 0, g)
+    full = att_kernel.sparse_mla_fwd(q, kv, keys[None], D ** -0.5, 512, sink=sink)
+    for pos0, rows in ((0, slice(0, S)), (1000, slice(1000, 3000))):   # a chunk starting mid-sequence
+        out = torch.full((1, rows.stop - rows.start, H, 512), float("nan"), device="cuda", dtype=torch.bfloat16)
+        att_kernel.sparse_mla_fwd(q[:, rows].contiguous(), kv, keys[None, rows].contiguous(), D ** -0.5, 512,
+                                  sink=sink, out=out, pos0=pos0, window=W, causal_bound=(min(K, T), ratio))
+        assert torch.equal(out, full[:, rows]), (pos0, fresh_seed)
+
+
+def test_implicit_window_equals_the_listed_window(fresh_seed):
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed)
+    S, H, D, W = 3000, 64, 512, 128
+    q = torch.randn(1, S, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    kv = torch.randn(1, S, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    sink = torch.randn(H, device="cuda", generator=g)
+    listed = att_kernel.sparse_mla_fwd(q, kv, ix_ref.window_indices(torch.arange(S, device="cuda"), W)[None],
+                                       D ** -0.5, 512, sink=sink)
+    implicit = att_kernel.sparse_mla_fwd(q, kv, None, D ** -0.5, 512, sink=sink, window=W)
+    assert torch.equal(implicit, listed), fresh_seed
+    part = att_kernel.sparse_mla_fwd(q[:, 700:1900].contiguous(), kv, None, D ** -0.5, 512, sink=sink, window=W,
+                                     pos0=700)
+    assert torch.equal(part, listed[:, 700:1900]), fresh_seed
+
+
+def test_selfindex_composed_16k(fresh_seed):
+    """v4-flash-selfindex on the GPU: its selection has tie-aware recall 1.0 against the exact top-k of
+    the 1-bit score (fp64 from the reference compressor's rows), and the output equals the reference
+    attention over the kernel's own key lists."""
+    spec = csa_dsl.preset("v4-flash-selfindex")
+    S, W = 16384, spec.attention.window
+    inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=fresh_seed)
+    out, idx = csa_dsl.compile(spec, "cuda")(**inp, return_indices=True)
+    c, a = spec.compressor, spec.attention
+    cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(S, device="cuda")))
+    ckv = comp_naive.compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], **params(c), cos=cos,
+                              sin=sin)
+    rows = torch.cat([inp["kv"], ckv], dim=1)
+    keys = ckv[0].double()
+    sign = torch.where(keys >= 0, 1.0, -1.0).double()
+    for s0 in (0, 8192, S - 256):
+        s1 = s0 + 256
+        pos = torch.arange(s0, s1, device="cuda")
+        exact = (inp["q"][0, s0:s1].double().sum(1) @ sign.T) * keys.abs().mean(-1)[None, :]
+        exact = ix_ref.mask_invisible(exact.float(), pos, spec.ratio)
+        sel = idx[0, s0:s1, W:]
+        rec, det = tie_aware_recall(torch.where(sel >= 0, sel - S, sel), exact, spec.topk_eff(S))
+        assert rec == 1.0 and det["duplicates"] == 0 and det["wrong_padding_rows"] == 0, (det, fresh_seed)
+        att = att_naive.sparse_attention(inp["q"][:, s0:s1], rows, idx[:, s0:s1], a.softmax_scale, a.v_dim,
+                                         inp["sink"]).to(torch.bfloat16)
+        exp = rope_ref.rope_rows_bf16(att, rotary(a.inverse_rope), pos, inverse=True, heads=True)
+        assert rel_err(out[:, s0:s1], exp) <= 1e-2, fresh_seed
