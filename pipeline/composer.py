@@ -287,18 +287,22 @@ def select_call(impl: Dict[str, str], *, topk: int, ratio: int, k_eff: int, T: i
 def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object], *, C: int, q: str, kv: str,
                  keys: str, out: str) -> List[Node]:
     """attend + inverse RoPE of one query chunk [s0, s1) over its key lists (`keys` None: the window
-    alone, computed by the attention). Key lists come with their causal bound: the window part, then
-    at most min(K, (s+1)//m) selected rows, each -1 padded at the end (select and hca.keys keep it)."""
+    alone, computed by the attention). Every list keeps the causal bound (the window part, then at most
+    min(K, (s+1)//m) selected rows, each -1 padded at the end); HCA's pass it on, so the kernel skips
+    the blocks past it."""
     a = spec.attention
     W, K = a.window, spec.topk_eff(consts["S"])
+    # HCA's lists are mostly -1 early in the sequence: walk only the blocks under each query's bound. An
+    # indexer's lists are full after the first K*m queries: the kernel's fixed trip count is faster there
+    bounded = keys is not None and spec.layer == "hca"
     calls: List[Node] = [OPS["attention.attend"].call(
         impl["attention.attend"],
         {"q": R(q), "kv": R(kv), "keys": R(keys) if keys is not None else None, "out": R(out),
          "sink": R("sink") if a.sink else None, "scale": E("scale"), "v_dim": a.v_dim, "pos0": E("s0"),
-         "window": W, "causal_bound": (K, spec.ratio) if keys is not None else None},
+         "window": W, "causal_bound": (K, spec.ratio) if bounded else None},
         dict(rows=C, heads=a.heads, dim_qk=a.qk_dim, dim_v=a.v_dim, keys=W + K),
-        f"{a.heads} heads, " + (f"{W + K} keys/query, blocks past (s+1)//{spec.ratio} skipped" if keys is not None
-                                else f"the {W}-row window, no key list"))]
+        f"{a.heads} heads, " + (f"the {W}-row window, no key list" if keys is None else f"{W + K} keys/query"
+                                + (f", blocks past (s+1)//{spec.ratio} skipped" if bounded else "")))]
     if a.inverse_rope is not None:
         calls.append(OPS["rope.inverse"].call(
             impl["rope.inverse"], {"x": R(out), **table_args(consts, "rope_out"), "pos0": E("s0"), "inverse": True},

@@ -59,7 +59,7 @@ def ir_key_list(pipe: Pipeline):
     if pipe.layer == "window":
         return pipe.attention.window, "ws-window"
     if pipe.layer == "hca":
-        return pipe.index_width(defaults.GPU_SEQ_LEN), "ws"
+        return pipe.index_width(defaults.GPU_SEQ_LEN), "ws-bounded"
     return pipe.attention.window + pipe.indexer.topk, "ws"
 
 
