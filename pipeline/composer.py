@@ -158,14 +158,16 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         k_name = "k_idx"
     if isinstance(ix, SelfIndex):
         rows = "kv_all[:, S:S + T]" if c is not None else "kv"
-        buf("codes", (B, T, a.qk_dim // 32), torch.int32, "program", "sign bits of every selectable row (1 per channel)")
+        buf("codes", (B, T, a.qk_dim // 32), torch.int32, "program",
+            "sign bits of every selectable row (1 per channel)")
         buf("alpha", (B, T), torch.float32, "program", "mean |K| of every selectable row")
         body.append(OPS["selfindex.codes"].call(impl["selfindex.codes"],
                                                 {"rows": R(rows), "codes_out": R("codes"), "alpha_out": R("alpha")},
                                                 dict(batch=B, rows=T, dim=a.qk_dim),
                                                 f"{a.qk_dim // 8 + 4} B per row instead of {a.qk_dim * 2}"))
     if c is not None:
-        small = (bufs["kv_all"].nbytes - B * S * a.qk_dim * 2 + (bufs["k_idx"].nbytes if "k_idx" in bufs else 0)) / 2**20
+        small = (bufs["kv_all"].nbytes - B * S * a.qk_dim * 2
+                 + (bufs["k_idx"].nbytes if "k_idx" in bufs else 0)) / 2**20
         decisions.append(f"compressors run once ahead of the loop: their outputs are small ({small:.1f} MiB) "
                          f"and every chunk needs all rows up to its last query")
 

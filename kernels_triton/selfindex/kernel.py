@@ -21,7 +21,7 @@ from .cost import WORD
 NEG_INF = tl.constexpr(float("-inf"))
 CODE_ROWS = 16         # rows per codes program
 SCORE_QUERIES = 64     # queries per score program (the dot's M)
-SCORE_ROWS = 64        # key rows per tile (qbar's two bf16 halves, 2 x 64 KiB at D = 512, stay in shared memory: 196 KiB)
+SCORE_ROWS = 64        # key rows per tile (with qbar's two bf16 halves in shared memory: 196 KiB at D = 512)
 SCORE_WARPS = 4
 SCORE_STAGES = 2
 

@@ -243,7 +243,8 @@ class Pipeline:
         _check(isinstance(self.name, str) and self.name, "Pipeline.name must be a non-empty string")
         a, ix, c = self.attention, self.indexer, self.compressor
         if c is not None:
-            _check(isinstance(c, Compressor), f"Pipeline.compressor must be a Compressor or None, got {type(c).__name__}")
+            _check(isinstance(c, Compressor),
+                   f"Pipeline.compressor must be a Compressor or None, got {type(c).__name__}")
             _check(c.dim == a.qk_dim,
                    f"Pipeline.compressor.dim = {c.dim} must equal SparseAttention.qk_dim = {a.qk_dim} "
                    f"(compressed rows are keys of the same latent KV head)")
