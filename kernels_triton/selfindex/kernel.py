@@ -103,8 +103,9 @@ def codes(rows: torch.Tensor, codes_out: torch.Tensor, alpha_out: torch.Tensor) 
 
 
 def split_qbar(q: torch.Tensor):
-    """[n, H, D] -> (hi, lo, sum): qbar = sum_h q in fp32 as bf16 hi + lo, and sum_d qbar (fp32)."""
-    qb = q.float().sum(1)
+    """[n, H, D] -> (hi, lo, sum): qbar = sum_h q in fp32 as bf16 hi + lo, and sum_d qbar (fp32).
+    The fp32 sum of bf16 q reads q directly on CUDA (no fp32 copy of the chunk; a CPU sum makes one)."""
+    qb = q.sum(1, dtype=torch.float32)
     hi = qb.to(torch.bfloat16)
     lo = (qb - hi.float()).to(torch.bfloat16)
     return hi, lo, qb.sum(1)

@@ -6,7 +6,7 @@ the same bounded score buffer as the lightning indexer's and the same selection 
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 from kernels_triton._compile import LEVELS as TRITON_LEVELS
 from kernels_triton.selfindex import cost, ir, kernel, naive
@@ -33,7 +33,7 @@ SCORE = Op(
         "torch": Impl(naive.score_chunk, "torch qbar @ unpacked signs",
                       sized(cost.naive_score_temp_bytes, "chunk", "rows", "heads", "dim")),
         "interpret": Impl(kernel.score_chunk, "triton _score_kernel [interpreter]",
-                          sized(cost.kernel_qbar_bytes, "chunk", "dim")),
+                          sized(cost.interpret_qbar_bytes, "chunk", "heads", "dim")),
         "cuda": Impl(kernel.score_chunk, "triton _score_kernel: unpacked bits, two bf16 wgmma dots per tile",
                      sized(cost.kernel_qbar_bytes, "chunk", "dim")),
     },
@@ -42,10 +42,6 @@ SCORE = Op(
 
 def _inputs(pipe: Pipeline, ix: SelfIndex, role: str) -> Dict[str, InputDef]:
     return {}     # no indexer inputs: the attention's q and key rows are the index
-
-
-def _limits(ix: SelfIndex, backend: str) -> Optional[str]:
-    return None   # any multiple of 32 channels (the spec checks it): the kernels pad to a power of two
 
 
 def _emit(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
@@ -60,8 +56,7 @@ KIND = StageKind(
     spec_type=SelfIndex,
     doc="1-bit self-index: sign codes of the attention rows score the head-summed query (then the same top-k)",
     ops={"codes": CODES, "score": SCORE},
-    inputs=_inputs,
-    limits=_limits,
+    inputs=_inputs,     # no limits: any multiple of 32 channels (the spec checks it), padded to a power of two
     ir=(IRSection("selfindex", "triton", "1-bit self-index: sign codes + mean |K|, and the 1-bit score",
                   TRITON_LEVELS, _emit),),
 )
