@@ -12,7 +12,7 @@ planner and interpreter live in `pipeline`, the kernels in `kernels_triton` / `k
 """
 from pipeline.inputs import check_finite, input_signature, random_inputs, validate_inputs
 from pipeline.lang import (LAYER_KINDS, PATHS, PRESET_NAMES, V32_SCALE, Compressor, Indexer, InputError, Pipeline,
-                           PlanError, RoPE, Schedule, SelfIndex, SparseAttention, SpecError, YaRN, model_layers,
+                           PlanError, Quant, RoPE, Schedule, SelfIndex, SparseAttention, SpecError, YaRN, model_layers,
                            parse_bytes, preset)
 from pipeline.program import Program
 
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledPipeline", "Compressor", "Indexer", "InputError", "LAYER_KINDS", "PATHS", "PRESET_NAMES", "Pipeline",
-    "PlanError", "Program", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE", "YaRN",
+    "PlanError", "Program", "Quant", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE", "YaRN",
     "check_finite", "compile", "indexer_topk", "input_signature", "model_layers", "parse_bytes", "preset",
     "random_inputs", "validate_inputs",
 ]

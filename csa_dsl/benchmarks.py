@@ -39,7 +39,7 @@ from pipeline.lang.presets import model_layers
 from pipeline.lang.schedule import Schedule
 from pipeline.lang.spec import Pipeline, SelfIndex
 from pipeline.stages.compressor import params as compressor_params
-from pipeline.stages.compressor import rotary
+from pipeline.stages.compressor import role_quant, rotary
 from pipeline.planner import output_bytes
 
 from .compile import compile as compile_pipeline
@@ -192,14 +192,16 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
                 q = torch.randn(batch, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
                 w = torch.randn(batch, S, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5
                 k = torch.randn(batch, T, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
+                rec["quant"] = ix.quant.format if ix.quant is not None else None
                 if path == "triton":
-                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio)
+                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant)
                 else:
-                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S)
+                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S,
+                                              quant=ix.quant)
                 rec["peak_gib"] = peak_above(fn)
                 rec["median_ms"] = time_ms(fn)
                 rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
-                if path == "triton" and spec.name == "v4-flash" and S in STREAMINDEX_H200_MS:
+                if path == "triton" and spec.name in ("v4-flash", "v4-flash-bf16") and S in STREAMINDEX_H200_MS:
                     rec["streamindex_h200_ms"] = STREAMINDEX_H200_MS[S]
                 if path == "triton":
                     rec.update(_indexer_breakdown(spec, q, w, k))
@@ -216,13 +218,14 @@ def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
     B, S = q.shape[:2]
     T = k.shape[1]
     chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
-    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, B, S, chunk, "cuda")
+    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, B, S, chunk, "cuda", quant=ix.quant)
     inputs = {"idx_q": q, "idx_w": w, "idx_k": k}
     interpreter.execute(prog, inputs, q.device)                 # warm-up
     prof: Dict[str, float] = {}
     interpreter.execute(prog, inputs, q.device, profile=prof)
-    t_score = prof.get("indexer.score", 0.0)
+    t_score = prof.get("indexer.score", 0.0) + prof.get("indexer.score_fp8", 0.0)
     return {"score_ms": t_score, "select_ms": prof.get("indexer.select", 0.0), "chunk": chunk,
+            "pack_keys_ms": prof.get("quant.pack_keys", 0.0),
             "score_tflops": indexer_flops(spec, B, S) / max(t_score * 1e-3, 1e-12) / 1e12}
 
 
@@ -318,7 +321,7 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
                     rec.update(attention_stage_numbers(spec, batch, S, rec["stage_ms"]))
                 if path == "composed" and isinstance(spec.indexer, SelfIndex):
                     rec.update(selfindex_recall(spec, fwd, inputs))
-                if spec.name == "v4-flash" and S == STREAMINDEX_H200_COMPOSED["seq_len"]:
+                if spec.name in ("v4-flash", "v4-flash-bf16") and S == STREAMINDEX_H200_COMPOSED["seq_len"]:
                     rec["streamindex_h200"] = STREAMINDEX_H200_COMPOSED
             recs.append(rec)
             bar.update(1)
@@ -337,7 +340,7 @@ def selfindex_recall(spec: Pipeline, fwd, inputs: dict, rows: int = 256) -> dict
     c = spec.compressor
     cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(S, device=inputs["q"].device)))
     keys = compress_rows(inputs["cmp_kv"][:1], inputs["cmp_gate"][:1], inputs["cmp_ape"], inputs["cmp_norm"],
-                         **compressor_params(c), cos=cos, sin=sin)[0].float()
+                         **compressor_params(c), **role_quant(spec, "cmp"), cos=cos, sin=sin)[0].float()
     s0, W, K = S - rows, spec.attention.window, spec.topk_eff(S)
     exact = inputs["q"][0, s0:].float().sum(1) @ keys.T                      # [rows, T]
     pos = torch.arange(s0, S, device=exact.device)

@@ -19,7 +19,7 @@ from pipeline.inputs import check_finite, validate_inputs
 from pipeline.lang import defaults
 from pipeline.lang.errors import SpecError
 from pipeline.lang.schedule import Schedule
-from pipeline.lang.spec import Pipeline
+from pipeline.lang.spec import Pipeline, Quant
 from pipeline.program import Program
 from pipeline.stages import BACKENDS, unsupported
 
@@ -137,9 +137,11 @@ def compile(spec: Pipeline, device: str = "cuda", schedule: Optional[Schedule] =
 
 
 def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
-                 backend: str = "auto", chunk: Optional[int] = None, progress: bool = False) -> torch.Tensor:
+                 backend: str = "auto", chunk: Optional[int] = None, progress: bool = False,
+                 quant: Optional[Quant] = None) -> torch.Tensor:
     """Top-k compressed row ids per query: int32 [B, S, min(topk, T)], -1 padded, ties to the smaller id,
-    NaN scores below every number.
+    NaN scores below every number. `quant` (e.g. preset('v4-flash').indexer.quant): idx_q and idx_k go
+    through that quantisation step first and the score runs on FP8 operands (docs/semantics.md section 5).
 
     idx_q [B,S,HI,DI] bf16, idx_w [B,S,HI] fp32, idx_k [B,T,DI] bf16 (T = S // ratio).
     backend 'auto': the Triton kernels on CUDA tensors, the PyTorch reference on CPU tensors;
@@ -154,7 +156,9 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
     B, S, HI, DI, T = check_indexer_shapes(idx_q, idx_w, idx_k, topk, ratio, allow_fp32=impl != "cuda",
                                            require_cuda=impl != "torch")
     chunk = min(S, chunk or indexer_cost.default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
-    program = compose_indexer(HI, DI, topk, ratio, B, S, chunk, impl, dtype=idx_q.dtype)
+    if quant is not None and (not isinstance(quant, Quant) or DI % quant.block):
+        raise SpecError(f"quant must be a Quant whose block divides the index dim {DI}, got {quant!r}")
+    program = compose_indexer(HI, DI, topk, ratio, B, S, chunk, impl, dtype=idx_q.dtype, quant=quant)
     inputs = {"idx_q": idx_q, "idx_w": idx_w, "idx_k": idx_k}
     bar = _progress_bar(f"indexer S={S:,}") if progress else None
     return interpreter.execute(program, inputs, idx_q.device, progress=bar)["ids"]

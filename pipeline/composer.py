@@ -28,11 +28,12 @@ from kernels_triton.indexer import cost as indexer_cost
 from kernels_triton.rope.tables import Rotary
 
 from .lang.errors import SpecError
-from .lang.spec import Pipeline, SelfIndex
+from .lang.spec import Pipeline, Quant, SelfIndex
 from .program import Buffer, Call, E, Loop, Node, Program, R
 from .stages import OPS, stages_of
 from .stages.compressor import params as compressor_params
-from .stages.compressor import rotary
+from .stages.compressor import role_quant, rotary
+from .stages.quant import index_quant
 
 PATH_IMPLS = ("composed", "reference", "materialize")
 
@@ -147,17 +148,27 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     if c is not None:
         buf("kv_all", (B, S + T, a.qk_dim), torch.bfloat16, "program",
             "rows [0,S): kv; rows [S,S+T): compressed kv (one gather table for the attention)")
-        body.append(OPS["glue.copy"].call(impl["glue.copy"], {"src": R("kv"), "out": R("kv_all[:, 0:S]")}))
+        body.append(kv_rows_call(spec, impl, "kv", "kv_all[:, 0:S]", B * S))
         body.append(_compress_call(spec, c, "cmp", "kv_all[:, S:S + T]", impl, consts, "rope_kv", B, T))
-    kv_rows = "kv_all" if c is not None else "kv"
+        kv_rows = "kv_all"
+    elif a.kv_quant is not None:
+        buf("kv_q", (B, S, a.qk_dim), torch.bfloat16, "program", "the kv rows after their quantisation step")
+        body.append(kv_rows_call(spec, impl, "kv", "kv_q", B * S))
+        kv_rows = "kv_q"
+    else:
+        kv_rows = "kv"
     k_name = "idx_k"
     if getattr(ix, "compressor", None) is not None:
         buf("k_idx", (B, T, ix.dim), torch.bfloat16, "program",
             "index keys (Hadamard-rotated)" if ix.compressor.hadamard else "index keys")
         body.append(_compress_call(spec, ix.compressor, "idx", "k_idx", impl, consts, "rope_idx", B, T))
         k_name = "k_idx"
+    if index_quant(spec) is not None:
+        pbufs, pcall = pack_keys(impl, k_name, B, T, ix.dim, ix.quant)
+        bufs.update({bf.name: bf for bf in pbufs})
+        body.append(pcall)
     if isinstance(ix, SelfIndex):
-        rows = "kv_all[:, S:S + T]" if c is not None else "kv"
+        rows = "kv_all[:, S:S + T]" if c is not None else kv_rows
         buf("codes", (B, T, a.qk_dim // 32), torch.int32, "program",
             "sign bits of every selectable row (1 per channel)")
         buf("alpha", (B, T), torch.float32, "program", "mean |K| of every selectable row")
@@ -187,6 +198,14 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")},
              f"{n_chunks:,} query chunk{'s' if n_chunks > 1 else ''}", progress=True)]))
 
+    if a.kv_quant is not None:
+        fused.append(f"kv rows -> {a.kv_quant.format.upper()} step: in the copy into "
+                     + ("the gather table, and in the compressor's epilogue for the compressed rows" if c is not None
+                        else "the attention's quantised rows"))
+    iq = index_quant(spec)
+    if iq is not None:
+        fused.append(f"idx_q -> {iq.format.upper()} step + FP8 packing: inside the score kernel, once per program"
+                     + ("; index keys: in the indexer compressor's epilogue" if ix.compressor is not None else ""))
     if ix is not None and K > 0:
         fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
                      f"({bufs['scores'].nbytes / 2**20:.1f} MiB)"
@@ -242,7 +261,7 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
     elif ix is not None:
         calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
                              k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
-                             idx_offset=idx_offset, window=W, has_cand=has_cand)
+                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant)
     elif keys is not None:
         rows = T if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
         calls = [OPS["hca.keys"].call(
@@ -259,10 +278,18 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
 
 def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
                  idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
-                 has_cand: bool) -> List[Node]:
-    """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows)."""
+                 has_cand: bool, quant: Optional[Quant] = None) -> List[Node]:
+    """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows).
+    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`."""
     calls: List[Node] = []
-    if k_eff > 0:
+    if k_eff > 0 and quant is not None:
+        calls.append(OPS["indexer.score_fp8"].call(
+            impl["indexer.score_fp8"],
+            {"q": R(idx_q), "w": R(idx_w), "k8": R("k8[b]"), "k_scale": R("k_scale[b]"), "out": R("scores"),
+             "s_first": E("s0"), "ratio": ratio, "q_format": quant.format, "q_block": quant.block},
+            dict(chunk=C, rows=T, heads=heads, dim=dim),
+            f"idx_q {quant.format.upper()} step + FP8 packing in-kernel; visible 64-key tiles only"))
+    elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
             {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R("scores"), "s_first": E("s0"), "ratio": ratio},
@@ -330,12 +357,41 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
 
 def _compress_call(spec: Pipeline, c, role: str, out: str, impl: dict, consts: dict, rope_use: str, B: int,
                    T: int) -> Call:
+    quant = role_quant(spec, role)
     return OPS["compressor.compress"].call(
         impl["compressor.compress"],
         {"values": R(f"{role}_kv"), "gate": R(f"{role}_gate"), "ape": R(f"{role}_ape"), "norm": R(f"{role}_norm"),
-         "out": R(out), **compressor_params(c), **table_args(consts, rope_use)},
+         "out": R(out), **compressor_params(c), **table_args(consts, rope_use), **quant},
         dict(batch=B, rows=T, ratio=c.ratio, dim=c.dim, overlap=c.overlap),
-        f"T = S // {c.ratio} rows" + (", Hadamard-rotated" if c.hadamard else ""))
+        f"T = S // {c.ratio} rows" + (", Hadamard-rotated" if c.hadamard else "")
+        + (f", {quant['quant_format'].upper()} step fused" if quant else ""))
+
+
+def kv_rows_call(spec: Pipeline, impl: dict, src: str, out: str, rows: int) -> Call:
+    """out <- the raw kv rows, through their quantisation step when the spec has one (a plain copy else)."""
+    a = spec.attention
+    if a.kv_quant is None:
+        return OPS["glue.copy"].call(impl["glue.copy"], {"src": R(src), "out": R(out)})
+    return OPS["quant.rows"].call(
+        impl["quant.rows"], {"src": R(src), "out": R(out), "fmt": a.kv_quant.format, "block": a.kv_quant.block,
+                             "channels": a.kv_quant_channels},
+        dict(rows=rows, dim=a.qk_dim),
+        f"{a.kv_quant.format.upper()} step on the first {a.kv_quant_channels} channels, blocks of {a.kv_quant.block}")
+
+
+def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant) -> Tuple[List[Buffer], Call]:
+    """The FP8 operand of the quantised score: buffers k8 [B, T, dim] and k_scale [B, T], and the call that
+    fills them from the index keys `src` (the step `q`, then the packing)."""
+    # the interpreter has no exact FP8 stores: there the packed values live in fp32 (the same values)
+    k8_dtype = torch.float32 if impl["quant.pack_keys"] == "interpret" else torch.float8_e4m3fn
+    bufs = [Buffer("k8", (B, T, dim), k8_dtype, "program", "index keys packed: FP8 e4m3 values"),
+            Buffer("k_scale", (B, T), torch.float32, "program", "index keys packed: a power-of-two scale per row")]
+    call = OPS["quant.pack_keys"].call(
+        impl["quant.pack_keys"], {"k": R(src), "k8": R("k8"), "k_scale": R("k_scale"), "fmt": q.format,
+                                  "block": q.block},
+        dict(rows=B * T, dim=dim),
+        f"{q.format.upper()} step (blocks of {q.block}) + FP8 packing of {T:,} keys")
+    return bufs, call
 
 
 def walk_calls(nodes: List[Node]):
@@ -361,10 +417,11 @@ def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int
 
 
 def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
-                    backend: str = "cuda", dtype: torch.dtype = torch.bfloat16) -> Program:
+                    backend: str = "cuda", dtype: torch.dtype = torch.bfloat16, quant: Optional[Quant] = None) -> Program:
     """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
     [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
-    (fp32 only for the interpreter's tests)."""
+    (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
+    through it; the score runs on FP8 operands)."""
     B, S = batch, seq_len
     T = S // ratio
     K = min(topk, T)
@@ -379,10 +436,16 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     impl = {name: backend for name in OPS}
     for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk):
         bufs[bf.name] = bf
+    body: List[Node] = []
+    if quant is not None and K > 0:
+        pbufs, pcall = pack_keys(impl, "idx_k", B, T, dim, quant)
+        bufs.update({bf.name: bf for bf in pbufs})
+        body.append(pcall)
     inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,
                          idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]", k="idx_k[b]", keys="ids[b, s0:s1]",
-                         idx_offset=0, window=0, has_cand="cand" in bufs) if K > 0 else []
-    body: List[Node] = [Loop("b", E(0), E("B"), E(1), [
-        Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")}, progress=True)])] if inner else []
+                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant) if K > 0 else []
+    if inner:
+        body.append(Loop("b", E(0), E("B"), E(1), [
+            Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")}, progress=True)]))
     return Program(name="indexer", consts=consts, buffers=bufs, body=body, outputs=("ids",),
-                   kernels=kernel_names(["indexer.score", "indexer.select"]))
+                   kernels=kernel_names(sorted({c_.op for c_ in walk_calls(body)})))

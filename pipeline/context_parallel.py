@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from .composer import chunk_buffers, chunk_calls, kernel_names, program_frame, rope_tables, table_args, walk_calls
+from .composer import (chunk_buffers, chunk_calls, kernel_names, kv_rows_call, pack_keys, program_frame, rope_tables,
+                       table_args, walk_calls)
 from .inputs import random_inputs, token_inputs
 from .interpreter import Context, execute
 from .lang import defaults
@@ -40,6 +41,7 @@ from .planner import chunk_choices, default_budget, memory
 from .program import Buffer, E, Loop, Node, Program, R, fmt_bytes
 from .stages import OPS
 from .stages.compressor import params as compressor_params
+from .stages.compressor import role_quant
 
 
 # ---------------------------------------------------------------------------------------
@@ -141,7 +143,13 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
     buf("tails", (2, B, max(1, tail_len)), torch.float32, "program",
         f"per owned block: its last {hw} KV rows and last {hm} compressor tokens")
     buf("tails_all", (world, 2, B, max(1, tail_len)), torch.float32, "program", "every rank's tails")
-    pack = {"kv": R("kv"), "out": R("tails")}
+    # the raw kv rows' quantisation step, once over this rank's rows (the halo tails carry quantised rows)
+    kv_src = "kv"
+    if a.kv_quant is not None:
+        buf("kv_q", (B, n_local, D), torch.bfloat16, "program", "this rank's kv rows after their quantisation step")
+        body.append(kv_rows_call(spec, impl, "kv", "kv_q", B * n_local))
+        kv_src = "kv_q"
+    pack = {"kv": R(kv_src), "out": R("tails")}
     for r, _ in comp_roles:
         pack.update({f"{r}_kv": R(f"{r}_kv"), f"{r}_gate": R(f"{r}_gate")})
     pack.update(blocks=tuple((st, hi - lo) for st, (lo, hi) in zip(starts, slots)), hw=hw, hm=hm)
@@ -170,6 +178,7 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
                      "norm": R(f"{role}_norm"), "tails": R("tails_all"), "out": R(f"{own}[:, {ro}:{ro + rows}]"),
                      "prev": _owner(bid - 1, world) if bid > 0 else None, "start": st, "n": hi - lo,
                      "row0": lo // m, "tail_offset": tail_off, "hm": hm, **compressor_params(cc),
+                     **role_quant(spec, role),
                      **table_args(consts, "rope_kv" if role == "cmp" else "rope_idx")},
                     note=f"rows {lo // m}..{hi // m} of tokens [{lo}, {hi})"))
                 ro += rows
@@ -188,8 +197,12 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
         body.append(OPS["cp.gather_blocks"].call(impl["cp.gather_blocks"],
                                                  {"src": R("idx_k"), "out": R("k_idx"), "blocks": token_blocks}))
         body.append(OPS["cp.gather_blocks"].call(impl["cp.gather_blocks"],
-                                                 {"src": R("kv"), "out": R("kv_full"), "blocks": token_blocks}))
+                                                 {"src": R(kv_src), "out": R("kv_full"), "blocks": token_blocks}))
         k_name = "k_idx"
+    if ix.quant is not None:      # the FP8 operand of the score, from all index keys
+        pbufs, pcall = pack_keys(impl, "k_idx", B, bufs["k_idx"].shape[1], ix.dim, ix.quant)
+        bufs.update({bf.name: bf for bf in pbufs})
+        body.append(pcall)
     for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=W + K, window=W):
         bufs[bf.name] = bf
 
@@ -219,7 +232,7 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
         per_b: List[Node] = []
         if c is not None:
             per_b.append(OPS["cp.kv_table"].call(
-                impl["cp.kv_table"], {"tails": R("tails_all"), "kv": R(f"kv[b, L{j}:L{j} + {n}]"),
+                impl["cp.kv_table"], {"tails": R("tails_all"), "kv": R(f"{kv_src}[b, L{j}:L{j} + {n}]"),
                                       "rows": R("kv_cmp[b]"), "out": R(kv_ref),
                                       "prev": _owner(lo // blk - 1, world) if lo > 0 else None, "b": E("b"),
                                       "halo": halo, "hw": hw}))

@@ -175,7 +175,8 @@ def test_ir_plan_v4_flash_262144(ir_dirs):
     assert "a materialising schedule would need" in plan
     assert "4.00 TiB" in plan and "64.00 GiB" in plan and "this program (workspace + transient)" in plan
     assert "fused stage boundaries" in plan
-    assert "indexer.score@cuda" in plan and "attention.attend@cuda" in plan
+    assert "indexer.score_fp8@cuda" in plan and "attention.attend@cuda" in plan
+    assert "quant.rows@cuda" in plan and "quant.pack_keys@cuda" in plan and "E4M3 step fused" in plan
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,7 +307,7 @@ def test_spec_file_errors_are_one_line(capsys, tmp_path, body, words):
     ("pipeline = base.replace(indexer=dataclasses.replace(base.indexer, topk=100000))",
      ["indexer topk = 100000", "takes 1..8192"]),
     ("pipeline = base.replace(attention=dataclasses.replace(base.attention, qk_dim=256, v_dim=256, "
-     "inverse_rope=None), compressor=dataclasses.replace(base.compressor, dim=256))",
+     "inverse_rope=None, kv_quant=None), compressor=dataclasses.replace(base.compressor, dim=256))",
      ["dim_qk (last dim of q and kv) in (512, 576), got 256", "pad q and kv"]),
 ])
 def test_ir_refuses_unsupported_specs_fast(tmp_path, clean_env, body, words):

@@ -22,7 +22,7 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2"])
+@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2", "v4-flash-quant", "v3.2-quant"])
 def test_composed_torch_backend_vs_dense_oracle(family):
     """The composed program (chunks of 16 queries, so chunk boundaries cross the window and the
     compressor blocks) against the dense oracle: the same output to bf16 rounding."""
@@ -35,7 +35,7 @@ def test_composed_torch_backend_vs_dense_oracle(family):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("family", ["v4-flash", "v3.2"])
+@pytest.mark.parametrize("family", ["v4-flash", "v3.2", "v4-flash-quant", "v3.2-quant"])
 def test_composed_interpret_backend_vs_dense_oracle(family):
     """The Triton kernels (interpreter) in the composed program against the dense oracle."""
     spec = small_family(family)
@@ -208,7 +208,7 @@ def test_plan_program_structure_262k():
     shapes = {b.name: b.shape for b in prog.buffers.values() if b.scope in ("program", "chunk")}
     assert all(not (len(s) >= 2 and s[-2:] == (262144, 65536)) for s in shapes.values())   # no [S, T]
     loop = [n for n in prog.body if isinstance(n, Loop)][0]
-    assert [c.op for c in loop.body[0].body] == ["indexer.score", "indexer.select", "attention.attend",
+    assert [c.op for c in loop.body[0].body] == ["indexer.score_fp8", "indexer.select", "attention.attend",
                                                  "rope.inverse"]
     assert [c.op for c in prog.body if isinstance(c, Call)] == ["rope.tables", "glue.copy", "compressor.compress",
                                                                  "compressor.compress"]

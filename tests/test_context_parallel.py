@@ -35,6 +35,8 @@ def _worker(rank, world, store, name, S, B, res):
     ("v4-flash", 203, 2, 3),      # uneven S (the last block is short), B = 2, 3 ranks
     ("v4-pro", 330, 1, 3),
     ("v3.2", 150, 1, 2),          # m = 1, no window: the index keys are all-gathered raw rows
+    ("v4-flash-quant", 203, 2, 3),  # the quantisation steps: kv rows per rank, compressors, packed keys
+    ("v3.2-quant", 150, 1, 2),
 ])
 def test_cp_matches_single_process(name, S, B, world):
     spec = small_family(name)

@@ -4,6 +4,7 @@ import torch
 
 import csa_dsl
 from kernels_triton.indexer import naive as ref
+from kernels_triton.quant.naive import quant_dequant
 from pipeline.metrics import tie_aware_recall
 
 pytestmark = pytest.mark.gpu
@@ -15,9 +16,11 @@ def _exact_scores(q, w, k, s0, s1, m):
     return ref.mask_invisible(sc, pos, m)
 
 
-@pytest.mark.parametrize("name", ["v4-flash", "v4-pro", "v3.2"])
+@pytest.mark.parametrize("name", ["v4-flash", "v4-pro", "v3.2", "v4-flash-bf16", "v3.2-bf16"])
 @pytest.mark.parametrize("S", [4096, 32768])
 def test_recall_vs_exact_fp32(name, S, fresh_seed):
+    """bf16 presets: the bf16 score kernel; model presets: the quantisation step on idx_q and idx_k and
+    the FP8 score kernel, against the exact fp32 scores of the quantised operands."""
     assert not torch.backends.cuda.matmul.allow_tf32
     spec = csa_dsl.preset(name)
     ix, m = spec.indexer, spec.ratio
@@ -26,7 +29,9 @@ def test_recall_vs_exact_fp32(name, S, fresh_seed):
     q = torch.randn(1, S, ix.heads, ix.dim, device="cuda", generator=g).bfloat16()
     w = torch.randn(1, S, ix.heads, device="cuda", generator=g) * (ix.heads * ix.dim) ** -0.5
     k = torch.randn(1, T, ix.dim, device="cuda", generator=g).bfloat16()
-    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m)
+    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m, quant=ix.quant)
+    if ix.quant is not None:       # the exact scores below are those of the quantised operands
+        q, k = quant_dequant(q, ix.quant.format, ix.quant.block), quant_dequant(k, ix.quant.format, ix.quant.block)
     k_eff = min(ix.topk, T)
     assert got.shape == (1, S, k_eff) and got.dtype == torch.int32
     worst, strict = 1.0, 1.0
@@ -56,7 +61,9 @@ def test_long_sequence_1m_completes():
     q = torch.randn(1, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16)
     w = torch.randn(1, S, ix.heads, device="cuda") * (ix.heads * ix.dim) ** -0.5
     k = torch.randn(1, T, ix.dim, device="cuda", dtype=torch.bfloat16)
-    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m)
+    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m, quant=ix.quant)
+    if ix.quant is not None:       # the exact scores below are those of the quantised operands
+        q, k = quant_dequant(q, ix.quant.format, ix.quant.block), quant_dequant(k, ix.quant.format, ix.quant.block)
     assert got.shape == (1, S, ix.topk)
     assert int(got.max()) < T and int(got.min()) == -1
     last = got[0, -256:]
@@ -80,7 +87,9 @@ def test_nan_scores_rank_last_on_the_gpu(fresh_seed):
     bad = [5, 100, 1500]
     k[0, bad, 7] = float("nan")
     q[0, 6000, 3, 0] = float("nan")
-    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m)
+    got = csa_dsl.indexer_topk(q, w, k, ix.topk, m, quant=ix.quant)
+    if ix.quant is not None:       # the exact scores below are those of the quantised operands
+        q, k = quant_dequant(q, ix.quant.format, ix.quant.block), quant_dequant(k, ix.quant.format, ix.quant.block)
     torch.cuda.synchronize()
     nvis = (torch.arange(S, device="cuda") + 1) // m
     picked_bad = torch.isin(got[0], torch.tensor(bad, device="cuda", dtype=torch.int32)).any(-1)

@@ -1,16 +1,18 @@
 """The reference path (every stage's naive.py, composed into the same Program as the kernels) against
 second, independent dense formulations of every stage."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
 import csa_dsl
-from csa_dsl import Compressor, Indexer, Pipeline, RoPE, Schedule, SelfIndex, SparseAttention
+from csa_dsl import Compressor, Indexer, Pipeline, Quant, RoPE, Schedule, SelfIndex, SparseAttention
 from kernels_tilelang.sparse_mla import naive as att_ref
 from kernels_triton.compressor import naive as comp_ref
 from kernels_triton.compressor.naive import hadamard_matrix
 from kernels_triton.indexer import naive as ref
+from kernels_triton.quant.naive import quant_dequant
 from kernels_triton.rope import naive as rope_ref
 from kernels_triton.rope.tables import cos_sin
 from pipeline.stages.compressor import params, rotary
@@ -206,6 +208,14 @@ def small_family(name: str) -> Pipeline:
     if name == "window":    # V4's window-only layers: RoPE without YaRN
         return Pipeline(name="tiny-window", attention=SparseAttention(
             heads=4, qk_dim=32, v_dim=32, window=6, sink=True, inverse_rope=RoPE(dim=16, yarn=None, base=1e4)))
+    if name == "v3.2-quant":     # V3.2's FP8 indexer: one scale per index row
+        return small_family("v3.2").replace(name="tiny-v3.2-quant", indexer=Indexer(heads=8, dim=16, topk=12,
+                                                                                    quant=Quant("e4m3", 16)))
+    if name == "v4-flash-quant":  # V4's steps: FP8 on the non-RoPE kv channels, FP4 on idx_q and index keys
+        p = small_family("v4-flash")
+        return p.replace(name="tiny-v4-flash-quant",
+                         attention=dataclasses.replace(p.attention, kv_quant=Quant("e4m3", 8)),
+                         indexer=dataclasses.replace(p.indexer, quant=Quant("e2m1", 8)))
     return Pipeline(name=f"tiny-{name}", compressor=Compressor(ratio=4, dim=32, rope=rope),
                     indexer=Indexer(heads=8, dim=16, topk=5 if name == "v4-flash" else 7,
                                     compressor=Compressor(ratio=4, dim=16, rope=rope, hadamard=True)),
@@ -219,10 +229,16 @@ def dense_allowed(spec, inp, S):
     (window-only); and the row table [kv | compressed kv]."""
     B = inp["q"].shape[0]
     a = spec.attention
-    rows, off = inp["kv"], 0
+    # the quantisation steps (section 5; quant_dequant is checked against a plain float64 implementation
+    # of the section in test_quant.py): every attention row, idx_q and every index key
+    kq = (lambda x: quant_dequant(x, a.kv_quant.format, a.kv_quant.block, a.kv_quant_channels)) \
+        if a.kv_quant is not None else (lambda x: x)
+    iq = getattr(spec.indexer, "quant", None)
+    xq = (lambda x: quant_dequant(x, iq.format, iq.block)) if iq is not None else (lambda x: x)
+    rows, off = kq(inp["kv"]), 0
     if spec.compressor is not None:
-        ckv = dense_compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], spec.compressor)
-        rows, off = torch.cat([inp["kv"], ckv], dim=1), S
+        ckv = kq(dense_compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], spec.compressor))
+        rows, off = torch.cat([rows, ckv], dim=1), S
     sc = None
     if isinstance(spec.indexer, SelfIndex):     # alpha_t * (sum_h q) . sign(K_t), sign(0) = +1, in fp64
         keys = rows[:, off:].double()
@@ -231,7 +247,7 @@ def dense_allowed(spec, inp, S):
     elif spec.indexer is not None:
         k_idx = inp["idx_k"] if spec.compressor is None else dense_compress(
             inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], spec.indexer.compressor)
-        sc = dense_scores(inp["idx_q"], inp["idx_w"], k_idx)
+        sc = dense_scores(xq(inp["idx_q"]), inp["idx_w"], xq(k_idx))
     T = S // spec.ratio if spec.layer != "window" else 0
     allowed = torch.zeros(B, S, rows.shape[1], dtype=torch.bool)
     for b in range(B):
@@ -261,7 +277,7 @@ def dense_forward(spec, inp):
     return out
 
 
-@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2"])
+@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2", "v4-flash-quant", "v3.2-quant"])
 def test_forward_vs_dense(family):
     spec = small_family(family)
     S = 45
@@ -327,7 +343,7 @@ def test_reference_chunking_is_invariant():
     assert torch.equal(a, b) and torch.equal(ia, ib)
 
 
-@pytest.mark.parametrize("family", ["v4-flash", "v3.2"])
+@pytest.mark.parametrize("family", ["v4-flash", "v3.2", "v4-flash-quant", "v3.2-quant"])
 def test_materialize_matches_reference(family):
     spec = small_family(family)
     inp = csa_dsl.random_inputs(spec, 2, 50, "cpu", seed=2)

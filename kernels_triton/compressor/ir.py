@@ -14,16 +14,18 @@ from .kernel import _compress_kernel, _constexprs, check_config, kernel_limits
 
 
 def compile_ir(dim: int = 512, ratio: int = 4, overlap: bool = True, hadamard: bool = False, rope_dim: int = 64,
-               arch: int = 90, config: Optional[dict] = None) -> dict:
+               arch: int = 90, config: Optional[dict] = None, quant_format: Optional[str] = None,
+               quant_block: int = 0, quant_channels: int = 0) -> dict:
     """Compile the compressor kernel for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}.
 
     Compiled once per process and argument set (the cached dict is returned; do not mutate it)."""
-    return _compile_ir(dim, ratio, overlap, hadamard, rope_dim, arch, json.dumps(config, sort_keys=True))
+    return _compile_ir(dim, ratio, overlap, hadamard, rope_dim, arch, json.dumps(config, sort_keys=True),
+                       quant_format, quant_block, quant_channels)
 
 
 @functools.lru_cache(maxsize=None)
 def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, arch: int,
-                config_json: str) -> dict:
+                config_json: str, quant_format: Optional[str], quant_block: int, quant_channels: int) -> dict:
     config = json.loads(config_json)
     why = kernel_limits(dim, ratio, hadamard)
     if why is not None:
@@ -31,9 +33,12 @@ def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: i
     if kernels_interpreted(_compress_kernel):
         return compile_ir_elsewhere("kernels_triton.compressor.ir", dict(dim=dim, ratio=ratio, overlap=overlap,
                                                                          hadamard=hadamard, rope_dim=rope_dim,
-                                                                         arch=arch, config=config))
+                                                                         arch=arch, config=config,
+                                                                         quant_format=quant_format,
+                                                                         quant_block=quant_block,
+                                                                         quant_channels=quant_channels))
     cfg = check_config(config, dim, ratio, overlap, hadamard)
-    const = _constexprs(dim, ratio, overlap, hadamard, rope_dim, cfg)
+    const = _constexprs(dim, ratio, overlap, hadamard, rope_dim, cfg, quant_format, quant_block, quant_channels)
     sig = {"v_ptr": "*fp32", "g_ptr": "*fp32", "ape_ptr": "*fp32", "norm_ptr": "*fp32", "cos_ptr": "*fp32",
            "sin_ptr": "*fp32", "out_ptr": "*bf16", "S": "i32", "row_start": "i32", "n_rows": "i32",
            "pos0": "i32", "stride_ob": "i64", "stride_or": "i32", "eps": "fp32"}

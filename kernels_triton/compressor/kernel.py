@@ -8,6 +8,7 @@ Computes compressed rows [row_start, row_end) of one pipeline compressor exactly
     y       = bf16(norm * (y * rsqrt(mean(y^2) + eps)))         fp32 math on the bf16 row
     y[-rd:] = bf16(rope(y[-rd:], position i*m))                 fp32 cos/sin tables (rope.tables.cos_sin)
     y       = bf16(y @ Hadamard / sqrt(D))                      indexer compressor only
+    y[:QN]  = quant_dequant(y[:QN], format, blocks of QB)      the official FP8 / FP4 step, if any
 
 Design
 ------
@@ -58,6 +59,7 @@ import triton.language as tl
 
 from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
+from ..quant.kernel import format_constexprs, kernel_limits as quant_limits, qdq_rows
 from ..rope.kernel import check_tables
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -126,7 +128,9 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
                      D: tl.constexpr, DP: tl.constexpr, M: tl.constexpr, MC: tl.constexpr,
                      OVERLAP: tl.constexpr, ROPE_DIM: tl.constexpr, HAD: tl.constexpr,
                      HA: tl.constexpr, HB: tl.constexpr, LOG_HA: tl.constexpr, LOG_HB: tl.constexpr,
-                     HAD_SCALE: tl.constexpr, BR: tl.constexpr):
+                     HAD_SCALE: tl.constexpr, BR: tl.constexpr, QB: tl.constexpr, QN: tl.constexpr,
+                     QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
+                     MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     CD: tl.constexpr = 2 * D if OVERLAP else D
@@ -187,6 +191,11 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
         y = tl.sum(z[:, :, None, :] * ha[None, :, :, None], axis=1)         # [BR, A, B]
         y = round_bf16(tl.reshape(y, (BR, DP)) * HAD_SCALE)
 
+    # 5. the official quantise-dequantise step on the finished bf16 row (QB = 0: none): channels
+    #    [0, QN) in blocks of QB onto the format's grid (the results are bf16 values)
+    if QB > 0:
+        y = qdq_rows(y, BR, DP, QB, QN, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
+
     o_ptrs = out_ptr + b.to(tl.int64) * stride_ob + r_loc.to(tl.int64)[:, None] * stride_or + d[None, :]
     tl.store(o_ptrs, y.to(tl.bfloat16), mask=r_ok[:, None] & d_ok[None, :])
 
@@ -218,15 +227,19 @@ def _hadamard_factors(dim: int):
     return 1 << la, 1 << lb, la, lb
 
 
-def _constexprs(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, cfg: dict) -> dict:
+def _constexprs(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, cfg: dict,
+                quant_format: Optional[str] = None, quant_block: int = 0, quant_channels: int = 0) -> dict:
     dp = next_pow2(dim)
+    # no quantisation: QB = 0 and any format's constants (unread)
+    quant = format_constexprs(quant_format or "e4m3")
     if hadamard:
         ha, hb, la, lb = _hadamard_factors(dim)
     else:
         ha, hb, la, lb = 1, 1, 0, 0
     return dict(D=dim, DP=dp, M=ratio, MC=cfg["slot_chunk"], OVERLAP=bool(overlap), ROPE_DIM=rope_dim,
                 HAD=bool(hadamard), HA=ha, HB=hb, LOG_HA=la, LOG_HB=lb,
-                HAD_SCALE=float(dim) ** -0.5 if hadamard else 1.0, BR=cfg["block_rows"])
+                HAD_SCALE=float(dim) ** -0.5 if hadamard else 1.0, BR=cfg["block_rows"],
+                QB=quant_block if quant_format else 0, QN=quant_channels if quant_format else 0, **quant)
 
 
 def check_config(cfg: Optional[dict], dim: int, ratio: int, overlap: bool, hadamard: bool) -> dict:
@@ -323,8 +336,8 @@ def check_compress_inputs(values, gate, ape, norm, ratio, overlap, hadamard, row
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, *, ratio: int,
              overlap: bool, hadamard: bool = False, eps: float = 1e-6, cos: Optional[torch.Tensor] = None,
              sin: Optional[torch.Tensor] = None, row_start: int = 0, row_end: Optional[int] = None,
-             out: Optional[torch.Tensor] = None, position_offset: int = 0,
-             config: Optional[dict] = None) -> torch.Tensor:
+             out: Optional[torch.Tensor] = None, position_offset: int = 0, quant_format: Optional[str] = None,
+             quant_block: int = 0, quant_channels: int = 0, config: Optional[dict] = None) -> torch.Tensor:
     """Compressed rows [row_start, row_end) -> [B, row_end - row_start, D] bf16 (T = S // ratio rows by default).
 
     values, gate: [B, S, c*D] fp32 (c = 2 with overlap); ape: [ratio, c*D] fp32; norm: [D] fp32 (all
@@ -336,8 +349,14 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     (any batch/row strides), e.g. a slice of the attention's concatenated KV buffer; it is
     written and returned. `config` overrides launch_config(). `position_offset` (in compressed
     rows) shifts the RoPE positions: row i is rotated at (i + position_offset) * m, for a shard of
-    a longer sequence (context parallelism).
+    a longer sequence (context parallelism). `quant_format` ('e4m3', 'e2m1' or None): channels
+    [0, quant_channels) of every finished row quantise-dequantised in blocks of `quant_block`
+    (docs/semantics.md section 5), fused into the row's epilogue.
     """
+    if quant_format is not None:
+        why = quant_limits(int(norm.shape[0]), quant_block, quant_channels)
+        if why:
+            raise ValueError(why)
     B, S, T, r0, r1 = check_compress_inputs(values, gate, ape, norm, ratio, overlap, hadamard, row_start, row_end,
                                             out)
     D = int(norm.shape[0])
@@ -352,7 +371,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
         rd = check_tables(cos, sin, (r1 - 1 + position_offset) * ratio + 1, values.device, "compressor RoPE")
     else:
         rd, cos, sin = 0, norm, norm  # no RoPE: the table pointers are not read
-    const = _constexprs(D, ratio, overlap, hadamard, rd, cfg)
+    const = _constexprs(D, ratio, overlap, hadamard, rd, cfg, quant_format, quant_block, quant_channels)
     grid = (triton.cdiv(rows, cfg["block_rows"]), B)
     _compress_kernel[grid](values, gate, ape, norm, cos, sin, out,
                            S, r0, rows, pos0, out.stride(0), out.stride(1), float(eps),

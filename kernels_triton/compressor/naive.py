@@ -11,6 +11,8 @@ from typing import Optional
 
 import torch
 
+from ..quant.naive import quant_dequant
+
 from ..rope.naive import apply_rope
 
 
@@ -64,12 +66,15 @@ def pool(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, ratio: int
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, *, ratio: int,
              overlap: bool, hadamard: bool = False, eps: float = 1e-6, cos: Optional[torch.Tensor] = None,
              sin: Optional[torch.Tensor] = None, row_start: int = 0, row_end: Optional[int] = None,
-             out: Optional[torch.Tensor] = None, position_offset: int = 0, row_chunk: int = 4096) -> torch.Tensor:
+             out: Optional[torch.Tensor] = None, position_offset: int = 0, quant_format: Optional[str] = None,
+             quant_block: int = 0, quant_channels: int = 0, row_chunk: int = 4096) -> torch.Tensor:
     """[B, S, c*D] fp32 values / gate logits -> compressed rows [row_start, row_end) as [B, rows, D] bf16.
 
     The kernel's signature (kernel.compress): `cos`, `sin` are the RoPE tables by position (None: no
     RoPE); row i is rotated at (i + position_offset) * m, for a shard that starts inside a longer
-    sequence; `out` (a [B, rows, D] bf16 view) is written."""
+    sequence; `out` (a [B, rows, D] bf16 view) is written. `quant_format` (None: none): channels
+    [0, quant_channels) of every finished row quantise-dequantised in blocks of `quant_block`
+    (docs/semantics.md section 5, quant/naive.quant_dequant)."""
     B, S, _ = values.shape
     D = norm.shape[0]
     T = S // ratio
@@ -88,5 +93,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
             y[..., -rd:] = apply_rope(y[..., -rd:], cos[pos], sin[pos]).to(torch.bfloat16)
         if had is not None:
             y = (y.float() @ had).to(torch.bfloat16)
+        if quant_format is not None:
+            y = quant_dequant(y, quant_format, quant_block, quant_channels)
         out[:, r0 - row_start:r1 - row_start] = y
     return out

@@ -6,6 +6,7 @@ import functools
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted
 from .._window import window_pow2
+from ..quant.kernel import format_constexprs
 from .cost import SCORE_TILE_KEYS, select_capacity
 from .kernel import (SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
                      padded_dim, padded_heads, score_block_queries)
@@ -13,8 +14,9 @@ from .kernel import (SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _se
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
-               window: int = 0, arch: int = 90) -> dict:
-    """Compile one indexer kernel ('score' or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}.
+               window: int = 0, arch: int = 90, q_format: str = "e2m1", q_block: int = 32) -> dict:
+    """Compile one indexer kernel ('score', 'score_fp8' with the quantisation `q_format` in blocks of
+    `q_block`, or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}.
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -23,17 +25,19 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.indexer.ir", dict(kernel=kernel, heads=heads, dim=dim,
                                                                       ratio=ratio, topk=topk, window=window,
-                                                                      arch=arch))
-    if kernel == "score":
-        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*bf16", "out_ptr": "*fp32",
-               "s_first": "i32", "n_q": "i32", "T": "i32",
-               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32",
-               "RATIO": "constexpr", "HI": "constexpr", "DI": "constexpr", "HP": "constexpr", "DP": "constexpr",
-               "BQ": "constexpr", "BT": "constexpr", "IEEE": "constexpr"}
+                                                                      arch=arch, q_format=q_format,
+                                                                      q_block=q_block))
+    if kernel in ("score", "score_fp8"):
+        fp8 = kernel == "score_fp8"
+        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*fp8e4nv" if fp8 else "*bf16",
+               "ks_ptr": "*fp32", "out_ptr": "*fp32", "s_first": "i32", "n_q": "i32", "T": "i32",
+               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
-                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False}
+                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8, "FP8": fp8,
+                 "QB": q_block if fp8 else 0, **format_constexprs(q_format if fp8 else "e4m3")}
+        sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}
-        div = ["q_ptr", "w_ptr", "k_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
+        div = ["q_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "s_first": "i32", "n_q": "i32",
                "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
@@ -44,5 +48,5 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:
-        raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, select")
+        raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, score_fp8, select")
     return compile_for_target(fn, sig, const, div, arch=arch, **opts)

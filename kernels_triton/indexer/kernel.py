@@ -41,6 +41,7 @@ import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
+from ..quant.kernel import E4M3_CONSTS, fp8_pack, format_constexprs, qdq_rows
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -51,14 +52,21 @@ INT32_MIN = tl.constexpr(-2147483648)
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
-def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
+def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
                   s_first, n_q, T,
                   stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
                   HP: tl.constexpr, DP: tl.constexpr,
-                  BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr):
+                  BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
+                  QUANT: tl.constexpr, FP8: tl.constexpr, QB: tl.constexpr,
+                  QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
+                  MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
-    # zero queries, keys and weights there, which add exactly 0 to every score)
+    # zero queries, keys and weights there, which add exactly 0 to every score).
+    # QUANT: the official quantise-dequantise step on q (blocks of QB, the format's constexprs),
+    # then each (query, head) row as e4m3 grid values times a power-of-two scale; the keys come
+    # packed the same way (k: e4m3 values, ks: one scale per row). FP8: the operands are FP8 e4m3
+    # and the MMA is an FP8 wgmma (the interpreter, without FP8, multiplies the same values in fp32)
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HP
@@ -81,6 +89,15 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
     else:
         qT = tl.load(q_ptrs, mask=qvalid[None, :] & d_ok[:, None], other=0.0)
     w = tl.load(w_ptr + qrow.to(tl.int64) * stride_ws + hi, mask=qvalid, other=0.0).to(tl.float32)
+    if QUANT:
+        # once per program: the quantise-dequantise of every (query, head) row of q, then its FP8 packing
+        qq = tl.trans(qdq_rows(tl.trans(qT.to(tl.float32)), N, DP, QB, DI, QMAX, QEXP, QMANT, MANT, MIN_EXP,
+                               AMAX_FLOOR))
+        qv, q_scale = fp8_pack(qq, 0)                   # [DP, N] e4m3 grid values, [N] powers of two
+        if FP8:
+            qT = qv.to(tl.float8e4nv)                   # exact: the values are on the e4m3 grid
+        else:
+            qT = qv
 
     offs_bq = tl.arange(0, BQ)
     pos = s_first + q0 + offs_bq                       # global positions of this program's queries
@@ -100,6 +117,10 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, out_ptr,
             acc = tl.dot(kt, qT, input_precision="ieee")
         else:
             acc = tl.dot(kt, qT)                        # [BT, N] fp32 on tensor cores
+        if QUANT:
+            # the rows' power-of-two scales: exact (barring fp32 under/overflow of a product)
+            k_scale = tl.load(ks_ptr + offs_t, mask=offs_t < T, other=0.0)
+            acc = acc * k_scale[:, None] * q_scale[None, :]
         # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
         # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
         acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
@@ -350,10 +371,37 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
         q, k = q.float(), k.float()
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
+    _score_kernel[grid](q, w, k, w, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
                         RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
-                        BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32),
-                        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
+                        BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False, FP8=False, QB=0,
+                        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES, **E4M3_CONSTS)
+
+
+def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
+                    *, s_first: int, ratio: int, q_format: str, q_block: int) -> None:
+    """score_chunk with the official quantisation (docs/semantics.md section 5) on FP8 tensor cores:
+    q [n, HI, DI] bf16 is quantise-dequantised in-kernel (q_format, blocks of q_block) and packed as e4m3
+    values times a power-of-two scale per (query, head); k8 [T, DI] / k_scale [T] are the keys packed the
+    same way (quant.kernel.pack_keys). The dot of the packed values times both scales is the dot of
+    the dequantised values (naive.score_chunk_fp8) up to the accumulation's rounding, wherever every
+    value fits e4m3 at its row's scale (quant/naive.fp8_rows says what happens otherwise)."""
+    n, HI, DI = q.shape
+    T = k8.shape[0]
+    if n == 0:
+        return
+    if DI % q_block:
+        raise ValueError(f"q_block = {q_block} must divide the index dim {DI}")
+    interp = kernels_interpreted(_score_kernel)
+    if interp:
+        q, k8 = q.float(), k8.float()     # no FP8 in the interpreter: the same values in fp32 (exact)
+    elif k8.dtype != torch.float8_e4m3fn:
+        raise TypeError(f"k8 must be float8_e4m3fn (quant.kernel.pack_keys), got {k8.dtype}")
+    BQ = score_block_queries(HI)
+    grid = (triton.cdiv(n, BQ),)
+    _score_kernel[grid](q, w, k8, k_scale, out, s_first, n, T, q.stride(0), w.stride(0), k8.stride(0),
+                        out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
+                        BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, FP8=not interp, QB=q_block,
+                        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES, **format_constexprs(q_format))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,

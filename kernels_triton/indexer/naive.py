@@ -10,6 +10,8 @@ from typing import Optional
 
 import torch
 
+from ..quant.naive import dequant_keys, quant_dequant
+
 INT32_MIN = -(2 ** 31)
 
 
@@ -76,6 +78,14 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     n, T = q.shape[0], k.shape[0]
     pos = torch.arange(s_first, s_first + n, device=q.device)
     out[:n, :T] = mask_invisible(indexer_scores(q[None], w[None], k[None])[0], pos, ratio)
+
+
+def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
+                    *, s_first: int, ratio: int, q_format: str, q_block: int) -> None:
+    """score_chunk on the quantised operands: q quantise-dequantised (q_format, blocks of q_block), the keys
+    k8 * k_scale (quant.naive.pack_keys); fp32 math as score_chunk."""
+    score_chunk(quant_dequant(q, q_format, q_block).float(), w, dequant_keys(k8, k_scale), out, s_first=s_first,
+                ratio=ratio)
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,

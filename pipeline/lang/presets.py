@@ -4,22 +4,29 @@ from __future__ import annotations
 import math
 
 from .errors import SpecError
-from .spec import Compressor, Indexer, Pipeline, RoPE, SelfIndex, SparseAttention, YaRN
+from .spec import Compressor, Indexer, Pipeline, Quant, RoPE, SelfIndex, SparseAttention, YaRN
 
 # V3.2 (DSA) softmax scale: qk_head_dim 192 (128 nope + 64 rope) ** -0.5 times mscale^2,
 # mscale = 0.1 * ln(rope_factor 40) + 1 (YaRN long-context attention scaling).
 V32_SCALE = 192 ** -0.5 * (0.1 * math.log(40.0) + 1.0) ** 2
 
+# The quantise-dequantise steps of the official inference code (docs/semantics.md section 5), on in
+# the model presets as they are in the models; the "-bf16" presets leave them out (the exact bf16 math).
+V4_KV_QUANT = Quant("e4m3", 64)        # the 448 non-RoPE channels of every attention KV row
+V4_INDEX_QUANT = Quant("e2m1", 32)     # idx_q and every compressed index key, all 128 channels
+V32_INDEX_QUANT = Quant("e4m3", 128)   # V3.2's FP8 indexer: one scale per 128-channel row
 
-def _v4(name: str, heads: int, topk: int) -> Pipeline:
+
+def _v4(name: str, heads: int, topk: int, quant: bool = True) -> Pipeline:
     rope = RoPE(dim=64, yarn=YaRN())
     return Pipeline(
         name=name,
         compressor=Compressor(ratio=4, dim=512, overlap=True, rope=rope, hadamard=False),
         indexer=Indexer(heads=64, dim=128, topk=topk,
-                        compressor=Compressor(ratio=4, dim=128, overlap=True, rope=rope, hadamard=True)),
+                        compressor=Compressor(ratio=4, dim=128, overlap=True, rope=rope, hadamard=True),
+                        quant=V4_INDEX_QUANT if quant else None),
         attention=SparseAttention(heads=heads, qk_dim=512, v_dim=512, window=128, sink=True,
-                                  scale=None, inverse_rope=rope),
+                                  scale=None, inverse_rope=rope, kv_quant=V4_KV_QUANT if quant else None),
     )
 
 
@@ -31,7 +38,7 @@ def _v4_hca(name: str, heads: int) -> Pipeline:
         compressor=Compressor(ratio=128, dim=512, overlap=False, rope=rope, hadamard=False),
         indexer=None,
         attention=SparseAttention(heads=heads, qk_dim=512, v_dim=512, window=128, sink=True,
-                                  scale=None, inverse_rope=rope),
+                                  scale=None, inverse_rope=rope, kv_quant=V4_KV_QUANT),
     )
 
 
@@ -47,15 +54,16 @@ def _v4_window(name: str, heads: int) -> Pipeline:
         compressor=None,
         indexer=None,
         attention=SparseAttention(heads=heads, qk_dim=512, v_dim=512, window=128, sink=True,
-                                  scale=None, inverse_rope=RoPE(dim=64, yarn=None, base=10000.0)),
+                                  scale=None, inverse_rope=RoPE(dim=64, yarn=None, base=10000.0),
+                                  kv_quant=V4_KV_QUANT),
     )
 
 
-def _v32() -> Pipeline:
+def _v32(name: str = "v3.2", quant: bool = True) -> Pipeline:
     return Pipeline(
-        name="v3.2",
+        name=name,
         compressor=None,
-        indexer=Indexer(heads=64, dim=128, topk=2048, compressor=None),
+        indexer=Indexer(heads=64, dim=128, topk=2048, compressor=None, quant=V32_INDEX_QUANT if quant else None),
         attention=SparseAttention(heads=128, qk_dim=576, v_dim=512, window=0, sink=False,
                                   scale=V32_SCALE, inverse_rope=None),
     )
@@ -69,6 +77,10 @@ _PRESETS = {
     "v4-pro-hca": lambda: _v4_hca("v4-pro-hca", heads=128),
     "v4-window": lambda: _v4_window("v4-window", heads=64),
     "v4-flash-selfindex": lambda: _v4_selfindex("v4-flash-selfindex", heads=64, topk=512),
+    # the exact bf16 math: no quantisation step (faster to compare with, slower to run)
+    "v4-flash-bf16": lambda: _v4("v4-flash-bf16", heads=64, topk=512, quant=False),
+    "v4-pro-bf16": lambda: _v4("v4-pro-bf16", heads=128, topk=1024, quant=False),
+    "v3.2-bf16": lambda: _v32("v3.2-bf16", quant=False),
 }
 
 # A model's attention layers in config order, as `compress_ratios` lists them (0: window-only,

@@ -84,6 +84,39 @@ class RoPE:
         return self.yarn.base if self.yarn is not None else self.base
 
 
+QUANT_FORMATS = {
+    "e4m3": "FP8 e4m3: 4 significant bits, largest 448, amax floor 1e-4",
+    "e2m1": "FP4 e2m1: grid 0, 0.5, 1, 1.5, 2, 3, 4, 6, amax floor 6 * 2^-126",
+}
+
+
+@dataclass(frozen=True)
+class Quant:
+    """A quantise-dequantise step of the official inference code (docs/semantics.md section 5): each block
+    of `block` channels goes onto the `format`'s grid times a power-of-two scale
+    2^ceil(log2(amax / qmax)), rounded to nearest even, and back; the tensor stays bf16."""
+
+    format: str = "e4m3"
+    block: int = 64
+
+    def __post_init__(self):
+        _check(self.format in QUANT_FORMATS,
+               f"Quant.format must be one of {sorted(QUANT_FORMATS)}, got {self.format!r}")
+        _check_int("Quant", "block", self.block, 1)
+        _check(_is_pow2(self.block) and self.block <= 1024,
+               f"Quant.block must be a power of two in 1..1024 (a block is a register tile), got {self.block}; "
+               f"DeepSeek-V4 uses 64 (FP8) and 32 (FP4)")
+
+
+def _check_quant(owner: str, q, channels: int, what: str) -> None:
+    if q is None:
+        return
+    _check(isinstance(q, Quant), f"{owner} must be a Quant or None, got {type(q).__name__}")
+    _check(channels > 0 and channels % q.block == 0,
+           f"{owner}.block = {q.block} does not divide the {channels} quantised channels ({what}); use a block "
+           f"that divides {channels}")
+
+
 @dataclass(frozen=True)
 class Compressor:
     """Gated pooling of every `ratio` tokens into one compressed row.
@@ -140,6 +173,9 @@ class Indexer:
     dim: int = 128
     topk: int = 512
     compressor: Optional[Compressor] = None
+    # quantise-dequantise idx_q (per head) and every index key, all `dim` channels (V4: FP4 e2m1 in blocks
+    # of 32, V3.2: FP8 e4m3, one block per row); the score then runs on FP8 tensor cores
+    quant: Optional[Quant] = None
 
     def __post_init__(self):
         _check_int("Indexer", "heads", self.heads, 1)
@@ -152,6 +188,7 @@ class Indexer:
             _check(self.compressor.dim == self.dim,
                    f"Indexer.compressor.dim = {self.compressor.dim} must equal Indexer.dim = {self.dim} "
                    f"(the compressed rows are the index keys)")
+        _check_quant("Indexer.quant", self.quant, self.dim, "every channel of idx_q and of the index keys")
 
 
 @dataclass(frozen=True)
@@ -178,6 +215,9 @@ class SparseAttention:
     sink: bool = True
     scale: Optional[float] = None  # None: qk_dim ** -0.5
     inverse_rope: Optional[RoPE] = field(default_factory=RoPE)
+    # quantise-dequantise the non-RoPE channels (kv_quant_channels) of every KV row the attention reads:
+    # the raw `kv` rows and every compressed row (V4: FP8 e4m3 in blocks of 64)
+    kv_quant: Optional[Quant] = None
 
     def __post_init__(self):
         _check_int("SparseAttention", "heads", self.heads, 1)
@@ -203,10 +243,19 @@ class SparseAttention:
             _check(self.inverse_rope.dim <= self.v_dim,
                    f"SparseAttention.inverse_rope.dim = {self.inverse_rope.dim} is larger than v_dim = {self.v_dim}; "
                    f"the inverse RoPE acts on the last dims of the output, so use dim <= {self.v_dim}")
+        _check_quant("SparseAttention.kv_quant", self.kv_quant, self.kv_quant_channels,
+                     f"the first qk_dim - RoPE dim = {self.qk_dim} - "
+                     f"{self.qk_dim - self.kv_quant_channels} channels of every KV row")
 
     @property
     def softmax_scale(self) -> float:
         return float(self.scale) if self.scale is not None else self.qk_dim ** -0.5
+
+    @property
+    def kv_quant_channels(self) -> int:
+        """The channels kv_quant covers: all but the RoPE channels at the end of each KV row (the inverse
+        RoPE's dim; the rotated channels stay bf16)."""
+        return self.qk_dim - (self.inverse_rope.dim if self.inverse_rope is not None else 0)
 
 
 LAYER_KINDS = {
@@ -248,6 +297,11 @@ class Pipeline:
             _check(c.dim == a.qk_dim,
                    f"Pipeline.compressor.dim = {c.dim} must equal SparseAttention.qk_dim = {a.qk_dim} "
                    f"(compressed rows are keys of the same latent KV head)")
+            if a.kv_quant is not None:
+                crd = c.rope.dim if c.rope is not None else 0
+                _check(a.qk_dim - crd == a.kv_quant_channels,
+                       f"SparseAttention.kv_quant leaves the last {a.qk_dim - a.kv_quant_channels} channels (the "
+                       f"inverse RoPE's) in bf16, but the compressor rotates the last {crd}; give both RoPEs one dim")
         if ix is None:
             if c is None:
                 _check(a.window >= 1,
@@ -335,7 +389,7 @@ class Pipeline:
 
 # ---------------------------------------------------------------------------------------
 # dict round trip: nested dataclasses become {"type": name, field: value, ...}
-_TYPES = {t.__name__: t for t in (YaRN, RoPE, Compressor, Indexer, SelfIndex, SparseAttention, Pipeline)}
+_TYPES = {t.__name__: t for t in (YaRN, RoPE, Quant, Compressor, Indexer, SelfIndex, SparseAttention, Pipeline)}
 
 
 def _to_dict(obj) -> Any:
@@ -396,7 +450,14 @@ def _fmt_indexer(p: Pipeline) -> str:
         return (f"1-bit self-index of the attention keys (sign codes + mean |K|, head-summed query), "
                 f"top-{ix.topk}")
     return (f"{ix.heads} heads x dim {ix.dim}, top-{ix.topk}; keys: "
-            + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)"))
+            + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)")
+            + f"; idx_q and keys {_fmt_quant(ix.quant)}")
+
+
+def _fmt_quant(q: Optional[Quant]) -> str:
+    if q is None:
+        return "bf16 (no quantisation)"
+    return f"quantised {q.format.upper()} in blocks of {q.block} (power-of-two scales)"
 
 
 def format_pipeline(p: Pipeline) -> str:
@@ -408,5 +469,7 @@ def format_pipeline(p: Pipeline) -> str:
         f"  attention  : {a.heads} heads, qk {a.qk_dim} / v {a.v_dim}, window {a.window}, "
         f"sink {'on' if a.sink else 'off'}, scale {a.softmax_scale:.6g}"
         f"{'' if a.scale is not None else ' (qk_dim^-0.5)'}, inverse RoPE {_fmt_rope(a.inverse_rope)}",
+        f"  kv rows    : " + (f"first {a.kv_quant_channels} channels {_fmt_quant(a.kv_quant)}"
+                              if a.kv_quant is not None else _fmt_quant(None)),
     ]
     return "\n".join(lines)

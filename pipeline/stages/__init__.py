@@ -6,6 +6,7 @@
     selfindex   kernels_triton/selfindex/        1-bit self-index: sign codes + scores (then the indexer's top-k)
     attention   kernels_tilelang/sparse_mla/
     rope        kernels_triton/rope/             the program's RoPE tables, the inverse RoPE
+    quant       kernels_triton/quant/            the FP8 / FP4 steps not fused elsewhere, FP8 key packing
     glue        copies between stage buffers
     cp          context parallelism: halo exchange, all-gathers, local KV tables
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 
 from ..lang.spec import Indexer, Pipeline, SelfIndex
-from . import attention, compressor, cp, glue, hca, indexer, rope, selfindex
+from . import attention, compressor, cp, glue, hca, indexer, quant, rope, selfindex
 from .base import BACKENDS, Impl, InputDef, IRSection, Op, StageKind
 
 KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, selfindex.KIND, hca.KIND,
-                                                   attention.KIND, rope.KIND, glue.KIND, cp.KIND)}
+                                                   attention.KIND, rope.KIND, quant.KIND, glue.KIND, cp.KIND)}
 OPS: Dict[str, Op] = {op.name: op for k in KINDS.values() for op in k.ops.values()}
 IR_SECTIONS: Dict[str, IRSection] = {s.name: s for k in KINDS.values() for s in k.ir}
 

@@ -15,6 +15,8 @@ from kernels_triton.rope.tables import Rotary
 
 from ..lang.spec import Compressor, Pipeline, RoPE
 from .base import Impl, InputDef, IRSection, Op, StageKind, sized
+from .quant import args as quant_args
+from .quant import index_quant
 
 
 def rotary(rope: Optional[RoPE]) -> Optional[Rotary]:
@@ -31,6 +33,14 @@ def rotary(rope: Optional[RoPE]) -> Optional[Rotary]:
 def params(c: Compressor) -> dict:
     """The compress op's constant arguments for a Compressor spec (the RoPE tables are passed apart)."""
     return {"ratio": c.ratio, "overlap": c.overlap, "hadamard": c.hadamard, "eps": float(c.norm_eps)}
+
+
+def role_quant(pipe: Pipeline, role: str) -> dict:
+    """The quantisation a compressor fuses into its epilogue (quant.args): role 'cmp' the attention rows'
+    (kv_quant, all but the RoPE channels), role 'idx' the index keys' (the indexer's, every channel)."""
+    if role == "cmp":
+        return quant_args(pipe.attention.kv_quant, pipe.attention.kv_quant_channels)
+    return quant_args(index_quant(pipe), pipe.indexer.dim if index_quant(pipe) else 0)
 
 
 COMPRESS = Op(
@@ -64,11 +74,12 @@ def _limits(c: Compressor, backend: str) -> Optional[str]:
 
 def _emit(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     parts = {}
-    for part, c in (("kv", pipe.compressor), ("idx", getattr(pipe.indexer, "compressor", None))):
+    for part, role, c in (("kv", "cmp", pipe.compressor), ("idx", "idx", getattr(pipe.indexer, "compressor", None))):
         if c is None:
             continue
         parts[part] = ir.compile_ir(dim=c.dim, ratio=c.ratio, overlap=c.overlap, hadamard=c.hadamard,
-                                    rope_dim=c.rope.dim if c.rope else 0, arch=arch)[level]
+                                    rope_dim=c.rope.dim if c.rope else 0, arch=arch,
+                                    **role_quant(pipe, role))[level]
     return parts or {"": f"// pipeline {pipe.name!r} ({pipe.layer.upper()} layer) has no compressor: no "
                          f"compressor kernel\n"}
 

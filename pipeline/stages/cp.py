@@ -83,10 +83,11 @@ def _tail(tails: torch.Tensor, prev: Tuple[int, int], b: int, offset: int, rows:
 
 def _compress_block(compress, values, gate, ape, norm, tails, out, *, prev: Optional[Tuple[int, int]], start: int,
                     n: int, row0: int, tail_offset: int, hm: int, ratio: int, overlap: bool, hadamard: bool,
-                    eps: float, cos, sin) -> None:
+                    eps: float, cos, sin, **quant) -> None:
     """out [B, rows, D] <- the compressed rows a block of n local tokens (from `start`) owns: global rows
     row0 .. row0 + rows, RoPE'd at their global positions (cos/sin: the tables of every position). With
-    `prev`, the block's first row pools the previous block's last hm tokens too (from its packed tail)."""
+    `prev`, the block's first row pools the previous block's last hm tokens too (from its packed tail).
+    `quant`: the compressor's fused quantisation step (stages.compressor.role_quant)."""
     if out.shape[1] == 0:
         return
     cd = values.shape[-1]
@@ -97,24 +98,28 @@ def _compress_block(compress, values, gate, ape, norm, tails, out, *, prev: Opti
             g = torch.cat([_tail(tails, prev, b, tail_offset + hm * cd, hm, cd)[None], g], dim=1).contiguous()
             # local row 0 pools the halo block alone: skip it; local row 1 is global row row0
             compress(v, g, ape, norm, ratio=ratio, overlap=overlap, hadamard=hadamard, eps=eps, cos=cos, sin=sin,
-                     row_start=1, out=out[b:b + 1], position_offset=row0 - 1)
+                     row_start=1, out=out[b:b + 1], position_offset=row0 - 1, **quant)
         else:
             compress(v.contiguous(), g.contiguous(), ape, norm, ratio=ratio, overlap=overlap, hadamard=hadamard,
-                     eps=eps, cos=cos, sin=sin, row_start=0, out=out[b:b + 1], position_offset=row0)
+                     eps=eps, cos=cos, sin=sin, row_start=0, out=out[b:b + 1], position_offset=row0, **quant)
 
 
 def compress_block_naive(values, gate, ape, norm, tails, out, cos=None, sin=None, *, prev, start, n, row0,
-                         tail_offset, hm, ratio, overlap, hadamard, eps) -> None:
+                         tail_offset, hm, ratio, overlap, hadamard, eps, quant_format=None, quant_block=0,
+                         quant_channels=0) -> None:
     _compress_block(compress_naive.compress, values, gate, ape, norm, tails, out, prev=prev, start=start, n=n,
                     row0=row0, tail_offset=tail_offset, hm=hm, ratio=ratio, overlap=overlap, hadamard=hadamard,
-                    eps=eps, cos=cos, sin=sin)
+                    eps=eps, cos=cos, sin=sin, quant_format=quant_format, quant_block=quant_block,
+                    quant_channels=quant_channels)
 
 
 def compress_block_kernel(values, gate, ape, norm, tails, out, cos=None, sin=None, *, prev, start, n, row0,
-                          tail_offset, hm, ratio, overlap, hadamard, eps) -> None:
+                         tail_offset, hm, ratio, overlap, hadamard, eps, quant_format=None, quant_block=0,
+                         quant_channels=0) -> None:
     _compress_block(compress_kernel.compress, values, gate, ape, norm, tails, out, prev=prev, start=start, n=n,
                     row0=row0, tail_offset=tail_offset, hm=hm, ratio=ratio, overlap=overlap, hadamard=hadamard,
-                    eps=eps, cos=cos, sin=sin)
+                    eps=eps, cos=cos, sin=sin, quant_format=quant_format, quant_block=quant_block,
+                    quant_channels=quant_channels)
 
 
 def kv_table(tails: torch.Tensor, kv: torch.Tensor, rows: torch.Tensor, out: torch.Tensor, *,

@@ -28,6 +28,19 @@ SCORE = Op(
     },
 )
 
+SCORE_FP8 = Op(
+    "indexer.score_fp8",
+    "the same scores on the quantised operands: q quantised in-kernel, FP8 keys (quant.pack_keys), FP8 MMAs",
+    writes=("out",),
+    impls={
+        "torch": Impl(naive.score_chunk_fp8, "torch dequantise + einsum [n, HI, T]",
+                      sized(cost.naive_score_fp8_temp_bytes, "chunk", "rows", "heads", "dim")),
+        "interpret": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT [interpreter, fp32 operands]",
+                          sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
+        "cuda": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT: FP8 e4m3 wgmma over visible key tiles"),
+    },
+)
+
 SELECT = Op(
     "indexer.select",
     "each query's key list: window ids, then the top-k visible rows (+ offset), -1 padded",
@@ -67,6 +80,9 @@ def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     ix = pipe.indexer
     if not isinstance(ix, Indexer):
         return _no_indexer(pipe)
+    if ix.quant is not None:
+        return {"": ir.compile_ir("score_fp8", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
+                                  q_format=ix.quant.format, q_block=ix.quant.block)[level]}
     return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch)[level]}
 
 
@@ -84,10 +100,11 @@ KIND = StageKind(
     kind="indexer",
     spec_type=Indexer,
     doc="lightning indexer score over the visible key tiles, then the partial top-k",
-    ops={"score": SCORE, "select": SELECT},
+    ops={"score": SCORE, "score_fp8": SCORE_FP8, "select": SELECT},
     inputs=_inputs,
     limits=_limits,
-    ir=(IRSection("indexer", "triton", "fused score: wgmma over visible key tiles, ReLU-weighted head sum",
+    ir=(IRSection("indexer", "triton", "fused score: wgmma (FP8 with the quantisation) over visible key tiles, "
+                                       "ReLU-weighted head sum",
                   TRITON_LEVELS, _emit_score),
         IRSection("topk", "triton", "partial top-k: window ids, group-max threshold, compaction, bitwise "
                                     "K-th-key select", TRITON_LEVELS, _emit_select)),

@@ -1,0 +1,224 @@
+"""Quantisation on Triton: @triton.jit helpers the other kernels fuse, and two small kernels.
+
+Helpers (exact on the GPU and in the interpreter; integer bit ops and one rounding trick, no
+`.to(float8)`: the interpreter's fp32 -> fp8 cast does not round to nearest even):
+  `scale_exponent(amax)`   ceil(log2(amax / qmax)) from the bits of amax (no rounded division)
+  `round_to_grid(y)`       the nearest grid value, ties to even: y * 2^(mant - e) is rounded to an
+                           integer by adding and subtracting 1.5 * 2^23 (exact for |t| < 2^22)
+  `qdq_blocks(x3)`         quantise-dequantise a [R, NB, QB] tile, blocks along the last axis
+  `qdq_rows(y)`            the same on [R, DP] rows: channels [0, QN) in blocks of QB
+  `fp8_pack(y)`            rows on FP4/FP8 grids -> e4m3 grid values times one power-of-two scale per row
+Kernels:
+  `_rows_kernel`   out <- src with the first QN channels of every row quantise-dequantised: the raw
+                   `kv` rows' FP8 step fused into the copy the composer makes anyway (kv -> kv_all)
+  `_pack_kernel`   index keys -> quantise-dequantise (idempotent on a compressor's output) -> FP8 e4m3
+                   values + one fp32 power-of-two scale per row, for the FP8 score kernel
+
+The format enters as constexprs (`format_constexprs`): QMAX, QEXP and QMANT (qmax = (1 + QMANT/2^23)
+* 2^QEXP), MANT (mantissa bits), MIN_EXP (smallest normal exponent), AMAX_FLOOR.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .._env import kernels_interpreted, next_pow2
+from .formats import E4M3, PACK_AMAX_FLOOR, get
+
+ROWS_WARPS = 4
+ROW_ELEMS = 8192            # elements of one program's [BR, DP] tile
+MAX_DIM = 4096
+
+
+def format_constexprs(fmt: str) -> dict:
+    """The constexprs of a format for the helpers below."""
+    f = get(fmt)
+    return dict(QMAX=f.qmax, QEXP=f.qmax_exp, QMANT=f.qmax_mant_bits, MANT=f.mant, MIN_EXP=f.min_exp,
+                AMAX_FLOOR=f.amax_floor)
+
+
+E4M3_CONSTS = format_constexprs(E4M3.name)
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+@triton.jit
+def exp2i(e):
+    """2^e as fp32 for int32 e in [-126, 127] (exact; built from the exponent bits)."""
+    return ((e + 127) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def scale_exponent(amax, QEXP: tl.constexpr, QMANT: tl.constexpr):
+    """The smallest k with qmax * 2^k >= amax (amax a positive normal fp32): from amax = (1 + f) * 2^e,
+    k = e - QEXP, plus 1 when f > qmax's fraction."""
+    b = amax.to(tl.int32, bitcast=True)
+    return ((b >> 23) & 0xFF) - 127 - QEXP + ((b & 0x7FFFFF) > QMANT).to(tl.int32)
+
+
+@triton.jit
+def round_to_grid(y, MANT: tl.constexpr, MIN_EXP: tl.constexpr):
+    """The nearest value of a grid with MANT mantissa bits and normal exponents from MIN_EXP (subnormal
+    spacing below), ties to even; |y| at most the grid's largest value."""
+    e = tl.maximum(((tl.abs(y).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127, MIN_EXP)
+    t = y * exp2i(MANT - e)                          # exact: a power of two
+    r = (t + 12582912.0) - 12582912.0                # 1.5 * 2^23: round to an integer, ties to even
+    r = tl.where(r == 0.0, t * 0.0, r)               # a zero keeps the sign of y (-0.0 as a cast gives)
+    return r * exp2i(e - MANT)
+
+
+@triton.jit
+def qdq_blocks(x3, QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
+               MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+    """Quantise-dequantise every block (the last axis) of x3 [R, NB, QB] fp32: a power-of-two scale
+    2^ceil(log2(max(amax, floor) / qmax)), values rounded onto the grid, clamped, scaled back. A block
+    with a NaN or an infinity becomes all NaN."""
+    ax = tl.abs(x3)
+    finite = ax < float("inf")                       # False for NaN too
+    bad = tl.max(tl.where(finite, 0, 1), axis=2)
+    amax = tl.maximum(tl.max(tl.where(finite, ax, 0.0), axis=2), AMAX_FLOOR)
+    k = scale_exponent(amax, QEXP, QMANT)
+    z = round_to_grid(x3 * exp2i(-k)[:, :, None], MANT, MIN_EXP)
+    z = tl.minimum(tl.maximum(z, -QMAX), QMAX) * exp2i(k)[:, :, None]
+    return tl.where(bad[:, :, None] > 0, float("nan"), z)
+
+
+@triton.jit
+def qdq_rows(y, R: tl.constexpr, DP: tl.constexpr, QB: tl.constexpr, QN: tl.constexpr,
+             QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
+             MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+    """y [R, DP] fp32 with channels [0, QN) quantise-dequantised in blocks of QB (QN % QB == 0, QB | DP);
+    the other channels unchanged."""
+    NB: tl.constexpr = DP // QB
+    x3 = tl.reshape(y, (R, NB, QB))
+    z = qdq_blocks(x3, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
+    in_q = (tl.arange(0, NB) * QB < QN)[None, :, None]
+    return tl.reshape(tl.where(in_q, z, x3), (R, DP))
+
+
+@triton.jit
+def fp8_pack(y, AXIS: tl.constexpr):
+    """Rows of y (reduced along AXIS, 0 or 1 of a 2-D tile) -> (v, scale): v on the e4m3 grid (fp32),
+    scale = 2^k per row with the row's amax <= 448 * scale; y = v * scale wherever the value fits e4m3
+    at that scale (naive.fp8_rows states the bound otherwise). A non-finite row has scale NaN."""
+    ay = tl.abs(y)
+    finite = ay < float("inf")
+    bad = tl.max(tl.where(finite, 0, 1), axis=AXIS)
+    amax = tl.maximum(tl.max(tl.where(finite, ay, 0.0), axis=AXIS), 2.0 ** -118)
+    k = scale_exponent(amax, 8, 0x600000)            # e4m3: qmax 448 = 1.75 * 2^8
+    inv = exp2i(-k)
+    if AXIS == 0:
+        v = round_to_grid(tl.where(finite, y, 0.0) * inv[None, :], 3, -6)
+    else:
+        v = round_to_grid(tl.where(finite, y, 0.0) * inv[:, None], 3, -6)
+    return v, tl.where(bad > 0, float("nan"), exp2i(k))
+
+
+# ---------------------------------------------------------------------------------------
+# kernels
+@triton.jit
+def _rows_kernel(src_ptr, out_ptr, n_rows, rows_per_b, stride_sb, stride_sr, stride_ob, stride_or,
+                 D: tl.constexpr, DP: tl.constexpr, BR: tl.constexpr, QB: tl.constexpr, QN: tl.constexpr,
+                 QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
+                 MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    r_ok = r < n_rows
+    bi = (r // rows_per_b).to(tl.int64)
+    ri = (r % rows_per_b).to(tl.int64)
+    d = tl.arange(0, DP)
+    mask = r_ok[:, None] & (d < D)[None, :]
+    x = tl.load(src_ptr + (bi * stride_sb + ri * stride_sr)[:, None] + d[None, :], mask=mask, other=0.0,
+                eviction_policy="evict_first").to(tl.float32)
+    y = qdq_rows(x, BR, DP, QB, QN, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
+    tl.store(out_ptr + (bi * stride_ob + ri * stride_or)[:, None] + d[None, :], y.to(tl.bfloat16), mask=mask)
+
+
+@triton.jit
+def _pack_kernel(k_ptr, k8_ptr, s_ptr, n_rows, D: tl.constexpr, DP: tl.constexpr, BR: tl.constexpr,
+                 QB: tl.constexpr, QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr,
+                 MANT: tl.constexpr, MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+    r = tl.program_id(0) * BR + tl.arange(0, BR)
+    r_ok = r < n_rows
+    d = tl.arange(0, DP)
+    mask = r_ok[:, None] & (d < D)[None, :]
+    offs = r.to(tl.int64)[:, None] * D + d[None, :]
+    x = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = qdq_rows(x, BR, DP, QB, D, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
+    v, s = fp8_pack(y, 1)
+    # v is already an e4m3 grid value: the cast is exact (no rounding left to the cast)
+    tl.store(k8_ptr + offs, v.to(k8_ptr.dtype.element_ty), mask=mask)
+    tl.store(s_ptr + r, s, mask=r_ok)
+
+
+# ---------------------------------------------------------------------------------------
+# launchers
+def kernel_limits(dim: int, block: int, channels: int) -> str | None:
+    """Why the quantisation kernels cannot take these sizes (None when they can)."""
+    if dim > MAX_DIM:
+        return f"quantised rows of {dim} channels: the Triton quantiser keeps a row in one program (<= {MAX_DIM})"
+    if block & (block - 1) or channels % block or channels > dim:
+        return (f"quantisation block {block} over {channels} of {dim} channels: the block must be a power of two "
+                f"dividing the quantised channels")
+    return None
+
+
+def _rows_tile(dim: int) -> tuple:
+    dp = next_pow2(dim)
+    return dp, max(1, min(64, ROW_ELEMS // dp))
+
+
+def _check_rows(src: torch.Tensor, out: torch.Tensor, block: int, channels: int) -> None:
+    for name, t in (("src", src), ("out", out)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if src.shape != out.shape or src.dim() != 3:
+        raise ValueError(f"src and out must be [B, rows, D] of one shape, got {tuple(src.shape)}, {tuple(out.shape)}")
+    if src.dtype != torch.bfloat16 or out.dtype != torch.bfloat16:
+        raise TypeError(f"the quantising copy takes and writes bfloat16 rows, got {src.dtype} -> {out.dtype}")
+    if src.stride(2) != 1 or out.stride(2) != 1:
+        raise ValueError("the channel axis of src and out must be contiguous")
+    why = kernel_limits(src.shape[2], block, channels)
+    if why:
+        raise ValueError(why)
+    if src.device != out.device or (src.device.type != "cuda" and not kernels_interpreted(_rows_kernel)):
+        raise ValueError(f"the Triton quantiser needs src and out on one CUDA device, got {src.device}, {out.device}")
+
+
+def quant_rows(src: torch.Tensor, out: torch.Tensor, *, fmt: str, block: int, channels: int) -> None:
+    """out <- src (bf16 [B, rows, D], any batch / row strides) with channels [0, channels) of every row
+    quantise-dequantised in blocks of `block` (naive.quant_rows). One read, one write."""
+    _check_rows(src, out, block, channels)
+    B, R, D = src.shape
+    n = B * R
+    if n == 0:
+        return
+    dp, br = _rows_tile(D)
+    _rows_kernel[(triton.cdiv(n, br),)](src, out, n, R, src.stride(0), src.stride(1), out.stride(0),
+                                         out.stride(1), D=D, DP=dp, BR=br, QB=block, QN=channels,
+                                         num_warps=ROWS_WARPS, **format_constexprs(fmt))
+
+
+def pack_keys(k: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, *, fmt: str, block: int) -> None:
+    """Index keys k [..., T, DI] bf16 (contiguous) -> k8 float8_e4m3fn (fp32 in the interpreter, whose fp8
+    stores are not exact), k_scale fp32 [..., T] (naive.pack_keys)."""
+    D = k.shape[-1]
+    n = k.numel() // D if D else 0
+    if not k.is_contiguous() or not k8.is_contiguous() or not k_scale.is_contiguous():
+        raise ValueError("pack_keys needs contiguous k, k8 and k_scale")
+    if tuple(k8.shape) != tuple(k.shape) or tuple(k_scale.shape) != tuple(k.shape[:-1]):
+        raise ValueError(f"k8 must be {tuple(k.shape)} and k_scale {tuple(k.shape[:-1])}, got "
+                         f"{tuple(k8.shape)}, {tuple(k_scale.shape)}")
+    why = kernel_limits(D, block, D)
+    if why:
+        raise ValueError(why)
+    if n == 0:
+        return
+    dp, br = _rows_tile(D)
+    _pack_kernel[(triton.cdiv(n, br),)](k, k8, k_scale, n, D=D, DP=dp, BR=br, QB=block, num_warps=ROWS_WARPS,
+                                        **format_constexprs(fmt))
+
+
+def keys_fp8_dtype() -> torch.dtype:
+    """The dtype of packed keys: FP8 e4m3 on the GPU; fp32 holding the same values in the interpreter."""
+    return torch.float32 if kernels_interpreted(_pack_kernel) else torch.float8_e4m3fn
