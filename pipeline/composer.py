@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from kernels_triton.indexer import cost as indexer_cost
+from kernels_triton.quant.formats import keys_dtype
 from kernels_triton.rope.tables import Rotary
 
 from .lang.errors import SpecError
@@ -382,9 +383,10 @@ def kv_rows_call(spec: Pipeline, impl: dict, src: str, out: str, rows: int) -> C
 def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant) -> Tuple[List[Buffer], Call]:
     """The FP8 operand of the quantised score: buffers k8 [B, T, dim] and k_scale [B, T], and the call that
     fills them from the index keys `src` (the step `q`, then the packing)."""
-    # the interpreter has no exact FP8 stores: there the packed values live in fp32 (the same values)
-    k8_dtype = torch.float32 if impl["quant.pack_keys"] == "interpret" else torch.float8_e4m3fn
-    bufs = [Buffer("k8", (B, T, dim), k8_dtype, "program", "index keys packed: FP8 e4m3 values"),
+    # the MMA's operand dtype (quant.formats.MMA_DTYPE); the interpreter has no exact FP8 stores: there the
+    # packed values live in fp32 (the same values)
+    k8_dtype = torch.float32 if impl["quant.pack_keys"] == "interpret" else keys_dtype(q.format)
+    bufs = [Buffer("k8", (B, T, dim), k8_dtype, "program", "index keys packed: e4m3 grid values"),
             Buffer("k_scale", (B, T), torch.float32, "program", "index keys packed: a power-of-two scale per row")]
     call = OPS["quant.pack_keys"].call(
         impl["quant.pack_keys"], {"k": R(src), "k8": R("k8"), "k_scale": R("k_scale"), "fmt": q.format,

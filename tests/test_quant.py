@@ -113,7 +113,7 @@ def test_kernels_match_reference_bitwise(fmt, block, channels, D):
     kernel.quant_rows(x2, big[:, 3:27], fmt=fmt, block=block, channels=channels)
     assert same(big[:, 3:27], naive.quant_dequant(x2, fmt, block, channels)) and (big[:, :3] == 0).all()
     if channels == D:
-        k8 = torch.empty(x.shape, dtype=kernel.keys_fp8_dtype())
+        k8 = torch.empty(x.shape, dtype=kernel.packed_keys_dtype(fmt))
         ks = torch.empty(x.shape[:-1])
         kernel.pack_keys(x.contiguous(), k8, ks, fmt=fmt, block=block)
         r8 = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
@@ -176,7 +176,7 @@ def test_fp8_score_kernel_against_dequantised_reference(fmt, block, m):
     n, HI, DI, s0 = 48, 16, 128, 200
     T = (s0 + n) // m
     q, w, k = _score_inputs(n, HI, DI, T, seed=block)
-    k8 = torch.empty(T, DI, dtype=qk.keys_fp8_dtype())
+    k8 = torch.empty(T, DI, dtype=qk.packed_keys_dtype(fmt))
     ks = torch.empty(T)
     qk.pack_keys(k, k8, ks, fmt=fmt, block=block)
     ld = icost.score_ld(T)

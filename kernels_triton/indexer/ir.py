@@ -6,6 +6,9 @@ import functools
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted
 from .._window import window_pow2
+import torch
+
+from ..quant.formats import keys_dtype
 from ..quant.kernel import format_constexprs
 from .cost import SCORE_TILE_KEYS, select_capacity
 from .kernel import (SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
@@ -29,11 +32,12 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                                                                       q_block=q_block))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
-        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*fp8e4nv" if fp8 else "*bf16",
+        operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
+        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*fp8e4nv" if operand == 2 else "*bf16",
                "ks_ptr": "*fp32", "out_ptr": "*fp32", "s_first": "i32", "n_q": "i32", "T": "i32",
                "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
-                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8, "FP8": fp8,
+                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8, "OPERAND": operand,
                  "QB": q_block if fp8 else 0, **format_constexprs(q_format if fp8 else "e4m3")}
         sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}

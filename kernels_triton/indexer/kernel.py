@@ -41,6 +41,7 @@ import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
+from ..quant.formats import keys_dtype
 from ..quant.kernel import E4M3_CONSTS, fp8_pack, format_constexprs, qdq_rows
 from .cost import SCORE_TILE_KEYS, select_capacity
 
@@ -58,15 +59,17 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
                   HP: tl.constexpr, DP: tl.constexpr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
-                  QUANT: tl.constexpr, FP8: tl.constexpr, QB: tl.constexpr,
+                  QUANT: tl.constexpr, OPERAND: tl.constexpr, QB: tl.constexpr,
                   QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
                   MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
     # zero queries, keys and weights there, which add exactly 0 to every score).
     # QUANT: the official quantise-dequantise step on q (blocks of QB, the format's constexprs),
     # then each (query, head) row as e4m3 grid values times a power-of-two scale; the keys come
-    # packed the same way (k: e4m3 values, ks: one scale per row). FP8: the operands are FP8 e4m3
-    # and the MMA is an FP8 wgmma (the interpreter, without FP8, multiplies the same values in fp32)
+    # packed the same way (k: e4m3 values, ks: one scale per row). OPERAND: the dtype the MMA
+    # multiplies those values in (all exact): 2 FP8 e4m3 (an FP8 wgmma), 1 bf16, 0 fp32 (the
+    # interpreter). The scales are positive powers of two, so they leave the MMA and the ReLU:
+    # q's scale multiplies the head weight once per program, the key's the head sum of its row.
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HP
@@ -94,10 +97,13 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
         qq = tl.trans(qdq_rows(tl.trans(qT.to(tl.float32)), N, DP, QB, DI, QMAX, QEXP, QMANT, MANT, MIN_EXP,
                                AMAX_FLOOR))
         qv, q_scale = fp8_pack(qq, 0)                   # [DP, N] e4m3 grid values, [N] powers of two
-        if FP8:
+        if OPERAND == 2:
             qT = qv.to(tl.float8e4nv)                   # exact: the values are on the e4m3 grid
+        elif OPERAND == 1:
+            qT = qv.to(tl.bfloat16)                     # exact: 4 significant bits
         else:
             qT = qv
+        w = w * q_scale                                 # ReLU(x * s) * w = ReLU(x) * (w * s) for s > 0
 
     offs_bq = tl.arange(0, BQ)
     pos = s_first + q0 + offs_bq                       # global positions of this program's queries
@@ -106,6 +112,8 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
     t_end = (s_first + last + 1) // RATIO             # rows the last (most-seeing) query sees
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
     row_ok = (q0 + offs_bq < n_q)[None, :]
+    if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
+        ks_next = tl.load(ks_ptr + tl.arange(0, BT), mask=tl.arange(0, BT) < T, other=0.0)
     for t0 in range(0, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
@@ -118,13 +126,15 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
         else:
             acc = tl.dot(kt, qT)                        # [BT, N] fp32 on tensor cores
         if QUANT:
-            # the rows' power-of-two scales: exact (barring fp32 under/overflow of a product)
-            k_scale = tl.load(ks_ptr + offs_t, mask=offs_t < T, other=0.0)
-            acc = acc * k_scale[:, None] * q_scale[None, :]
+            # a small load issued a tile ahead: its latency hides behind this tile's MMA and epilogue
+            k_scale = ks_next
+            ks_next = tl.load(ks_ptr + BT + offs_t, mask=BT + offs_t < T, other=0.0)
         # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
         # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
         acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
         sc = tl.sum(tl.reshape(acc, (BT, BQ, HP)), axis=2)   # head sum: within a thread + quad
+        if QUANT:
+            sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         sc = tl.where(vis, sc, NEG_INF)
         tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
@@ -373,18 +383,19 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     grid = (triton.cdiv(n, BQ),)
     _score_kernel[grid](q, w, k, w, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
                         RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
-                        BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False, FP8=False, QB=0,
+                        BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False, OPERAND=1, QB=0,
                         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES, **E4M3_CONSTS)
 
 
 def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
                     *, s_first: int, ratio: int, q_format: str, q_block: int) -> None:
-    """score_chunk with the official quantisation (docs/semantics.md section 5) on FP8 tensor cores:
-    q [n, HI, DI] bf16 is quantise-dequantised in-kernel (q_format, blocks of q_block) and packed as e4m3
-    values times a power-of-two scale per (query, head); k8 [T, DI] / k_scale [T] are the keys packed the
-    same way (quant.kernel.pack_keys). The dot of the packed values times both scales is the dot of
-    the dequantised values (naive.score_chunk_fp8) up to the accumulation's rounding, wherever every
-    value fits e4m3 at its row's scale (quant/naive.fp8_rows says what happens otherwise)."""
+    """score_chunk with the official quantisation (docs/semantics.md section 5): q [n, HI, DI] bf16 is
+    quantise-dequantised in-kernel (q_format, blocks of q_block) and packed as e4m3 grid values times a
+    power-of-two scale per (query, head); k8 [T, DI] / k_scale [T] are the keys packed the same way
+    (quant.kernel.pack_keys; k8's dtype says the MMA's: FP8 for FP4 keys, bf16 for FP8 keys, see
+    quant.kernel.keys_dtype). The dot of the packed values times both scales is the dot of the
+    dequantised values (naive.score_chunk_fp8) up to fp32 accumulation rounding, wherever every value
+    fits e4m3 at its row's scale (quant/naive.fp8_rows states the bound otherwise)."""
     n, HI, DI = q.shape
     T = k8.shape[0]
     if n == 0:
@@ -394,13 +405,15 @@ def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale:
     interp = kernels_interpreted(_score_kernel)
     if interp:
         q, k8 = q.float(), k8.float()     # no FP8 in the interpreter: the same values in fp32 (exact)
-    elif k8.dtype != torch.float8_e4m3fn:
-        raise TypeError(f"k8 must be float8_e4m3fn (quant.kernel.pack_keys), got {k8.dtype}")
+    elif k8.dtype != keys_dtype(q_format):
+        raise TypeError(f"k8 must be {keys_dtype(q_format)} for {q_format} keys (quant.kernel.pack_keys), got "
+                        f"{k8.dtype}")
+    operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
     _score_kernel[grid](q, w, k8, k_scale, out, s_first, n, T, q.stride(0), w.stride(0), k8.stride(0),
                         out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
-                        BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, FP8=not interp, QB=q_block,
+                        BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand, QB=q_block,
                         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES, **format_constexprs(q_format))
 
 

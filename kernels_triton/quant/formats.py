@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class Format:
@@ -41,3 +43,19 @@ def get(name: str) -> Format:
         return FORMATS[name]
     except KeyError:
         raise ValueError(f"unknown quantisation format {name!r}; valid: {', '.join(FORMATS)}") from None
+
+
+# The MMA operand dtype of each format's packed values (the score kernel multiplies e4m3 grid values
+# in it). FP4 (e2m1) values times power-of-two block scales multiply exactly in an FP8 wgmma, and
+# their products (<= 4 significant bits) summed without loss in its accumulator on every input we
+# measured (recall 1.0 against fp64 at S = 32,768). FP8 (e4m3) products carry 8 significant bits
+# and a 128-term dot needs up to 25: Hopper's FP8 wgmma accumulates with fewer bits than fp32
+# (DeepSeek-V3 report: about 14; measured recall 0.9999 against fp64 on V3.2 shapes), so those
+# values multiply as bf16 (exact) with fp32 accumulation.
+MMA_DTYPE = {"e2m1": torch.float8_e4m3fn, "e4m3": torch.bfloat16}
+
+
+def keys_dtype(fmt: str) -> torch.dtype:
+    """The dtype of a format's packed keys on the GPU (MMA_DTYPE)."""
+    get(fmt)
+    return MMA_DTYPE[fmt]

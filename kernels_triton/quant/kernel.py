@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
-from .formats import E4M3, PACK_AMAX_FLOOR, get
+from .formats import E4M3, PACK_AMAX_FLOOR, get, keys_dtype
 
 ROWS_WARPS = 4
 ROW_ELEMS = 8192            # elements of one program's [BR, DP] tile
@@ -146,7 +146,7 @@ def _pack_kernel(k_ptr, k8_ptr, s_ptr, n_rows, D: tl.constexpr, DP: tl.constexpr
     x = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = qdq_rows(x, BR, DP, QB, D, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
     v, s = fp8_pack(y, 1)
-    # v is already an e4m3 grid value: the cast is exact (no rounding left to the cast)
+    # v is already an e4m3 grid value: the cast (FP8, bf16 or fp32) is exact, no rounding left to it
     tl.store(k8_ptr + offs, v.to(k8_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + r, s, mask=r_ok)
 
@@ -200,8 +200,8 @@ def quant_rows(src: torch.Tensor, out: torch.Tensor, *, fmt: str, block: int, ch
 
 
 def pack_keys(k: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, *, fmt: str, block: int) -> None:
-    """Index keys k [..., T, DI] bf16 (contiguous) -> k8 float8_e4m3fn (fp32 in the interpreter, whose fp8
-    stores are not exact), k_scale fp32 [..., T] (naive.pack_keys)."""
+    """Index keys k [..., T, DI] bf16 (contiguous) -> k8 (e4m3 grid values in packed_keys_dtype(fmt)), k_scale
+    fp32 [..., T] (naive.pack_keys)."""
     D = k.shape[-1]
     n = k.numel() // D if D else 0
     if not k.is_contiguous() or not k8.is_contiguous() or not k_scale.is_contiguous():
@@ -219,6 +219,7 @@ def pack_keys(k: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, *, fmt: 
                                         **format_constexprs(fmt))
 
 
-def keys_fp8_dtype() -> torch.dtype:
-    """The dtype of packed keys: FP8 e4m3 on the GPU; fp32 holding the same values in the interpreter."""
-    return torch.float32 if kernels_interpreted(_pack_kernel) else torch.float8_e4m3fn
+def packed_keys_dtype(fmt: str) -> torch.dtype:
+    """The dtype of packed keys here: keys_dtype on the GPU, fp32 holding the same values in the
+    interpreter (whose FP8 stores do not round)."""
+    return torch.float32 if kernels_interpreted(_pack_kernel) else keys_dtype(fmt)

@@ -80,7 +80,7 @@ def quant_rows(src: torch.Tensor, out: torch.Tensor, *, fmt: str, block: int, ch
 
 def pack_keys(k: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, *, fmt: str, block: int) -> None:
     """Index keys [..., T, DI] -> quantise-dequantised (fmt, block; idempotent on keys a compressor
-    already quantised) and packed: k8 [..., T, DI] float8_e4m3fn, k_scale [..., T] fp32."""
+    already quantised) and packed: k8 [..., T, DI] (e4m3 grid values, in k8's dtype), k_scale [..., T] fp32."""
     x8, s = fp8_rows(quant_dequant(k, fmt, block))
     k8.copy_(x8)
     k_scale.copy_(s)
