@@ -89,7 +89,7 @@ def test_rank_program_prints_its_communication():
     spec = csa_dsl.preset("v4-flash")
     text = str(cp.compose_rank(spec, 1, 262144, 4, 1, "cuda", chunk=2048))
     for piece in ("cp.pack_tails@cuda", "cp.all_gather@cuda", "cp.compress_block@cuda", "cp.gather_blocks@cuda",
-                  "cp.kv_table@cuda", "cp.rebase_window@cuda", "indexer.score@cuda", "attention.attend@cuda",
+                  "cp.kv_table@cuda", "cp.rebase_window@cuda", "indexer.score_fp8@cuda", "attention.attend@cuda",
                   "rank 1: blocks [(32768, 65536), (196608, 229376)]", "for s0 in range(A0, E0, C)"):
         assert piece in text, piece
 

@@ -282,6 +282,10 @@ def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
 # configuration and launchers
 SCORE_WARPS = 8          # BT = SCORE_TILE_KEYS (cost.py): keys per MMA tile (M)
 SCORE_STAGES = 3
+# the FP8 MMA: one warpgroup per program (one m64n256k32 wgmma per K step); measured on an H200,
+# last 2,048-query chunk of v4-flash at S = 262,144 (benchmarks/results/quant-h200/score-sweep.json):
+# 2.42 ms with 4 warps against 3.13 ms with 8 (bf16 operands: 3.38 ms, best with 8)
+SCORE_FP8_WARPS = 4
 SELECT_WARPS = 4
 
 
@@ -409,12 +413,13 @@ def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale:
         raise TypeError(f"k8 must be {keys_dtype(q_format)} for {q_format} keys (quant.kernel.pack_keys), got "
                         f"{k8.dtype}")
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
+    warps = SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
     _score_kernel[grid](q, w, k8, k_scale, out, s_first, n, T, q.stride(0), w.stride(0), k8.stride(0),
                         out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
                         BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand, QB=q_block,
-                        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES, **format_constexprs(q_format))
+                        num_warps=warps, num_stages=SCORE_STAGES, **format_constexprs(q_format))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
