@@ -12,7 +12,8 @@ from kernels_triton.indexer import naive as ix_ref
 from kernels_triton.rope import naive as rope_ref
 from kernels_triton.rope.tables import cos_sin
 from pipeline.metrics import rel_err, tie_aware_recall
-from pipeline.stages.compressor import params, rotary
+from kernels_triton.quant.naive import quant_dequant
+from pipeline.stages.compressor import params, role_quant, rotary
 
 pytestmark = pytest.mark.gpu
 
@@ -86,9 +87,11 @@ def test_selfindex_composed_16k(fresh_seed):
     out, idx = csa_dsl.compile(spec, "cuda")(**inp, return_indices=True)
     c, a = spec.compressor, spec.attention
     cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(S, device="cuda")))
+    # the rows the model attends: compressed and raw rows through their quantisation step (section 5)
     ckv = comp_naive.compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], **params(c), cos=cos,
-                              sin=sin)
-    rows = torch.cat([inp["kv"], ckv], dim=1)
+                              sin=sin, **role_quant(spec, "cmp"))
+    kq = a.kv_quant
+    rows = torch.cat([quant_dequant(inp["kv"], kq.format, kq.block, a.kv_quant_channels), ckv], dim=1)
     keys = ckv[0].double()
     sign = torch.where(keys >= 0, 1.0, -1.0).double()
     for s0 in (0, 8192, S - 256):
