@@ -9,10 +9,10 @@ from kernels_tilelang.sparse_mla import kernel as att_kernel
 from kernels_tilelang.sparse_mla import naive as att_naive
 from kernels_triton.compressor import naive as comp_naive
 from kernels_triton.indexer import naive as ix_ref
+from kernels_triton.quant.naive import quant_dequant
 from kernels_triton.rope import naive as rope_ref
 from kernels_triton.rope.tables import cos_sin
 from pipeline.metrics import rel_err, tie_aware_recall
-from kernels_triton.quant.naive import quant_dequant
 from pipeline.stages.compressor import params, role_quant, rotary
 
 pytestmark = pytest.mark.gpu
