@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CompiledPipeline", "Compressor", "Indexer", "InputError", "LAYER_KINDS", "PATHS", "PRESET_NAMES", "Pipeline",
-    "PlanError", "Program", "Quant", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE", "YaRN",
+    "PlanError", "Program", "Quant", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE",
+    "YaRN",
     "check_finite", "compile", "indexer_topk", "input_signature", "model_layers", "parse_bytes", "preset",
     "random_inputs", "validate_inputs",
 ]

@@ -419,7 +419,8 @@ def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int
 
 
 def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
-                    backend: str = "cuda", dtype: torch.dtype = torch.bfloat16, quant: Optional[Quant] = None) -> Program:
+                    backend: str = "cuda", dtype: torch.dtype = torch.bfloat16,
+                    quant: Optional[Quant] = None) -> Program:
     """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
     [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go

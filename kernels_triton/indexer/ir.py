@@ -11,7 +11,8 @@ import torch
 from ..quant.formats import keys_dtype
 from ..quant.kernel import format_constexprs
 from .cost import SCORE_TILE_KEYS, select_capacity
-from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
+from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel,
+                     kernel_limits,
                      padded_dim, padded_heads, score_block_queries)
 
 
@@ -37,7 +38,8 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "ks_ptr": "*fp32", "out_ptr": "*fp32", "s_first": "i32", "n_q": "i32", "T": "i32",
                "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
-                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8, "OPERAND": operand,
+                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
+                 "OPERAND": operand,
                  "QB": q_block if fp8 else 0, **format_constexprs(q_format if fp8 else "e4m3")}
         sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, {"num_warps": SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS,

@@ -40,7 +40,8 @@ def role_quant(pipe: Pipeline, role: str) -> dict:
     (kv_quant, all but the RoPE channels), role 'idx' the index keys' (the indexer's, every channel)."""
     if role == "cmp":
         return quant_args(pipe.attention.kv_quant, pipe.attention.kv_quant_channels)
-    return quant_args(index_quant(pipe), pipe.indexer.dim if index_quant(pipe) else 0)
+    iq = index_quant(pipe)
+    return quant_args(iq, pipe.indexer.dim if iq is not None else 0)
 
 
 COMPRESS = Op(
