@@ -205,7 +205,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
                         else "the attention's quantised rows"))
     iq = index_quant(spec)
     if iq is not None:
-        fused.append(f"idx_q -> {iq.format.upper()} step + FP8 packing: inside the score kernel, once per program"
+        fused.append(f"idx_q -> {iq.format.upper()} step + e4m3-grid packing: inside the score kernel, once per program"
                      + ("; index keys: in the indexer compressor's epilogue" if ix.compressor is not None else ""))
     if ix is not None and K > 0:
         fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
@@ -289,7 +289,7 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
             {"q": R(idx_q), "w": R(idx_w), "k8": R("k8[b]"), "k_scale": R("k_scale[b]"), "out": R("scores"),
              "s_first": E("s0"), "ratio": ratio, "q_format": quant.format, "q_block": quant.block},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            f"idx_q {quant.format.upper()} step + FP8 packing in-kernel; visible 64-key tiles only"))
+            f"idx_q {quant.format.upper()} step + e4m3-grid packing in-kernel; visible 64-key tiles only"))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
@@ -392,7 +392,7 @@ def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant) -> Tuple
         impl["quant.pack_keys"], {"k": R(src), "k8": R("k8"), "k_scale": R("k_scale"), "fmt": q.format,
                                   "block": q.block},
         dict(rows=B * T, dim=dim),
-        f"{q.format.upper()} step (blocks of {q.block}) + FP8 packing of {T:,} keys")
+        f"{q.format.upper()} step (blocks of {q.block}) + e4m3-grid packing of {T:,} keys")
     return bufs, call
 
 
