@@ -210,7 +210,11 @@ def test_plan_program_structure_262k():
     loop = [n for n in prog.body if isinstance(n, Loop)][0]
     assert [c.op for c in loop.body[0].body] == ["indexer.score_fp8", "indexer.select", "attention.attend",
                                                  "rope.inverse"]
-    assert [c.op for c in prog.body if isinstance(c, Call)] == ["rope.tables", "glue.copy", "compressor.compress",
+    # the kv rows' FP8 step in the copy into the gather table, the keys packed once after their compressor
+    assert [c.op for c in prog.body if isinstance(c, Call)] == ["rope.tables", "quant.rows", "compressor.compress",
+                                                                 "compressor.compress", "quant.pack_keys"]
+    bf16 = compose(csa_dsl.preset("v4-flash-bf16"), 1, 262144, 2048, "cuda")
+    assert [c.op for c in bf16.body if isinstance(c, Call)] == ["rope.tables", "glue.copy", "compressor.compress",
                                                                  "compressor.compress"]
     assert prog.buffers["rope_cos"].shape == (262144, 32)          # the RoPE tables are planned buffers
     assert all(c.impl == "cuda" for c in prog.calls())
