@@ -164,8 +164,9 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
             "index keys (Hadamard-rotated)" if ix.compressor.hadamard else "index keys")
         body.append(_compress_call(spec, ix.compressor, "idx", "k_idx", impl, consts, "rope_idx", B, T))
         k_name = "k_idx"
-    if index_quant(spec) is not None:
-        pbufs, pcall = pack_keys(impl, k_name, B, T, ix.dim, ix.quant)
+    iq = index_quant(spec)
+    if iq is not None:
+        pbufs, pcall = pack_keys(impl, k_name, B, T, ix.dim, iq)
         bufs.update({bf.name: bf for bf in pbufs})
         body.append(pcall)
     if isinstance(ix, SelfIndex):
@@ -203,7 +204,6 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         fused.append(f"kv rows -> {a.kv_quant.format.upper()} step: in the copy into "
                      + ("the gather table, and in the compressor's epilogue for the compressed rows" if c is not None
                         else "the attention's quantised rows"))
-    iq = index_quant(spec)
     if iq is not None:
         fused.append(f"idx_q -> {iq.format.upper()} step + e4m3-grid packing: inside the score kernel, once per program"
                      + ("; index keys: in the indexer compressor's epilogue" if ix.compressor is not None else ""))

@@ -251,3 +251,11 @@ def test_quant_spec_errors():
     with pytest.raises(SpecError, match="one dim"):
         p = csa_dsl.preset("v4-flash")
         p.replace(compressor=p.compressor.__class__(ratio=4, dim=512, rope=csa_dsl.RoPE(dim=32)))
+
+
+def test_fp8_pack_literals_are_the_e4m3_format():
+    """kernel.fp8_pack spells the e4m3 grid and the packing floor as literals (the interpreter cannot mix
+    constexpr globals into tensor arithmetic): they must stay those of formats.E4M3."""
+    from kernels_triton.quant.formats import E4M3, PACK_AMAX_FLOOR
+    assert (E4M3.qmax_exp, E4M3.qmax_mant_bits, E4M3.mant, E4M3.min_exp) == (8, 0x600000, 3, -6)
+    assert PACK_AMAX_FLOOR == 2.0 ** -118

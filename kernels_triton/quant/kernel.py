@@ -105,8 +105,10 @@ def fp8_pack(y, AXIS: tl.constexpr):
     ay = tl.abs(y)
     finite = ay < float("inf")
     bad = tl.max(tl.where(finite, 0, 1), axis=AXIS)
+    # literals (the interpreter cannot mix constexpr globals into tensor arithmetic): formats.E4M3
+    # (qmax 448 = 1.75 * 2^8, 3 mantissa bits, normal exponents from -6) and formats.PACK_AMAX_FLOOR
     amax = tl.maximum(tl.max(tl.where(finite, ay, 0.0), axis=AXIS), 2.0 ** -118)
-    k = scale_exponent(amax, 8, 0x600000)            # e4m3: qmax 448 = 1.75 * 2^8
+    k = scale_exponent(amax, 8, 0x600000)
     inv = exp2i(-k)
     if AXIS == 0:
         v = round_to_grid(tl.where(finite, y, 0.0) * inv[None, :], 3, -6)

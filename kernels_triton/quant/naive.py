@@ -48,8 +48,9 @@ def quant_dequant(x: torch.Tensor, fmt: str, block: int, channels: Optional[int]
         raise ValueError(f"quantised channels {n} must be a multiple of the block {block} and <= {D}")
     xf = x.float()
     head = xf[..., :n].reshape(*x.shape[:-1], n // block, block)
-    finite = torch.isfinite(head).all(dim=-1, keepdim=True)
-    amax = torch.where(torch.isfinite(head), head.abs(), 0.0).amax(dim=-1, keepdim=True).clamp_min(f.amax_floor)
+    ok = torch.isfinite(head)
+    finite = ok.all(dim=-1, keepdim=True)
+    amax = torch.where(ok, head.abs(), 0.0).amax(dim=-1, keepdim=True).clamp_min(f.amax_floor)
     k = scale_exponent(amax, f)
     z = torch.clamp(round_to_grid(head * exp2(-k), f), -f.qmax, f.qmax) * exp2(k)
     z = torch.where(finite, z, float("nan"))
@@ -63,11 +64,11 @@ def fp8_rows(x: torch.Tensor):
     significand fits 4 bits (FP4 / FP8 grid values do); others are rounded to the e4m3 grid (|error| <=
     2^-10 * scale <= 2^-17.8 * the row's amax). A row with a non-finite value has scale NaN."""
     xf = x.float()
-    finite = torch.isfinite(xf).all(dim=-1)
-    amax = torch.where(torch.isfinite(xf), xf.abs(), 0.0).amax(dim=-1).clamp_min(PACK_AMAX_FLOOR)
+    ok = torch.isfinite(xf)
+    amax = torch.where(ok, xf.abs(), 0.0).amax(dim=-1).clamp_min(PACK_AMAX_FLOOR)
     k = scale_exponent(amax, E4M3)
-    y = round_to_grid(torch.where(torch.isfinite(xf), xf, 0.0) * exp2(-k)[..., None], E4M3)
-    scale = torch.where(finite, exp2(k), float("nan"))
+    y = round_to_grid(torch.where(ok, xf, 0.0) * exp2(-k)[..., None], E4M3)
+    scale = torch.where(ok.all(dim=-1), exp2(k), float("nan"))
     return y.to(torch.float8_e4m3fn), scale
 
 

@@ -8,6 +8,7 @@ take the interpreter's context (its process group) and record their time and byt
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Optional, Tuple
 
@@ -81,13 +82,15 @@ def _tail(tails: torch.Tensor, prev: Tuple[int, int], b: int, offset: int, rows:
     return tails[r, slot, b, offset:offset + rows * width].view(rows, width)
 
 
-def _compress_block(compress, values, gate, ape, norm, tails, out, *, prev: Optional[Tuple[int, int]], start: int,
-                    n: int, row0: int, tail_offset: int, hm: int, ratio: int, overlap: bool, hadamard: bool,
-                    eps: float, cos, sin, **quant) -> None:
+def _compress_block(compress, values, gate, ape, norm, tails, out, cos=None, sin=None, *,
+                    prev: Optional[Tuple[int, int]], start: int, n: int, row0: int, tail_offset: int, hm: int,
+                    ratio: int, overlap: bool, hadamard: bool, eps: float, quant_format: Optional[str] = None,
+                    quant_block: int = 0, quant_channels: int = 0) -> None:
     """out [B, rows, D] <- the compressed rows a block of n local tokens (from `start`) owns: global rows
     row0 .. row0 + rows, RoPE'd at their global positions (cos/sin: the tables of every position). With
     `prev`, the block's first row pools the previous block's last hm tokens too (from its packed tail).
-    `quant`: the compressor's fused quantisation step (stages.compressor.role_quant)."""
+    `quant_*`: the compressor's fused quantisation step (stages.compressor.role_quant)."""
+    quant = dict(quant_format=quant_format, quant_block=quant_block, quant_channels=quant_channels)
     if out.shape[1] == 0:
         return
     cd = values.shape[-1]
@@ -104,22 +107,10 @@ def _compress_block(compress, values, gate, ape, norm, tails, out, *, prev: Opti
                      eps=eps, cos=cos, sin=sin, row_start=0, out=out[b:b + 1], position_offset=row0, **quant)
 
 
-def compress_block_naive(values, gate, ape, norm, tails, out, cos=None, sin=None, *, prev, start, n, row0,
-                         tail_offset, hm, ratio, overlap, hadamard, eps, quant_format=None, quant_block=0,
-                         quant_channels=0) -> None:
-    _compress_block(compress_naive.compress, values, gate, ape, norm, tails, out, prev=prev, start=start, n=n,
-                    row0=row0, tail_offset=tail_offset, hm=hm, ratio=ratio, overlap=overlap, hadamard=hadamard,
-                    eps=eps, cos=cos, sin=sin, quant_format=quant_format, quant_block=quant_block,
-                    quant_channels=quant_channels)
-
-
-def compress_block_kernel(values, gate, ape, norm, tails, out, cos=None, sin=None, *, prev, start, n, row0,
-                         tail_offset, hm, ratio, overlap, hadamard, eps, quant_format=None, quant_block=0,
-                         quant_channels=0) -> None:
-    _compress_block(compress_kernel.compress, values, gate, ape, norm, tails, out, prev=prev, start=start, n=n,
-                    row0=row0, tail_offset=tail_offset, hm=hm, ratio=ratio, overlap=overlap, hadamard=hadamard,
-                    eps=eps, cos=cos, sin=sin, quant_format=quant_format, quant_block=quant_block,
-                    quant_channels=quant_channels)
+# the op's two implementations: the same block logic over either compressor (named arguments only:
+# the interpreter checks a call's arguments against them)
+compress_block_naive = functools.partial(_compress_block, compress_naive.compress)
+compress_block_kernel = functools.partial(_compress_block, compress_kernel.compress)
 
 
 def kv_table(tails: torch.Tensor, kv: torch.Tensor, rows: torch.Tensor, out: torch.Tensor, *,
