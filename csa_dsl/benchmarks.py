@@ -31,8 +31,8 @@ from kernels_triton.compressor.kernel import compress as compress_rows
 from kernels_triton.rope.tables import cos_sin
 from kernels_triton.indexer.cost import default_chunk, score_flop, visible_pairs
 from pipeline import interpreter
-from pipeline.composer import compose_indexer
-from pipeline.inputs import random_inputs
+from pipeline.composer import Packed, compose_indexer
+from pipeline.inputs import random_inputs, random_packed_inputs
 from pipeline.lang import defaults
 from pipeline.lang.errors import PlanError, SpecError
 from pipeline.lang.presets import model_layers
@@ -43,7 +43,7 @@ from pipeline.stages.compressor import role_quant, rotary
 from pipeline.planner import output_bytes
 
 from .compile import compile as compile_pipeline
-from .compile import indexer_topk
+from .ops import indexer_topk
 
 # StreamIndex's published indexer times on one H200, v4-flash, B = 1
 STREAMINDEX_H200_MS = {32768: 30.8, 65536: 122.2, 131072: 484.7, 262144: 1935.3, 524288: 7730.1, 1048576: 30899.6}
@@ -329,6 +329,50 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
         _free_cuda()
     bar.close()
     return recs
+
+
+def bench_varlen(spec: Pipeline, lengths: Sequence[int], budget: Optional[int] = None,
+                 progress: bool = True) -> List[dict]:
+    """A packed batch of `lengths` through fwd.varlen (one program, B = 1 over all tokens) against each
+    distinct length as its own B = 1 run. The packed record carries `own_runs_ms` (the sum over the
+    sequences of their own runs' medians), `packed_over_own` (packed / own runs: <= 1 means the packed
+    forward is not slower per token) and `us_per_token`; each own-run record its `us_per_token` too."""
+    lengths = [int(x) for x in lengths]
+    N = sum(lengths)
+    distinct = sorted({L for L in lengths if L > 0})
+    bar = _bar(1 + len(distinct), f"varlen {spec.name}", progress)
+    fwd = compile_pipeline(spec, device="cuda", schedule=Schedule(path="composed", memory_budget=budget))
+    rec = base_record("composed-varlen", spec, 1, N, "composed")
+    rec.update(lengths=lengths, seed=N)
+    with reported(rec):
+        cu, packed = random_packed_inputs(spec, lengths, "cuda", seed=N)
+        prog = fwd.plan(N, packed=Packed(len(lengths), max(lengths)))
+        rec["query_chunk"] = prog.chunk
+        rec["planned_peak_gib"] = prog.peak_bytes / 2**30
+        result = {}
+
+        def fn():   # one output alive at a time; max_seqlen is the program's: no host sync
+            result.pop("out", None)
+            result["out"] = fwd.execute(prog, cu_seqlens=cu, **packed)
+        rec["peak_gib"] = peak_above(fn, extra_baseline=output_bytes(spec, 1, N))
+        rec["median_ms"] = time_ms(fn)
+        rec["us_per_token"] = rec["median_ms"] * 1e3 / N
+        result.clear()
+        fwd.execute(prog, profile=True, cu_seqlens=cu, **packed)
+        rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
+        del cu, packed
+    bar.update(1)
+    own = bench_composed(spec, distinct, 1, ("composed",), budget=budget, progress=False, profile=False)
+    for r in own:
+        if r.get("median_ms") is not None:
+            r["us_per_token"] = r["median_ms"] * 1e3 / r["seq_len"]
+        bar.update(1)
+    bar.close()
+    by_len = {r["seq_len"]: r.get("median_ms") for r in own}
+    if rec.get("median_ms") is not None and all(by_len.get(L) is not None for L in distinct):
+        rec["own_runs_ms"] = sum(by_len[L] for L in lengths if L > 0)
+        rec["packed_over_own"] = rec["median_ms"] / rec["own_runs_ms"]
+    return [rec] + own
 
 
 def selfindex_recall(spec: Pipeline, fwd, inputs: dict, rows: int = 256) -> dict:

@@ -17,7 +17,8 @@ import torch
 
 from pipeline import context_parallel as cp
 from pipeline import planner
-from pipeline.inputs import check_finite, input_bytes, random_inputs
+from pipeline.composer import Packed
+from pipeline.inputs import check_finite, input_bytes, random_inputs, random_packed_inputs
 from pipeline.lang import defaults
 from pipeline.lang.errors import SpecError
 from pipeline.lang.presets import MODEL_COMPRESS_RATIOS, PRESET_NAMES
@@ -65,6 +66,16 @@ def _seq_list(text: str) -> List[int]:
     return vals
 
 
+def _lengths(text: str) -> List[int]:
+    try:
+        vals = [int(float(x)) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--varlen takes comma-separated sequence lengths, got {text!r}") from None
+    if not vals or min(vals) < 0 or sum(vals) < 1:
+        raise argparse.ArgumentTypeError(f"--varlen lengths must be >= 0 with at least one token, got {text!r}")
+    return vals
+
+
 def _budget(text: str) -> int:
     try:
         v = parse_bytes(text)
@@ -86,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"sequence length S (default {defaults.GPU_SEQ_LEN:,} on a GPU, {defaults.CPU_SEQ_LEN:,} "
                         f"on a CPU)")
     r.add_argument("--batch", type=_positive("--batch"), default=1)
+    r.add_argument("--varlen", type=_lengths, default=None, metavar="L1,L2,...",
+                   help="a packed batch of sequences of these lengths (fwd.varlen; replaces --seq/--batch)")
     r.add_argument("--budget", type=_budget, default=None,
                    help="memory the forward may use beyond inputs and outputs, e.g. 8GiB (every path)")
     r.add_argument("--path", default="auto", choices=PATHS)
@@ -106,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                    f"{', '.join(MODEL_COMPRESS_RATIOS)}: every layer kind of it, times its layer count)")
     b.add_argument("--seq", type=_seq_list, default=None, help="comma-separated sequence lengths")
     b.add_argument("--batch", type=_positive("--batch"), default=1)
+    b.add_argument("--varlen", type=_lengths, default=None, metavar="L1,L2,...",
+                   help="composed: a packed batch of these lengths vs each length as its own run")
     b.add_argument("--path", default=None, help="comma-separated paths (composed: composed,materialize; "
                                                 "indexer: triton,materialize)")
     b.add_argument("--budget", type=_budget, default=None)
@@ -168,7 +183,11 @@ def cmd_run(args) -> int:
     device = args.device or ("cuda" if have_gpu else "cpu")
     if device == "cuda" and not have_gpu:
         raise SpecError("--device cuda but no CUDA GPU is visible; drop --device to run the CPU path")
-    seq = args.seq if args.seq is not None else (defaults.GPU_SEQ_LEN if device == "cuda" else defaults.CPU_SEQ_LEN)
+    lengths = args.varlen
+    if lengths and (args.seq is not None or args.batch != 1 or args.nproc > 1):
+        raise SpecError("--varlen gives the sequences of one packed batch: drop --seq, --batch and --nproc")
+    seq = (sum(lengths) if lengths else args.seq if args.seq is not None
+           else defaults.GPU_SEQ_LEN if device == "cuda" else defaults.CPU_SEQ_LEN)
     B = args.batch
     sched = Schedule(path=args.path, query_chunk=args.chunk, memory_budget=args.budget,
                      check_inputs=args.check_inputs)
@@ -182,7 +201,11 @@ def cmd_run(args) -> int:
     else:
         print(f"GPU: {torch.cuda.get_device_name()}; path {fwd.path}, backend {fwd.backend_name}")
     print(spec)
-    program = fwd.plan(seq, B)
+    packed = Packed(len(lengths), max(lengths)) if lengths else None
+    program = fwd.plan(seq, B, packed=packed)
+    if lengths:
+        print(f"packed batch: {len(lengths)} sequences of {', '.join(f'{L:,}' for L in lengths)} tokens "
+              f"({seq:,} in all, the longest {packed.max_seqlen:,}); each runs as its own B = 1 sequence")
     n_chunks = -(-seq // program.chunk)
     mat = list(program.materialize_bytes.values())
     print(f"plan: query chunk {program.chunk:,} ({n_chunks:,} per batch row); workspace "
@@ -194,7 +217,12 @@ def cmd_run(args) -> int:
     out_b = sum(b.nbytes for b in program.buffers.values() if b.scope == "output")
     print(f"inputs: {fmt_bytes(input_bytes(spec, B, seq))}, output: {fmt_bytes(out_b)}")
     t0 = time.perf_counter()
-    inputs = random_inputs(spec, B, seq, device, seed=args.seed)
+    if lengths:     # packed inputs [N, ...] and their cu_seqlens, which execute() takes beside them
+        cu, inputs = random_packed_inputs(spec, lengths, device, seed=args.seed)
+        run_args = dict(inputs, cu_seqlens=cu)
+    else:
+        inputs = random_inputs(spec, B, seq, device, seed=args.seed)
+        run_args = inputs
     print(f"random inputs made in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
 
     if args.check_inputs:      # what the first call's check costs, reported apart from the forward's time
@@ -210,7 +238,7 @@ def cmd_run(args) -> int:
     def once():
         is_first = first[0]
         first[0] = False
-        return fwd.execute(program, progress=is_first, check_inputs=None if is_first else False, **inputs)
+        return fwd.execute(program, progress=is_first, check_inputs=None if is_first else False, **run_args)
 
     if device == "cuda":
         result = {}
@@ -240,10 +268,12 @@ def cmd_run(args) -> int:
     print(f"time: median {ms:.1f} ms over {args.reps} run{'s' if args.reps > 1 else ''} (the forward)")
     print(f"peak memory: {peak_txt}")
     print(f"output: out {tuple(out.shape)} {str(out.dtype).replace('torch.', '')}, mean {st['mean']:.4g}, "
-          f"std {st['std']:.4g}, NaN {st['nan']}, Inf {st['inf']}; out[0,-1,0,:4] = "
-          f"{[round(v, 4) for v in out[0, -1, 0, :4].float().tolist()]}")
+          f"std {st['std']:.4g}, NaN {st['nan']}, Inf {st['inf']}; out[{'' if lengths else '0,'}-1,0,:4] = "
+          f"{[round(v, 4) for v in out[..., -1, 0, :4].reshape(-1, 4)[0].float().tolist()]}")
     if args.json:
         rec = bm.base_record("run", spec, B, seq, fwd.path)
+        if lengths:
+            rec.update(bench="run-varlen", lengths=lengths)
         rec.update(median_ms=ms, peak_gib=peak, backend=fwd.backend_name, nan=st["nan"], inf=st["inf"],
                    query_chunk=program.chunk, planned_peak_gib=program.peak_bytes / 2**30,
                    status="ok" if bad == 0 else "non-finite output")
@@ -267,6 +297,9 @@ def cmd_bench(args) -> int:
     if not torch.cuda.is_available():
         raise SpecError("benchmarks time GPU kernels and need a CUDA GPU; none is visible here "
                         "(`csa-dsl run PRESET` runs the CPU reference)")
+    if args.varlen and (args.what != "composed" or args.seq or args.batch != 1 or args.nproc > 1):
+        raise SpecError("--varlen applies to `bench composed` on one GPU, without --seq and --batch (the lengths "
+                        "are the batch)")
     if args.nproc > 1 and args.what != "composed":
         raise SpecError("--nproc applies to `bench composed` only")
     seqs = args.seq or list(defaults.BENCH_SEQS["composed-cp" if args.nproc > 1 else args.what])
@@ -282,6 +315,8 @@ def cmd_bench(args) -> int:
         recs = bm.bench_indexer(spec, seqs, args.batch, paths)
     elif args.what == "attention":
         recs = bm.bench_attention(spec, seqs, variant=args.variant)
+    elif args.varlen:
+        recs = bm.bench_varlen(spec, args.varlen, budget=args.budget)
     elif args.what == "model":
         recs = bm.bench_model(args.preset, seqs, args.batch, budget=args.budget)
     else:

@@ -19,7 +19,12 @@ LEVELS = ("ttir", "ttgir", "llir", "ptx")
 
 def compile_for_target(fn, signature: Dict[str, str], constexprs: Dict[str, object],
                        divisible: Iterable[str] = (), arch: int = 90, **options) -> Dict[str, str]:
-    names = list(signature)
+    # the kernel's own parameter order (the attrs are by position), every parameter typed
+    names = list(fn.arg_names)
+    if set(signature) != set(names):
+        raise ValueError(f"signature of {fn.__name__}: missing {sorted(set(names) - set(signature))}, "
+                         f"unknown {sorted(set(signature) - set(names))}")
+    signature = {n: signature[n] for n in names}
     unknown = [n for n in divisible if n not in names]
     if unknown:
         raise ValueError(f"divisibility hints for unknown arguments {unknown}")

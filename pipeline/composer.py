@@ -20,6 +20,7 @@ PyTorch stages. Every loop shape lives here; the interpreter only walks what it 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -27,6 +28,7 @@ import torch
 from kernels_triton.indexer import cost as indexer_cost
 from kernels_triton.quant.formats import keys_dtype
 from kernels_triton.rope.tables import Rotary
+from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS
 
 from .lang.errors import SpecError
 from .lang.spec import Pipeline, Quant, SelfIndex
@@ -37,6 +39,18 @@ from .stages.compressor import role_quant, rotary
 from .stages.quant import index_quant
 
 PATH_IMPLS = ("composed", "reference", "materialize")
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A packed variable-length batch (docs/semantics.md section 8): `sequences` sequences, none longer
+    than `max_seqlen` tokens, laid end to end along the token axis of B = 1 inputs. Its program is the
+    B = 1 program over all packed tokens whose calls also read their rows of the segment tables
+    (stages/varlen.py): T counts a bound on the packed compressed rows (N // m), K the longest
+    sequence's list width, the RoPE tables its positions."""
+
+    sequences: int
+    max_seqlen: int
 
 
 def impl_for(path: str, backend: str, op: str) -> str:
@@ -114,43 +128,63 @@ def program_frame(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend:
 
 
 def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda", *, path: str = "composed",
-            return_indices: bool = False, budget: Optional[int] = None) -> Program:
-    """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration."""
+            return_indices: bool = False, budget: Optional[int] = None, packed: Optional[Packed] = None) -> Program:
+    """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration. `packed`:
+    the seq_len tokens (B = 1) are that many sequences end to end (input `cu_seqlens`)."""
     if path not in PATH_IMPLS:
         raise SpecError(f"path {path!r} is not one of {PATH_IMPLS}")
     if batch < 1 or seq_len < 1:
         raise SpecError(f"batch and seq_len must be >= 1, got batch={batch}, seq_len={seq_len}")
+    if packed is not None and (batch != 1 or packed.sequences < 1 or not 1 <= packed.max_seqlen <= seq_len):
+        raise SpecError(f"a packed batch is B = 1 with 1 <= max_seqlen <= the {seq_len:,} packed tokens, got "
+                        f"batch={batch}, {packed}")
     a, ix, c = spec.attention, spec.indexer, spec.compressor
     B, S, m = batch, seq_len, spec.ratio
+    longest = packed.max_seqlen if packed else S      # the longest sequence: list width, RoPE positions
     if path == "materialize":
         chunk = S
     C = int(min(chunk, S))
     T = spec.num_compressed(S)
-    W, K = a.window, spec.topk_eff(S)
+    W, K = a.window, spec.topk_eff(longest)
     off = spec.selected_offset(S)
     impl, consts, bufs = program_frame(spec, B, S, C, backend, path)
+    consts["K"] = K
 
     def buf(name, shape, dtype, scope, note=""):
         bufs[name] = Buffer(name, tuple(shape), dtype, scope, note)
 
     buf("out", (B, S, a.heads, a.v_dim), torch.bfloat16, "output")
     if return_indices:
-        buf("indices", (B, S, W + K), torch.int32, "output", f"key lists: {W} window rows + {K} selected rows")
+        buf("indices", (B, S, W + K), torch.int32, "output", f"key lists: {W} window rows + {K} selected rows"
+            + (" (each sequence's own numbering)" if packed else ""))
 
     body: List[Node] = []
     fused: List[str] = []
     decisions: List[str] = []
 
-    # program scope: the RoPE tables and the compressed rows, made once ahead of the loop
-    tab_bufs, tab_calls = rope_tables(consts, impl, S)
+    # program scope: the segment tables of a packed batch, the RoPE tables and the compressed rows, made
+    # once ahead of the loop
+    if packed is not None:
+        consts.update(n_seqs=packed.sequences, max_seqlen=packed.max_seqlen)
+        buf("cu_seqlens", (packed.sequences + 1,), torch.int32, "input",
+            "sequence i is packed tokens [cu[i], cu[i+1])")
+        buf("tok_seg", (S, SEG_COLS), torch.int32, "program", "per token: position, first token, first row, length")
+        if c is not None:
+            buf("row_seg", (T, ROW_COLS), torch.int32, "program", "per packed compressed row: first token, index i")
+        body.append(OPS["varlen.segments"].call(
+            impl["varlen.segments"], {"cu_seqlens": R("cu_seqlens"), "tok_seg": R("tok_seg"),
+                                      "row_seg": R("row_seg") if c is not None else None, "ratio": m if T else 0},
+            dict(tokens=S, rows=T if c is not None else 0), "searchsorted + cumsum on the device: no host sync"))
+    tab_bufs, tab_calls = rope_tables(consts, impl, longest)
     for bf in tab_bufs:
         bufs[bf.name] = bf
     body += tab_calls
+    row_seg = {"row_seg": R("row_seg")} if packed is not None else {}
     if c is not None:
         buf("kv_all", (B, S + T, a.qk_dim), torch.bfloat16, "program",
             "rows [0,S): kv; rows [S,S+T): compressed kv (one gather table for the attention)")
         body.append(kv_rows_call(spec, impl, "kv", "kv_all[:, 0:S]", B * S))
-        body.append(_compress_call(spec, c, "cmp", "kv_all[:, S:S + T]", impl, consts, "rope_kv", B, T))
+        body.append(_compress_call(spec, c, "cmp", "kv_all[:, S:S + T]", impl, consts, "rope_kv", B, T, row_seg))
         kv_rows = "kv_all"
     elif a.kv_quant is not None:
         buf("kv_q", (B, S, a.qk_dim), torch.bfloat16, "program", "the kv rows after their quantisation step")
@@ -162,7 +196,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     if getattr(ix, "compressor", None) is not None:
         buf("k_idx", (B, T, ix.dim), torch.bfloat16, "program",
             "index keys (Hadamard-rotated)" if ix.compressor.hadamard else "index keys")
-        body.append(_compress_call(spec, ix.compressor, "idx", "k_idx", impl, consts, "rope_idx", B, T))
+        body.append(_compress_call(spec, ix.compressor, "idx", "k_idx", impl, consts, "rope_idx", B, T, row_seg))
         k_name = "k_idx"
     iq = index_quant(spec)
     if iq is not None:
@@ -184,8 +218,9 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         decisions.append(f"compressors run once ahead of the loop: their outputs are small ({small:.1f} MiB) "
                          f"and every chunk needs all rows up to its last query")
 
-    # chunk scope: the bounded scratch every iteration reuses
-    listed = spec.layer != "window"      # a window-only layer has no key list (unless one is returned)
+    # chunk scope: the bounded scratch every iteration reuses. A window-only layer has no key list (unless
+    # one is returned, or the batch is packed: the attention computes windows from unpacked positions)
+    listed = spec.layer != "window" or packed is not None
     for bf in chunk_buffers(impl, C=C, T=T, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W):
         bufs[bf.name] = bf
@@ -194,11 +229,16 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
-                        has_cand="cand" in bufs, consts=consts)
+                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None)
     n_chunks = -(-S // C)
     body.append(Loop("b", E(0), E("B"), E(1), [
         Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")},
              f"{n_chunks:,} query chunk{'s' if n_chunks > 1 else ''}", progress=True)]))
+    if packed is not None and return_indices:
+        body.append(OPS["varlen.local_ids"].call(
+            impl["varlen.local_ids"], {"ids": R("indices[0]"), "tok_seg": R("tok_seg"), "window": W,
+                                       "sel_offset": off, "compressed": c is not None},
+            dict(tokens=S, width=W + K), "packed ids -> each sequence's own (as its B = 1 run numbers them)"))
 
     if a.kv_quant is not None:
         fused.append(f"kv rows -> {a.kv_quant.format.upper()} step: in the copy into "
@@ -223,6 +263,10 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
                      + (" (the returned lists are written beside it)" if return_indices else ""))
     if a.inverse_rope is not None:
         fused.append("attention -> inverse RoPE: in place on the chunk's output rows")
+    if packed is not None:
+        fused.append(f"packed batch of {packed.sequences} sequences (max {packed.max_seqlen:,} tokens): every kernel "
+                     "reads its rows of the segment tables and keeps each sequence to itself (blocks, windows, "
+                     "causal ranges, row offsets); no loop over sequences")
     if path == "materialize":
         decisions.append("materialize: one chunk of all S queries, the indexer on its PyTorch stages "
                          "(the public reference code's schedule: the [B, S, HI, T] einsum and the [S, T] score exist)")
@@ -240,91 +284,97 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
 
 def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str, idx_q: str, idx_w: str, k: str,
                 kv: str, keys: str, out: str, idx_offset: int, has_cand: bool, consts: Dict[str, object],
-                between_select_and_attend: Optional[List[Node]] = None) -> List[Node]:
+                between_select_and_attend: Optional[List[Node]] = None, seg: Optional[str] = None) -> List[Node]:
     """The calls of one query chunk [s0, s1): the key lists (score + select with an indexer, hca.keys
     for HCA, none window-only: `keys` None), attend, inverse RoPE. The single-GPU program and every
     context-parallel rank's program run exactly these (with their own refs).
-    `between_select_and_attend`: calls a transform inserts after the key lists are written."""
+    `between_select_and_attend`: calls a transform inserts after the key lists are written.
+    `seg`: the chunk's rows of a packed batch's segment table (every position-dependent call reads them)."""
     ix, W = spec.indexer, spec.attention.window
     calls: List[Node] = []
-    k_eff = spec.topk_eff(consts["S"])
+    k_eff = consts["K"]
+    sg = {"seg": R(seg)} if seg else {}
     if isinstance(ix, SelfIndex):
         if k_eff > 0:
             a = spec.attention
             calls.append(OPS["selfindex.score"].call(
                 impl["selfindex.score"],
                 {"q": R(q), "codes": R("codes[b]"), "alpha": R("alpha[b]"), "out": R("scores"), "s_first": E("s0"),
-                 "ratio": spec.ratio},
+                 "ratio": spec.ratio, **sg},
                 dict(chunk=C, rows=T, heads=a.heads, dim=a.qk_dim),
                 "1-bit scores of the visible 64-row tiles: qbar . sign(K) * mean|K|"))
         calls.append(select_call(impl, topk=ix.topk, ratio=spec.ratio, k_eff=k_eff, T=T, C=C, keys=keys,
-                                 idx_offset=idx_offset, window=W, has_cand=has_cand))
+                                 idx_offset=idx_offset, window=W, has_cand=has_cand, seg=seg))
     elif ix is not None:
         calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
                              k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
-                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant)
+                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg)
     elif keys is not None:
-        rows = T if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
+        rows = k_eff if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
         calls = [OPS["hca.keys"].call(
             impl["hca.keys"], {"out": R(keys), "s_first": E("s0"), "ratio": spec.ratio, "rows": rows,
-                               "idx_offset": idx_offset, "window": W},
+                               "idx_offset": idx_offset, "window": W, **sg},
             dict(chunk=C, window=W, rows=rows),
-            (f"window ids, then the {T:,} compressed rows + {idx_offset}, the invisible ones -1" if rows
-             else "window ids (returned; the attention computes its own)"))]
-        if spec.layer == "window":
+            (f"window ids, then the {rows:,} compressed rows + {idx_offset}, the invisible ones -1" if rows
+             else "window ids (" + ("the packed batch's own" if seg else "returned; the attention computes its own")
+             + ")"))]
+        if spec.layer == "window" and not seg:
             keys = None
     return calls + (between_select_and_attend or []) + attend_calls(spec, impl, consts, C=C, q=q, kv=kv, keys=keys,
-                                                                     out=out)
+                                                                     out=out, seg=seg)
 
 
 def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
                  idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
-                 has_cand: bool, quant: Optional[Quant] = None) -> List[Node]:
+                 has_cand: bool, quant: Optional[Quant] = None, seg: Optional[str] = None) -> List[Node]:
     """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows).
-    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`."""
+    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg` as in
+    chunk_calls."""
     calls: List[Node] = []
+    sg = {"seg": R(seg)} if seg else {}
     if k_eff > 0 and quant is not None:
         calls.append(OPS["indexer.score_fp8"].call(
             impl["indexer.score_fp8"],
             {"q": R(idx_q), "w": R(idx_w), "k8": R("k8[b]"), "k_scale": R("k_scale[b]"), "out": R("scores"),
-             "s_first": E("s0"), "ratio": ratio, "q_format": quant.format, "q_block": quant.block},
+             "s_first": E("s0"), "ratio": ratio, "q_format": quant.format, "q_block": quant.block, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
             f"idx_q {quant.format.upper()} step + e4m3-grid packing in-kernel; visible 64-key tiles only"))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
-            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R("scores"), "s_first": E("s0"), "ratio": ratio},
+            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R("scores"), "s_first": E("s0"), "ratio": ratio, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
             "visible 64-key tiles only; diagonal tiles masked in-kernel"))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
-                             window=window, has_cand=has_cand))
+                             window=window, has_cand=has_cand, seg=seg))
     return calls
 
 
 def select_call(impl: Dict[str, str], *, topk: int, ratio: int, k_eff: int, T: int, C: int, keys: str,
-                idx_offset: int, window: int, has_cand: bool) -> Call:
+                idx_offset: int, window: int, has_cand: bool, seg: Optional[str] = None) -> Call:
     """The top-k of one query chunk's scores (any index's): its key lists, window ids first."""
     return OPS["indexer.select"].call(
         impl["indexer.select"],
         {"scores": R("scores") if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
          "s_first": E("s0"), "ratio": ratio, "k_eff": E("K"), "topk": topk, "idx_offset": idx_offset,
-         "window": window},
+         "window": window, **({"seg": R(seg)} if seg else {})},
         dict(chunk=C, rows=T),
         (f"window ids max(0, s-{window - 1})..s, then " if window else "")
         + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone"))
 
 
 def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object], *, C: int, q: str, kv: str,
-                 keys: str, out: str) -> List[Node]:
+                 keys: str, out: str, seg: Optional[str] = None) -> List[Node]:
     """attend + inverse RoPE of one query chunk [s0, s1) over its key lists (`keys` None: the window
     alone, computed by the attention). Every list keeps the causal bound (the window part, then at most
     min(K, (s+1)//m) selected rows, each -1 padded at the end); HCA's pass it on, so the kernel skips
     the blocks past it."""
     a = spec.attention
-    W, K = a.window, spec.topk_eff(consts["S"])
+    W, K = a.window, consts["K"]
     # HCA's lists are mostly -1 early in the sequence: walk only the blocks under each query's bound. An
-    # indexer's lists are full after the first K*m queries: the kernel's fixed trip count is faster there
-    bounded = keys is not None and spec.layer == "hca"
+    # indexer's lists are full after the first K*m queries: the kernel's fixed trip count is faster there.
+    # (The bound is of unpacked positions: a packed batch's lists are walked whole.)
+    bounded = keys is not None and spec.layer == "hca" and not seg
     calls: List[Node] = [OPS["attention.attend"].call(
         impl["attention.attend"],
         {"q": R(q), "kv": R(kv), "keys": R(keys) if keys is not None else None, "out": R(out),
@@ -335,7 +385,8 @@ def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object]
                                 + (f", blocks past (s+1)//{spec.ratio} skipped" if bounded else "")))]
     if a.inverse_rope is not None:
         calls.append(OPS["rope.inverse"].call(
-            impl["rope.inverse"], {"x": R(out), **table_args(consts, "rope_out"), "pos0": E("s0"), "inverse": True},
+            impl["rope.inverse"], {"x": R(out), **table_args(consts, "rope_out"), "pos0": E("s0"), "inverse": True,
+                                   **({"seg": R(seg)} if seg else {})},
             dict(rows=C, heads=a.heads, dim_v=a.v_dim, rot_dim=a.inverse_rope.dim), "at the query positions"))
     return calls
 
@@ -357,12 +408,12 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
 
 
 def _compress_call(spec: Pipeline, c, role: str, out: str, impl: dict, consts: dict, rope_use: str, B: int,
-                   T: int) -> Call:
+                   T: int, row_seg: Optional[dict] = None) -> Call:
     quant = role_quant(spec, role)
     return OPS["compressor.compress"].call(
         impl["compressor.compress"],
         {"values": R(f"{role}_kv"), "gate": R(f"{role}_gate"), "ape": R(f"{role}_ape"), "norm": R(f"{role}_norm"),
-         "out": R(out), **compressor_params(c), **table_args(consts, rope_use), **quant},
+         "out": R(out), **compressor_params(c), **table_args(consts, rope_use), **quant, **(row_seg or {})},
         dict(batch=B, rows=T, ratio=c.ratio, dim=c.dim, overlap=c.overlap),
         f"T = S // {c.ratio} rows" + (", Hadamard-rotated" if c.hadamard else "")
         + (f", {quant['quant_format'].upper()} step fused" if quant else ""))

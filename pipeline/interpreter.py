@@ -90,9 +90,11 @@ def execute(program: Program, inputs: Dict[str, torch.Tensor], device, *, ops: D
             continue
         given = (out or {}).get(name)
         if given is not None:
-            if tuple(given.shape) != b.shape or given.dtype != b.dtype or given.device.type != device.type:
-                raise InputError(f"out[{name!r}] must be {b.describe()} on {device}, got "
-                                 f"{tuple(given.shape)} {dtype_name(given.dtype)} on {given.device}")
+            if (tuple(given.shape) != b.shape or given.dtype != b.dtype or given.device.type != device.type
+                    or not given.is_contiguous()):
+                raise InputError(f"out[{name!r}] must be a contiguous {b.describe()} on {device}, got "
+                                 f"{tuple(given.shape)} {dtype_name(given.dtype)} on {given.device}"
+                                 + ("" if given.is_contiguous() else " (not contiguous)"))
             env[name] = given
         else:
             env[name] = torch.empty(b.shape, dtype=b.dtype, device=device)

@@ -15,8 +15,8 @@ from typing import Optional
 
 import torch
 
-from .composer import compose
-from .inputs import input_bytes
+from .composer import Packed, compose
+from .inputs import input_bytes, output_signature, signature_bytes
 from .lang import defaults
 from .lang.errors import PlanError
 from .lang.spec import Pipeline
@@ -69,11 +69,10 @@ def memory(device) -> Memory:
     return Memory("cpu", int(avail), 0, 0, int(total))
 
 
-def output_bytes(spec: Pipeline, batch: int, seq_len: int, return_indices: bool = False) -> int:
-    out = batch * seq_len * spec.attention.heads * spec.attention.v_dim * 2
-    if return_indices:
-        out += batch * seq_len * spec.index_width(seq_len) * 4
-    return out
+def output_bytes(spec: Pipeline, batch: int, seq_len: int, return_indices: bool = False,
+                 longest: Optional[int] = None) -> int:
+    """Bytes of the forward's outputs (inputs.output_signature; `longest` for a packed batch)."""
+    return signature_bytes(output_signature(spec, batch, seq_len, return_indices, longest))
 
 
 def default_budget(mem: Memory, fraction: float = defaults.BUDGET_FRACTION, reserve: int = 0) -> int:
@@ -90,12 +89,15 @@ def chunk_choices(seq_len: int, backend: str, query_chunk: Optional[int] = None)
 
 
 def plan(spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, *, path: str = "composed",
-         query_chunk: Optional[int] = None, return_indices: bool = False, mem: Optional[Memory] = None) -> Program:
-    """The Program of the largest chunk whose bound (workspace + transient) fits `budget`, or PlanError."""
+         query_chunk: Optional[int] = None, return_indices: bool = False, mem: Optional[Memory] = None,
+         packed: Optional[Packed] = None) -> Program:
+    """The Program of the largest chunk whose bound (workspace + transient) fits `budget`, or PlanError.
+    `packed`: seq_len is the packed tokens of a varlen batch (B = 1); the bound is the packed program's."""
     choices = [seq_len] if path == "materialize" else chunk_choices(seq_len, backend, query_chunk)
     prog = None
     for c in choices:
-        prog = compose(spec, batch, seq_len, c, backend, path=path, return_indices=return_indices, budget=budget)
+        prog = compose(spec, batch, seq_len, c, backend, path=path, return_indices=return_indices, budget=budget,
+                       packed=packed)
         if prog.peak_bytes <= budget:
             why = (f"query chunk {prog.chunk:,}: the largest of {', '.join(f'{x:,}' for x in choices)} whose "
                    f"workspace + transient ({fmt_bytes(prog.peak_bytes)}) fits the budget ({fmt_bytes(budget)})"

@@ -619,9 +619,10 @@ def _check_tensor(name, t, torch):
 
 
 def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, variant="ws",
-                               out=None, pos0=0, window=0, causal_bound=None):
+                               out=None, pos0=0, window=0, causal_bound=None, need_cuda=True):
     """All checks that need no GPU, in the order: types, dtypes, ranks, sizes, dims,
-    contiguity, scalars, and last the device. Raises TypeError / ValueError."""
+    contiguity, scalars, and last the device (need_cuda=False: stop before the CUDA checks, for
+    the CPU reference of the same call). Raises TypeError / ValueError."""
     import torch
 
     _check_tensor("q", q, torch)
@@ -692,7 +693,10 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
         raise ValueError(f"sink must have shape [H={H}], got {tuple(sink.shape)}")
     if isinstance(dim_v, bool) or not isinstance(dim_v, int):
         raise TypeError(f"dim_v must be an int, got {type(dim_v).__name__}")
-    kernel_dims(D, dim_v)
+    if need_cuda:
+        kernel_dims(D, dim_v)
+    elif not 1 <= dim_v <= D:
+        raise ValueError(f"dim_v must be in [1, D = {D}] (the values are the first dim_v channels of kv), got {dim_v}")
     if kv.shape[1] >= 2**31 or indices.shape[2] >= 2**31 // 2:
         raise ValueError("kv rows and NI must fit in int32 (row ids are int32)")
     if out is not None:
@@ -715,6 +719,8 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
         raise ValueError(f"q, kv, indices (and sink, out) must be on the same device, got "
                          f"{sorted(str(d) for d in devs)}")
     dev = q.device
+    if not need_cuda:
+        return
     if dev.type != "cuda":
         raise ValueError(f"sparse_mla_fwd needs a CUDA device (Hopper, sm_90); the tensors are "
                          f"on {dev}. Move them with .cuda() or use a torch reference on CPU.")

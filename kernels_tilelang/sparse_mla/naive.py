@@ -11,6 +11,8 @@ import torch
 
 from kernels_triton.indexer.naive import window_indices
 
+KEY_BLOCK = 64     # key slots per step of the sums (the kernel's block of keys)
+
 
 def sparse_attention(q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, scale: float, v_dim: int,
                      sink: Optional[torch.Tensor] = None, return_lse: bool = False):
@@ -26,6 +28,12 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, s
     """
     B, s, H, D = q.shape
     R = kv.shape[1]
+    # the sums over keys run block by block (KEY_BLOCK slots, the list -1 padded to whole blocks), so a
+    # list's value does not depend on how many -1 slots trail it: a packed batch's lists are as wide as
+    # its longest sequence's and must give each sequence the bits of its own run
+    pad = -indices.shape[-1] % KEY_BLOCK
+    if pad:
+        indices = torch.cat([indices, indices.new_full((*indices.shape[:-1], pad), -1)], dim=-1)
     valid = (indices >= 0) & (indices < R)
     flat = torch.where(valid, indices, 0).long().reshape(B, -1)
     rows = torch.stack([kv[b].index_select(0, flat[b]) for b in range(B)]).view(B, s, -1, D)
@@ -37,10 +45,13 @@ def sparse_attention(q: torch.Tensor, kv: torch.Tensor, indices: torch.Tensor, s
         m = torch.maximum(m, sink.float()[None, None, :].expand_as(m))
     m = torch.where(m == float("-inf"), torch.zeros_like(m), m)   # nothing to subtract (NaN stays NaN)
     p = torch.exp(logits - m[..., None])
-    den = p.sum(-1)
+    den = torch.zeros_like(m)
+    num = q.new_zeros((B, s, H, v_dim), dtype=torch.float32)
+    for j in range(0, p.shape[-1], KEY_BLOCK):
+        den = den + p[..., j:j + KEY_BLOCK].sum(-1)
+        num = num + torch.einsum("bshn,bsnd->bshd", p[..., j:j + KEY_BLOCK], rows[:, :, j:j + KEY_BLOCK, :v_dim])
     if sink is not None:
         den = den + torch.exp(sink.float()[None, None, :] - m)
-    num = torch.einsum("bshn,bsnd->bshd", p, rows[..., :v_dim])
     out = torch.where((den == 0)[..., None], torch.zeros_like(num), num / den[..., None])
     if return_lse:
         return out, torch.log(den) + m

@@ -15,17 +15,19 @@ from .kernel import _compress_kernel, _constexprs, check_config, kernel_limits
 
 def compile_ir(dim: int = 512, ratio: int = 4, overlap: bool = True, hadamard: bool = False, rope_dim: int = 64,
                arch: int = 90, config: Optional[dict] = None, quant_format: Optional[str] = None,
-               quant_block: int = 0, quant_channels: int = 0) -> dict:
-    """Compile the compressor kernel for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}.
+               quant_block: int = 0, quant_channels: int = 0, varlen: bool = False) -> dict:
+    """Compile the compressor kernel for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx} (`varlen`:
+    the packed-batch variant, which reads each row's segment).
 
     Compiled once per process and argument set (the cached dict is returned; do not mutate it)."""
     return _compile_ir(dim, ratio, overlap, hadamard, rope_dim, arch, json.dumps(config, sort_keys=True),
-                       quant_format, quant_block, quant_channels)
+                       quant_format, quant_block, quant_channels, varlen)
 
 
 @functools.lru_cache(maxsize=None)
 def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, arch: int,
-                config_json: str, quant_format: Optional[str], quant_block: int, quant_channels: int) -> dict:
+                config_json: str, quant_format: Optional[str], quant_block: int, quant_channels: int,
+                varlen: bool) -> dict:
     config = json.loads(config_json)
     why = kernel_limits(dim, ratio, hadamard)
     if why is not None:
@@ -36,11 +38,13 @@ def _compile_ir(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: i
                                                                          arch=arch, config=config,
                                                                          quant_format=quant_format,
                                                                          quant_block=quant_block,
-                                                                         quant_channels=quant_channels))
+                                                                         quant_channels=quant_channels,
+                                                                         varlen=varlen))
     cfg = check_config(config, dim, ratio, overlap, hadamard)
-    const = _constexprs(dim, ratio, overlap, hadamard, rope_dim, cfg, quant_format, quant_block, quant_channels)
+    const = _constexprs(dim, ratio, overlap, hadamard, rope_dim, cfg, quant_format, quant_block, quant_channels,
+                        varlen)
     sig = {"v_ptr": "*fp32", "g_ptr": "*fp32", "ape_ptr": "*fp32", "norm_ptr": "*fp32", "cos_ptr": "*fp32",
-           "sin_ptr": "*fp32", "out_ptr": "*bf16", "S": "i32", "row_start": "i32", "n_rows": "i32",
+           "sin_ptr": "*fp32", "out_ptr": "*bf16", "rseg_ptr": "*i32", "S": "i32", "row_start": "i32", "n_rows": "i32",
            "pos0": "i32", "stride_ob": "i64", "stride_or": "i32", "eps": "fp32"}
     sig.update({k: "constexpr" for k in const})
     # what a launch at preset sizes specializes: 16-byte aligned pointers, S and strides % 16 == 0

@@ -61,6 +61,7 @@ from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
 from ..quant.kernel import format_constexprs, kernel_limits as quant_limits, qdq_rows
 from ..rope.kernel import check_tables
+from ..varlen.kernel import ROW_COLS, check_segments, load_row_segments
 
 NEG_INF = tl.constexpr(float("-inf"))
 MAX_DIM = 1024          # largest row dim the one-row-per-program kernel supports
@@ -82,7 +83,7 @@ def _sign_matrix(N: tl.constexpr, LOGN: tl.constexpr):
 
 
 @triton.jit
-def _pool_chunk(v_base, g_base, ape_ptr, row, r_ok, c0, m_run, l_run, acc,
+def _pool_chunk(v_base, g_base, ape_ptr, row, base, r_ok, c0, m_run, l_run, acc,
                 D: tl.constexpr, DP: tl.constexpr, M: tl.constexpr, MC: tl.constexpr,
                 OVERLAP: tl.constexpr, BR: tl.constexpr):
     # slots [c0, c0 + MC) of every row's block(s): one [BR, SL, DP] tile per tensor
@@ -103,9 +104,10 @@ def _pool_chunk(v_base, g_base, ape_ptr, row, r_ok, c0, m_run, l_run, acc,
         ch0 = tl.full([SL], 0, tl.int32)
     d = tl.arange(0, DP)
     d_ok = d < D
+    # row: the row's index inside its sequence; base: the sequence's first token (0 unpacked)
     tok = (row[:, None] + blk[None, :]).to(tl.int64) * M + j[None, :]          # [BR, SL] int64
     no_tok = tok < 0                                                            # block -1 of row 0
-    offs = tok[:, :, None] * CD + (ch0[None, :, None] + d[None, None, :])      # [BR, SL, DP] int64
+    offs = (base[:, None] + tok)[:, :, None] * CD + (ch0[None, :, None] + d[None, None, :])   # [BR, SL, DP]
     mask = (r_ok[:, None] & (tok >= 0))[:, :, None] & d_ok[None, None, :]
     # inputs stream through once (each byte feeds one row): evict first; the small ape stays cached
     v = tl.load(v_base + offs, mask=mask, other=0.0, eviction_policy="evict_first")
@@ -124,19 +126,31 @@ def _pool_chunk(v_base, g_base, ape_ptr, row, r_ok, c0, m_run, l_run, acc,
 
 @triton.jit
 def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
-                     S, row_start, n_rows, pos0, stride_ob, stride_or, eps,
+                     rseg_ptr, S, row_start, n_rows, pos0, stride_ob, stride_or, eps,
                      D: tl.constexpr, DP: tl.constexpr, M: tl.constexpr, MC: tl.constexpr,
                      OVERLAP: tl.constexpr, ROPE_DIM: tl.constexpr, HAD: tl.constexpr,
                      HA: tl.constexpr, HB: tl.constexpr, LOG_HA: tl.constexpr, LOG_HB: tl.constexpr,
                      HAD_SCALE: tl.constexpr, BR: tl.constexpr, QB: tl.constexpr, QN: tl.constexpr,
                      QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
-                     MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+                     MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr, VARLEN: tl.constexpr):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     CD: tl.constexpr = 2 * D if OVERLAP else D
     r_loc = pid * BR + tl.arange(0, BR)                 # row within the slice
     r_ok = r_loc < n_rows
-    row = row_start + r_loc                             # global compressed row i
+    if VARLEN:
+        # a packed batch (varlen/naive.py): packed row -> its sequence's first token and its index i there;
+        # a row no sequence owns is written as zeros
+        tok0, row = load_row_segments(rseg_ptr, row_start + r_loc, r_ok)
+        r_ok = r_ok & (row >= 0)
+        base = tok0.to(tl.int64)
+        # RoPE position of row i: i*m in its sequence (pos0: the tables' last row, a bound that keeps a
+        # sequence longer than the plan's max_seqlen from reading outside the tables)
+        rpos = tl.minimum(tl.maximum(row, 0) * M, pos0)
+    else:
+        row = row_start + r_loc                         # global compressed row i
+        base = tl.zeros([BR], tl.int64)
+        rpos = pos0 + r_loc * M
     in_off = b.to(tl.int64) * S * CD                    # 64-bit: b*S*c*D exceeds 2^31 at large S
     v_base = v_ptr + in_off
     g_base = g_ptr + in_off
@@ -146,11 +160,11 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
     l_run = tl.full([BR, DP], 0.0, tl.float32)
     acc = tl.full([BR, DP], 0.0, tl.float32)
     if M == MC:
-        m_run, l_run, acc = _pool_chunk(v_base, g_base, ape_ptr, row, r_ok, 0, m_run, l_run, acc,
+        m_run, l_run, acc = _pool_chunk(v_base, g_base, ape_ptr, row, base, r_ok, 0, m_run, l_run, acc,
                                         D, DP, M, MC, OVERLAP, BR)
     else:
         for c0 in range(0, M, MC):
-            m_run, l_run, acc = _pool_chunk(v_base, g_base, ape_ptr, row, r_ok, c0, m_run, l_run, acc,
+            m_run, l_run, acc = _pool_chunk(v_base, g_base, ape_ptr, row, base, r_ok, c0, m_run, l_run, acc,
                                             D, DP, M, MC, OVERLAP, BR)
     d = tl.arange(0, DP)
     d_ok = d < D
@@ -173,7 +187,7 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
         in_rope = (k >= P0) & (k < D // 2)
         col = tl.where(in_rope, k - P0, 0)
         tmask = r_ok[:, None] & in_rope[None, :]
-        toff = (pos0 + r_loc[:, None] * M) * HALF + col[None, :]
+        toff = rpos[:, None] * HALF + col[None, :]
         c = tl.load(cos_ptr + toff, mask=tmask, other=1.0)
         sn = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
         ra = round_bf16(ya * c - yb * sn)
@@ -197,7 +211,11 @@ def _compress_kernel(v_ptr, g_ptr, ape_ptr, norm_ptr, cos_ptr, sin_ptr, out_ptr,
         y = qdq_rows(y, BR, DP, QB, QN, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
 
     o_ptrs = out_ptr + b.to(tl.int64) * stride_ob + r_loc.to(tl.int64)[:, None] * stride_or + d[None, :]
-    tl.store(o_ptrs, y.to(tl.bfloat16), mask=r_ok[:, None] & d_ok[None, :])
+    if VARLEN:
+        y = tl.where(r_ok[:, None], y, 0.0)
+        tl.store(o_ptrs, y.to(tl.bfloat16), mask=(r_loc < n_rows)[:, None] & d_ok[None, :])
+    else:
+        tl.store(o_ptrs, y.to(tl.bfloat16), mask=r_ok[:, None] & d_ok[None, :])
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +246,8 @@ def _hadamard_factors(dim: int):
 
 
 def _constexprs(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: int, cfg: dict,
-                quant_format: Optional[str] = None, quant_block: int = 0, quant_channels: int = 0) -> dict:
+                quant_format: Optional[str] = None, quant_block: int = 0, quant_channels: int = 0,
+                varlen: bool = False) -> dict:
     dp = next_pow2(dim)
     # no quantisation: QB = 0 and any format's constants (unread)
     quant = format_constexprs(quant_format or "e4m3")
@@ -239,7 +258,8 @@ def _constexprs(dim: int, ratio: int, overlap: bool, hadamard: bool, rope_dim: i
     return dict(D=dim, DP=dp, M=ratio, MC=cfg["slot_chunk"], OVERLAP=bool(overlap), ROPE_DIM=rope_dim,
                 HAD=bool(hadamard), HA=ha, HB=hb, LOG_HA=la, LOG_HB=lb,
                 HAD_SCALE=float(dim) ** -0.5 if hadamard else 1.0, BR=cfg["block_rows"],
-                QB=quant_block if quant_format else 0, QN=quant_channels if quant_format else 0, **quant)
+                QB=quant_block if quant_format else 0, QN=quant_channels if quant_format else 0, VARLEN=bool(varlen),
+                **quant)
 
 
 def check_config(cfg: Optional[dict], dim: int, ratio: int, overlap: bool, hadamard: bool) -> dict:
@@ -337,7 +357,8 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
              overlap: bool, hadamard: bool = False, eps: float = 1e-6, cos: Optional[torch.Tensor] = None,
              sin: Optional[torch.Tensor] = None, row_start: int = 0, row_end: Optional[int] = None,
              out: Optional[torch.Tensor] = None, position_offset: int = 0, quant_format: Optional[str] = None,
-             quant_block: int = 0, quant_channels: int = 0, config: Optional[dict] = None) -> torch.Tensor:
+             quant_block: int = 0, quant_channels: int = 0, row_seg: Optional[torch.Tensor] = None,
+             config: Optional[dict] = None) -> torch.Tensor:
     """Compressed rows [row_start, row_end) -> [B, row_end - row_start, D] bf16 (T = S // ratio rows by default).
 
     values, gate: [B, S, c*D] fp32 (c = 2 with overlap); ape: [ratio, c*D] fp32; norm: [D] fp32 (all
@@ -351,7 +372,9 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     rows) shifts the RoPE positions: row i is rotated at (i + position_offset) * m, for a shard of
     a longer sequence (context parallelism). `quant_format` ('e4m3', 'e2m1' or None): channels
     [0, quant_channels) of every finished row quantise-dequantised in blocks of `quant_block`
-    (docs/semantics.md section 5), fused into the row's epilogue.
+    (docs/semantics.md section 5), fused into the row's epilogue. `row_seg` (a packed batch of
+    sequences, B = 1, varlen/naive.py): the [T, 2] row table; packed row r is row i of its own sequence
+    (blocks never cross a sequence boundary, RoPE at i*m), rows no sequence owns are zeros.
     """
     if quant_format is not None:
         why = quant_limits(int(norm.shape[0]), quant_block, quant_channels)
@@ -367,13 +390,21 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     if rows == 0 or B == 0:
         return out
     pos0 = (r0 + position_offset) * ratio
+    if row_seg is not None:
+        if B != 1 or r0 != 0 or position_offset:
+            raise ValueError("a packed batch (row_seg) is one sequence axis: B = 1, all rows, no position_offset")
+        check_segments(row_seg, rows, values.device, ROW_COLS, "row_seg")
     if cos is not None:
-        rd = check_tables(cos, sin, (r1 - 1 + position_offset) * ratio + 1, values.device, "compressor RoPE")
+        need = 1 if row_seg is not None else (r1 - 1 + position_offset) * ratio + 1
+        rd = check_tables(cos, sin, need, values.device, "compressor RoPE")
+        if row_seg is not None:
+            pos0 = cos.shape[0] - 1      # packed: the kernel's bound on a row's position
     else:
         rd, cos, sin = 0, norm, norm  # no RoPE: the table pointers are not read
-    const = _constexprs(D, ratio, overlap, hadamard, rd, cfg, quant_format, quant_block, quant_channels)
+    const = _constexprs(D, ratio, overlap, hadamard, rd, cfg, quant_format, quant_block, quant_channels,
+                        varlen=row_seg is not None)
     grid = (triton.cdiv(rows, cfg["block_rows"]), B)
-    _compress_kernel[grid](values, gate, ape, norm, cos, sin, out,
+    _compress_kernel[grid](values, gate, ape, norm, cos, sin, out, out if row_seg is None else row_seg,
                            S, r0, rows, pos0, out.stride(0), out.stride(1), float(eps),
                            num_warps=cfg["num_warps"], enable_fp_fusion=False, **const)
     return out

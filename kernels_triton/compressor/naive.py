@@ -63,31 +63,64 @@ def pool(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, ratio: int
     return (vals * w).sum(dim=2)
 
 
+def pool_packed(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, ratio: int, overlap: bool,
+                row_seg: torch.Tensor) -> torch.Tensor:
+    """pool() of a packed batch (B = 1): row r is row i = row_seg[r, 1] of the sequence starting at token
+    row_seg[r, 0] (its blocks never cross into another sequence; row 0 of each has no previous block);
+    rows no sequence owns (i = -1) pool nothing (zeros). fp32 [rows, D]."""
+    m = ratio
+    D = values.shape[-1] // (2 if overlap else 1)
+    tok0, i = row_seg[:, 0].long(), row_seg[:, 1].long()
+    owned = i >= 0
+    j = torch.arange(m, device=values.device)
+    own = torch.where(owned[:, None], tok0[:, None] + i[:, None] * m + j[None, :], 0)       # [R, m]
+    x = values[0, own].float()
+    g = gate[0, own].float() + ape.float()
+    if overlap:
+        has_prev = (owned & (i > 0))[:, None, None]
+        prev = torch.where(has_prev[:, :, 0], own - m, 0)
+        vals = torch.cat([torch.where(has_prev, values[0, prev, :D].float(), 0.0), x[..., D:]], dim=1)
+        logits = torch.cat([torch.where(has_prev, gate[0, prev, :D].float() + ape[:, :D].float(), float("-inf")),
+                            g[..., D:]], dim=1)
+    else:
+        vals, logits = x, g
+    w = torch.softmax(logits, dim=1)  # per channel, over the slots
+    return torch.where(owned[:, None], (vals * w).sum(dim=1), 0.0)
+
+
 def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: torch.Tensor, *, ratio: int,
              overlap: bool, hadamard: bool = False, eps: float = 1e-6, cos: Optional[torch.Tensor] = None,
              sin: Optional[torch.Tensor] = None, row_start: int = 0, row_end: Optional[int] = None,
              out: Optional[torch.Tensor] = None, position_offset: int = 0, quant_format: Optional[str] = None,
-             quant_block: int = 0, quant_channels: int = 0, row_chunk: int = 4096) -> torch.Tensor:
+             quant_block: int = 0, quant_channels: int = 0, row_seg: Optional[torch.Tensor] = None,
+             row_chunk: int = 4096) -> torch.Tensor:
     """[B, S, c*D] fp32 values / gate logits -> compressed rows [row_start, row_end) as [B, rows, D] bf16.
 
     The kernel's signature (kernel.compress): `cos`, `sin` are the RoPE tables by position (None: no
     RoPE); row i is rotated at (i + position_offset) * m, for a shard that starts inside a longer
     sequence; `out` (a [B, rows, D] bf16 view) is written. `quant_format` (None: none): channels
     [0, quant_channels) of every finished row quantise-dequantised in blocks of `quant_block`
-    (docs/semantics.md section 5, quant/naive.quant_dequant)."""
+    (docs/semantics.md section 5, quant/naive.quant_dequant). `row_seg`: a packed batch's row table
+    (B = 1, all rows; pool_packed), rows rotated at their own sequence's positions, unowned rows zeros."""
     B, S, _ = values.shape
     D = norm.shape[0]
     T = S // ratio
     row_end = T if row_end is None else row_end
+    if row_seg is not None and (B != 1 or row_start or row_end != T or position_offset):
+        raise ValueError("a packed batch (row_seg) is one sequence axis: B = 1, all rows, no position_offset")
     if out is None:
         out = torch.empty(B, row_end - row_start, D, dtype=torch.bfloat16, device=values.device)
     had = hadamard_matrix(D, values.device) if hadamard else None
     for r0 in range(row_start, row_end, row_chunk):
         r1 = min(row_end, r0 + row_chunk)
-        y = pool(values, gate, ape, ratio, overlap, r0, r1).to(torch.bfloat16)
+        if row_seg is None:
+            y = pool(values, gate, ape, ratio, overlap, r0, r1).to(torch.bfloat16)
+            pos = (torch.arange(r0, r1, device=values.device) + position_offset) * ratio
+        else:
+            y = pool_packed(values, gate, ape, ratio, overlap, row_seg[r0:r1])[None].to(torch.bfloat16)
+            pos = (row_seg[r0:r1, 1].long().clamp(min=0) * ratio).clamp(max=cos.shape[0] - 1 if cos is not None else 0)
         y = rms_norm_bf16(y, norm, eps)
         if cos is not None:
-            pos = (torch.arange(r0, r1, device=values.device) + position_offset) * ratio
             rd = 2 * cos.shape[1]
             y = y.clone()
             y[..., -rd:] = apply_rope(y[..., -rd:], cos[pos], sin[pos]).to(torch.bfloat16)
@@ -95,5 +128,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
             y = (y.float() @ had).to(torch.bfloat16)
         if quant_format is not None:
             y = quant_dequant(y, quant_format, quant_block, quant_channels)
+        if row_seg is not None:
+            y = torch.where((row_seg[r0:r1, 1] >= 0)[None, :, None], y, torch.zeros_like(y))
         out[:, r0 - row_start:r1 - row_start] = y
     return out

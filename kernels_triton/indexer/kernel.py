@@ -43,6 +43,7 @@ from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..quant.formats import keys_dtype
 from ..quant.kernel import E4M3_CONSTS, fp8_pack, format_constexprs, qdq_rows
+from ..varlen.kernel import check_segments, load_token_segments
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -53,7 +54,7 @@ INT32_MIN = tl.constexpr(-2147483648)
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
-def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
+def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
                   s_first, n_q, T,
                   stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
@@ -61,7 +62,7 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
                   QUANT: tl.constexpr, OPERAND: tl.constexpr, QB: tl.constexpr,
                   QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
-                  MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+                  MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr, VARLEN: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
     # zero queries, keys and weights there, which add exactly 0 to every score).
     # QUANT: the official quantise-dequantise step on q (blocks of QB, the format's constexprs),
@@ -106,15 +107,27 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
         w = w * q_scale                                 # ReLU(x * s) * w = ReLU(x) * (w * s) for s > 0
 
     offs_bq = tl.arange(0, BQ)
-    pos = s_first + q0 + offs_bq                       # global positions of this program's queries
-    nvis = tl.where(q0 + offs_bq < n_q, (pos + 1) // RATIO, 0)
-    last = tl.minimum(q0 + BQ, n_q) - 1
-    t_end = (s_first + last + 1) // RATIO             # rows the last (most-seeing) query sees
+    q_ok = q0 + offs_bq < n_q
+    lo = 0
+    t_start = 0
+    if VARLEN:
+        # a packed batch: each query sees its own sequence's rows [row0, row0 + (pos+1)//m) (varlen/naive.py);
+        # the program walks the tiles from its first query's row0 to the most-seeing query's end
+        pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs_bq, q_ok)
+        lo = tl.where(q_ok, row0, T)
+        nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
+        t_start = (tl.min(lo, axis=0) // BT) * BT
+        t_end = tl.max(nvis, axis=0)
+    else:
+        pos = s_first + q0 + offs_bq                   # global positions of this program's queries
+        nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
+        last = tl.minimum(q0 + BQ, n_q) - 1
+        t_end = (s_first + last + 1) // RATIO         # rows the last (most-seeing) query sees
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
-    row_ok = (q0 + offs_bq < n_q)[None, :]
+    row_ok = q_ok[None, :]
     if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
-        ks_next = tl.load(ks_ptr + tl.arange(0, BT), mask=tl.arange(0, BT) < T, other=0.0)
-    for t0 in range(0, t_end, BT):
+        ks_next = tl.load(ks_ptr + t_start + tl.arange(0, BT), mask=t_start + tl.arange(0, BT) < T, other=0.0)
+    for t0 in range(t_start, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
         if DP == DI:
@@ -136,6 +149,8 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr,
         if QUANT:
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
+        if VARLEN:
+            vis = vis & (offs_t[:, None] >= lo[None, :])    # and the rows of the sequences before
         sc = tl.where(vis, sc, NEG_INF)
         tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
 
@@ -187,20 +202,28 @@ def _write_topk(u, idx, k, orow, idx_offset):
 
 
 @triton.jit
-def _select_kernel(sc_ptr, cand_ptr, out_ptr,
+def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
                    s_first, n_q, k_eff, idx_offset,
                    stride_s, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
-                   EMULATE_MAXNUM: tl.constexpr):
+                   EMULATE_MAXNUM: tl.constexpr, VARLEN: tl.constexpr):
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
     orow = out_ptr + r.to(tl.int64) * stride_o
-    s = s_first + r                                     # the query's position
+    if VARLEN:
+        # a packed batch: the query's position in its own sequence, whose rows start at column row0 and
+        # whose tokens at tok0; everything below works on the sequence's own columns, as a B = 1 run
+        s, tok0, row0 = load_token_segments(seg_ptr, r, r < n_q)
+        row += row0
+        idx_offset += row0
+    else:
+        s = s_first + r                                 # the query's position
+        tok0 = 0
     L = (s + 1) // RATIO                                # visible rows of this query
     if W > 0:
         # the key list starts with the sliding window max(0, s-W+1)..s, -1 padded
-        store_window(orow, s, W, WP)
+        store_window(orow, s, tok0, W, WP)
         orow += W
     offs = tl.arange(0, CAP)
     if L <= k_eff:
@@ -369,12 +392,14 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
 
 
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
     q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with ld >= the
     visible rows of the last query. Columns beyond a row's own visible count but inside the
-    tile range are -inf; further columns are not written."""
+    tile range are -inf; further columns are not written. `seg` (a packed batch): the queries'
+    rows of the segment table (varlen/naive.py, [n, 4] int32); each query then sees its own
+    sequence's rows [row0, row0 + (pos+1)//m), columns numbered as the packed rows of k."""
     n, HI, DI = q.shape
     T = k.shape[0]
     if n == 0:
@@ -385,15 +410,17 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
         q, k = q.float(), k.float()
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k, w, out, s_first, n, T, q.stride(0), w.stride(0), k.stride(0), out.stride(0),
-                        RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
-                        BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False, OPERAND=1, QB=0,
-                        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES, **E4M3_CONSTS)
+    _score_kernel[grid](q, w, k, w, out, _seg_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
+                        k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
+                        DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
+                        OPERAND=1, QB=0, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES,
+                        **E4M3_CONSTS)
 
 
 def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
-                    *, s_first: int, ratio: int, q_format: str, q_block: int) -> None:
-    """score_chunk with the official quantisation (docs/semantics.md section 5): q [n, HI, DI] bf16 is
+                    *, s_first: int, ratio: int, q_format: str, q_block: int,
+                    seg: Optional[torch.Tensor] = None) -> None:
+    """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5): q [n, HI, DI] bf16 is
     quantise-dequantised in-kernel (q_format, blocks of q_block) and packed as e4m3 grid values times a
     power-of-two scale per (query, head); k8 [T, DI] / k_scale [T] are the keys packed the same way
     (quant.kernel.pack_keys; k8's dtype says the MMA's: FP8 for FP4 keys, bf16 for FP8 keys, see
@@ -416,18 +443,22 @@ def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale:
     warps = SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k8, k_scale, out, s_first, n, T, q.stride(0), w.stride(0), k8.stride(0),
-                        out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ,
-                        BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand, QB=q_block,
-                        num_warps=warps, num_stages=SCORE_STAGES, **format_constexprs(q_format))
+    _score_kernel[grid](q, w, k8, k_scale, out, _seg_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
+                        k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
+                        DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
+                        QB=q_block, VARLEN=seg is not None, num_warps=warps, num_stages=SCORE_STAGES,
+                        **format_constexprs(q_format))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
-                 s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0) -> None:
+                 s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0,
+                 seg: Optional[torch.Tensor] = None) -> None:
     """Key lists of queries [s_first, s_first + n), n = len(out): out[:, :window] = the sliding window
     ids, out[:, window:window + k_eff] = the top-k_eff visible rows of `scores` + idx_offset (int32,
     -1 padded; NaN scores rank below every number; ties to the smaller row). With k_eff = 0 only the
-    window is written and `scores` is not read."""
+    window is written and `scores` is not read. `seg` (a packed batch, as in score_chunk): each query
+    selects among its own sequence's columns and its window stays inside its sequence; the ids are
+    packed (token ids; packed row + idx_offset)."""
     n = out.shape[0]
     if n == 0:
         return
@@ -438,8 +469,18 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     cap = select_capacity(topk)
     if cand is None:
         cand = torch.empty(n, cap, dtype=torch.int64, device=out.device)
-    _select_kernel[(n,)](scores, cand, out, s_first, n, k_eff, idx_offset,
+    _select_kernel[(n,)](scores, cand, out, _seg_arg(seg, n, out), s_first, n, k_eff, idx_offset,
                          scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
-                         EMULATE_MAXNUM=kernels_interpreted(_select_kernel), num_warps=SELECT_WARPS)
+                         EMULATE_MAXNUM=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
+                         num_warps=SELECT_WARPS)
+
+
+def _seg_arg(seg: Optional[torch.Tensor], n: int, placeholder: torch.Tensor) -> torch.Tensor:
+    """The segment rows a kernel reads ([n, 4] int32, contiguous), or any tensor when there are none
+    (VARLEN is then off and the pointer is not read)."""
+    if seg is None:
+        return placeholder
+    check_segments(seg, n, placeholder.device)
+    return seg
 

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 
 from ..quant.naive import dequant_keys, quant_dequant
+from ..varlen.naive import query_ranges
 
 INT32_MIN = -(2 ** 31)
 
@@ -26,9 +27,24 @@ def indexer_scores(idx_q: torch.Tensor, idx_w: torch.Tensor, k: torch.Tensor) ->
     return (logits.relu_() * idx_w.float().unsqueeze(-1)).sum(dim=2)
 
 
+def row_ranges(n: int, s_first: int, ratio: int, seg: Optional[torch.Tensor], device):
+    """(pos, tok0, lo, hi) of queries [s_first, s_first + n): the compressed rows each sees are [lo, hi),
+    its window tokens tok0 + (max(0, pos - W + 1) .. pos); with `seg` (a packed batch, varlen/naive.py)
+    those of its own sequence."""
+    if seg is not None:
+        return query_ranges(seg, ratio)
+    pos = torch.arange(s_first, s_first + n, device=device)
+    return pos, torch.zeros_like(pos), torch.zeros_like(pos), visible_rows(pos, ratio)
+
+
+def visible(T: int, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """[n, T] bool: row t is visible to query i iff lo[i] <= t < hi[i]."""
+    t = torch.arange(T, device=lo.device)[None, :]
+    return (t >= lo[:, None]) & (t < hi[:, None])
+
+
 def mask_invisible(scores: torch.Tensor, positions: torch.Tensor, ratio: int) -> torch.Tensor:
-    T = scores.shape[-1]
-    vis = torch.arange(T, device=scores.device)[None, :] < visible_rows(positions, ratio)[:, None]
+    vis = visible(scores.shape[-1], torch.zeros_like(positions), visible_rows(positions, ratio))
     return scores.masked_fill(~vis, float("-inf"))
 
 
@@ -50,17 +66,28 @@ def topk_select(scores: torch.Tensor, positions: torch.Tensor, ratio: int, topk:
     Each score becomes one int64 key (order key << 32 | (2^32 - 1 - index)): keys are distinct, so
     torch.topk picks exactly the K largest with ties to the smaller index, and an invisible row
     (key INT32_MIN, below NaN's) is chosen only when fewer than K_eff rows are visible; it is then -1."""
+    nvis = visible_rows(positions, ratio).to(scores.device)
+    return topk_in_ranges(scores, torch.zeros_like(nvis), nvis, topk)
+
+
+def topk_in_ranges(scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, topk: int) -> torch.Tensor:
+    """topk_select with the visible rows of query i given as [lo[i], hi[i]) (scores [B, s, T])."""
     T = scores.shape[-1]
     k_eff = min(topk, T)
-    nvis = visible_rows(positions, ratio).to(scores.device)
-    visible = torch.arange(T, device=scores.device)[None, :] < nvis[:, None]
-    key = torch.where(visible, order_key(scores), torch.full(scores.shape, INT32_MIN, dtype=torch.int32,
-                                                             device=scores.device))
+    vis = visible(T, lo, hi)
+    key = torch.where(vis, order_key(scores), torch.full(scores.shape, INT32_MIN, dtype=torch.int32,
+                                                         device=scores.device))
     low = (2 ** 32 - 1) - torch.arange(T, device=scores.device, dtype=torch.int64)
     packed = (key.to(torch.int64) << 32) | low
     order = (2 ** 32 - 1) - (packed.topk(k_eff, dim=-1).values & 0xFFFFFFFF)
-    sel = torch.where(order < nvis[None, :, None], order, torch.full_like(order, -1))
-    return sel.to(torch.int32)
+    ok = (order < hi[None, :, None]) & (order >= lo[None, :, None])
+    return torch.where(ok, order, torch.full_like(order, -1)).to(torch.int32)
+
+
+def window_ids(positions: torch.Tensor, tok0: torch.Tensor, window: int) -> torch.Tensor:
+    """window_indices of each query's own sequence, numbered from its first token tok0 (0 unpacked)."""
+    w = window_indices(positions, window)
+    return torch.where(w >= 0, w + tok0[:, None].to(w.dtype), w)
 
 
 def window_indices(positions: torch.Tensor, window: int) -> torch.Tensor:
@@ -73,31 +100,38 @@ def window_indices(positions: torch.Tensor, window: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # the ops, with the kernel launchers' signatures
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int) -> None:
-    """out[:n, :T] = the masked scores of queries [s_first, s_first + n) (q [n,HI,DI], w [n,HI], k [T,DI])."""
+                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
+    """out[:n, :T] = the masked scores of queries [s_first, s_first + n) (q [n,HI,DI], w [n,HI], k [T,DI]);
+    `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows)."""
     n, T = q.shape[0], k.shape[0]
-    pos = torch.arange(s_first, s_first + n, device=q.device)
-    out[:n, :T] = mask_invisible(indexer_scores(q[None], w[None], k[None])[0], pos, ratio)
+    _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
+    out[:n, :T] = indexer_scores(q[None], w[None], k[None])[0].masked_fill(~visible(T, lo, hi), float("-inf"))
 
 
 def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
-                    *, s_first: int, ratio: int, q_format: str, q_block: int) -> None:
+                    *, s_first: int, ratio: int, q_format: str, q_block: int,
+                    seg: Optional[torch.Tensor] = None) -> None:
     """score_chunk on the quantised operands: q quantise-dequantised (q_format, blocks of q_block), the keys
     k8 * k_scale (quant.naive.pack_keys); fp32 math as score_chunk."""
     score_chunk(quant_dequant(q, q_format, q_block).float(), w, dequant_keys(k8, k_scale), out, s_first=s_first,
-                ratio=ratio)
+                ratio=ratio, seg=seg)
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
-                 s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0) -> None:
-    """out[:, :window] = window ids, out[:, window:] = the selected rows + idx_offset (-1 padded)."""
+                 s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0,
+                 seg: Optional[torch.Tensor] = None) -> None:
+    """out[:, :window] = window ids, out[:, window:] = the selected rows + idx_offset (-1 padded); `seg`: a
+    packed batch's segment rows of the queries (each keeps to its own sequence; the ids are packed)."""
     n = out.shape[0]
-    pos = torch.arange(s_first, s_first + n, device=out.device)
+    pos, tok0, lo, hi = row_ranges(n, s_first, ratio, seg, out.device)
     if window:
-        out[:, :window].copy_(window_indices(pos, window))
+        out[:, :window].copy_(window_ids(pos, tok0, window))
     if k_eff:
-        T = min((s_first + n) // ratio, scores.shape[1])      # the rows the chunk's last query sees
-        sel = topk_select(scores[None, :n, :T], pos, ratio, topk)[0]
+        # the rows the chunk's last query sees (packed: every column; no host sync for the bound)
+        T = scores.shape[1] if seg is not None else min((s_first + n) // ratio, scores.shape[1])
+        # a query's visible rows rank first (order_key), and it sees at most k_eff of them: the
+        # columns past k_eff (a packed chunk wider than its longest sequence) are -1
+        sel = topk_in_ranges(scores[None, :n, :T], lo, hi, topk)[0, :, :k_eff]
         if sel.shape[1] < k_eff:     # the chunk sees fewer rows than the whole sequence: pad
             sel = torch.cat([sel, sel.new_full((n, k_eff - sel.shape[1]), -1)], dim=1)
         out[:, window:window + k_eff].copy_(torch.where(sel >= 0, sel + idx_offset, sel))

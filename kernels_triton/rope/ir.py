@@ -9,7 +9,8 @@ from .kernel import ROPE_WARPS, _block_rows, _rope_kernel
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
-def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: bool = True, arch: int = 90) -> dict:
+def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: bool = True, arch: int = 90,
+               varlen: bool = False) -> dict:
     """Compile the RoPE kernel for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}.
 
     heads is a compile-time constant of the kernel; v_dim only enters through the
@@ -18,10 +19,10 @@ def compile_ir(heads: int = 64, v_dim: int = 512, rope_dim: int = 64, inverse: b
         raise ValueError(f"rope_dim = {rope_dim} > v_dim = {v_dim}")
     if kernels_interpreted(_rope_kernel):
         return compile_ir_elsewhere("kernels_triton.rope.ir", dict(heads=heads, v_dim=v_dim, rope_dim=rope_dim,
-                                                                   inverse=inverse, arch=arch))
+                                                                   inverse=inverse, arch=arch, varlen=varlen))
     const = {"H": heads, "HALF": rope_dim // 2, "HALFP": next_pow2(rope_dim // 2), "BLOCK": _block_rows(rope_dim),
-             "INVERSE": bool(inverse)}
-    sig = {"x_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "n_pos": "i32", "tab0": "i32",
+             "INVERSE": bool(inverse), "VARLEN": varlen}
+    sig = {"x_ptr": "*bf16", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "seg_ptr": "*i32", "n_pos": "i32", "tab0": "i32",
            "stride_n": "i32", "stride_h": "i32", "col0": "i32"}
     sig.update({k: "constexpr" for k in const})
     div16 = [n for n, v in (("x_ptr", 16), ("cos_ptr", 16), ("sin_ptr", 16), ("stride_n", heads * v_dim),

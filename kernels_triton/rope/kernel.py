@@ -14,21 +14,24 @@ it into the pair halves, rotates, joins and stores. No FMA contraction
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 
 from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
+from ..varlen.kernel import check_segments, load_token_segments
 
 ROPE_BLOCK_ELEMS = 4096   # elements (rows x rot_dim) per program
 ROPE_WARPS = 4
 
 
 @triton.jit
-def _rope_kernel(x_ptr, cos_ptr, sin_ptr, n_pos, tab0, stride_n, stride_h, col0,
+def _rope_kernel(x_ptr, cos_ptr, sin_ptr, seg_ptr, n_pos, tab0, stride_n, stride_h, col0,
                  H: tl.constexpr, HALF: tl.constexpr, HALFP: tl.constexpr, BLOCK: tl.constexpr,
-                 INVERSE: tl.constexpr):
+                 INVERSE: tl.constexpr, VARLEN: tl.constexpr):
     # rows are (query, head) pairs, H is a constexpr so n = r // H is a shift; each row's
     # rope channels are 2*HALF contiguous bf16, loaded as one vector
     pid = tl.program_id(0)
@@ -44,7 +47,13 @@ def _rope_kernel(x_ptr, cos_ptr, sin_ptr, n_pos, tab0, stride_n, stride_h, col0,
     a, b = tl.split(tl.reshape(x, (BLOCK, HALFP, 2)))
     k = tl.arange(0, HALFP)
     tmask = r_ok[:, None] & (k < HALF)[None, :]
-    toff = (tab0 + n)[:, None] * HALF + k[None, :]          # table row = position (tab0 + n)
+    if VARLEN:      # a packed batch: row n's position inside its own sequence (tab0: the tables' last row,
+        # a bound that keeps a position past the plan's max_seqlen from reading outside the tables)
+        p, _, _ = load_token_segments(seg_ptr, n, r_ok)
+        p = tl.minimum(p, tab0)
+        toff = p.to(tl.int64)[:, None] * HALF + k[None, :]
+    else:
+        toff = (tab0 + n)[:, None] * HALF + k[None, :]      # table row = position (tab0 + n)
     c = tl.load(cos_ptr + toff, mask=tmask, other=1.0)
     s = tl.load(sin_ptr + toff, mask=tmask, other=0.0)
     if INVERSE:
@@ -77,8 +86,9 @@ def check_tables(cos, sin, rows: int, dev, what: str = "RoPE") -> int:
     return 2 * int(cos.shape[1])
 
 
-def check_rope_inputs(x, cos, sin, pos0) -> int:
-    """Validate before any launch; return rot_dim."""
+def check_rope_inputs(x, cos, sin, pos0, check_rows: bool = True) -> int:
+    """Validate before any launch; return rot_dim. check_rows: the tables must hold positions up to
+    pos0 + N - 1 (a packed batch's positions are its sequences' own, bounded by the caller's plan)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in (3, 4):
@@ -88,7 +98,7 @@ def check_rope_inputs(x, cos, sin, pos0) -> int:
     if isinstance(pos0, bool) or not isinstance(pos0, int) or pos0 < 0:
         raise ValueError(f"pos0 (the first row's position) must be an int >= 0, got {pos0!r}")
     N, Dv = x.shape[-3], x.shape[-1]
-    rd = check_tables(cos, sin, pos0 + N, x.device)
+    rd = check_tables(cos, sin, pos0 + N if check_rows else 1, x.device)
     if rd > Dv:
         raise ValueError(f"rot_dim = {rd} > the row's channels Dv = {Dv}; RoPE acts on the last rot_dim "
                          f"channels, so use rot_dim <= {Dv}")
@@ -102,21 +112,29 @@ def check_rope_inputs(x, cos, sin, pos0) -> int:
 
 
 def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos0: int = 0,
-                inverse: bool = True) -> torch.Tensor:
+                inverse: bool = True, seg: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rotate x[..., -rot_dim:] in place (inverse by default); query row n at table row pos0 + n. Returns x.
 
     x: [N, H, Dv] or [B, N, H, Dv] bf16 with a contiguous channel axis (row/head strides free);
     cos, sin: fp32 tables [P, rot_dim // 2] by position (tables.fill_tables, or tables.cos_sin of
-    any positions with pos0 = 0), shared by every batch element and head."""
-    rd = check_rope_inputs(x, cos, sin, pos0)
+    any positions with pos0 = 0), shared by every batch element and head. `seg` (a packed batch,
+    x [N, H, Dv]): the rows' segment table rows (varlen/naive.py); row n is rotated at its position
+    inside its own sequence (the tables must hold the longest sequence's positions)."""
+    rd = check_rope_inputs(x, cos, sin, pos0 if seg is None else 0, check_rows=seg is None)
     if x.numel() == 0:
         return x
+    if seg is not None:
+        if x.dim() != 3:
+            raise ValueError(f"a packed batch's rows are [N, H, Dv], got shape {tuple(x.shape)}")
+        check_segments(seg, x.shape[0], x.device)
     views = [x] if x.dim() == 3 else list(x.unbind(0))
     for v in views:
         N, H, Dv = v.shape
         BLOCK = _block_rows(rd)
         grid = (triton.cdiv(N * H, BLOCK),)
-        _rope_kernel[grid](v, cos, sin, N, pos0, v.stride(0), v.stride(1), Dv - rd,
+        tab0 = pos0 if seg is None else cos.shape[0] - 1
+        _rope_kernel[grid](v, cos, sin, v if seg is None else seg, N, tab0, v.stride(0), v.stride(1), Dv - rd,
                            H=H, HALF=rd // 2, HALFP=next_pow2(rd // 2), BLOCK=BLOCK,
-                           INVERSE=bool(inverse), num_warps=ROPE_WARPS, enable_fp_fusion=False)
+                           INVERSE=bool(inverse), VARLEN=seg is not None, num_warps=ROPE_WARPS,
+                           enable_fp_fusion=False)
     return x

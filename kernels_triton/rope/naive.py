@@ -1,8 +1,11 @@
 """RoPE in plain PyTorch (fp32 math on bf16 rows): the reference of kernels_triton.rope.kernel."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
+from ..varlen.naive import SEG_POS
 from .tables import Rotary, cos_sin
 
 
@@ -31,10 +34,16 @@ def rope_rows_bf16(x_bf16: torch.Tensor, rot: Rotary, positions: torch.Tensor, i
     return out
 
 
-def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos0: int = 0, inverse: bool = True) -> torch.Tensor:
-    """In place on x [N, H, Dv]: query row n rotated by table row pos0 + n (kernel.apply_rope_'s op)."""
+def rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos0: int = 0, inverse: bool = True,
+          seg: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """In place on x [N, H, Dv]: query row n rotated by table row pos0 + n (kernel.apply_rope_'s op); `seg`
+    (a packed batch): by the row's position inside its own sequence."""
     rd = 2 * cos.shape[1]
     n = x.shape[0]
-    c, s = cos[pos0:pos0 + n, None, :], sin[pos0:pos0 + n, None, :]
+    if seg is not None:
+        p = seg[:, SEG_POS].long().clamp(max=cos.shape[0] - 1)
+        c, s = cos[p, None, :], sin[p, None, :]
+    else:
+        c, s = cos[pos0:pos0 + n, None, :], sin[pos0:pos0 + n, None, :]
     x[..., -rd:] = apply_rope(x[..., -rd:], c, s, inverse=inverse).to(torch.bfloat16)
     return x

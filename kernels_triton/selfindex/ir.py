@@ -11,11 +11,13 @@ from .kernel import (CODE_ROWS, SCORE_QUERIES, SCORE_ROWS, SCORE_STAGES, SCORE_W
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
-def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int = 90) -> dict:
-    """Compile one self-index kernel ('codes' or 'score') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}."""
+def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int = 90, varlen: bool = False) -> dict:
+    """Compile one self-index kernel ('codes' or 'score') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}
+    (`varlen`: the score kernel's packed-batch variant)."""
     check_dim(dim)
     if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
-        return compile_ir_elsewhere("kernels_triton.selfindex.ir", dict(kernel=kernel, dim=dim, ratio=ratio, arch=arch))
+        return compile_ir_elsewhere("kernels_triton.selfindex.ir", dict(kernel=kernel, dim=dim, ratio=ratio, arch=arch,
+                                                                           varlen=varlen))
     if kernel == "codes":
         sig = {"rows_ptr": "*bf16", "codes_ptr": "*i32", "alpha_ptr": "*fp32", "n_rows": "i32", "stride_r": "i32",
                "stride_c": "i32", "D": "constexpr", "DP": "constexpr", "NW": "constexpr", "BR": "constexpr"}
@@ -23,10 +25,11 @@ def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int 
         return compile_for_target(_codes_kernel, sig, const, ["rows_ptr", "codes_ptr", "stride_r"], arch=arch)
     if kernel == "score":
         sig = {"qh_ptr": "*bf16", "ql_ptr": "*bf16", "qsum_ptr": "*fp32", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
-               "out_ptr": "*fp32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_q": "i32", "stride_c": "i32",
+               "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_q": "i32", "stride_c": "i32",
                "stride_o": "i32", "RATIO": "constexpr", "D": "constexpr", "DP": "constexpr", "BQ": "constexpr",
-               "BT": "constexpr", "IEEE": "constexpr"}
-        const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS, "IEEE": False}
+               "BT": "constexpr", "IEEE": "constexpr", "VARLEN": "constexpr"}
+        const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS, "IEEE": False,
+                 "VARLEN": varlen}
         return compile_for_target(_score_kernel, sig, const, ["qh_ptr", "ql_ptr", "out_ptr", "stride_q", "stride_o"],
                                   arch=arch, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
     raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, score")

@@ -11,11 +11,14 @@ same selection kernel reads the buffer.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
+from ..varlen.kernel import check_segments, load_token_segments
 from .cost import WORD
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -44,10 +47,10 @@ def _codes_kernel(rows_ptr, codes_ptr, alpha_ptr, n_rows, stride_r, stride_c,
 
 
 @triton.jit
-def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, s_first, n_q, T,
+def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, seg_ptr, s_first, n_q, T,
                   stride_q, stride_c, stride_o,
                   RATIO: tl.constexpr, D: tl.constexpr, DP: tl.constexpr, BQ: tl.constexpr, BT: tl.constexpr,
-                  IEEE: tl.constexpr):
+                  IEEE: tl.constexpr, VARLEN: tl.constexpr):
     # DP: D padded to a power of two; the padding channels are zero queries (they add 0)
     pid = tl.program_id(0)
     q0 = pid * BQ
@@ -59,15 +62,24 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, s_fir
     qh = tl.load(qh_ptr + qrows, mask=qmask, other=0.0)                   # [BQ, DP]
     ql = tl.load(ql_ptr + qrows, mask=qmask, other=0.0)
     qsum = tl.load(qsum_ptr + q0 + offs_q, mask=q_ok, other=0.0)          # sum_d qbar, fp32
-    pos = s_first + q0 + offs_q
-    nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
-    last = tl.minimum(q0 + BQ, n_q) - 1
-    t_end = (s_first + last + 1) // RATIO
+    lo = 0
+    t_start = 0
+    if VARLEN:      # a packed batch: each query's own sequence's rows [row0, row0 + (pos+1)//m)
+        pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs_q, q_ok)
+        lo = tl.where(q_ok, row0, T)
+        nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
+        t_start = (tl.min(lo, axis=0) // BT) * BT
+        t_end = tl.max(nvis, axis=0)
+    else:
+        pos = s_first + q0 + offs_q
+        nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
+        last = tl.minimum(q0 + BQ, n_q) - 1
+        t_end = (s_first + last + 1) // RATIO
     out_rows = out_ptr + (q0 + offs_q).to(tl.int64)[:, None] * stride_o
     NWP: tl.constexpr = DP // 32
     wj = tl.arange(0, NWP)
     shift = tl.arange(0, 32).to(tl.uint32)
-    for t0 in range(0, t_end, BT):
+    for t0 in range(t_start, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         t_ok = offs_t < T
         # the tile's words [NWP, BT], expanded in registers to [DP, BT] bits: channel d of row t is
@@ -82,7 +94,10 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, s_fir
             dot = tl.dot(qh, b) + tl.dot(ql, b)                            # qbar . bits, fp32 accumulation
         alpha = tl.load(alpha_ptr + offs_t, mask=t_ok, other=0.0)
         sc = (2.0 * dot - qsum[:, None]) * alpha[None, :]
-        sc = tl.where(offs_t[None, :] < nvis[:, None], sc, NEG_INF)
+        vis = offs_t[None, :] < nvis[:, None]
+        if VARLEN:
+            vis = vis & (offs_t[None, :] >= lo[:, None])
+        sc = tl.where(vis, sc, NEG_INF)
         tl.store(out_rows + offs_t[None, :], sc, mask=q_ok[:, None] & (offs_t < t_end)[None, :])
 
 
@@ -112,19 +127,22 @@ def split_qbar(q: torch.Tensor):
 
 
 def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32), as
-    naive.score_chunk: q [n, H, D] bf16, codes [T, D // 32] int32, alpha [T] fp32."""
+    naive.score_chunk: q [n, H, D] bf16, codes [T, D // 32] int32, alpha [T] fp32. `seg`: a packed
+    batch's segment rows of the queries (each sees its own sequence's rows)."""
     n, _, D = q.shape
     T = codes.shape[0]
     check_dim(D)
     if n == 0:
         return
+    if seg is not None:
+        check_segments(seg, n, q.device)
     hi, lo, qsum = split_qbar(q)
     ieee = kernels_interpreted(_score_kernel)
     if ieee:   # the interpreter's tl.dot is wrong on bf16 operands: fp32 carries the same values
         hi, lo = hi.float(), lo.float()
     _score_kernel[(triton.cdiv(n, SCORE_QUERIES),)](
-        hi, lo, qsum, codes, alpha, out, s_first, n, T, hi.stride(0), codes.stride(0), out.stride(0),
-        RATIO=ratio, D=D, DP=next_pow2(D), BQ=SCORE_QUERIES, BT=SCORE_ROWS, IEEE=ieee,
-        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
+        hi, lo, qsum, codes, alpha, out, out if seg is None else seg, s_first, n, T, hi.stride(0),
+        codes.stride(0), out.stride(0), RATIO=ratio, D=D, DP=next_pow2(D), BQ=SCORE_QUERIES, BT=SCORE_ROWS,
+        IEEE=ieee, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)

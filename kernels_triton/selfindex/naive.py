@@ -6,9 +6,11 @@ alpha_t * sum_d qbar_s[d] * (2 * bit - 1), qbar_s = sum_h q[s, h, :] in fp32.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-from ..indexer.naive import mask_invisible
+from ..indexer.naive import row_ranges, visible
 
 WORD = 32      # channels per packed word
 
@@ -38,10 +40,10 @@ def qbar(q: torch.Tensor) -> torch.Tensor:
 
 
 def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
     """out[:n, :T] = the masked 1-bit scores of queries [s_first, s_first + n) (q [n, H, D] bf16, codes
     [T, D // 32], alpha [T]): alpha_t * qbar_s . sign(K_t), -inf where t is not visible."""
     n, T, D = q.shape[0], codes.shape[0], q.shape[2]
-    pos = torch.arange(s_first, s_first + n, device=q.device)
+    _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
     sc = (qbar(q) @ unpack_signs(codes, D).T) * alpha.float()[None, :]
-    out[:n, :T] = mask_invisible(sc, pos, ratio)
+    out[:n, :T] = sc.masked_fill(~visible(T, lo, hi), float("-inf"))

@@ -9,6 +9,7 @@
     quant       kernels_triton/quant/            the FP8 / FP4 steps not fused elsewhere, FP8 key packing
     glue        copies between stage buffers
     cp          context parallelism: halo exchange, all-gathers, local KV tables
+    varlen      kernels_triton/varlen/           packed variable-length batches: the segment tables
 
 A new stage kind is one more module here (its entry) and one kernel folder (naive.py beside
 the kernel, cost.py, ir.py). `OPS` is the one table the interpreter looks calls up in.
@@ -18,11 +19,12 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple
 
 from ..lang.spec import Indexer, Pipeline, SelfIndex
-from . import attention, compressor, cp, glue, hca, indexer, quant, rope, selfindex
+from . import attention, compressor, cp, glue, hca, indexer, quant, rope, selfindex, varlen
 from .base import BACKENDS, Impl, InputDef, IRSection, Op, StageKind
 
 KINDS: Dict[str, StageKind] = {k.kind: k for k in (compressor.KIND, indexer.KIND, selfindex.KIND, hca.KIND,
-                                                   attention.KIND, rope.KIND, quant.KIND, glue.KIND, cp.KIND)}
+                                                   attention.KIND, rope.KIND, quant.KIND, glue.KIND, cp.KIND,
+                                                   varlen.KIND)}
 OPS: Dict[str, Op] = {op.name: op for k in KINDS.values() for op in k.ops.values()}
 IR_SECTIONS: Dict[str, IRSection] = {s.name: s for k in KINDS.values() for s in k.ir}
 
