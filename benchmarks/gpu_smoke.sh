@@ -8,7 +8,8 @@
 #   warm    compile the preset attention kernels in parallel processes into TileLang's disk cache
 #           (each later process then loads them in about a second)
 #   cli     the README's main job `csa-dsl run v4-flash` (S = 262,144 on a GPU),
-#           `csa-dsl run v4-pro --seq 262144`, `csa-dsl run v3.2 --seq 131072`, each with --json
+#           `csa-dsl run v4-pro --seq 262144`, `csa-dsl run v3.2 --seq 131072`, a packed batch
+#           `csa-dsl run v4-flash --varlen 70000,130000,62144`, each with --json
 #   bench   one `csa-dsl bench` of each kind at a small S, and `bench model` (every V4-Flash layer kind
 #           at S = 262,144)
 #   ir      `csa-dsl ir PRESET --level all -o DIR` for every preset (PRESET_NAMES)
@@ -59,13 +60,17 @@ raise SystemExit(1 if bad else 0)" ;;
     cli)
       step run-v4-flash "${CSA[@]}" run v4-flash --json "$OUT/run-v4-flash.json"
       step run-v4-pro "${CSA[@]}" run v4-pro --seq 262144 --json "$OUT/run-v4-pro.json"
-      step run-v3.2 "${CSA[@]}" run v3.2 --seq 131072 --json "$OUT/run-v3.2.json" ;;
+      step run-v3.2 "${CSA[@]}" run v3.2 --seq 131072 --json "$OUT/run-v3.2.json"
+      step run-v4-flash-varlen "${CSA[@]}" run v4-flash --varlen 70000,130000,62144 \
+        --json "$OUT/run-v4-flash-varlen.json" ;;
     bench)
       step bench-indexer "${CSA[@]}" bench indexer --preset v4-flash --seq 32768 --path triton \
         --json "$OUT/bench-indexer.json"
       step bench-attention "${CSA[@]}" bench attention --preset v4-flash --seq 4096 --json "$OUT/bench-attention.json"
       step bench-composed "${CSA[@]}" bench composed --preset v4-flash --seq 16384 --path composed,materialize \
         --json "$OUT/bench-composed.json"
+      step bench-composed-varlen "${CSA[@]}" bench composed --preset v4-flash --varlen 65536,65536,65536,65536 \
+        --json "$OUT/bench-composed-varlen.json"
       step bench-model "${CSA[@]}" bench model --preset v4-flash --seq 262144 --json "$OUT/bench-model.json" ;;
     ir)
       for p in $(python -c "from pipeline.lang.presets import PRESET_NAMES; print(*PRESET_NAMES)"); do

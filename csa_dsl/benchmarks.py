@@ -362,7 +362,7 @@ def bench_varlen(spec: Pipeline, lengths: Sequence[int], budget: Optional[int] =
         rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
         del cu, packed
     bar.update(1)
-    own = bench_composed(spec, distinct, 1, ("composed",), budget=budget, progress=False, profile=False)
+    own = bench_composed(spec, distinct, 1, ("composed",), budget=budget, progress=False)
     for r in own:
         if r.get("median_ms") is not None:
             r["us_per_token"] = r["median_ms"] * 1e3 / r["seq_len"]

@@ -28,7 +28,7 @@ import torch
 from kernels_triton.indexer import cost as indexer_cost
 from kernels_triton.quant.formats import keys_dtype
 from kernels_triton.rope.tables import Rotary
-from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS
+from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 
 from .lang.errors import SpecError
 from .lang.spec import Pipeline, Quant, SelfIndex
@@ -221,11 +221,16 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     # chunk scope: the bounded scratch every iteration reuses. A window-only layer has no key list (unless
     # one is returned, or the batch is packed: the attention computes windows from unpacked positions)
     listed = spec.layer != "window" or packed is not None
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
+    # a packed chunk's scores start at its first query's first row (varlen/naive.column_base): as wide as
+    # its longest sequence plus the chunk, whatever the packed total
+    cols = score_columns(T, C, longest, m) if packed is not None else T
+    for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
+        if packed is not None and path != "materialize":
+            bufs["scores"].note += "; columns from the chunk's first row, (max_seqlen + C) / m wide"
     keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,

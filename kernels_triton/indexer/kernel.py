@@ -43,7 +43,7 @@ from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..quant.formats import keys_dtype
 from ..quant.kernel import E4M3_CONSTS, fp8_pack, format_constexprs, qdq_rows
-from ..varlen.kernel import check_segments, load_token_segments
+from ..varlen.kernel import check_segments, column_base, load_token_segments
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -110,6 +110,7 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
     q_ok = q0 + offs_bq < n_q
     lo = 0
     t_start = 0
+    cbase = 0
     if VARLEN:
         # a packed batch: each query sees its own sequence's rows [row0, row0 + (pos+1)//m) (varlen/naive.py);
         # the program walks the tiles from its first query's row0 to the most-seeing query's end
@@ -118,6 +119,7 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
         t_start = (tl.min(lo, axis=0) // BT) * BT
         t_end = tl.max(nvis, axis=0)
+        cbase = column_base(seg_ptr)                    # out's columns start at the chunk's first row
     else:
         pos = s_first + q0 + offs_bq                   # global positions of this program's queries
         nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
@@ -152,7 +154,8 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         if VARLEN:
             vis = vis & (offs_t[:, None] >= lo[None, :])    # and the rows of the sequences before
         sc = tl.where(vis, sc, NEG_INF)
-        tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
+        tl.store(out_rows + (offs_t - cbase)[:, None], sc,
+                 mask=row_ok & (offs_t[:, None] < t_end) & (offs_t[:, None] >= cbase))
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,7 +218,7 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
         # a packed batch: the query's position in its own sequence, whose rows start at column row0 and
         # whose tokens at tok0; everything below works on the sequence's own columns, as a B = 1 run
         s, tok0, row0 = load_token_segments(seg_ptr, r, r < n_q)
-        row += row0
+        row += row0 - column_base(seg_ptr)              # the chunk's columns start at its first row
         idx_offset += row0
     else:
         s = s_first + r                                 # the query's position
@@ -399,7 +402,8 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     visible rows of the last query. Columns beyond a row's own visible count but inside the
     tile range are -inf; further columns are not written. `seg` (a packed batch): the queries'
     rows of the segment table (varlen/naive.py, [n, 4] int32); each query then sees its own
-    sequence's rows [row0, row0 + (pos+1)//m), columns numbered as the packed rows of k."""
+    sequence's rows [row0, row0 + (pos+1)//m), and column j holds packed row column_base + j
+    (varlen/naive.column_base: ld = score_columns(T, n, max_seqlen, m) suffices)."""
     n, HI, DI = q.shape
     T = k.shape[0]
     if n == 0:

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from ..quant.naive import dequant_keys, quant_dequant
-from ..varlen.naive import query_ranges
+from ..varlen.naive import column_base, query_ranges
 
 INT32_MIN = -(2 ** 31)
 
@@ -35,6 +35,18 @@ def row_ranges(n: int, s_first: int, ratio: int, seg: Optional[torch.Tensor], de
         return query_ranges(seg, ratio)
     pos = torch.arange(s_first, s_first + n, device=device)
     return pos, torch.zeros_like(pos), torch.zeros_like(pos), visible_rows(pos, ratio)
+
+
+def store_scores(out: torch.Tensor, scores: torch.Tensor, seg: Optional[torch.Tensor]) -> None:
+    """out[:n, :T] = scores [n, T] (all rows' columns); a packed chunk (`seg`) stores columns from its
+    column_base on, as many as out holds (-inf past the last row), the base staying on the device."""
+    n, T = scores.shape
+    if seg is None:
+        out[:n, :T] = scores
+        return
+    cols = column_base(seg) + torch.arange(out.shape[1], device=out.device)
+    vals = scores.index_select(1, cols.clamp(max=T - 1))
+    out[:n] = torch.where(cols[None, :] < T, vals, float("-inf"))
 
 
 def visible(T: int, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -105,7 +117,8 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows)."""
     n, T = q.shape[0], k.shape[0]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
-    out[:n, :T] = indexer_scores(q[None], w[None], k[None])[0].masked_fill(~visible(T, lo, hi), float("-inf"))
+    store_scores(out, indexer_scores(q[None], w[None], k[None])[0].masked_fill(~visible(T, lo, hi), float("-inf")),
+                 seg)
 
 
 def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
@@ -127,11 +140,14 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     if window:
         out[:, :window].copy_(window_ids(pos, tok0, window))
     if k_eff:
-        # the rows the chunk's last query sees (packed: every column; no host sync for the bound)
+        # the rows the chunk's last query sees (packed: every column, numbered from the chunk's column
+        # base; no host sync for the bound)
         T = scores.shape[1] if seg is not None else min((s_first + n) // ratio, scores.shape[1])
+        base = column_base(seg) if seg is not None else torch.zeros(1, dtype=torch.long, device=out.device)
         # a query's visible rows rank first (order_key), and it sees at most k_eff of them: the
         # columns past k_eff (a packed chunk wider than its longest sequence) are -1
-        sel = topk_in_ranges(scores[None, :n, :T], lo, hi, topk)[0, :, :k_eff]
+        sel = topk_in_ranges(scores[None, :n, :T], lo - base, hi - base, topk)[0, :, :k_eff]
+        sel = torch.where(sel >= 0, sel + base.to(sel.dtype), sel)
         if sel.shape[1] < k_eff:     # the chunk sees fewer rows than the whole sequence: pad
             sel = torch.cat([sel, sel.new_full((n, k_eff - sel.shape[1]), -1)], dim=1)
         out[:, window:window + k_eff].copy_(torch.where(sel >= 0, sel + idx_offset, sel))

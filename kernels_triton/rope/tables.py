@@ -47,9 +47,16 @@ def inv_freq(rot: Rotary) -> torch.Tensor:
     return _inv_freq_cpu(Rotary(*rot))
 
 
+@functools.lru_cache(maxsize=None)
+def _inv_freq_on(rot: Rotary, device: torch.device) -> torch.Tensor:
+    # one copy per device, kept: a forward captured in a CUDA graph makes no host-to-device copy
+    # (the first, eager call made it)
+    return _inv_freq_cpu(rot).to(device)
+
+
 def cos_sin(rot: Rotary, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin tables [len(positions), rot.dim // 2] fp32 on positions' device."""
-    f = inv_freq(rot).to(positions.device)
+    f = _inv_freq_on(Rotary(*rot), positions.device)
     ang = positions.to(torch.float32)[:, None] * f[None, :]
     return torch.cos(ang), torch.sin(ang)
 

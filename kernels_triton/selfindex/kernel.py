@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
-from ..varlen.kernel import check_segments, load_token_segments
+from ..varlen.kernel import check_segments, column_base, load_token_segments
 from .cost import WORD
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -64,12 +64,14 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, seg_p
     qsum = tl.load(qsum_ptr + q0 + offs_q, mask=q_ok, other=0.0)          # sum_d qbar, fp32
     lo = 0
     t_start = 0
+    cbase = 0
     if VARLEN:      # a packed batch: each query's own sequence's rows [row0, row0 + (pos+1)//m)
         pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs_q, q_ok)
         lo = tl.where(q_ok, row0, T)
         nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
         t_start = (tl.min(lo, axis=0) // BT) * BT
         t_end = tl.max(nvis, axis=0)
+        cbase = column_base(seg_ptr)        # out's columns start at the chunk's first row
     else:
         pos = s_first + q0 + offs_q
         nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
@@ -98,7 +100,8 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, seg_p
         if VARLEN:
             vis = vis & (offs_t[None, :] >= lo[:, None])
         sc = tl.where(vis, sc, NEG_INF)
-        tl.store(out_rows + offs_t[None, :], sc, mask=q_ok[:, None] & (offs_t < t_end)[None, :])
+        tl.store(out_rows + (offs_t - cbase)[None, :], sc,
+                 mask=q_ok[:, None] & ((offs_t < t_end) & (offs_t >= cbase))[None, :])
 
 
 def check_dim(dim: int) -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ..indexer.naive import row_ranges, visible
+from ..indexer.naive import row_ranges, store_scores, visible
 
 WORD = 32      # channels per packed word
 
@@ -46,4 +46,4 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
     n, T, D = q.shape[0], codes.shape[0], q.shape[2]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
     sc = (qbar(q) @ unpack_signs(codes, D).T) * alpha.float()[None, :]
-    out[:n, :T] = sc.masked_fill(~visible(T, lo, hi), float("-inf"))
+    store_scores(out, sc.masked_fill(~visible(T, lo, hi), float("-inf")), seg)

@@ -7,7 +7,7 @@ import triton.language as tl
 
 from .naive import ROW_COLS, SEG_COLS
 
-__all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "load_row_segments", "load_token_segments"]
+__all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "column_base", "load_row_segments", "load_token_segments"]
 
 _SEG_COLS = tl.constexpr(SEG_COLS)      # jit code reads module constants only as constexprs
 _ROW_COLS = tl.constexpr(ROW_COLS)
@@ -22,6 +22,13 @@ def load_token_segments(seg_ptr, rows, ok):
     tok0 = tl.load(base + 1, mask=ok, other=0)
     row0 = tl.load(base + 2, mask=ok, other=0)
     return pos, tok0, row0
+
+
+@triton.jit
+def column_base(seg_ptr):
+    """The chunk's first score column: the first compressed row its first query's sequence owns (row0 of
+    segment row 0). A packed chunk's scores are stored from there (naive.column_base says why it fits)."""
+    return tl.load(seg_ptr + 2)
 
 
 @triton.jit
