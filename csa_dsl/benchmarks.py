@@ -331,48 +331,58 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
     return recs
 
 
-def bench_varlen(spec: Pipeline, lengths: Sequence[int], budget: Optional[int] = None,
+def bench_varlen(spec: Pipeline, lengths: Sequence[int], budget: Optional[int] = None, rounds: int = 3,
                  progress: bool = True) -> List[dict]:
     """A packed batch of `lengths` through fwd.varlen (one program, B = 1 over all tokens) against each
-    distinct length as its own B = 1 run. The packed record carries `own_runs_ms` (the sum over the
-    sequences of their own runs' medians), `packed_over_own` (packed / own runs: <= 1 means the packed
-    forward is not slower per token) and `us_per_token`; each own-run record its `us_per_token` too."""
+    distinct length as its own B = 1 run, timed in alternation (`rounds` rounds of packed, then every own
+    length; medians over the rounds) so that clock drift falls on both alike. The packed record carries
+    `own_runs_ms` (the sum over the sequences of their own runs' medians), `packed_over_own` (<= 1: not
+    slower per token), `round_ratios` and `us_per_token`; each own-run record its `us_per_token` too."""
     lengths = [int(x) for x in lengths]
     N = sum(lengths)
     distinct = sorted({L for L in lengths if L > 0})
-    bar = _bar(1 + len(distinct), f"varlen {spec.name}", progress)
     fwd = compile_pipeline(spec, device="cuda", schedule=Schedule(path="composed", memory_budget=budget))
     rec = base_record("composed-varlen", spec, 1, N, "composed")
-    rec.update(lengths=lengths, seed=N)
+    rec.update(lengths=lengths, seed=N, rounds=rounds)
+    own = {L: base_record("composed", spec, 1, L, "composed") for L in distinct}
+    bar = _bar(rounds * (1 + len(distinct)) + 1, f"varlen {spec.name}", progress)
     with reported(rec):
         cu, packed = random_packed_inputs(spec, lengths, "cuda", seed=N)
         prog = fwd.plan(N, packed=Packed(len(lengths), max(lengths)))
-        rec["query_chunk"] = prog.chunk
-        rec["planned_peak_gib"] = prog.peak_bytes / 2**30
+        runs = {"packed": (prog, dict(packed, cu_seqlens=cu), output_bytes(spec, 1, N))}
+        for L in distinct:
+            runs[L] = (fwd.plan(L), random_inputs(spec, 1, L, "cuda", seed=L), output_bytes(spec, 1, L))
+        times: Dict[object, List[float]] = {k: [] for k in runs}
         result = {}
 
-        def fn():   # one output alive at a time; max_seqlen is the program's: no host sync
-            result.pop("out", None)
-            result["out"] = fwd.execute(prog, cu_seqlens=cu, **packed)
-        rec["peak_gib"] = peak_above(fn, extra_baseline=output_bytes(spec, 1, N))
-        rec["median_ms"] = time_ms(fn)
-        rec["us_per_token"] = rec["median_ms"] * 1e3 / N
-        result.clear()
-        fwd.execute(prog, profile=True, cu_seqlens=cu, **packed)
-        rec["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
-        del cu, packed
-    bar.update(1)
-    own = bench_composed(spec, distinct, 1, ("composed",), budget=budget, progress=False)
-    for r in own:
-        if r.get("median_ms") is not None:
-            r["us_per_token"] = r["median_ms"] * 1e3 / r["seq_len"]
+        def call(key):
+            program, inputs, _ = runs[key]
+
+            def fn():   # one output alive at a time; a packed program's max_seqlen: no host sync
+                result.pop("out", None)
+                result["out"] = fwd.execute(program, **inputs)
+            return fn
+        for key, r in zip(runs, [rec] + [own[L] for L in distinct]):
+            r["peak_gib"] = peak_above(call(key), extra_baseline=runs[key][2])
+            r["query_chunk"] = runs[key][0].chunk
+            r["planned_peak_gib"] = runs[key][0].peak_bytes / 2**30
         bar.update(1)
-    bar.close()
-    by_len = {r["seq_len"]: r.get("median_ms") for r in own}
-    if rec.get("median_ms") is not None and all(by_len.get(L) is not None for L in distinct):
-        rec["own_runs_ms"] = sum(by_len[L] for L in lengths if L > 0)
+        for _ in range(rounds):
+            for key in runs:
+                times[key].append(time_ms(call(key)))
+                bar.update(1)
+        result.clear()
+        for key, r in zip(runs, [rec] + [own[L] for L in distinct]):
+            r["median_ms"] = float(sorted(times[key])[len(times[key]) // 2])
+            r["us_per_token"] = r["median_ms"] * 1e3 / r["seq_len"]
+            fwd.execute(runs[key][0], profile=True, **runs[key][1])
+            r["stage_ms"] = {k: round(v, 3) for k, v in fwd.last_profile.items()}
+        rec["own_runs_ms"] = sum(own[L]["median_ms"] for L in lengths if L > 0)
         rec["packed_over_own"] = rec["median_ms"] / rec["own_runs_ms"]
-    return [rec] + own
+        rec["round_ratios"] = [t / sum(times[L][i] for L in lengths if L > 0) for i, t in enumerate(times["packed"])]
+        del runs, cu, packed
+    bar.close()
+    return [rec] + [own[L] for L in distinct]
 
 
 def selfindex_recall(spec: Pipeline, fwd, inputs: dict, rows: int = 256) -> dict:

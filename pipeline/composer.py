@@ -174,7 +174,8 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         body.append(OPS["varlen.segments"].call(
             impl["varlen.segments"], {"cu_seqlens": R("cu_seqlens"), "tok_seg": R("tok_seg"),
                                       "row_seg": R("row_seg") if c is not None else None, "ratio": m if T else 0},
-            dict(tokens=S, rows=T if c is not None else 0), "searchsorted + cumsum on the device: no host sync"))
+            dict(tokens=S, rows=T if c is not None else 0, sequences=packed.sequences),
+            "on the device from cu_seqlens: no host sync"))
     tab_bufs, tab_calls = rope_tables(consts, impl, longest)
     for bf in tab_bufs:
         bufs[bf.name] = bf

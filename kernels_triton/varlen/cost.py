@@ -14,6 +14,12 @@ def segments_temp_bytes(tokens: int, rows: int) -> int:
     return tokens * 8 * (3 + SEG_COLS) + rows * 8 * (3 + ROW_COLS)
 
 
+def segments_kernel_temp_bytes(sequences: int) -> int:
+    """kernel.segments: five int32 vectors of about n + 1 entries (lengths, rows per sequence, their cumsum),
+    each at least one 512-byte allocator block."""
+    return 5 * (-(-4 * (sequences + 1) // 512) * 512)
+
+
 def local_ids_temp_bytes(tokens: int, width: int) -> int:
     """naive.local_ids: the lists in int64 and the renumbered columns."""
     return tokens * width * 8 * 3

@@ -1,13 +1,17 @@
-"""The segment tables (naive.py) as the Triton kernels read them."""
+"""The segment tables (naive.py) as the Triton kernels read them, and the kernel that builds them."""
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
+from .._env import next_pow2
 from .naive import ROW_COLS, SEG_COLS
 
-__all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "column_base", "load_row_segments", "load_token_segments"]
+__all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "column_base", "load_row_segments", "load_token_segments",
+           "segments"]
+
+SEGMENT_BLOCK = 1024    # tokens (or rows) per program of the table kernel
 
 _SEG_COLS = tl.constexpr(SEG_COLS)      # jit code reads module constants only as constexprs
 _ROW_COLS = tl.constexpr(ROW_COLS)
@@ -50,3 +54,62 @@ def check_segments(seg: torch.Tensor, rows: int, device, cols: int = SEG_COLS, w
                          f"shape {tuple(seg.shape)}, strides {tuple(seg.stride())}")
     if seg.device != torch.device(device) and seg.device.type != torch.device(device).type:
         raise ValueError(f"{what} is on {seg.device} but the kernel's tensors are on {device}")
+
+
+@triton.jit
+def _owner(cu_ptr, x, n, STEPS: tl.constexpr):
+    """The largest j < n with cu[j] <= x (cu [n + 1] non-decreasing, cu[0] = 0 <= x): the sequence holding
+    x when x < cu[n] (an empty sequence never does: the next one has the same start). Binary search,
+    STEPS >= log2(n) halvings; every probe is inside cu."""
+    lo = tl.zeros_like(x)
+    hi = tl.zeros_like(x) + n           # invariant: cu[lo] <= x and the answer is < hi
+    for _ in range(STEPS):
+        mid = (lo + hi) // 2
+        active = hi - lo > 1
+        below = tl.load(cu_ptr + mid) <= x
+        lo = tl.where(active & below, mid, lo)
+        hi = tl.where(active & ~below, mid, hi)
+    return lo
+
+
+@triton.jit
+def _segments_kernel(cu_ptr, cur_ptr, tok_ptr, row_ptr, n, N, R, RATIO: tl.constexpr, STEPS: tl.constexpr,
+                     BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    # programs [0, cdiv(N, BLOCK)) fill tok_seg, the next ones row_seg (ROWS: there is one)
+    pid = tl.program_id(0)
+    n_tok_programs = tl.cdiv(N, BLOCK)
+    if pid < n_tok_programs:
+        t = pid * BLOCK + tl.arange(0, BLOCK)
+        ok = t < N
+        j = _owner(cu_ptr, t, n, STEPS)
+        tok0 = tl.load(cu_ptr + j, mask=ok, other=0)
+        length = tl.load(cu_ptr + j + 1, mask=ok, other=0) - tok0
+        row0 = tl.load(cur_ptr + j, mask=ok, other=0)
+        base = tok_ptr + t.to(tl.int64) * _SEG_COLS
+        tl.store(base, t - tok0, mask=ok)
+        tl.store(base + 1, tok0, mask=ok)
+        tl.store(base + 2, row0, mask=ok)
+        tl.store(base + 3, length, mask=ok)
+    elif ROWS:
+        r = (pid - n_tok_programs) * BLOCK + tl.arange(0, BLOCK)
+        ok = r < R
+        owned = r < tl.load(cur_ptr + n)    # rows past the last sequence's belong to none
+        j = _owner(cur_ptr, r, n, STEPS)
+        base = row_ptr + r.to(tl.int64) * _ROW_COLS
+        tl.store(base, tl.where(owned, tl.load(cu_ptr + j, mask=ok, other=0), 0), mask=ok)
+        tl.store(base + 1, tl.where(owned, r - tl.load(cur_ptr + j, mask=ok, other=0), -1), mask=ok)
+
+
+def segments(cu_seqlens: torch.Tensor, tok_seg: torch.Tensor, row_seg=None, *, ratio: int) -> None:
+    """naive.segments in one launch (after a cumsum over the n sequences): the same tables."""
+    N, n = tok_seg.shape[0], cu_seqlens.shape[0] - 1
+    check_segments(tok_seg, N, tok_seg.device, what="tok_seg")
+    if row_seg is not None:
+        check_segments(row_seg, row_seg.shape[0], tok_seg.device, ROW_COLS, "row_seg")
+    lens = cu_seqlens[1:] - cu_seqlens[:-1]
+    per_seq = lens // ratio if ratio > 0 else torch.zeros_like(lens)
+    cu_rows = torch.cat([per_seq.new_zeros(1), per_seq.cumsum(0).to(torch.int32)])
+    R = row_seg.shape[0] if row_seg is not None else 0
+    grid = (triton.cdiv(N, SEGMENT_BLOCK) + triton.cdiv(R, SEGMENT_BLOCK),)
+    _segments_kernel[grid](cu_seqlens, cu_rows, tok_seg, row_seg if row_seg is not None else tok_seg, n, N, R,
+                           RATIO=ratio, STEPS=max(1, n.bit_length()), BLOCK=SEGMENT_BLOCK, ROWS=row_seg is not None)

@@ -1,15 +1,15 @@
 """Stage kind `varlen`: packed variable-length batches (docs/semantics.md section 8).
 
-Kernels: kernels_triton/varlen/ (naive.py: the segment tables and the renumbering, tensor ops with
-no host sync that every backend runs, on the GPU inside a CUDA graph too; kernel.py: how the Triton
-kernels read the tables; cost.py). A packed program is the B = 1 program over the N packed tokens
+Kernels: kernels_triton/varlen/ (naive.py: the segment tables and the renumbering in tensor ops with
+no host sync; kernel.py: the tables in one Triton launch, and how the other kernels read them; cost.py).
+Nothing here reads a value back to the host: it all runs inside a CUDA graph. A packed program is the B = 1 program over the N packed tokens
 whose every call also gets its rows of the tables:
   varlen.segments   cu_seqlens -> tok_seg [N, 4] (pos, tok0, row0, len) and row_seg [R, 2] (tok0, i)
   varlen.local_ids  the returned key lists, packed ids -> each sequence's own numbering
 """
 from __future__ import annotations
 
-from kernels_triton.varlen import cost, naive
+from kernels_triton.varlen import cost, kernel, naive
 
 from .base import Impl, Op, StageKind, sized
 
@@ -17,8 +17,10 @@ SEGMENTS = Op(
     "varlen.segments",
     "the segment tables of a packed batch: each token's position / sequence start / first row, each row's owner",
     writes=("tok_seg", "row_seg"),
-    impls={b: Impl(naive.segments, "torch searchsorted + cumsum (no host sync)",
-                   sized(cost.segments_temp_bytes, "tokens", "rows")) for b in ("torch", "interpret", "cuda")},
+    impls={"torch": Impl(naive.segments, "torch searchsorted + cumsum (no host sync)",
+                         sized(cost.segments_temp_bytes, "tokens", "rows")),
+           **{b: Impl(kernel.segments, "Triton: a binary search of cu_seqlens per token and per row",
+                      sized(cost.segments_kernel_temp_bytes, "sequences")) for b in ("interpret", "cuda")}},
 )
 
 LOCAL_IDS = Op(
