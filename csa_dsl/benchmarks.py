@@ -363,6 +363,7 @@ def bench_varlen(spec: Pipeline, lengths: Sequence[int], budget: Optional[int] =
                 result["out"] = fwd.execute(program, **inputs)
             return fn
         for key, r in zip(runs, [rec] + [own[L] for L in distinct]):
+            result.clear()      # the previous run's output is not this run's baseline
             r["peak_gib"] = peak_above(call(key), extra_baseline=runs[key][2])
             r["query_chunk"] = runs[key][0].chunk
             r["planned_peak_gib"] = runs[key][0].peak_bytes / 2**30
