@@ -31,5 +31,6 @@ __all__ = [
     "PlanError", "Program", "Quant", "RoPE", "Schedule", "SelfIndex", "SparseAttention", "SpecError", "V32_SCALE",
     "YaRN",
     "check_finite", "compile", "indexer_topk", "input_signature", "model_layers", "parse_bytes", "preset",
-    "pack", "packed_signature", "random_inputs", "random_packed_inputs", "sparse_attention", "unpack", "validate_inputs",
+    "pack", "packed_signature", "random_inputs", "random_packed_inputs", "sparse_attention", "unpack",
+    "validate_inputs",
 ]

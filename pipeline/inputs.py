@@ -124,7 +124,8 @@ def pack(spec: Pipeline, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Ten
     return {n: t[0] if n in per_token else t for n, t in inputs.items()}
 
 
-def unpack(spec: Pipeline, inputs: Dict[str, torch.Tensor], start: int = 0, stop: int = None) -> Dict[str, torch.Tensor]:
+def unpack(spec: Pipeline, inputs: Dict[str, torch.Tensor], start: int = 0,
+           stop: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """Packed inputs -> the B = 1 inputs of tokens [start, stop) (views): one sequence's own run."""
     per_token = set(token_inputs(spec))
     return {n: t[start:stop][None] if n in per_token else t for n, t in inputs.items()}

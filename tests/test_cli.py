@@ -346,3 +346,19 @@ def test_run_reference_budget_and_progress(clean_env):
     assert "chunk" in err and "v3.2 S=512" in err, err       # tqdm writes the bar to stderr
     rc, out, err = _run(_csa_dsl_cmd() + ["run", "v3.2", "--seq", "512", "--budget", "1MiB"], clean_env)
     assert rc == 2 and "csa-dsl: error: no plan for 'v3.2'" in err and "raise the budget" in err, err
+
+
+def test_run_varlen_and_its_errors(capsys, tmp_path):
+    """`run --varlen L1,L2,...` runs a packed batch (here on the CPU reference) and records the lengths; bad
+    combinations are one-line errors."""
+    out_json = tmp_path / "r.json"
+    rc, out, err = _main(capsys, "run", "v3.2", "--varlen", "100,0,37,130", "--reps", "1", "--json", str(out_json))
+    assert rc == 0, err
+    assert "packed batch: 4 sequences of 100, 0, 37, 130 tokens (267 in all, the longest 130)" in out, out
+    assert "out (267, 128, 512)" in out and "NaN 0" in out, out
+    rec = json.loads(out_json.read_text())[0]
+    assert rec["bench"] == "run-varlen" and rec["lengths"] == [100, 0, 37, 130] and rec["seq_len"] == 267
+    rc, out, err = _main(capsys, "run", "v3.2", "--varlen", "100,37", "--seq", "512")
+    assert rc == 2 and "drop --seq" in err, err
+    rc, out, err = _main(capsys, "run", "v3.2", "--varlen", "0,0")
+    assert rc == 2 and "at least one token" in err, err

@@ -6,6 +6,9 @@ import torch
 
 import csa_dsl
 from csa_dsl import Packed, Schedule
+from kernels_triton.indexer import ir as indexer_ir
+from kernels_triton.varlen import kernel as varlen_kernel
+from kernels_triton.varlen import naive as varlen_naive
 from pipeline.lang.errors import InputError
 
 from test_reference import small_family
@@ -131,3 +134,40 @@ def test_pack_unpack_signature():
     assert all(torch.equal(back[n], inp[n]) for n in inp)
     with pytest.raises(InputError, match="at least one token"):
         csa_dsl.random_packed_inputs(spec, [0, 0])
+
+
+@pytest.mark.interpret
+def test_segment_kernel_equals_reference():
+    """kernel.segments (a binary search of cu_seqlens per token and per row) builds naive.segments' tables."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        lens = torch.randint(0, 3, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g) * \
+            torch.tensor([0, 1, 3, 4, 7, 16, 33])[torch.randint(0, 7, (1,), generator=g)]
+        lens[0] += 1
+        cu = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)]).int()
+        N = int(cu[-1])
+        for m in (0, 1, 4):
+            R = N // m if m else 0
+            a, b = torch.zeros(N, 4, dtype=torch.int32), torch.full((N, 4), 99, dtype=torch.int32)
+            ra, rb = (torch.zeros(R, 2, dtype=torch.int32), torch.full((R, 2), 99, dtype=torch.int32)) if R else (None,
+                                                                                                                 None)
+            varlen_naive.segments(cu, a, ra, ratio=m)
+            varlen_kernel.segments(cu, b, rb, ratio=m)
+            assert torch.equal(a, b), (lens, m)
+            assert R == 0 or torch.equal(ra, rb), (lens, m)
+
+
+def test_packed_workspace_does_not_grow_with_the_batch():
+    """A chunk's score buffer is (max_seqlen + C) / m columns: the same for 4 or 16 sequences of 1,024."""
+    spec = csa_dsl.preset("v4-flash")
+    fwd = csa_dsl.compile(spec, "cpu", Schedule(path="composed", query_chunk=256), backend="torch")
+    small, big = (fwd.plan(n * 1024, packed=Packed(n, 1024), budget=1 << 34) for n in (4, 16))
+    assert small.buffers["scores"].shape == big.buffers["scores"].shape == (256, 320)
+    assert "varlen.segments" in str(big) and big.consts["n_seqs"] == 16
+
+
+@pytest.mark.parametrize("kernel", ["score_fp8", "select"])
+def test_packed_kernel_variants_compile_for_hopper(kernel):
+    """The VARLEN variants compile for sm_90 without a GPU (the FP8 score keeps its wgmma)."""
+    ir = indexer_ir.compile_ir(kernel, window=128 if kernel == "select" else 0, varlen=True)
+    assert "ptx" in ir and ("wgmma" in ir["ptx"] if kernel == "score_fp8" else True)

@@ -48,7 +48,8 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                                    "num_stages": SCORE_STAGES}
         div = ["q_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
     elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32",
+        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
+               "n_q": "i32",
                "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
                "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
                "EMULATE_MAXNUM": "constexpr", "VARLEN": "constexpr"}

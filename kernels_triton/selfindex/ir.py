@@ -25,7 +25,8 @@ def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int 
         return compile_for_target(_codes_kernel, sig, const, ["rows_ptr", "codes_ptr", "stride_r"], arch=arch)
     if kernel == "score":
         sig = {"qh_ptr": "*bf16", "ql_ptr": "*bf16", "qsum_ptr": "*fp32", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
-               "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_q": "i32", "stride_c": "i32",
+               "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_q": "i32",
+               "stride_c": "i32",
                "stride_o": "i32", "RATIO": "constexpr", "D": "constexpr", "DP": "constexpr", "BQ": "constexpr",
                "BT": "constexpr", "IEEE": "constexpr", "VARLEN": "constexpr"}
         const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS, "IEEE": False,
