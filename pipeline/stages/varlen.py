@@ -3,8 +3,7 @@
 Kernels: kernels_triton/varlen/ (naive.py: the segment tables and the renumbering in tensor ops with
 no host sync; kernel.py: the tables in one Triton launch, and how the other kernels read them; cost.py).
 Nothing here reads a value back to the host: it all runs inside a CUDA graph. A packed program is the
-B = 1 program over the N packed tokens
-whose every call also gets its rows of the tables:
+B = 1 program over the N packed tokens whose every call also gets its rows of the tables:
   varlen.segments   cu_seqlens -> tok_seg [N, 4] (pos, tok0, row0, len) and row_seg [R, 2] (tok0, i)
   varlen.local_ids  the returned key lists, packed ids -> each sequence's own numbering
 """
