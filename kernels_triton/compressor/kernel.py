@@ -61,7 +61,7 @@ from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
 from ..quant.kernel import format_constexprs, kernel_limits as quant_limits, qdq_rows
 from ..rope.kernel import check_tables
-from ..varlen.kernel import ROW_COLS, check_segments, load_row_segments
+from ..varlen.kernel import ROW_COLS, load_row_segments, segments_arg
 
 NEG_INF = tl.constexpr(float("-inf"))
 MAX_DIM = 1024          # largest row dim the one-row-per-program kernel supports
@@ -393,7 +393,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     if row_seg is not None:
         if B != 1 or r0 != 0 or position_offset:
             raise ValueError("a packed batch (row_seg) is one sequence axis: B = 1, all rows, no position_offset")
-        check_segments(row_seg, rows, values.device, ROW_COLS, "row_seg")
+    segs = segments_arg(row_seg, rows, out, ROW_COLS, "row_seg")
     if cos is not None:
         need = 1 if row_seg is not None else (r1 - 1 + position_offset) * ratio + 1
         rd = check_tables(cos, sin, need, values.device, "compressor RoPE")
@@ -404,7 +404,7 @@ def compress(values: torch.Tensor, gate: torch.Tensor, ape: torch.Tensor, norm: 
     const = _constexprs(D, ratio, overlap, hadamard, rd, cfg, quant_format, quant_block, quant_channels,
                         varlen=row_seg is not None)
     grid = (triton.cdiv(rows, cfg["block_rows"]), B)
-    _compress_kernel[grid](values, gate, ape, norm, cos, sin, out, out if row_seg is None else row_seg,
+    _compress_kernel[grid](values, gate, ape, norm, cos, sin, out, segs,
                            S, r0, rows, pos0, out.stride(0), out.stride(1), float(eps),
                            num_warps=cfg["num_warps"], enable_fp_fusion=False, **const)
     return out

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from .._window import store_window, window_pow2
-from ..varlen.kernel import check_segments, load_token_segments
+from ..varlen.kernel import load_token_segments, segments_arg
 
 ROW_BLOCK = 1024      # rows written per loop step
 KEYS_WARPS = 4
@@ -54,8 +54,6 @@ def keys_chunk(out: torch.Tensor, *, s_first: int, ratio: int, rows: int, idx_of
     if out.dtype != torch.int32 or out.shape[1] < window + rows or out.stride(1) != 1:
         raise ValueError(f"out must be int32 [n, >= {window + rows}] with unit column stride, got "
                          f"{out.dtype} {tuple(out.shape)}")
-    if seg is not None:
-        check_segments(seg, n, out.device)
-    _keys_kernel[(n,)](out, out if seg is None else seg, s_first, rows, idx_offset, out.stride(0), RATIO=ratio,
+    _keys_kernel[(n,)](out, segments_arg(seg, n, out), s_first, rows, idx_offset, out.stride(0), RATIO=ratio,
                        W=window, WP=window_pow2(window), BLOCK=ROW_BLOCK, VARLEN=seg is not None,
                        num_warps=KEYS_WARPS)

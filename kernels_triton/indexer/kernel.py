@@ -43,7 +43,7 @@ from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..quant.formats import keys_dtype
 from ..quant.kernel import E4M3_CONSTS, fp8_pack, format_constexprs, qdq_rows
-from ..varlen.kernel import check_segments, column_base, load_token_segments
+from ..varlen.kernel import column_base, load_token_segments, segments_arg, visible_tiles
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -108,23 +108,9 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
 
     offs_bq = tl.arange(0, BQ)
     q_ok = q0 + offs_bq < n_q
-    lo = 0
-    t_start = 0
-    cbase = 0
-    if VARLEN:
-        # a packed batch: each query sees its own sequence's rows [row0, row0 + (pos+1)//m) (varlen/naive.py);
-        # the program walks the tiles from its first query's row0 to the most-seeing query's end
-        pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs_bq, q_ok)
-        lo = tl.where(q_ok, row0, T)
-        nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
-        t_start = (tl.min(lo, axis=0) // BT) * BT
-        t_end = tl.max(nvis, axis=0)
-        cbase = column_base(seg_ptr)                    # out's columns start at the chunk's first row
-    else:
-        pos = s_first + q0 + offs_bq                   # global positions of this program's queries
-        nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
-        last = tl.minimum(q0 + BQ, n_q) - 1
-        t_end = (s_first + last + 1) // RATIO         # rows the last (most-seeing) query sees
+    # the rows each query sees and the tiles the block walks (a packed batch: each query's own sequence's)
+    lo, nvis, t_start, t_end, cbase = visible_tiles(seg_ptr, s_first, q0, offs_bq, q_ok, n_q, T, RATIO, BQ, BT,
+                                                    VARLEN)
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
     row_ok = q_ok[None, :]
     if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
@@ -414,7 +400,7 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
         q, k = q.float(), k.float()
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k, w, out, _seg_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
+    _score_kernel[grid](q, w, k, w, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
                         k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
                         OPERAND=1, QB=0, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES,
@@ -447,7 +433,7 @@ def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale:
     warps = SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k8, k_scale, out, _seg_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
+    _score_kernel[grid](q, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
                         k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
                         QB=q_block, VARLEN=seg is not None, num_warps=warps, num_stages=SCORE_STAGES,
@@ -473,18 +459,8 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     cap = select_capacity(topk)
     if cand is None:
         cand = torch.empty(n, cap, dtype=torch.int64, device=out.device)
-    _select_kernel[(n,)](scores, cand, out, _seg_arg(seg, n, out), s_first, n, k_eff, idx_offset,
+    _select_kernel[(n,)](scores, cand, out, segments_arg(seg, n, out), s_first, n, k_eff, idx_offset,
                          scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE_MAXNUM=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
                          num_warps=SELECT_WARPS)
-
-
-def _seg_arg(seg: Optional[torch.Tensor], n: int, placeholder: torch.Tensor) -> torch.Tensor:
-    """The segment rows a kernel reads ([n, 4] int32, contiguous), or any tensor when there are none
-    (VARLEN is then off and the pointer is not read)."""
-    if seg is None:
-        return placeholder
-    check_segments(seg, n, placeholder.device)
-    return seg
-

@@ -143,11 +143,12 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         # the rows the chunk's last query sees (packed: every column, numbered from the chunk's column
         # base; no host sync for the bound)
         T = scores.shape[1] if seg is not None else min((s_first + n) // ratio, scores.shape[1])
-        base = column_base(seg) if seg is not None else torch.zeros(1, dtype=torch.long, device=out.device)
+        base = column_base(seg) if seg is not None else 0
         # a query's visible rows rank first (order_key), and it sees at most k_eff of them: the
         # columns past k_eff (a packed chunk wider than its longest sequence) are -1
         sel = topk_in_ranges(scores[None, :n, :T], lo - base, hi - base, topk)[0, :, :k_eff]
-        sel = torch.where(sel >= 0, sel + base.to(sel.dtype), sel)
+        if seg is not None:     # columns -> packed rows
+            sel = torch.where(sel >= 0, sel + base.to(sel.dtype), sel)
         if sel.shape[1] < k_eff:     # the chunk sees fewer rows than the whole sequence: pad
             sel = torch.cat([sel, sel.new_full((n, k_eff - sel.shape[1]), -1)], dim=1)
         out[:, window:window + k_eff].copy_(torch.where(sel >= 0, sel + idx_offset, sel))

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from .._bits import round_bf16
 from .._env import kernels_interpreted, next_pow2
-from ..varlen.kernel import check_segments, load_token_segments
+from ..varlen.kernel import load_token_segments, segments_arg
 
 ROPE_BLOCK_ELEMS = 4096   # elements (rows x rot_dim) per program
 ROPE_WARPS = 4
@@ -123,17 +123,16 @@ def apply_rope_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pos0: int
     rd = check_rope_inputs(x, cos, sin, pos0 if seg is None else 0, check_rows=seg is None)
     if x.numel() == 0:
         return x
-    if seg is not None:
-        if x.dim() != 3:
-            raise ValueError(f"a packed batch's rows are [N, H, Dv], got shape {tuple(x.shape)}")
-        check_segments(seg, x.shape[0], x.device)
+    if seg is not None and x.dim() != 3:
+        raise ValueError(f"a packed batch's rows are [N, H, Dv], got shape {tuple(x.shape)}")
+    segs = segments_arg(seg, x.shape[0], x)
     views = [x] if x.dim() == 3 else list(x.unbind(0))
     for v in views:
         N, H, Dv = v.shape
         BLOCK = _block_rows(rd)
         grid = (triton.cdiv(N * H, BLOCK),)
         tab0 = pos0 if seg is None else cos.shape[0] - 1
-        _rope_kernel[grid](v, cos, sin, v if seg is None else seg, N, tab0, v.stride(0), v.stride(1), Dv - rd,
+        _rope_kernel[grid](v, cos, sin, segs, N, tab0, v.stride(0), v.stride(1), Dv - rd,
                            H=H, HALF=rd // 2, HALFP=next_pow2(rd // 2), BLOCK=BLOCK,
                            INVERSE=bool(inverse), VARLEN=seg is not None, num_warps=ROPE_WARPS,
                            enable_fp_fusion=False)

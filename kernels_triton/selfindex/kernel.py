@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
-from ..varlen.kernel import check_segments, column_base, load_token_segments
+from ..varlen.kernel import segments_arg, visible_tiles
 from .cost import WORD
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -62,21 +62,8 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, seg_p
     qh = tl.load(qh_ptr + qrows, mask=qmask, other=0.0)                   # [BQ, DP]
     ql = tl.load(ql_ptr + qrows, mask=qmask, other=0.0)
     qsum = tl.load(qsum_ptr + q0 + offs_q, mask=q_ok, other=0.0)          # sum_d qbar, fp32
-    lo = 0
-    t_start = 0
-    cbase = 0
-    if VARLEN:      # a packed batch: each query's own sequence's rows [row0, row0 + (pos+1)//m)
-        pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs_q, q_ok)
-        lo = tl.where(q_ok, row0, T)
-        nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
-        t_start = (tl.min(lo, axis=0) // BT) * BT
-        t_end = tl.max(nvis, axis=0)
-        cbase = column_base(seg_ptr)        # out's columns start at the chunk's first row
-    else:
-        pos = s_first + q0 + offs_q
-        nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
-        last = tl.minimum(q0 + BQ, n_q) - 1
-        t_end = (s_first + last + 1) // RATIO
+    # the rows each query sees and the tiles the block walks (a packed batch: each query's own sequence's)
+    lo, nvis, t_start, t_end, cbase = visible_tiles(seg_ptr, s_first, q0, offs_q, q_ok, n_q, T, RATIO, BQ, BT, VARLEN)
     out_rows = out_ptr + (q0 + offs_q).to(tl.int64)[:, None] * stride_o
     NWP: tl.constexpr = DP // 32
     wj = tl.arange(0, NWP)
@@ -139,13 +126,12 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
     check_dim(D)
     if n == 0:
         return
-    if seg is not None:
-        check_segments(seg, n, q.device)
+    segs = segments_arg(seg, n, out)
     hi, lo, qsum = split_qbar(q)
     ieee = kernels_interpreted(_score_kernel)
     if ieee:   # the interpreter's tl.dot is wrong on bf16 operands: fp32 carries the same values
         hi, lo = hi.float(), lo.float()
     _score_kernel[(triton.cdiv(n, SCORE_QUERIES),)](
-        hi, lo, qsum, codes, alpha, out, out if seg is None else seg, s_first, n, T, hi.stride(0),
+        hi, lo, qsum, codes, alpha, out, segs, s_first, n, T, hi.stride(0),
         codes.stride(0), out.stride(0), RATIO=ratio, D=D, DP=next_pow2(D), BQ=SCORE_QUERIES, BT=SCORE_ROWS,
         IEEE=ieee, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)

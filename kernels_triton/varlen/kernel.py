@@ -9,7 +9,7 @@ from .._env import next_pow2
 from .naive import ROW_COLS, SEG_COLS
 
 __all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "column_base", "load_row_segments", "load_token_segments",
-           "segments"]
+           "segments", "segments_arg", "visible_tiles"]
 
 SEGMENT_BLOCK = 1024    # tokens (or rows) per program of the table kernel
 
@@ -36,12 +36,47 @@ def column_base(seg_ptr):
 
 
 @triton.jit
+def visible_tiles(seg_ptr, s_first, q0, offs, q_ok, n_q, T, RATIO: tl.constexpr, BQ: tl.constexpr,
+                  BT: tl.constexpr, VARLEN: tl.constexpr):
+    """What a block of score queries q0 + offs (valid where q_ok) sees: (lo, nvis, t_start, t_end, cbase).
+    Query i sees compressed rows [lo_i, nvis_i); the block walks key tiles [t_start, t_end) in steps of BT
+    and stores column t - cbase. Unpacked: positions s_first + q0 + offs, lo = t_start = cbase = 0.
+    Packed (VARLEN): each query's own sequence's rows [row0, row0 + (pos+1)//m) (naive.py), tiles from
+    the block's first row0 (rounded down to a tile) to its most-seeing query's end, cbase = column_base."""
+    lo = 0
+    t_start = 0
+    cbase = 0
+    if VARLEN:
+        pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs, q_ok)
+        lo = tl.where(q_ok, row0, T)
+        nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
+        t_start = (tl.min(lo, axis=0) // BT) * BT
+        t_end = tl.max(nvis, axis=0)
+        cbase = column_base(seg_ptr)
+    else:
+        pos = s_first + q0 + offs                       # global positions of the block's queries
+        nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
+        last = tl.minimum(q0 + BQ, n_q) - 1
+        t_end = (s_first + last + 1) // RATIO         # rows the last (most-seeing) query sees
+    return lo, nvis, t_start, t_end, cbase
+
+
+@triton.jit
 def load_row_segments(row_seg_ptr, rows, ok):
     """(tok0, i) int32 of the packed compressed rows `rows` from row_seg; i = -1 where not `ok` or unowned."""
     base = row_seg_ptr + rows.to(tl.int64) * _ROW_COLS
     tok0 = tl.load(base, mask=ok, other=0)
     i = tl.load(base + 1, mask=ok, other=-1)
     return tok0, i
+
+
+def segments_arg(seg, rows: int, placeholder: torch.Tensor, cols: int = SEG_COLS, what: str = "seg") -> torch.Tensor:
+    """The segment pointer a launcher passes: `seg` checked (check_segments), or, unpacked (seg None:
+    VARLEN off, the pointer never read), any tensor of the launch."""
+    if seg is None:
+        return placeholder
+    check_segments(seg, rows, placeholder.device, cols, what)
+    return seg
 
 
 def check_segments(seg: torch.Tensor, rows: int, device, cols: int = SEG_COLS, what: str = "seg") -> None:
