@@ -63,7 +63,7 @@ class CompiledPipeline:
             budget = planner.default_budget(mem, self.schedule.budget_fraction, reserve)
         return planner.plan(self.spec, batch, seq_len, self.backend_name, budget, path=self.path,
                             query_chunk=self.schedule.query_chunk, return_indices=return_indices, mem=mem,
-                            packed=packed)
+                            packed=packed, overlap=self.schedule.overlap)
 
     # -- running --------------------------------------------------------------------
     def execute(self, program: Program, progress: bool = False, profile: bool = False,

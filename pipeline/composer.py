@@ -6,8 +6,10 @@ The program is a loop over query chunks in which
       and chunk c needs all rows up to its last query, so fusing them into the loop would
       only re-read their inputs);
   (b) the indexer scores only the visible key tiles of the chunk into a bounded [C, T] buffer
-      and the partial top-k selects from it right away (the selection writes the window ids
-      of each key list too);
+      and the partial top-k selects from it (the selection writes the window ids of each key
+      list too). On CUDA the scores run on a side stream into a ring of two such buffers, so
+      chunk c+1's scores overlap chunk c's selection and attention (pipeline/streams.py orders
+      the streams wherever they share bytes);
   (c) the sparse attention consumes the chunk's key lists at once and writes its rows of
       `out`; the inverse RoPE runs in place on those rows.
 Layers without an indexer take the same loop: an HCA layer's key lists are the window and every
@@ -32,13 +34,14 @@ from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 
 from .lang.errors import SpecError
 from .lang.spec import Pipeline, Quant, SelfIndex
-from .program import Buffer, Call, E, Loop, Node, Program, R
+from .program import Buffer, Call, E, Expr, Loop, Node, Program, R
 from .stages import OPS, stages_of
 from .stages.compressor import params as compressor_params
 from .stages.compressor import role_quant, rotary
 from .stages.quant import index_quant
 
 PATH_IMPLS = ("composed", "reference", "materialize")
+SCORE_STREAM = "score"       # the side stream the overlapped score calls are issued on
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,11 @@ def program_frame(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend:
 
 
 def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda", *, path: str = "composed",
-            return_indices: bool = False, budget: Optional[int] = None, packed: Optional[Packed] = None) -> Program:
+            return_indices: bool = False, budget: Optional[int] = None, packed: Optional[Packed] = None,
+            overlap: bool = True) -> Program:
     """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration. `packed`:
-    the seq_len tokens (B = 1) are that many sequences end to end (input `cu_seqlens`)."""
+    the seq_len tokens (B = 1) are that many sequences end to end (input `cu_seqlens`). `overlap`: on the
+    CUDA backend, the scores of chunk c+1 run on a side stream while chunk c is selected (score_ring)."""
     if path not in PATH_IMPLS:
         raise SpecError(f"path {path!r} is not one of {PATH_IMPLS}")
     if batch < 1 or seq_len < 1:
@@ -225,8 +230,9 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     # a packed chunk's scores start at its first query's first row (varlen/naive.column_base): as wide as
     # its longest sequence plus the chunk, whatever the packed total
     cols = score_columns(T, C, longest, m) if packed is not None else T
+    ring = score_ring(impl, overlap and path == "composed" and ix is not None and K > 0 and S > C)
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
-                            keys_width=W + K if listed and not return_indices else 0, window=W):
+                            keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
@@ -235,10 +241,10 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
-                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None)
+                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None, ring=ring)
     n_chunks = -(-S // C)
     body.append(Loop("b", E(0), E("B"), E(1), [
-        Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")},
+        Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring),
              f"{n_chunks:,} query chunk{'s' if n_chunks > 1 else ''}", progress=True)]))
     if packed is not None and return_indices:
         body.append(OPS["varlen.local_ids"].call(
@@ -273,6 +279,8 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         fused.append(f"packed batch of {packed.sequences} sequences (max {packed.max_seqlen:,} tokens): every kernel "
                      "reads its rows of the segment tables and keeps each sequence to itself (blocks, windows, "
                      "causal ranges, row offsets); no loop over sequences")
+    if ring > 1:
+        decisions.append(overlap_note(bufs["scores"]))
     if path == "materialize":
         decisions.append("materialize: one chunk of all S queries, the indexer on its PyTorch stages "
                          "(the public reference code's schedule: the [B, S, HI, T] einsum and the [S, T] score exist)")
@@ -290,31 +298,34 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
 
 def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str, idx_q: str, idx_w: str, k: str,
                 kv: str, keys: str, out: str, idx_offset: int, has_cand: bool, consts: Dict[str, object],
-                between_select_and_attend: Optional[List[Node]] = None, seg: Optional[str] = None) -> List[Node]:
+                between_select_and_attend: Optional[List[Node]] = None, seg: Optional[str] = None,
+                ring: int = 1) -> List[Node]:
     """The calls of one query chunk [s0, s1): the key lists (score + select with an indexer, hca.keys
     for HCA, none window-only: `keys` None), attend, inverse RoPE. The single-GPU program and every
     context-parallel rank's program run exactly these (with their own refs).
     `between_select_and_attend`: calls a transform inserts after the key lists are written.
-    `seg`: the chunk's rows of a packed batch's segment table (every position-dependent call reads them)."""
+    `seg`: the chunk's rows of a packed batch's segment table (every position-dependent call reads them).
+    `ring`: score buffers (score_ring); with 2 the scores go to scores[p] on the score stream."""
     ix, W = spec.indexer, spec.attention.window
     calls: List[Node] = []
     k_eff = consts["K"]
     sg = {"seg": R(seg)} if seg else {}
+    scores, stream = score_slot(ring)
     if isinstance(ix, SelfIndex):
         if k_eff > 0:
             a = spec.attention
             calls.append(OPS["selfindex.score"].call(
                 impl["selfindex.score"],
-                {"q": R(q), "codes": R("codes[b]"), "alpha": R("alpha[b]"), "out": R("scores"), "s_first": E("s0"),
+                {"q": R(q), "codes": R("codes[b]"), "alpha": R("alpha[b]"), "out": R(scores), "s_first": E("s0"),
                  "ratio": spec.ratio, **sg},
                 dict(chunk=C, rows=T, heads=a.heads, dim=a.qk_dim),
-                "1-bit scores of the visible 64-row tiles: qbar . sign(K) * mean|K|"))
+                "1-bit scores of the visible 64-row tiles: qbar . sign(K) * mean|K|", stream))
         calls.append(select_call(impl, topk=ix.topk, ratio=spec.ratio, k_eff=k_eff, T=T, C=C, keys=keys,
-                                 idx_offset=idx_offset, window=W, has_cand=has_cand, seg=seg))
+                                 idx_offset=idx_offset, window=W, has_cand=has_cand, seg=seg, scores=scores))
     elif ix is not None:
         calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
                              k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
-                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg)
+                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg, ring=ring)
     elif keys is not None:
         rows = k_eff if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
         calls = [OPS["hca.keys"].call(
@@ -332,36 +343,40 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
 
 def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
                  idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
-                 has_cand: bool, quant: Optional[Quant] = None, seg: Optional[str] = None) -> List[Node]:
+                 has_cand: bool, quant: Optional[Quant] = None, seg: Optional[str] = None,
+                 ring: int = 1) -> List[Node]:
     """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows).
-    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg` as in
-    chunk_calls."""
+    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg` and
+    `ring` as in chunk_calls."""
     calls: List[Node] = []
     sg = {"seg": R(seg)} if seg else {}
+    scores, stream = score_slot(ring)
     if k_eff > 0 and quant is not None:
         calls.append(OPS["indexer.score_fp8"].call(
             impl["indexer.score_fp8"],
-            {"q": R(idx_q), "w": R(idx_w), "k8": R("k8[b]"), "k_scale": R("k_scale[b]"), "out": R("scores"),
+            {"q": R(idx_q), "w": R(idx_w), "k8": R("k8[b]"), "k_scale": R("k_scale[b]"), "out": R(scores),
              "s_first": E("s0"), "ratio": ratio, "q_format": quant.format, "q_block": quant.block, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            f"idx_q {quant.format.upper()} step + e4m3-grid packing in-kernel; visible 64-key tiles only"))
+            f"idx_q {quant.format.upper()} step + e4m3-grid packing in-kernel; visible 64-key tiles only", stream))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
-            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R("scores"), "s_first": E("s0"), "ratio": ratio, **sg},
+            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            "visible 64-key tiles only; diagonal tiles masked in-kernel"))
+            "visible 64-key tiles only; diagonal tiles masked in-kernel", stream))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
-                             window=window, has_cand=has_cand, seg=seg))
+                             window=window, has_cand=has_cand, seg=seg, scores=scores))
     return calls
 
 
 def select_call(impl: Dict[str, str], *, topk: int, ratio: int, k_eff: int, T: int, C: int, keys: str,
-                idx_offset: int, window: int, has_cand: bool, seg: Optional[str] = None) -> Call:
-    """The top-k of one query chunk's scores (any index's): its key lists, window ids first."""
+                idx_offset: int, window: int, has_cand: bool, seg: Optional[str] = None,
+                scores: str = "scores") -> Call:
+    """The top-k of one query chunk's scores (any index's; `scores` the ref they are in): its key lists,
+    window ids first."""
     return OPS["indexer.select"].call(
         impl["indexer.select"],
-        {"scores": R("scores") if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
+        {"scores": R(scores) if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
          "s_first": E("s0"), "ratio": ratio, "k_eff": E("K"), "topk": topk, "idx_offset": idx_offset,
          "window": window, **({"seg": R(seg)} if seg else {})},
         dict(chunk=C, rows=T),
@@ -397,13 +412,43 @@ def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object]
     return calls
 
 
+def score_ring(impl: Dict[str, str], overlap: bool) -> int:
+    """Score buffers of a chunk loop: 2 (a ring: chunk c+1 scores into one while chunk c is selected from
+    the other, on two streams) when `overlap` is asked on the CUDA backend, else 1 (streams only exist
+    there; elsewhere the calls run in program order anyway)."""
+    return 2 if overlap and impl["indexer.select"] == "cuda" else 1
+
+
+def score_slot(ring: int) -> Tuple[str, str]:
+    """The ref a chunk's scores go to and the stream their call is issued on."""
+    return ("scores[p]", SCORE_STREAM) if ring > 1 else ("scores", "")
+
+
+def chunk_binds(ring: int) -> Dict[str, Expr]:
+    """The names a chunk loop binds per iteration: s1, and the ring slot p of a score ring."""
+    binds = {"s1": E("min(s0 + C, S)")}
+    if ring > 1:
+        binds["p"] = E(f"s0 // C % {ring}")
+    return binds
+
+
+def overlap_note(scores: Buffer) -> str:
+    ring = scores.shape[0]
+    return (f"overlap: each chunk's scores run on stream '{SCORE_STREAM}' into slot p of a ring of {ring} score "
+            f"buffers ({scores.nbytes / ring / 2**20:.1f} MiB each), so chunk c+1's scores overlap chunk c's "
+            f"selection and attention; the streams wait for each other only where their calls share bytes "
+            f"(the scores slot, the packed keys)")
+
+
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
-                  window: int = 0) -> List[Buffer]:
-    """The chunk-scope scratch every iteration reuses: scores, candidates, key lists (keys_width > 0)."""
+                  window: int = 0, ring: int = 1) -> List[Buffer]:
+    """The chunk-scope scratch every iteration reuses: scores (`ring` of them), candidates, key lists
+    (keys_width > 0)."""
     out = []
     if k_eff > 0:
-        out.append(Buffer("scores", (C, indexer_cost.score_ld(T)), torch.float32, "chunk",
-                          "fp32 scores of the chunk's visible key tiles"))
+        shape = (C, indexer_cost.score_ld(T))
+        out.append(Buffer("scores", (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
+                          "fp32 scores of the chunk's visible key tiles" + (f", a ring of {ring}" if ring > 1 else "")))
         if impl["indexer.select"] != "torch":
             out.append(Buffer("cand", (C, indexer_cost.select_capacity(topk)), torch.int64, "chunk",
                               "top-k candidates (order key, row) per query"))
@@ -477,11 +522,11 @@ def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int
 
 def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
                     backend: str = "cuda", dtype: torch.dtype = torch.bfloat16,
-                    quant: Optional[Quant] = None) -> Program:
+                    quant: Optional[Quant] = None, overlap: bool = True) -> Program:
     """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
     [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
-    through it; the score runs on FP8 operands)."""
+    through it; the score runs on FP8 operands). `overlap`: as in compose."""
     B, S = batch, seq_len
     T = S // ratio
     K = min(topk, T)
@@ -494,7 +539,8 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
         "ids": Buffer("ids", (B, S, K), torch.int32, "output", "selected row ids, -1 padded"),
     }
     impl = {name: backend for name in OPS}
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk):
+    ring = score_ring(impl, overlap and K > 0 and S > C)
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring):
         bufs[bf.name] = bf
     body: List[Node] = []
     if quant is not None and K > 0:
@@ -503,9 +549,10 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
         body.append(pcall)
     inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,
                          idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]", k="idx_k[b]", keys="ids[b, s0:s1]",
-                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant) if K > 0 else []
+                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant, ring=ring) if K > 0 else []
     if inner:
         body.append(Loop("b", E(0), E("B"), E(1), [
-            Loop("s0", E(0), E("S"), E("C"), inner, {"s1": E("min(s0 + C, S)")}, progress=True)]))
+            Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring), progress=True)]))
     return Program(name="indexer", consts=consts, buffers=bufs, body=body, outputs=("ids",),
-                   kernels=kernel_names(sorted({c_.op for c_ in walk_calls(body)})))
+                   kernels=kernel_names(sorted({c_.op for c_ in walk_calls(body)})),
+                   notes={"decisions": [overlap_note(bufs["scores"])]} if ring > 1 else {})

@@ -16,6 +16,7 @@ import torch
 from .lang.errors import InputError, SpecError
 from .program import Call, Expr, Loop, Program, Ref, dtype_name
 from .stages import OPS, Op
+from .streams import Issuer
 
 
 @dataclass
@@ -78,8 +79,10 @@ def execute(program: Program, inputs: Dict[str, torch.Tensor], device, *, ops: D
 
     progress: a bar factory `progress(total) -> bar` (tqdm-like: update(n), close()) for the loop
     marked `progress`; profile: a dict that receives milliseconds per op (a sync after every
-    call on CUDA: the sum exceeds the unprofiled time); ctx: for ops that take one (collectives);
-    out: caller-owned output tensors (by name) to write instead of allocating them."""
+    call on CUDA: the sum exceeds the unprofiled time; calls then all run on the caller's stream);
+    ctx: for ops that take one (collectives); out: caller-owned output tensors (by name) to write
+    instead of allocating them. On CUDA, calls marked with a stream run on side streams
+    (pipeline/streams.py); elsewhere every call runs in program order."""
     device = torch.device(device)
     check(program, ops)
     bind_inputs(program, inputs, device)
@@ -104,9 +107,12 @@ def execute(program: Program, inputs: Dict[str, torch.Tensor], device, *, ops: D
         impl = ops[call.op].impls[call.impl]
         fns[(call.op, call.impl)] = (impl.fn, "ctx" in ops[call.op].params(call.impl))
     bar = progress(_progress_total(program.body, env)) if progress is not None else None
+    issuer = Issuer(program, device) if program.streams and device.type == "cuda" and profile is None else None
     try:
-        _walk(program.body, env, fns, ctx, bar, profile, device)
+        _walk(program.body, env, fns, ctx, bar, profile, device, issuer)
     finally:
+        if issuer is not None:
+            issuer.join()
         if bar is not None:
             bar.close()
     return {name: env[name] for name in program.outputs}
@@ -126,7 +132,7 @@ def _progress_total(nodes, env: dict) -> int:
     return total
 
 
-def _walk(nodes, env, fns, ctx, bar, profile, device) -> None:
+def _walk(nodes, env, fns, ctx, bar, profile, device, issuer: Optional[Issuer]) -> None:
     for n in nodes:
         if isinstance(n, Loop):
             lo, hi, st = n.start.eval(env), n.stop.eval(env), n.step.eval(env)
@@ -134,7 +140,7 @@ def _walk(nodes, env, fns, ctx, bar, profile, device) -> None:
                 env[n.var] = v
                 for k, e in n.bind.items():
                     env[k] = e.eval(env)
-                _walk(n.body, env, fns, ctx, bar, profile, device)
+                _walk(n.body, env, fns, ctx, bar, profile, device, issuer)
                 if n.progress and bar is not None:
                     bar.update(1)
             continue
@@ -142,7 +148,9 @@ def _walk(nodes, env, fns, ctx, bar, profile, device) -> None:
         kwargs = {k: _value(v, env) for k, v in n.args.items()}
         if wants_ctx:
             kwargs["ctx"] = ctx
-        if profile is None:
+        if issuer is not None:
+            issuer.run(n, fn, kwargs)
+        elif profile is None:
             fn(**kwargs)
         else:
             _timed(n, fn, kwargs, profile, device)

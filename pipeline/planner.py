@@ -90,24 +90,26 @@ def chunk_choices(seq_len: int, backend: str, query_chunk: Optional[int] = None)
 
 def plan(spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, *, path: str = "composed",
          query_chunk: Optional[int] = None, return_indices: bool = False, mem: Optional[Memory] = None,
-         packed: Optional[Packed] = None) -> Program:
+         packed: Optional[Packed] = None, overlap: bool = defaults.OVERLAP_SCORES) -> Program:
     """The Program of the largest chunk whose bound (workspace + transient) fits `budget`, or PlanError.
-    `packed`: seq_len is the packed tokens of a varlen batch (B = 1); the bound is the packed program's."""
+    `packed`: seq_len is the packed tokens of a varlen batch (B = 1); the bound is the packed program's.
+    `overlap`: composer.compose's (a score ring counts twice the score buffer)."""
     choices = [seq_len] if path == "materialize" else chunk_choices(seq_len, backend, query_chunk)
     prog = None
     for c in choices:
         prog = compose(spec, batch, seq_len, c, backend, path=path, return_indices=return_indices, budget=budget,
-                       packed=packed)
+                       packed=packed, overlap=overlap)
         if prog.peak_bytes <= budget:
             why = (f"query chunk {prog.chunk:,}: the largest of {', '.join(f'{x:,}' for x in choices)} whose "
                    f"workspace + transient ({fmt_bytes(prog.peak_bytes)}) fits the budget ({fmt_bytes(budget)})"
                    if path != "materialize" else f"one chunk of all {seq_len:,} queries")
             prog.notes.setdefault("decisions", []).insert(0, why)
             return prog
-    raise PlanError(_refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog, mem))
+    raise PlanError(_refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog, mem, overlap))
 
 
-def _refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog: Program, mem: Optional[Memory]) -> str:
+def _refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog: Program, mem: Optional[Memory],
+             overlap: bool) -> str:
     sc = prog.bytes_by_scope()
     big = max(prog.calls(), key=lambda c: c.temp_bytes, default=None)
     parts = [f"no plan for {spec.name!r} at B = {batch}, S = {seq_len:,} ({path} path, {backend} backend) fits the "
@@ -121,23 +123,27 @@ def _refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog: Pro
     hint = [f"raise the budget to at least {fmt_bytes(prog.peak_bytes)} (--budget / Schedule.memory_budget)"]
     if query_chunk:
         hint.append("let the planner pick the chunk (query_chunk=None)")
+    if overlap and prog.streams:
+        hint.append(f"turn the score overlap off (Schedule(overlap=False)): one score buffer instead of "
+                    f"{prog.buffers['scores'].shape[0]}")
     if path == "materialize":
         hint.append("use the composed path, which never materialises the [S, T] score")
     else:
-        fits = largest_fitting_seq(spec, batch, backend, budget, path)
+        fits = largest_fitting_seq(spec, batch, backend, budget, path, overlap)
         if fits:
             hint.append(f"run at most S = {fits:,} tokens per GPU with this budget")
         hint.append("or shard the sequence over more GPUs (context parallelism, --nproc N)")
     return " ".join(parts) + " To fit: " + "; ".join(hint) + "."
 
 
-def largest_fitting_seq(spec: Pipeline, batch: int, backend: str, budget: int, path: str = "composed") -> int:
+def largest_fitting_seq(spec: Pipeline, batch: int, backend: str, budget: int, path: str = "composed",
+                        overlap: bool = defaults.OVERLAP_SCORES) -> int:
     """The longest sequence whose smallest-chunk program fits `budget` (0 if none)."""
     smallest = defaults.CHUNK_CHOICES[-1]
     lo, hi = 0, 1 << 30
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if compose(spec, batch, mid, smallest, backend, path=path).peak_bytes <= budget:
+        if compose(spec, batch, mid, smallest, backend, path=path, overlap=overlap).peak_bytes <= budget:
             lo = mid
         else:
             hi = mid - 1

@@ -8,7 +8,7 @@ and plain constants. `str(program)` prints exactly that text (Halide's print_loo
 the model), `to_dict()` / `from_dict()` round-trip it, and pipeline.interpreter runs it:
 the printed program is the program that runs, and a user can edit one and run it.
 
-Expressions are a small, safe subset of Python: names, integers, + - * //, unary minus,
+Expressions are a small, safe subset of Python: names, integers, + - * // %, unary minus,
 min(...) and max(...); a Ref is `buffer` or `buffer[index, ...]` with such expressions
 and slices as indices. Each is parsed once and compiled to a closure.
 """
@@ -44,7 +44,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 # ---------------------------------------------------------------------------------------
 # expressions and buffer references
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//"}
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Mod: "%"}
 _FUNCS = ("min", "max")
 
 
@@ -67,7 +67,7 @@ def _check_expr(node: ast.AST, text: str) -> None:
             _check_expr(a, text)
         return
     raise SpecError(f"program expression {text!r}: {ast.unparse(node)!r} is not allowed (names, integers, "
-                    f"+ - * //, min(), max())")
+                    f"+ - * // %, min(), max())")
 
 
 def _names(node: ast.AST) -> List[str]:
@@ -195,7 +195,9 @@ class Call:
     """One op of a stage on one backend: `op` names the registry's op, `impl` the backend whose
     function runs it, `args` its explicit arguments (Refs, Exprs, constants, None for an absent
     optional tensor); `writes` lists the argument names it writes, `updates` those of them it reads
-    first. `temp_bytes`: what the call allocates for itself while it runs."""
+    first. `temp_bytes`: what the call allocates for itself while it runs. `stream`: the CUDA stream
+    it is issued on ('' the caller's; a named one is the program's own side stream, ordered against
+    the other streams' calls through the buffer ranges each reads and writes: pipeline/streams.py)."""
 
     op: str
     impl: str
@@ -204,6 +206,7 @@ class Call:
     note: str = ""
     temp_bytes: int = 0
     updates: Tuple[str, ...] = ()      # written arguments that are read first (in place)
+    stream: str = ""
 
     def refs(self) -> Iterator[Tuple[str, Ref]]:
         for k, v in self.args.items():
@@ -259,6 +262,11 @@ class Program:
     @property
     def chunk(self) -> int:
         return int(self.consts.get("C", self.seq_len))
+
+    @property
+    def streams(self) -> Tuple[str, ...]:
+        """The side streams the program's calls are issued on ('', the caller's stream, is not listed)."""
+        return tuple(sorted({c.stream for c in self.calls() if c.stream}))
 
     def calls(self) -> List[Call]:
         out: List[Call] = []
@@ -346,7 +354,8 @@ class Program:
                                 if (k not in n.writes or k in n.updates) and v is not None)
                 kern = self.kernels.get(f"{n.op}@{n.impl}", "")
                 note = "  # " + "; ".join(x for x in (kern, n.note) if x) if (kern or n.note) else ""
-                lines.append(f"{pad}{outs} <- {n.op}@{n.impl}({ins}){note}")
+                on = f"[stream {n.stream}] " if n.stream else ""
+                lines.append(f"{pad}{on}{outs} <- {n.op}@{n.impl}({ins}){note}")
 
     # -- serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -357,7 +366,7 @@ class Program:
                         "body": [node(x) for x in n.body]}
             return {"op": n.op, "impl": n.impl, "args": {k: _arg_to_json(v) for k, v in n.args.items()},
                     "writes": list(n.writes), "updates": list(n.updates), "note": n.note,
-                    "temp_bytes": n.temp_bytes}
+                    "temp_bytes": n.temp_bytes, "stream": n.stream}
         return {
             "name": self.name, "consts": {k: _arg_to_json(v) for k, v in self.consts.items()},
             "buffers": [{"name": b.name, "shape": list(b.shape), "dtype": dtype_name(b.dtype), "scope": b.scope,
@@ -379,7 +388,8 @@ class Program:
                             [node(y) for y in x["body"]], {k: Expr(v) for k, v in x.get("bind", {}).items()},
                             x.get("note", ""), x.get("progress", False))
             return Call(x["op"], x["impl"], {k: _arg_from_json(v) for k, v in x["args"].items()},
-                        tuple(x["writes"]), x.get("note", ""), x.get("temp_bytes", 0), tuple(x.get("updates", ())))
+                        tuple(x["writes"]), x.get("note", ""), x.get("temp_bytes", 0), tuple(x.get("updates", ())),
+                        x.get("stream", ""))
         bufs = {}
         for b in d["buffers"]:
             if b["dtype"] not in _DTYPES:

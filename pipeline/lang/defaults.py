@@ -16,6 +16,9 @@ IR_PLAN_BUDGET = 8 * 2**30     # `csa-dsl ir --level plan` has no device to ask:
 CHUNK_CHOICES = (2048, 1024, 512, 256, 128, 64)
 MAX_CHUNK = {"cuda": 2048, "interpret": 256, "torch": 256}
 
+# the chunk loop: the indexer's scores on a side stream, one chunk ahead of the selection (Schedule.overlap)
+OVERLAP_SCORES = True
+
 # the standalone indexer (csa_dsl.indexer_topk, `csa-dsl bench indexer`): the chunk whose fp32
 # score buffer is at most this big, never under INDEXER_MIN_CHUNK queries (256 score programs,
 # about one full wave on 132 SMs)

@@ -1,4 +1,5 @@
-"""How a pipeline runs (never what it computes): path, query chunk, memory budget, input check.
+"""How a pipeline runs (never what it computes): path, query chunk, memory budget, input check,
+streams.
 
 Every path is a schedule of the same stages, composed into one Program and run by one
 interpreter: 'composed' (the chunked fused loop on the device's kernels), 'reference' (the
@@ -49,6 +50,9 @@ class Schedule:
     check_inputs: scan every floating input for NaN/Inf before any launch and name the tensor
       and the first bad position (one extra read of the inputs; on by default in the CLI). Off,
       non-finite values propagate as the semantics say (docs/semantics.md, section 9).
+    overlap: on CUDA, issue each chunk's indexer scores on a side stream into a ring of two score
+      buffers, so chunk c+1's scores run while chunk c is selected and attended (twice the score
+      buffer's memory; the planner counts it). False: one buffer, every call on the caller's stream.
     """
 
     path: str = "auto"
@@ -56,6 +60,7 @@ class Schedule:
     memory_budget: Optional[int] = None
     budget_fraction: float = defaults.BUDGET_FRACTION
     check_inputs: bool = False
+    overlap: bool = defaults.OVERLAP_SCORES
 
     def __post_init__(self):
         if self.path not in PATHS:
@@ -72,3 +77,5 @@ class Schedule:
             raise SpecError(f"Schedule.budget_fraction must be in (0, 1], got {self.budget_fraction!r}")
         if not isinstance(self.check_inputs, bool):
             raise SpecError(f"Schedule.check_inputs must be a bool, got {self.check_inputs!r}")
+        if not isinstance(self.overlap, bool):
+            raise SpecError(f"Schedule.overlap must be a bool, got {self.overlap!r}")

@@ -46,12 +46,14 @@ class Op:
     impls: Dict[str, Impl]
     updates: Tuple[str, ...] = ()     # written arguments read first (in place)
 
-    def call(self, impl: str, args: Dict[str, Arg], sizes: Optional[dict] = None, note: str = "") -> Call:
-        """A Call of this op on backend `impl`, its transient bytes from the implementation's cost model."""
+    def call(self, impl: str, args: Dict[str, Arg], sizes: Optional[dict] = None, note: str = "",
+             stream: str = "") -> Call:
+        """A Call of this op on backend `impl` (issued on `stream`, '' the caller's), its transient bytes
+        from the implementation's cost model."""
         if impl not in self.impls:
             raise KeyError(f"op {self.name!r} has no {impl!r} implementation; it has {sorted(self.impls)}")
         return Call(self.name, impl, dict(args), self.writes, note, int(self.impls[impl].temp(**(sizes or {}))),
-                    self.updates)
+                    self.updates, stream)
 
     def params(self, impl: str) -> Tuple[str, ...]:
         return tuple(inspect.signature(self.impls[impl].fn).parameters)
