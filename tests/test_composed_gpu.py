@@ -127,3 +127,24 @@ def test_v4_pro_262k_twice_holding_the_first_output():
     torch.cuda.synchronize()
     assert torch.equal(first[0, -64:], second[0, -64:])
     assert not torch.isnan(second[0, -2048:].float()).any()
+
+
+@pytest.mark.parametrize("name", ["v4-flash", "v3.2", "v4-flash-selfindex"])
+def test_score_overlap_on_two_streams_changes_nothing(name, fresh_seed):
+    """Schedule.overlap runs the scores on a side stream into a ring of two buffers: three runs of it give
+    exactly the one-stream forward's outputs, padded and packed (a missing wait would read a slot the
+    next chunk's scores are overwriting; 8 chunks each)."""
+    spec = csa_dsl.preset(name)
+    S = 16384
+    on = csa_dsl.compile(spec, "cuda", schedule=csa_dsl.Schedule(query_chunk=2048))
+    off = csa_dsl.compile(spec, "cuda", schedule=csa_dsl.Schedule(query_chunk=2048, overlap=False))
+    assert on.plan(S).streams == ("score",) and not off.plan(S).streams
+    inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=fresh_seed)
+    want = off(return_indices=True, **inp)
+    for _ in range(3):
+        got = on(return_indices=True, **inp)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    cu, packed = csa_dsl.random_packed_inputs(spec, [7000, 1, 9383], "cuda", seed=fresh_seed)
+    want = off.varlen(cu, max_seqlen=9383, return_indices=True, **packed)
+    got = on.varlen(cu, max_seqlen=9383, return_indices=True, **packed)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

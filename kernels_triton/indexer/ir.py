@@ -12,7 +12,7 @@ from ..quant.formats import keys_dtype
 from ..quant.kernel import format_constexprs
 from .cost import SCORE_TILE_KEYS, select_capacity
 from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel,
-                     kernel_limits, padded_dim, padded_heads, score_block_queries, score_regs, select_regs)
+                     kernel_limits, padded_dim, padded_heads, score_block_queries)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -44,7 +44,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                  "QB": q_block if fp8 else 0, **format_constexprs(q_format if fp8 else "e4m3"), "VARLEN": varlen}
         sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, {"num_warps": SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS,
-                                   "num_stages": SCORE_STAGES, **score_regs(operand)}
+                                   "num_stages": SCORE_STAGES}
         div = ["q_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
@@ -54,7 +54,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "EMULATE_MAXNUM": "constexpr", "VARLEN": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
                  "EMULATE_MAXNUM": False, "VARLEN": varlen}
-        fn, opts = _select_kernel, {"num_warps": SELECT_WARPS, **select_regs()}
+        fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:
         raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, score_fp8, select")

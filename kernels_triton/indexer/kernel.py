@@ -247,6 +247,10 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
                     packed = (key.to(tl.int64) << 32) | (b0 + offs).to(tl.int64)
                     tl.store(cand + slot, packed, mask=keep & (slot < CAP))
                 cnt += nk
+            # the candidates were stored by other threads of this program: make them visible before
+            # reading them back (bar.sync orders global memory within the CTA; without it a thread could
+            # read a slot before another warp's store lands and take a stale candidate)
+            tl.debug_barrier()
             if cnt <= CAP:
                 c = tl.load(cand + offs, mask=offs < cnt, other=0)
                 u = tl.where(offs < cnt, (c >> 32) + KEY_BIAS, -1)
@@ -299,27 +303,11 @@ SCORE_STAGES = 3
 # 2.42 ms with 4 warps against 3.13 ms with 8 (bf16 operands: 3.38 ms, best with 8)
 SCORE_FP8_WARPS = 4
 SELECT_WARPS = 4
-# register caps, so that a selection CTA fits on an SM beside two FP8 score programs (2 x 128 x 224 +
-# 128 x 64 = 65,536 registers): under the composer's overlap (the scores of chunk c+1 on a side stream
-# while chunk c is selected) the memory-bound selection then runs inside the compute-bound score's SMs
-# instead of between its waves. Compiled for sm_90: the FP8 score's loop keeps its registers (its 3 local
-# loads/stores sit in the once-per-program q quantisation), the selection spills nothing.
-SCORE_FP8_MAXNREG = 224
-SELECT_MAXNREG = 64
 
 
 MAX_HEADS = 256          # (query, head) pairs are tiled 256 wide: at least one query per program
 MAX_DIM = 256            # q^T [DP, 256] stays in registers / shared memory
 MAX_TOPK = 8192          # the selection holds CAP = 2 * topk candidates per row
-
-
-def score_regs(operand: int) -> dict:
-    """The score kernel's register cap as a launch option (the FP8 MMA's only: OPERAND 2)."""
-    return {"maxnreg": SCORE_FP8_MAXNREG} if operand == 2 and SCORE_FP8_MAXNREG else {}
-
-
-def select_regs() -> dict:
-    return {"maxnreg": SELECT_MAXNREG} if SELECT_MAXNREG else {}
 
 
 def padded_heads(heads: int) -> int:
@@ -453,7 +441,7 @@ def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale:
                         k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
                         QB=q_block, VARLEN=seg is not None, num_warps=warps, num_stages=SCORE_STAGES,
-                        **score_regs(operand), **format_constexprs(q_format))
+                        **format_constexprs(q_format))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
@@ -479,4 +467,4 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
                          scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE_MAXNUM=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
-                         num_warps=SELECT_WARPS, **select_regs())
+                         num_warps=SELECT_WARPS)
