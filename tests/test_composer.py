@@ -130,7 +130,7 @@ def test_program_expressions_are_a_safe_subset():
 def test_planner_bytes_v4_flash_262k():
     spec = csa_dsl.preset("v4-flash")
     S, T = 262144, 65536
-    prog = compose(spec, 1, S, 2048, "cuda")
+    prog = compose(spec, 1, S, 2048, "cuda", overlap=False)
     b = prog.buffers
     assert b["scores"].shape == (2048, T) and b["scores"].nbytes == 512 * 2**20
     assert b["cand"].nbytes == 2048 * 1024 * 8
@@ -144,10 +144,15 @@ def test_planner_bytes_v4_flash_262k():
     # the GPU kernels allocate nothing per call; building the RoPE tables is the one transient
     from kernels_triton.rope.tables import tables_temp_bytes
     assert prog.transient_bytes == tables_temp_bytes(S, 64)
-    assert planner.plan(spec, 1, S, "cuda", 8 * 2**30).chunk == 2048
-    at512 = compose(spec, 1, S, 512, "cuda").peak_bytes
-    assert planner.plan(spec, 1, S, "cuda", at512).chunk == 512            # the largest chunk that fits
-    assert planner.plan(spec, 1, S, "cuda", at512 - 1).chunk == 256
+    assert planner.plan(spec, 1, S, "cuda", 8 * 2**30, overlap=False).chunk == 2048
+    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 1024 * 8 + 640 * 4)    # the chunk scratch scales with C
+    assert compose(spec, 1, S, 512, "cuda", overlap=False).peak_bytes == at512
+    assert planner.plan(spec, 1, S, "cuda", at512, overlap=False).chunk == 512   # the largest chunk that fits
+    assert planner.plan(spec, 1, S, "cuda", at512 - 1, overlap=False).chunk == 256
+    # with the score overlap (the default) the ring's second buffer counts too
+    ring = compose(spec, 1, S, 512, "cuda")
+    assert ring.peak_bytes == at512 + 512 * T * 4 and ring.buffers["scores"].shape == (2, 512, T)
+    assert planner.plan(spec, 1, S, "cuda", ring.peak_bytes).chunk == 512
 
 
 def test_planner_bounds_the_torch_temporaries():
