@@ -2,7 +2,7 @@
 one-stream once as the reference, then `RUNS` runs each of the overlapped and the one-stream program,
 counting outputs that are not bit-identical to the reference:
 
-    python benchmarks/gpu_select_race_check.py OUT.json [label]
+    python benchmarks/gpu_select_race_check.py OUT.json [label [runs]]
 
 Run it on a copy of the tree with the selection's read-back barrier deleted to see the race it closes
 (docs/performance.md, "A race the overlap exposed")."""
@@ -18,7 +18,7 @@ from pipeline.composer import compose_indexer
 from pipeline.lang import defaults
 from pipeline.lang.presets import preset
 
-RUNS = 12
+RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 12
 S = 262144
 spec = preset("v4-flash")
 ix = spec.indexer
