@@ -11,8 +11,7 @@ import torch
 from ..quant.formats import keys_dtype
 from ..quant.kernel import format_constexprs
 from .cost import SCORE_TILE_KEYS, select_capacity
-from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_PASS2_BLOCKS, SELECT_WARPS, _score_kernel,
-                     _select_kernel,
+from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel,
                      kernel_limits, padded_dim, padded_heads, score_block_queries)
 
 
@@ -52,9 +51,9 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "n_q": "i32",
                "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
                "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
-               "EMULATE_MAXNUM": "constexpr", "VARLEN": "constexpr", "BLK2": "constexpr"}
+               "EMULATE_MAXNUM": "constexpr", "VARLEN": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
-                 "EMULATE_MAXNUM": False, "VARLEN": varlen, "BLK2": select_capacity(topk) * SELECT_PASS2_BLOCKS}
+                 "EMULATE_MAXNUM": False, "VARLEN": varlen}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:

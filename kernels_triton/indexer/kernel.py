@@ -195,8 +195,7 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
                    s_first, n_q, k_eff, idx_offset,
                    stride_s, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
-                   EMULATE_MAXNUM: tl.constexpr, VARLEN: tl.constexpr, BLK2: tl.constexpr):
-    # BLK2: elements per iteration of pass 2 (a multiple of CAP; fewer, larger block scans)
+                   EMULATE_MAXNUM: tl.constexpr, VARLEN: tl.constexpr):
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
@@ -238,15 +237,14 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
             tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
             # pass 2: compact every x >= tau (a superset of the top K), in index order
             cnt = tl.full([], 0, tl.int32)
-            offs2 = tl.arange(0, BLK2)
-            for b0 in range(0, L, BLK2):
-                x = tl.load(row + b0 + offs2, mask=b0 + offs2 < L, other=NEG_INF)
+            for b0 in range(0, L, CAP):
+                x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
                 key = _order_key(x)
-                keep = (key >= tau) & (b0 + offs2 < L)
+                keep = (key >= tau) & (b0 + offs < L)
                 nk = tl.sum(keep.to(tl.int32), axis=0)
                 if nk > 0:
                     slot = cnt + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-                    packed = (key.to(tl.int64) << 32) | (b0 + offs2).to(tl.int64)
+                    packed = (key.to(tl.int64) << 32) | (b0 + offs).to(tl.int64)
                     tl.store(cand + slot, packed, mask=keep & (slot < CAP))
                 cnt += nk
             # the candidates were stored by other threads of this program: make them visible before
@@ -305,7 +303,6 @@ SCORE_STAGES = 3
 # 2.42 ms with 4 warps against 3.13 ms with 8 (bf16 operands: 3.38 ms, best with 8)
 SCORE_FP8_WARPS = 4
 SELECT_WARPS = 4
-SELECT_PASS2_BLOCKS = 1   # pass 2 reads CAP x this many scores per iteration
 
 
 MAX_HEADS = 256          # (query, head) pairs are tiled 256 wide: at least one query per program
@@ -470,4 +467,4 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
                          scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE_MAXNUM=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
-                         BLK2=cap * SELECT_PASS2_BLOCKS, num_warps=SELECT_WARPS)
+                         num_warps=SELECT_WARPS)
