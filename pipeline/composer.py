@@ -32,6 +32,7 @@ from kernels_triton.quant.formats import keys_dtype
 from kernels_triton.rope.tables import Rotary
 from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 
+from .lang import defaults
 from .lang.errors import SpecError
 from .lang.spec import Pipeline, Quant, SelfIndex
 from .program import Buffer, Call, E, Expr, Loop, Node, Program, R
@@ -132,7 +133,7 @@ def program_frame(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend:
 
 def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str = "cuda", *, path: str = "composed",
             return_indices: bool = False, budget: Optional[int] = None, packed: Optional[Packed] = None,
-            overlap: bool = True) -> Program:
+            overlap: bool = defaults.OVERLAP_SCORES) -> Program:
     """The Program of one forward of `spec` at (batch, seq_len), `chunk` queries per iteration. `packed`:
     the seq_len tokens (B = 1) are that many sequences end to end (input `cu_seqlens`). `overlap`: on the
     CUDA backend, the scores of chunk c+1 run on a side stream while chunk c is selected (score_ring)."""
@@ -261,7 +262,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
                      + ("; index keys: in the indexer compressor's epilogue" if ix.compressor is not None else ""))
     if ix is not None and K > 0:
         fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
-                     f"({bufs['scores'].nbytes / 2**20:.1f} MiB)"
+                     f"({bufs['scores'].nbytes / ring / 2**20:.1f} MiB" + (f", a ring of {ring})" if ring > 1 else ")")
                      + ("" if path == "materialize" else ", no [S, T] tensor"))
     if ix is not None:
         fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
@@ -436,8 +437,8 @@ def overlap_note(scores: Buffer) -> str:
     ring = scores.shape[0]
     return (f"overlap: each chunk's scores run on stream '{SCORE_STREAM}' into slot p of a ring of {ring} score "
             f"buffers ({scores.nbytes / ring / 2**20:.1f} MiB each), so chunk c+1's scores overlap chunk c's "
-            f"selection and attention; the streams wait for each other only where their calls share bytes "
-            f"(the scores slot, the packed keys)")
+            f"selection and attention; the streams wait for each other (events) only where their calls share "
+            f"bytes, e.g. a slot the next-but-one chunk's scores overwrite once its selection has read it")
 
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
@@ -522,7 +523,7 @@ def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int
 
 def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
                     backend: str = "cuda", dtype: torch.dtype = torch.bfloat16,
-                    quant: Optional[Quant] = None, overlap: bool = True) -> Program:
+                    quant: Optional[Quant] = None, overlap: bool = defaults.OVERLAP_SCORES) -> Program:
     """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
     [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
