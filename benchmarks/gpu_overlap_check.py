@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from csa_dsl.benchmarks import base_record, output_bytes, peak_above, time_ms
+from csa_dsl.benchmarks import base_record, indexer_inputs, output_bytes, peak_above, time_ms
 from csa_dsl.compile import compile as compile_pipeline
 from kernels_triton.indexer.cost import default_chunk
 from pipeline import interpreter
@@ -48,10 +48,7 @@ def indexer_case(spec_name, S, variants):
     spec = preset(spec_name)
     ix = spec.indexer
     T = S // spec.ratio
-    g = torch.Generator(device="cuda").manual_seed(S)
-    inputs = {"idx_q": torch.randn(1, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g),
-              "idx_w": torch.randn(1, S, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5,
-              "idx_k": torch.randn(1, T, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)}
+    inputs = indexer_inputs(spec, 1, S, seed=S)
     runs = []
     for label, overlap, chunk in variants:
         chunk = chunk or min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))

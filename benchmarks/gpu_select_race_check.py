@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from csa_dsl.benchmarks import base_record
+from csa_dsl.benchmarks import base_record, indexer_inputs
 from kernels_triton.indexer.cost import default_chunk
 from pipeline import interpreter
 from pipeline.composer import compose_indexer
@@ -23,10 +23,7 @@ S = 262144
 spec = preset("v4-flash")
 ix = spec.indexer
 T = S // spec.ratio
-g = torch.Generator(device="cuda").manual_seed(S)
-inputs = {"idx_q": torch.randn(1, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g),
-          "idx_w": torch.randn(1, S, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5,
-          "idx_k": torch.randn(1, T, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)}
+inputs = indexer_inputs(spec, 1, S, seed=S)
 chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
 progs = {ov: compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, 1, S, chunk, "cuda", quant=ix.quant, overlap=ov)
          for ov in (False, True)}

@@ -172,6 +172,16 @@ def indexer_flops(spec: Pipeline, batch: int, seq_len: int) -> float:
 
 # ---------------------------------------------------------------------------------------
 # indexer
+def indexer_inputs(spec: Pipeline, batch: int, seq_len: int, seed: int) -> Dict[str, torch.Tensor]:
+    """Random bf16 indexer operands on the GPU: idx_q [B, S, HI, DI], idx_w [B, S, HI], idx_k [B, S // m, DI]."""
+    ix = spec.indexer
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(batch, seq_len, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
+    w = torch.randn(batch, seq_len, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5
+    k = torch.randn(batch, seq_len // spec.ratio, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
+    return {"idx_q": q, "idx_w": w, "idx_k": k}
+
+
 def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("triton", "materialize"),
                   progress: bool = True) -> List[dict]:
     """csa_dsl.indexer_topk on random bf16 operands; 'materialize' is the same program with one chunk of
@@ -182,16 +192,12 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
     ix = spec.indexer
     bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}", progress)
     for S in seqs:
-        T = S // spec.ratio
         for path in paths:
             rec = base_record("indexer", spec, batch, S, path)
             rec["flop"] = indexer_flops(spec, batch, S)
             with reported(rec):
-                g = torch.Generator(device="cuda").manual_seed(S)
                 rec["seed"] = S
-                q = torch.randn(batch, S, ix.heads, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
-                w = torch.randn(batch, S, ix.heads, device="cuda", generator=g) * (ix.dim * ix.heads) ** -0.5
-                k = torch.randn(batch, T, ix.dim, device="cuda", dtype=torch.bfloat16, generator=g)
+                q, w, k = indexer_inputs(spec, batch, S, seed=S).values()
                 rec["quant"] = ix.quant.format if ix.quant is not None else None
                 if path == "triton":
                     fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant)
