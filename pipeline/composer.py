@@ -231,7 +231,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     # a packed chunk's scores start at its first query's first row (varlen/naive.column_base): as wide as
     # its longest sequence plus the chunk, whatever the packed total
     cols = score_columns(T, C, longest, m) if packed is not None else T
-    ring = score_ring(impl, overlap and path == "composed" and ix is not None and K > 0 and S > C)
+    ring = score_ring(impl, overlap, K if ix is not None else 0, S, C)
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring):
         bufs[bf.name] = bf
@@ -413,11 +413,13 @@ def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object]
     return calls
 
 
-def score_ring(impl: Dict[str, str], overlap: bool) -> int:
+def score_ring(impl: Dict[str, str], overlap: bool, k_eff: int, seq_len: int, chunk: int) -> int:
     """Score buffers of a chunk loop: 2 (a ring: chunk c+1 scores into one while chunk c is selected from
-    the other, on two streams) when `overlap` is asked on the CUDA backend, else 1 (streams only exist
-    there; elsewhere the calls run in program order anyway)."""
-    return 2 if overlap and impl["indexer.select"] == "cuda" else 1
+    the other, on two streams) when `overlap` is asked, there are scores (k_eff > 0), more than one chunk,
+    and the selection runs on the CUDA backend (streams only exist there; the reference and materialize
+    paths select on torch); else 1."""
+    cuda = impl["indexer.select"] == "cuda"
+    return 2 if overlap and cuda and k_eff > 0 and seq_len > chunk else 1
 
 
 def score_slot(ring: int) -> Tuple[str, str]:
@@ -540,7 +542,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
         "ids": Buffer("ids", (B, S, K), torch.int32, "output", "selected row ids, -1 padded"),
     }
     impl = {name: backend for name in OPS}
-    ring = score_ring(impl, overlap and K > 0 and S > C)
+    ring = score_ring(impl, overlap, K, S, C)
     for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring):
         bufs[bf.name] = bf
     body: List[Node] = []
