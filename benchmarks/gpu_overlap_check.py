@@ -6,7 +6,8 @@ inputs in the same process (issue: FP8 steps and speed):
 Per case, every variant's output must be bit-identical to the first's after every run (the streams
 reorder nothing the program computes; the first variant is run twice, so nondeterminism shows too);
 variants are timed in alternation (3 rounds, medians), the peak above inputs + output measured once.
-Writes OUT_DIR/overlap-check.json and prints a table last."""
+Writes OUT_DIR/overlap-check.json and prints a table last. benchmarks/gpu_fused_rope_check.py runs its
+cases with the same alternation (run_case)."""
 import json
 import os
 import sys
@@ -23,7 +24,6 @@ from pipeline.lang import defaults
 from pipeline.lang.presets import preset
 from pipeline.lang.schedule import Schedule
 
-OUT = sys.argv[1]
 ROUNDS = 3
 
 
@@ -67,7 +67,7 @@ def same(rec, out, first) -> bool:
     return False
 
 
-def run_case(case):
+def run_case(case, kind="overlap-check"):
     name, spec, S, inputs, runs, out_b = case
     recs, result, first = [], {}, None
 
@@ -80,7 +80,7 @@ def run_case(case):
                 result["out"] = fwd.execute(prog, **inputs)
         return fn
     for label, fwd, prog in runs:
-        rec = base_record("overlap-check", spec, 1, S, "composed")
+        rec = base_record(kind, spec, 1, S, "composed")
         rec.update(case=name, variant=label, streams=list(prog.streams), query_chunk=prog.chunk,
                    planned_peak_gib=prog.peak_bytes / 2**30, seed=S)
         result.clear()
@@ -102,28 +102,40 @@ def run_case(case):
     return recs
 
 
-V_PAIR = [("one stream", False, None), ("one stream, again", False, None), ("overlap", True, None)]
-V_FULL = V_PAIR + [("overlap, chunk 1024", True, 1024)]
-cases = [lambda: forward_case("v4-flash 262144", "v4-flash", 262144, V_FULL),
-         lambda: indexer_case("v4-flash", 262144, V_PAIR),
-         lambda: forward_case("v4-flash packed 4x65536", "v4-flash", 262144, V_PAIR, lengths=[65536] * 4),
-         lambda: forward_case("v4-flash 65536", "v4-flash", 65536, V_PAIR),
-         lambda: forward_case("v3.2 131072", "v3.2", 131072, V_PAIR),
-         lambda: forward_case("v4-flash-selfindex 262144", "v4-flash-selfindex", 262144, V_PAIR),
-         lambda: forward_case("v4-flash-bf16 262144", "v4-flash-bf16", 262144, V_PAIR)]
-allrecs = []
-for mk in cases:
-    try:
-        recs = run_case(mk())
-    except Exception as e:      # noqa: BLE001  a case that fails is reported, the others still run
-        recs = [{"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}]
-    allrecs += recs
-    json.dump(allrecs, open(os.path.join(OUT, "overlap-check.json"), "w"), indent=1)
-    torch.cuda.empty_cache()
-print(f"{'case':<28} {'variant':<22} {'ms':>8} {'peak GiB':>9} {'plan GiB':>9} identical")
-for r in allrecs:
-    if "median_ms" in r:
-        print(f"{r['case']:<28} {r['variant']:<22} {r['median_ms']:8.1f} {r['peak_gib']:9.3f} "
-              f"{r['planned_peak_gib']:9.3f} {r['identical_to_first']}")
-    else:
-        print(r)
+def run_all(cases, out_json, kind="overlap-check"):
+    """Run each case (a function that builds it) with run_case, write every record to out_json after each
+    case and print a table last; a case that fails is reported and the others still run."""
+    allrecs = []
+    for mk in cases:
+        try:
+            recs = run_case(mk(), kind)
+        except Exception as e:      # noqa: BLE001
+            recs = [{"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}]
+        allrecs += recs
+        json.dump(allrecs, open(out_json, "w"), indent=1)
+        torch.cuda.empty_cache()
+    print(f"{'case':<28} {'variant':<22} {'ms':>8} {'peak GiB':>9} {'plan GiB':>9} identical")
+    for r in allrecs:
+        if "median_ms" in r:
+            print(f"{r['case']:<28} {r['variant']:<22} {r['median_ms']:8.1f} {r['peak_gib']:9.3f} "
+                  f"{r['planned_peak_gib']:9.3f} {r['identical_to_first']}")
+        else:
+            print(r)
+    return allrecs
+
+
+def main():
+    V_PAIR = [("one stream", False, None), ("one stream, again", False, None), ("overlap", True, None)]
+    V_FULL = V_PAIR + [("overlap, chunk 1024", True, 1024)]
+    run_all([lambda: forward_case("v4-flash 262144", "v4-flash", 262144, V_FULL),
+             lambda: indexer_case("v4-flash", 262144, V_PAIR),
+             lambda: forward_case("v4-flash packed 4x65536", "v4-flash", 262144, V_PAIR, lengths=[65536] * 4),
+             lambda: forward_case("v4-flash 65536", "v4-flash", 65536, V_PAIR),
+             lambda: forward_case("v3.2 131072", "v3.2", 131072, V_PAIR),
+             lambda: forward_case("v4-flash-selfindex 262144", "v4-flash-selfindex", 262144, V_PAIR),
+             lambda: forward_case("v4-flash-bf16 262144", "v4-flash-bf16", 262144, V_PAIR)],
+            os.path.join(sys.argv[1], "overlap-check.json"))
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from kernels_tilelang.sparse_mla.kernel import rope_fusable
 from kernels_triton.indexer import cost as indexer_cost
 from kernels_triton.quant.formats import keys_dtype
 from kernels_triton.rope.tables import Rotary
@@ -275,7 +276,11 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         fused.append("window ids -> attention: the kernel computes them from the query position, no key list"
                      + (" (the returned lists are written beside it)" if return_indices else ""))
     if a.inverse_rope is not None:
-        fused.append("attention -> inverse RoPE: in place on the chunk's output rows")
+        fused.append("attention -> inverse RoPE: " + (
+            "in the attention kernel's epilogue, on the output tile before its store (no pass over the output)"
+            if rope_fusable(a.v_dim, a.inverse_rope.dim) else
+            "in place on the chunk's output rows, a pass of its own (the rotated channels are not in the "
+            "kernel's second value half: sparse_mla.kernel.rope_fusable)"))
     if packed is not None:
         fused.append(f"packed batch of {packed.sequences} sequences (max {packed.max_seqlen:,} tokens): every kernel "
                      "reads its rows of the segment tables and keeps each sequence to itself (blocks, windows, "
@@ -397,20 +402,19 @@ def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object]
     # indexer's lists are full after the first K*m queries: the kernel's fixed trip count is faster there.
     # (The bound is of unpacked positions: a packed batch's lists are walked whole.)
     bounded = keys is not None and spec.layer == "hca" and not seg
-    calls: List[Node] = [OPS["attention.attend"].call(
+    rope = {}
+    if a.inverse_rope is not None:     # the output's inverse RoPE: the attention's own epilogue
+        tables = table_args(consts, "rope_out")
+        rope = {"rope_cos": tables["cos"], "rope_sin": tables["sin"], "seg": R(seg) if seg else None}
+    return [OPS["attention.attend"].call(
         impl["attention.attend"],
         {"q": R(q), "kv": R(kv), "keys": R(keys) if keys is not None else None, "out": R(out),
          "sink": R("sink") if a.sink else None, "scale": E("scale"), "v_dim": a.v_dim, "pos0": E("s0"),
-         "window": W, "causal_bound": (K, spec.ratio) if bounded else None},
+         "window": W, "causal_bound": (K, spec.ratio) if bounded else None, **rope},
         dict(rows=C, heads=a.heads, dim_qk=a.qk_dim, dim_v=a.v_dim, keys=W + K),
-        f"{a.heads} heads, " + (f"the {W}-row window, no key list" if keys is None else f"{W + K} keys/query"
-                                + (f", blocks past (s+1)//{spec.ratio} skipped" if bounded else "")))]
-    if a.inverse_rope is not None:
-        calls.append(OPS["rope.inverse"].call(
-            impl["rope.inverse"], {"x": R(out), **table_args(consts, "rope_out"), "pos0": E("s0"), "inverse": True,
-                                   **({"seg": R(seg)} if seg else {})},
-            dict(rows=C, heads=a.heads, dim_v=a.v_dim, rot_dim=a.inverse_rope.dim), "at the query positions"))
-    return calls
+        f"{a.heads} heads, " + (f"the {W}-row window, no key list" if keys is None else f"{W + K} keys/query")
+        + (f", blocks past (s+1)//{spec.ratio} skipped" if bounded else "")
+        + (f", then the inverse RoPE of the last {a.inverse_rope.dim} channels" if rope else ""))]
 
 
 def score_ring(impl: Dict[str, str], overlap: bool, k_eff: int, seq_len: int, chunk: int) -> int:

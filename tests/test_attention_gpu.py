@@ -253,3 +253,53 @@ def test_nonfinite_inputs_propagate_as_the_reference(variant):
     fin = ~ref_nan
     assert torch.isfinite(out.float()[fin]).all()
     assert rel_err(out.float()[fin], ref[fin]) <= 1e-2
+
+
+@pytest.mark.parametrize("H", [64, 128])
+def test_fused_inverse_rope_equals_the_rope_kernel_after(H, fresh_seed):
+    """The ws kernels' fused inverse RoPE gives the bits of the attention followed by kernels_triton's RoPE
+    kernel: full lists, the causal bound, the implicit window (pos0 > 0), a packed batch's positions, a
+    dim_v whose rotated channels the kernel cannot fuse (the wrapper runs the RoPE kernel after it), and
+    a NaN-poisoned out= (every element written)."""
+    from kernels_tilelang.sparse_mla.kernel import NO_ROPE, precompile, sparse_mla_fwd
+    from kernels_triton.rope.kernel import apply_rope_
+    from kernels_triton.rope.tables import Rotary, fill_tables
+
+    # the classes below, compiled in parallel processes first (one at a time they take minutes)
+    rope, packed = (448, 64, False), (448, 64, True)
+    precompile([(H, 512, 512, 640, True, False, r) for r in (NO_ROPE, rope, packed)], ("ws",))
+    precompile([(H, 512, 512, 640, True, False, r) for r in (NO_ROPE, rope)], ("ws-bounded",))
+    precompile([(H, 512, 512, 128, True, False, r) for r in (NO_ROPE, rope)], ("ws-window",))
+    P = 4096
+    cos = torch.empty(P, 32, device="cuda")
+    sin = torch.empty_like(cos)
+    fill_tables(cos, sin, rot=Rotary(dim=64, base=160000.0, factor=16.0, original_seq_len=65536))
+    q, kv, idx, snk = make_inputs(1, 96, H, 512, 1500, 640, True)
+    sc = 512 ** -0.5
+    pos0 = 700
+    # a packed batch's positions: three sequences of 40, 30 and 26 tokens, each from 0
+    seg = torch.zeros(96, 4, dtype=torch.int32, device="cuda")
+    seg[:, 0] = torch.cat([torch.arange(40), torch.arange(30), torch.arange(26)]).to(torch.int32)
+    cases = {
+        "full lists": dict(indices=idx),
+        "causal bound": dict(indices=torch.where(torch.arange(640, device="cuda") < 128 + 3, idx, -1).int(),
+                             window=128, causal_bound=(512, 4)),
+        "implicit window": dict(indices=None, window=128),
+        "packed positions": dict(indices=idx, seg=seg),
+    }
+    for name, c in cases.items():
+        seg_c = c.pop("seg", None)
+        indices = c.pop("indices")
+        plain = sparse_mla_fwd(q, kv, indices, sc, 512, sink=snk, pos0=pos0, **c)
+        expected = apply_rope_(plain.clone()[0] if seg_c is not None else plain.clone(), cos, sin,
+                               0 if seg_c is not None else pos0, seg=seg_c)
+        out = torch.full_like(plain, float("nan"))
+        sparse_mla_fwd(q, kv, indices, sc, 512, sink=snk, pos0=pos0, out=out, rope_cos=cos, rope_sin=sin,
+                       rope_seg=seg_c, **c)
+        torch.cuda.synchronize()
+        assert torch.equal(out.view_as(expected), expected), (name, fresh_seed)
+        assert not torch.equal(out, plain), name
+    # dim_v 300: the channels [236, 300) are not in the second value half, the RoPE kernel runs after
+    plain = sparse_mla_fwd(q, kv, idx, sc, 300, sink=snk, pos0=pos0)
+    fused = sparse_mla_fwd(q, kv, idx, sc, 300, sink=snk, pos0=pos0, rope_cos=cos, rope_sin=sin)
+    assert torch.equal(fused, apply_rope_(plain.clone(), cos, sin, pos0)), fresh_seed

@@ -136,6 +136,85 @@ def test_builder_rejects_unsupported_classes():
         lower_sparse_mla_fwd(64, 512, 512, 640, False, arch="sm_80")
 
 
+# ------------------------------------------------------------------ the fused inverse RoPE
+@pytest.mark.parametrize("variant,seg", [("ws", False), ("ws-bounded", True), ("ws-window", False)])
+def test_fused_inverse_rope_lowers_into_the_second_warpgroups_epilogue(variant, seg):
+    """The rotated channels [448, 512) are read from the output tile, rotated with products and sums that
+    nvcc cannot contract (the Triton RoPE's bits), written to the dead P tile and stored from there; the
+    rest of the second value half is stored from the output tile as before."""
+    src = lower_sparse_mla_fwd(64, 512, 512, 640, True, variant=variant, arch="sm_90a", rope=(448, 64, seg))["cuda"]
+    plain = _lowered("v4-flash", variant if variant != "ws-window" else "ws")["cuda"]
+    assert "__fmul_rn" not in plain and "RopeCos[" not in plain
+    assert "__fadd_rn(__fmul_rn(a, c), __fmul_rn(b, sn))" in src
+    assert "__fsub_rn(__fmul_rn(b, c), __fmul_rn(a, sn))" in src
+    assert re.search(r"tma_store\(Out_desc, \(&\(\(\(bfloat16_t\*\)P_s\)\[0\]\)\), 448,", src)
+    assert len(re.findall(r"tma_store\(Out_desc, [^;]*Q_s[^;]*\), \(\(i_\d+ \* 64\) \+ 256\)", src)) == 1
+    assert ("Seg[" in src) == seg                       # a packed batch: the position from the segment rows
+    # one barrier before the rotation and one before the store, none per pair of the loop
+    loop = src[src.index("__fmul_rn") - 3000:src.index("__fmul_rn")]
+    assert loop.count("__sync_thread_partial") == 1
+
+
+def test_fused_inverse_rope_limits():
+    assert sm.rope_fusable(512, 64) and sm.rope_fusable(320, 64)
+    assert not sm.rope_fusable(300, 64)           # channels [236, 300) reach into the first value half
+    assert not sm.rope_fusable(512, 128)          # more channels than the P tile's 64 columns
+    assert not sm.rope_fusable(512, 0) and not sm.rope_fusable(512, 63)
+    with pytest.raises(ValueError, match="fused inverse RoPE"):
+        sm.build_sparse_mla_fwd(64, 512, 512, 640, True, False, "pipelined", rope=(448, 64, False))
+    with pytest.raises(ValueError, match="fused inverse RoPE"):
+        sm.build_sparse_mla_fwd(64, 512, 512, 640, True, False, "ws", rope=(128, 64, False))
+
+
+def test_inverse_rope_argument_errors():
+    q, kv, idx, s = _inputs(Sq=4)
+    cos, sin = torch.zeros(8, 32), torch.zeros(8, 32)
+    with pytest.raises(ValueError, match="both tables"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, rope_cos=cos)
+    with pytest.raises(ValueError, match="pass rope_cos and rope_sin with it"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, rope_seg=torch.zeros(4, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="position 9 is needed"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, pos0=6, rope_cos=cos, rope_sin=sin)
+    with pytest.raises(ValueError, match="fp32 table"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, rope_cos=cos.double(), rope_sin=sin)
+    with pytest.raises(ValueError, match="rot_dim <= 32"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 32, sink=s, rope_cos=cos, rope_sin=sin)
+    with pytest.raises(ValueError, match=r"rope_seg must be \[4, 4\]"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, rope_cos=cos, rope_sin=sin,
+                       rope_seg=torch.zeros(3, 4, dtype=torch.int32))
+    q2, kv2, idx2, _ = _inputs(B=2)
+    with pytest.raises(ValueError, match="B = 1"):
+        sparse_mla_fwd(q2, kv2, idx2, 0.05, 512, sink=s, rope_cos=cos, rope_sin=sin,
+                       rope_seg=torch.zeros(4, 4, dtype=torch.int32))
+    # valid tables: only the device is left to complain about
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, pos0=4, rope_cos=cos, rope_sin=sin)
+
+
+def test_reference_attend_rotates_like_the_rope_reference():
+    """naive.attend with the tables = naive.attend, then the inverse RoPE of rope_rows_bf16 (which builds its
+    own cos/sin from the positions), padded and with a packed batch's positions."""
+    from kernels_tilelang.sparse_mla import naive as att_naive
+    from kernels_triton.rope.naive import rope_rows_bf16
+    from kernels_triton.rope.tables import Rotary, cos_sin
+    torch.manual_seed(0)
+    q, kv, idx, s = _inputs(Sq=6, H=4, NI=8)
+    rot = Rotary(dim=64, base=10000.0)
+    cos, sin = cos_sin(rot, torch.arange(40))
+    args = (q[0], kv[0], idx[0])
+    plain = torch.empty(6, 4, 512, dtype=torch.bfloat16)
+    att_naive.attend(*args, plain, s, scale=0.05, v_dim=512, pos0=30)
+    rotated = torch.empty_like(plain)
+    att_naive.attend(*args, rotated, s, scale=0.05, v_dim=512, pos0=30, rope_cos=cos, rope_sin=sin)
+    assert torch.equal(rotated, rope_rows_bf16(plain, rot, torch.arange(30, 36), inverse=True, heads=True))
+    assert not torch.equal(rotated, plain)
+    seg = torch.tensor([[5, 0, 0, 9], [6, 0, 0, 9], [7, 0, 0, 9], [0, 3, 0, 2], [1, 3, 0, 2], [2, 3, 0, 2]],
+                       dtype=torch.int32)
+    packed = torch.empty_like(plain)
+    att_naive.attend(*args, packed, s, scale=0.05, v_dim=512, pos0=0, rope_cos=cos, rope_sin=sin, seg=seg)
+    assert torch.equal(packed, rope_rows_bf16(plain, rot, seg[:, 0].long(), inverse=True, heads=True))
+
+
 # ------------------------------------------------------------------ wrapper validation (CPU)
 def _inputs(B=1, Sq=4, H=16, D=512, R=32, NI=8, sink=True):
     q = torch.randn(B, Sq, H, D).to(torch.bfloat16)

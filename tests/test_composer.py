@@ -82,7 +82,9 @@ def test_edited_program_runs_as_edited():
 
     no_rope = Program.from_json(prog.to_json())
     inner = no_rope.body[-1].body[0].body
-    inner[:] = [c for c in inner if c.op != "rope.inverse"]
+    attend = [c for c in inner if c.op == "attention.attend"]
+    assert len(attend) == 1 and attend[0].args["rope_cos"] is not None   # the inverse RoPE is the attention's
+    attend[0].args.update(rope_cos=None, rope_sin=None)
     raw = fwd.execute(no_rope, **inp)
     assert not torch.equal(raw, base)
     from kernels_triton.rope.naive import rope_rows_bf16
@@ -213,8 +215,8 @@ def test_plan_program_structure_262k():
     shapes = {b.name: b.shape for b in prog.buffers.values() if b.scope in ("program", "chunk")}
     assert all(not (len(s) >= 2 and s[-2:] == (262144, 65536)) for s in shapes.values())   # no [S, T]
     loop = [n for n in prog.body if isinstance(n, Loop)][0]
-    assert [c.op for c in loop.body[0].body] == ["indexer.score_fp8", "indexer.select", "attention.attend",
-                                                 "rope.inverse"]
+    # the output's inverse RoPE is in the attention's epilogue, no op of its own
+    assert [c.op for c in loop.body[0].body] == ["indexer.score_fp8", "indexer.select", "attention.attend"]
     # the kv rows' FP8 step in the copy into the gather table, the keys packed once after their compressor
     assert [c.op for c in prog.body if isinstance(c, Call)] == ["rope.tables", "quant.rows", "compressor.compress",
                                                                  "compressor.compress", "quant.pack_keys"]

@@ -7,6 +7,7 @@ import torch
 import csa_dsl
 from kernels_tilelang.sparse_mla import kernel as att_kernel
 from kernels_tilelang.sparse_mla import naive as att_naive
+from kernels_triton.compressor import kernel as comp_kernel
 from kernels_triton.compressor import naive as comp_naive
 from kernels_triton.indexer import naive as ix_ref
 from kernels_triton.quant.naive import quant_dequant
@@ -79,17 +80,23 @@ def test_implicit_window_equals_the_listed_window(fresh_seed):
 
 def test_selfindex_composed_16k(fresh_seed):
     """v4-flash-selfindex on the GPU: its selection has tie-aware recall 1.0 against the exact top-k of
-    the 1-bit score (fp64 from the reference compressor's rows), and the output equals the reference
-    attention over the kernel's own key lists."""
+    the 1-bit score (fp64) of the compressed rows the pipeline indexed, those rows agree with the
+    reference compressor's, and the output equals the reference attention over the kernel's own key lists."""
     spec = csa_dsl.preset("v4-flash-selfindex")
     S, W = 16384, spec.attention.window
     inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=fresh_seed)
     out, idx = csa_dsl.compile(spec, "cuda")(**inp, return_indices=True)
     c, a = spec.compressor, spec.attention
     cos, sin = (t.contiguous() for t in cos_sin(rotary(c.rope), torch.arange(S, device="cuda")))
-    # the rows the model attends: compressed and raw rows through their quantisation step (section 5)
-    ckv = comp_naive.compress(inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"], **params(c), cos=cos,
-                              sin=sin, **role_quant(spec, "cmp"))
+    # the rows the model attends: compressed and raw rows through their quantisation step (section 5).
+    # Recall is measured on the rows the pipeline indexed (the Triton compressor's): a row that differs
+    # from the reference compressor's by one rounding can flip a near-tie of the 1-bit score (seed
+    # 1799613470: 14 of 4,096 rows differ, recall 1.0 on the pipeline's rows). The rows themselves are
+    # bounded against the reference compressor separately.
+    cmp_args = (inp["cmp_kv"], inp["cmp_gate"], inp["cmp_ape"], inp["cmp_norm"])
+    cmp_kw = dict(**params(c), cos=cos, sin=sin, **role_quant(spec, "cmp"))
+    ckv = comp_kernel.compress(*cmp_args, **cmp_kw)
+    assert rel_err(ckv, comp_naive.compress(*cmp_args, **cmp_kw)) < 2e-2, fresh_seed
     kq = a.kv_quant
     rows = torch.cat([quant_dequant(inp["kv"], kq.format, kq.block, a.kv_quant_channels), ckv], dim=1)
     keys = ckv[0].double()

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from typing import Any
 
-from .kernel import TARGET_ARCH, _build_locked, _pass_configs, _shape_class, get_kernel
+from .kernel import NO_ROPE, TARGET_ARCH, _build_locked, _pass_configs, _shape_class, get_kernel
 
 
 def _dyn_smem(artifact):
@@ -28,9 +28,10 @@ def _dyn_smem(artifact):
 @functools.lru_cache(maxsize=None)  # lowered once per process and argument set
 def lower_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices: int,
                          with_sink: bool, variant: str = "ws", arch: str = TARGET_ARCH,
-                         return_lse: bool = False, block_keys: int = 64) -> dict:
+                         return_lse: bool = False, block_keys: int = 64, rope: tuple = NO_ROPE) -> dict:
     """Lower without a GPU. Returns dict(tir=TVMScript of the prim_func, cuda=CUDA source,
-    smem_bytes=dynamic shared memory per CTA from the lowered kernel, shape_class=...)."""
+    smem_bytes=dynamic shared memory per CTA from the lowered kernel, shape_class=...).
+    rope: the fused inverse RoPE's (col0, rot_dim, seg) (kernel.build_sparse_mla_fwd)."""
     import tilelang
     import tvm
 
@@ -38,15 +39,15 @@ def lower_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices: int,
         raise ValueError(f"the sparse MLA kernel lowers only for {TARGET_ARCH} (Hopper wgmma and "
                          f"setmaxnreg); got arch={arch!r}")
     sc = _shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
-                      block_keys)
-    func = _build_locked(*sc[:7], block_keys=sc[7])
+                      block_keys, rope)
+    func = _build_locked(*sc[:7], block_keys=sc[7], rope=sc[8])
     tgt = {"kind": "cuda", "arch": arch}
     with tvm.transform.PassContext(config=_pass_configs(variant)):
         with tvm.target.Target(tgt):
             art = tilelang.lower(func, target=tgt)
     return {"tir": func.script(), "cuda": art.kernel_source, "smem_bytes": _dyn_smem(art),
             "shape_class": dict(zip(("heads", "dim_qk", "dim_v", "num_indices", "with_sink",
-                                     "return_lse", "variant", "block_keys"), sc))}
+                                     "return_lse", "variant", "block_keys", "rope"), sc))}
 
 
 # ----------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def lower_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices: int,
 # ----------------------------------------------------------------------------------------
 def kernel_resources(heads: int, dim_qk: int, dim_v: int, num_indices: int, with_sink: bool,
                      return_lse: bool = False, variant: str = "ws", arch: str = TARGET_ARCH,
-                     ptxas_verbose: bool = True) -> dict[str, Any]:
+                     ptxas_verbose: bool = True, rope: tuple = NO_ROPE) -> dict[str, Any]:
     """Registers per thread, spills and shared memory per CTA of the compiled kernel.
 
     TileLang 0.1.15 fills JITKernel.n_regs / n_spills only for HIP, so this recompiles the
@@ -66,7 +67,7 @@ def kernel_resources(heads: int, dim_qk: int, dim_v: int, num_indices: int, with
                            "stack_bytes": None, "static_smem_bytes": None,
                            "dyn_smem_bytes": None, "smem_per_cta_bytes": None, "errors": []}
     kernel = get_kernel(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
-                        arch=arch)
+                        arch=arch, rope=rope)
     for name in ("n_regs", "n_spills"):
         try:
             v = getattr(kernel, name)
@@ -78,7 +79,7 @@ def kernel_resources(heads: int, dim_qk: int, dim_v: int, num_indices: int, with
         res["dyn_smem_bytes"] = _dyn_smem(getattr(kernel, "artifact", None))
         if res["dyn_smem_bytes"] is None:  # loaded from the disk cache: lower again
             low = lower_sparse_mla_fwd(heads, dim_qk, dim_v, num_indices, with_sink, variant,
-                                       arch, return_lse)
+                                       arch, return_lse, rope=rope)
             res["dyn_smem_bytes"] = low["smem_bytes"]
     except Exception as e:  # noqa: BLE001
         res["errors"].append(f"lower: {e}")

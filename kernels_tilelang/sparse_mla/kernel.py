@@ -48,6 +48,9 @@ import threading
 import time
 from typing import Optional
 
+from kernels_triton.rope import kernel as rope_kernel
+from kernels_triton.varlen import kernel as varlen_kernel
+
 from .cost import BLOCK_HEADS, KERNEL_DIM_V   # rows of a wgmma M tile (heads per CTA); value dims produced
 
 LOG2E = 1.4426950408889634
@@ -72,6 +75,20 @@ def padded_num_indices(num_indices: int, block_keys: int = 64) -> int:
     (the ws ring has 2 stages whose index must be a compile-time constant)."""
     step = 2 * block_keys
     return max(step, -(-num_indices // step) * step)
+
+
+ROPE_TILE = 64             # channels the fused inverse RoPE can rotate: the P tile's key columns
+NO_ROPE = (0, 0, False)    # (col0, rot_dim, seg) of the fused inverse RoPE: none
+
+
+def rope_fusable(dim_v: int, rot_dim: int) -> bool:
+    """Whether the ws kernel can rotate the output's last rot_dim of dim_v channels back in its epilogue:
+    they must lie in the second half of the kernel's value dims, the half the second consumer warpgroup
+    stores (so [dim_v - rot_dim, dim_v) inside [256, 512)), and fit the tile they are rotated into (the
+    dead P tile, 64 key columns: rot_dim <= 64). Elsewhere sparse_mla_fwd runs
+    kernels_triton's RoPE kernel on the output after the attention (the same bits)."""
+    return (0 < rot_dim <= ROPE_TILE and rot_dim % 2 == 0 and dim_v - rot_dim >= KERNEL_DIM_V // 2
+            and dim_v <= KERNEL_DIM_V)
 
 
 def kernel_limits(heads: int, dim_qk: int, dim_v: int) -> Optional[str]:
@@ -110,7 +127,7 @@ def smem_bytes_estimate(dim_qk: int, dim_v: int, block_keys: int = 64, stages: i
 # ----------------------------------------------------------------------------------------
 def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded: int,
                          with_sink: bool, return_lse: bool, variant: str = "ws",
-                         block_keys: int = 64):
+                         block_keys: int = 64, rope: tuple = NO_ROPE):
     """Return the TileLang prim_func for one shape class.
 
     heads: a multiple of 64 (pad first, see padded_heads); dim_v: the kernel's value width
@@ -119,7 +136,12 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
       Q [B, Sq, heads, dim_qk] bf16, KV [B, R, dim_qk] bf16, Indices [IB, ISq, NI] int32
       ([B, Sq, NI]; any [1, 1, NI] for "ws-window", which does not read it),
       Sink [heads] fp32, Out [B, Sq, heads, dim_v] bf16, Lse [B, Sq, heads] fp32,
+      RopeCos, RopeSin [P, RT] fp32, Seg [NS, 4] int32 (read only with the fused inverse RoPE),
       sm_scale fp32 and the int32 bound (runtime arguments: they do not key the cache).
+    rope = (col0, rot_dim, seg): the ws variants rotate the output's channels [col0, col0 + rot_dim)
+    back (inverse RoPE, fp32 math on the bf16 output, rounded to bf16: kernels_triton.rope's op,
+    bit for bit) at the query's position, pos0 + row, or with seg the row's position column of the
+    segment table (a packed batch); (0, 0, False): no rotation. See rope_fusable.
     """
     if variant not in KERNEL_VARIANTS:
         raise ValueError(f"variant must be one of {KERNEL_VARIANTS}, got {variant!r}")
@@ -139,17 +161,24 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
     smem = smem_bytes_estimate(dim_qk, dim_v, block_keys)
     if smem > SM90_SMEM_LIMIT:
         raise ValueError(f"shape class needs {smem} B of shared memory > {SM90_SMEM_LIMIT}")
+    col0, rot_dim, rope_seg = rope
+    if rot_dim and (variant == "pipelined" or not rope_fusable(col0 + rot_dim, rot_dim)):
+        raise ValueError(f"the fused inverse RoPE needs a ws variant and channels [{col0}, {col0 + rot_dim}) "
+                         f"inside the second value half [{dim_v // 2}, {dim_v}) (rope_fusable)")
     if variant == "pipelined":
         return _build_pipelined(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse),
                                 block_keys)
     return _build_ws(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
-                     implicit_window=variant == "ws-window", bounded=variant != "ws")
+                     implicit_window=variant == "ws-window", bounded=variant != "ws",
+                     rope=(int(col0), int(rot_dim), bool(rope_seg)))
 
 
 def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
     """Wrap a T.macro body in the prim_func whose parameter list matches the options
-    (absent tensors are simply not parameters, so nothing is allocated for them)."""
-    B, Sq, R, IB, ISq = T.dynamic("B, Sq, R, IB, ISq")
+    (absent tensors are simply not parameters, so nothing is allocated for them). RopeCos, RopeSin
+    [P, RT] fp32 and Seg [NS, 4] int32 are always parameters: a kernel without the fused inverse
+    RoPE (or unpacked) never reads them, and its caller passes a one-row stand-in."""
+    B, Sq, R, IB, ISq, P, RT, NS = T.dynamic("B, Sq, R, IB, ISq, P, RT, NS")
     bf16, f32, i32 = T.bfloat16, T.float32, T.int32
     q_shape, kv_shape, i_shape = [B, Sq, heads, dim_qk], [B, R, dim_qk], [IB, ISq, NI]
     o_shape, l_shape = [B, Sq, heads, dim_v], [B, Sq, heads]
@@ -159,31 +188,45 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32), Sink: T.Tensor([heads], f32),
                                   Out: T.Tensor(o_shape, bf16), Lse: T.Tensor(l_shape, f32),
+                                  RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
+                                  Seg: T.Tensor([NS, 4], i32),
                                   sm_scale: T.float32, pos0: T.int32, bound_w: T.int32, bound_k: T.int32,
                                   bound_m: T.int32):
-            body(Q, KV, Indices, Sink, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
+            body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+                 bound_m, B, Sq, R, P)
     elif with_sink:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32), Sink: T.Tensor([heads], f32),
-                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32, pos0: T.int32,
+                                  Out: T.Tensor(o_shape, bf16),
+                                  RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
+                                  Seg: T.Tensor([NS, 4], i32),
+                                  sm_scale: T.float32, pos0: T.int32,
                                   bound_w: T.int32, bound_k: T.int32, bound_m: T.int32):
-            body(Q, KV, Indices, Sink, Out, None, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
+            body(Q, KV, Indices, Sink, Out, None, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+                 bound_m, B, Sq, R, P)
     elif return_lse:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32),
                                   Out: T.Tensor(o_shape, bf16), Lse: T.Tensor(l_shape, f32),
+                                  RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
+                                  Seg: T.Tensor([NS, 4], i32),
                                   sm_scale: T.float32, pos0: T.int32, bound_w: T.int32, bound_k: T.int32,
                                   bound_m: T.int32):
-            body(Q, KV, Indices, None, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
+            body(Q, KV, Indices, None, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+                 bound_m, B, Sq, R, P)
     else:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
                                   Indices: T.Tensor(i_shape, i32),
-                                  Out: T.Tensor(o_shape, bf16), sm_scale: T.float32, pos0: T.int32,
+                                  Out: T.Tensor(o_shape, bf16),
+                                  RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
+                                  Seg: T.Tensor([NS, 4], i32),
+                                  sm_scale: T.float32, pos0: T.int32,
                                   bound_w: T.int32, bound_k: T.int32, bound_m: T.int32):
-            body(Q, KV, Indices, None, Out, None, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R)
+            body(Q, KV, Indices, None, Out, None, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+                 bound_m, B, Sq, R, P)
     return sparse_mla_fwd_kernel
 
 
@@ -238,7 +281,40 @@ def _epilogue_macros(T, HB, with_sink, return_lse):
     return finalize
 
 
-def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False):
+def _inverse_rope_macro(T, HB, rope):
+    """The fused inverse RoPE of the output tile (rope = (col0, rot_dim, seg), see build_sparse_mla_fwd).
+
+    It reads the bf16 tile in shared memory, after the normalised output was rounded into it, so it
+    computes exactly what kernels_triton.rope.kernel does to the stored output: pair (a, b) of channels
+    (col0 + 2k, col0 + 2k + 1) becomes (a*c + b*s, b*c - a*s) with c, s the fp32 table row of the
+    query's position, each product and sum rounded on its own (__fmul_rn / __fadd_rn: fast math and
+    nvcc's FMA contraction cannot fuse them), then rounded to bf16, into columns 2k, 2k + 1 of R_s.
+    A position past the tables' last row reads the last row (the wrapper checks the tables cover the
+    rows it is given)."""
+    col0, rot_dim, seg = rope
+    f32, bf16 = T.float32, T.bfloat16
+
+    def mul(x, y):
+        return T.call_extern(f32, "__fmul_rn", x, y)
+
+    def position(Seg, s_i, s_pos):
+        return Seg[s_i, 0] if seg else s_pos        # column 0 of a segment row: the position in its sequence
+
+    @T.macro
+    def inverse_rope(O_s, R_s, RopeCos, RopeSin, Seg, s_i, s_pos, P):
+        tab = T.min(position(Seg, s_i, s_pos), P - 1)
+        for h, k in T.Parallel(HB, rot_dim // 2):
+            a = T.cast(O_s[h, col0 + 2 * k], f32)
+            b = T.cast(O_s[h, col0 + 2 * k + 1], f32)
+            c = RopeCos[tab, k]
+            sn = RopeSin[tab, k]
+            R_s[h, 2 * k] = T.cast(T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
+            R_s[h, 2 * k + 1] = T.cast(T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
+
+    return inverse_rope
+
+
+def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
     import tilelang.language as T
 
     HB = BLOCK_HEADS
@@ -250,6 +326,8 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
     M_INIT = -1.0e30              # finite: exp2(M_INIT - M_INIT) = 1, never inf - inf
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
     online_softmax = _softmax_macro(T, HB, BI)
+    inverse_rope = _inverse_rope_macro(T, HB, rope)
+    RC, RD = rope[0], rope[1]     # the rotated channels [RC, RC + RD) (RD = 0: none)
 
     def key_row(Indices, b_i, s_i, s_pos, bound_w, slot):
         """The kv row of a key-list slot: read from the list, or computed for "ws-window"."""
@@ -263,7 +341,8 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
         return (ix >= 0) & (ix < R)
 
     @T.macro
-    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R):
+    def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+             bound_m, B, Sq, R, P):
         with T.Kernel(Sq * G, B, threads=384) as (bx, by):
             Q_s = T.alloc_shared([HB, DV], bf16)          # reused as the output tile
             K_s = T.alloc_shared([2, BI, DV], bf16)        # KV ring, value part (= K[:DV])
@@ -385,8 +464,18 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
                     acc_or[h, d] *= inv_s[h]
                 # bar_fin also proves WG0's last Q K^T is done, so Q_s can take the output
                 T.copy(acc_or, Q_s[:, DH:DV])
-                T.fence_proxy_async()
-                T.copy(Q_s[:, DH:DV], Out[b_i, s_i, h0:h0 + HB, DH:DV])
+                if RC > 0:
+                    # the fused inverse RoPE: its channels lie in this warpgroup's half (rope_fusable).
+                    # The rotated pairs go to P_s, dead here (this warpgroup's own last P V read it,
+                    # and WG0 wrote it for the last time before bar_fin): reading one tile and writing
+                    # another needs no barrier between the pairs of one thread.
+                    inverse_rope(Q_s, P_s, RopeCos, RopeSin, Seg, s_i, s_pos, P)
+                    T.fence_proxy_async()
+                    T.copy(Q_s[:, DH:RC], Out[b_i, s_i, h0:h0 + HB, DH:RC])
+                    T.copy(P_s[:, 0:RD], Out[b_i, s_i, h0:h0 + HB, RC:RC + RD])
+                else:
+                    T.fence_proxy_async()
+                    T.copy(Q_s[:, DH:DV], Out[b_i, s_i, h0:h0 + HB, DH:DV])
             else:
                 # ---------------- WG2: producer ----------------
                 T.set_max_nreg(80, 0)
@@ -452,7 +541,8 @@ def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
     online_softmax = _softmax_macro(T, HB, BI)
 
     @T.macro
-    def body(Q, KV, Indices, Sink, Out, Lse, sm_scale, pos0, bound_w, bound_k, bound_m, B, Sq, R):
+    def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+             bound_m, B, Sq, R, P):
         # no block skipping here (the bound is a promise the pipelined walk does not need)
         with T.Kernel(Sq * G, B, threads=256) as (bx, by):
             Q_s = T.alloc_shared([HB, DV], bf16)
@@ -536,10 +626,10 @@ def _pass_configs(variant: str) -> dict:
 
 
 def _shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant,
-                 block_keys=64):
+                 block_keys=64, rope=NO_ROPE):
     d_qk, d_v = kernel_dims(dim_qk, dim_v)
     return (padded_heads(heads), d_qk, d_v, padded_num_indices(num_indices, block_keys),
-            bool(with_sink), bool(return_lse), variant, block_keys)
+            bool(with_sink), bool(return_lse), variant, block_keys, tuple(rope))
 
 
 # The TileLang front end (Python AST builder) is not documented as thread-safe; building is
@@ -554,21 +644,21 @@ def _build_locked(*args, **kwargs):
 
 
 @functools.lru_cache(maxsize=None)
-def _compiled(heads_p, dim_qk, dim_v_k, ni_p, with_sink, return_lse, variant, block_keys,
+def _compiled(heads_p, dim_qk, dim_v_k, ni_p, with_sink, return_lse, variant, block_keys, rope,
               arch):
     import tilelang
 
     func = _build_locked(heads_p, dim_qk, dim_v_k, ni_p, with_sink, return_lse, variant,
-                         block_keys)
+                         block_keys, rope)
     return tilelang.compile(func, out_idx=None, target={"kind": "cuda", "arch": arch},
                             pass_configs=_pass_configs(variant))
 
 
 def get_kernel(heads, dim_qk, dim_v, num_indices, with_sink, return_lse, variant="ws",
-               block_keys=64, arch=TARGET_ARCH):
+               block_keys=64, arch=TARGET_ARCH, rope=NO_ROPE):
     """The compiled (cached) TileLang kernel of a shape class (needs nvcc, not a GPU)."""
     return _compiled(*_shape_class(heads, dim_qk, dim_v, num_indices, with_sink, return_lse,
-                                   variant, block_keys), arch)
+                                   variant, block_keys, rope), arch)
 
 
 def _precompile_job(job):
@@ -584,8 +674,9 @@ def precompile(classes, variants=VARIANTS, max_workers=None, arch=TARGET_ARCH) -
     """Compile shape classes in parallel worker processes, filling TileLang's on-disk kernel
     cache, so the calling process then loads each kernel in about a second.
 
-    classes: iterable of (heads, dim_qk, dim_v, num_indices, with_sink, return_lse).
-    Returns {(heads, ..., return_lse, variant): (error or None, seconds)}. Processes, not
+    classes: iterable of (heads, dim_qk, dim_v, num_indices, with_sink, return_lse[, rope]) with rope
+    the fused inverse RoPE's (col0, rot_dim, seg) (default NO_ROPE; see build_sparse_mla_fwd).
+    Returns {(heads, ..., return_lse, variant, rope): (error or None, seconds)}. Processes, not
     threads: the TileLang front end holds the GIL for most of the ~5 s lowering."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -596,8 +687,9 @@ def precompile(classes, variants=VARIANTS, max_workers=None, arch=TARGET_ARCH) -
         return {}
     jobs = []
     for c in classes:
+        rope = tuple(c[6]) if len(c) > 6 else NO_ROPE
         for v in variants:
-            j = (*c, v, 64, arch)
+            j = (*c[:6], v, 64, arch, rope)     # get_kernel's positional arguments
             if j not in jobs:
                 jobs.append(j)
     if not jobs:
@@ -606,7 +698,7 @@ def precompile(classes, variants=VARIANTS, max_workers=None, arch=TARGET_ARCH) -
     out = {}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
         for job, err, dt in ex.map(_precompile_job, jobs):
-            out[job[:7]] = (err, dt)
+            out[(*job[:7], job[9])] = (err, dt)
     return out
 
 
@@ -619,10 +711,11 @@ def _check_tensor(name, t, torch):
 
 
 def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, variant="ws",
-                               out=None, pos0=0, window=0, causal_bound=None, need_cuda=True):
+                               out=None, pos0=0, window=0, causal_bound=None, need_cuda=True,
+                               rope_cos=None, rope_sin=None, rope_seg=None):
     """All checks that need no GPU, in the order: types, dtypes, ranks, sizes, dims,
-    contiguity, scalars, and last the device (need_cuda=False: stop before the CUDA checks, for
-    the CPU reference of the same call). Raises TypeError / ValueError."""
+    contiguity, scalars, the inverse RoPE's tables, and last the device (need_cuda=False: stop
+    before the CUDA checks, for the CPU reference of the same call). Raises TypeError / ValueError."""
     import torch
 
     _check_tensor("q", q, torch)
@@ -713,6 +806,7 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
                         f"{type(sm_scale).__name__}; use float(...)")
     if not (math.isfinite(float(sm_scale)) and float(sm_scale) > 0):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale}")
+    _check_rope_args(q, dim_v, pos0, rope_cos, rope_sin, rope_seg)
     # device last: everything above is checkable (and tested) on CPU tensors
     devs = {t.device for t in (q, kv, listed, sink, out) if t is not None}
     if len(devs) > 1:
@@ -735,7 +829,8 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
 
 
 def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
-                   variant="ws", out=None, *, pos0=0, window=0, causal_bound=None):
+                   variant="ws", out=None, *, pos0=0, window=0, causal_bound=None,
+                   rope_cos=None, rope_sin=None, rope_seg=None):
     """Sparse MLA forward. q [B,Sq,H,D] bf16, kv [B,R,D] bf16, indices [B,Sq,NI] int32
     (-1 = empty; ids outside [0, R) are treated as empty), sink [H] fp32 or None.
     Returns out [B,Sq,H,dim_v] bf16, and lse [B,Sq,H] fp32 (natural log) if return_lse.
@@ -746,8 +841,15 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
       <= p): no key list exists (window-only layers).
     causal_bound=(k_sel, ratio): a promise that each list is `window` window slots then selected
       slots, each part -1 padded at the end, with at most min(k_sel, (p+1)//ratio) selected rows:
-      key blocks past that are skipped, not walked (the composer's lists keep it)."""
-    validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out, pos0, window, causal_bound)
+      key blocks past that are skipped, not walked (the composer's lists keep it).
+    rope_cos, rope_sin: fp32 RoPE tables [P, rot_dim // 2] (kernels_triton.rope.tables): the output's
+      last rot_dim channels are rotated back (inverse RoPE) at each query's position, pos0 + row, or with
+      rope_seg (a packed batch's segment rows [Sq, 4], B = 1) the row's position in its own sequence.
+      The ws kernel does it in its epilogue (rope_fusable); otherwise kernels_triton's RoPE kernel runs on
+      the output afterwards. Either way the bits are kernels_triton.rope.kernel.apply_rope_'s."""
+    validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out, pos0, window, causal_bound,
+                               rope_cos=rope_cos, rope_sin=rope_sin, rope_seg=rope_seg)
+    rot_dim = 0 if rope_cos is None else 2 * rope_cos.shape[1]
     import torch
 
     B, Sq, H, D = q.shape
@@ -766,6 +868,8 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
         return (out, lse) if return_lse else out
     if R == 0:  # nothing can be valid: zeros, LSE = sink or -inf
         out.zero_()
+        if rot_dim:
+            _rope_after(out, rope_cos, rope_sin, pos0, rope_seg)
         if return_lse:
             lse.copy_(sink.view(1, 1, H).expand(B, Sq, H) if sink is not None
                       else torch.full_like(lse, float("-inf")))
@@ -773,7 +877,9 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
 
     kv_variant = "ws-window" if implicit else ("ws-bounded" if causal_bound is not None and variant == "ws"
                                                else variant)
-    sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, kv_variant)
+    fused = rot_dim > 0 and kv_variant != "pipelined" and rope_fusable(dim_v, rot_dim)
+    rope = (dim_v - rot_dim, rot_dim, rope_seg is not None) if fused else NO_ROPE
+    sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, kv_variant, rope=rope)
     Hp, _, DVk, NIp = sc[0], sc[1], sc[2], sc[3]
     with torch.cuda.device(q.device):
         kernel = _compiled(*sc, TARGET_ARCH)
@@ -803,19 +909,59 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
         args.append(o_k)
         if l_k is not None:
             args.append(l_k)
+        if fused:       # the stand-ins of the tables and segment rows are never read
+            args += [rope_cos, rope_sin]
+        else:
+            args += [torch.empty((1, 1), dtype=torch.float32, device=q.device)] * 2
+        args.append(rope_seg if fused and rope_seg is not None
+                    else torch.empty((1, 4), dtype=torch.int32, device=q.device))
         args += [float(sm_scale), int(pos0), *(int(x) for x in bound)]
         kernel(*args)
         if not direct:
             out.copy_(o_k[:, :, :H, :dim_v])
+        if rot_dim and not fused:
+            _rope_after(out, rope_cos, rope_sin, pos0, rope_seg)
         if return_lse and l_k is not lse:
             lse.copy_(l_k[:, :, :H])
     return (out, lse) if return_lse else out
 
 
 def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, pos0: int = 0, window: int = 0,
-           causal_bound=None, variant: str = "ws") -> None:
+           causal_bound=None, rope_cos=None, rope_sin=None, seg=None, variant: str = "ws") -> None:
     """The composed program's op: out [n,H,Dv] <- attention of q [n,H,D] (positions pos0..) over the rows
-    keys [n,NI] of kv [R,D] (one batch element), or over the implicit window when keys is None (see
+    keys [n,NI] of kv [R,D] (one batch element), or over the implicit window when keys is None, then the
+    inverse RoPE of its last channels when the tables are given, at positions pos0.. or seg's (see
     sparse_mla_fwd); naive.attend has the same signature."""
     sparse_mla_fwd(q[None], kv[None], None if keys is None else keys[None], scale, v_dim, sink=sink,
-                   variant=variant, out=out[None], pos0=pos0, window=window, causal_bound=causal_bound)
+                   variant=variant, out=out[None], pos0=pos0, window=window, causal_bound=causal_bound,
+                   rope_cos=rope_cos, rope_sin=rope_sin, rope_seg=seg)
+
+
+def _check_rope_args(q, dim_v, pos0, cos, sin, seg) -> int:
+    """The fused inverse RoPE's tables and segment rows, checked before any launch; returns rot_dim (0:
+    none)."""
+    if cos is None and sin is None:
+        if seg is not None:
+            raise ValueError("rope_seg gives the rows' positions for the inverse RoPE: pass rope_cos and "
+                             "rope_sin with it")
+        return 0
+    if cos is None or sin is None:
+        raise ValueError("the inverse RoPE needs both tables: pass rope_cos and rope_sin (or neither)")
+    B, Sq = q.shape[0], q.shape[1]
+    rot_dim = rope_kernel.check_tables(cos, sin, pos0 + Sq if seg is None else 1, q.device,
+                                       "sparse_mla_fwd inverse RoPE")
+    if rot_dim > dim_v:
+        raise ValueError(f"the inverse RoPE rotates the output's last rot_dim = {rot_dim} channels, but "
+                         f"dim_v = {dim_v}; build the tables for rot_dim <= {dim_v}")
+    if seg is not None:
+        if B != 1:
+            raise ValueError(f"rope_seg (a packed batch's segment rows) needs B = 1 (the tokens packed along "
+                             f"Sq), got B = {B}")
+        varlen_kernel.check_segments(seg, Sq, q.device, what="rope_seg")
+    return rot_dim
+
+
+def _rope_after(out, cos, sin, pos0, seg) -> None:
+    """The inverse RoPE as its own pass over the output, where the kernel cannot fuse it (rope_fusable)."""
+    rope_kernel.apply_rope_(out[0] if seg is not None else out, cos, sin, pos0 if seg is None else 0,
+                            inverse=True, seg=seg)

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import torch
 
 from kernels_triton.indexer.naive import window_indices
+from kernels_triton.rope import naive as rope_naive
 
 KEY_BLOCK = 64     # key slots per step of the sums (the kernel's block of keys)
 
@@ -72,12 +73,17 @@ def check_causal_bound(keys: torch.Tensor, pos0: int, window: int, causal_bound:
 
 def attend(q: torch.Tensor, kv: torch.Tensor, keys: Optional[torch.Tensor], out: torch.Tensor,
            sink: Optional[torch.Tensor] = None, *, scale: float, v_dim: int, pos0: int = 0, window: int = 0,
-           causal_bound: Optional[Tuple[int, int]] = None) -> None:
+           causal_bound: Optional[Tuple[int, int]] = None, rope_cos: Optional[torch.Tensor] = None,
+           rope_sin: Optional[torch.Tensor] = None, seg: Optional[torch.Tensor] = None) -> None:
     """out [n,H,Dv] bf16 <- attention of q [n,H,D] (positions pos0..) over the rows keys [n,NI] of kv [R,D]
     (one batch element); keys None: the sliding window of `window` rows alone. `causal_bound` is checked,
-    not used (the kernel skips the blocks past it)."""
+    not used (the kernel skips the blocks past it). With the RoPE tables, the bf16 output's last channels
+    are then rotated back (inverse RoPE) at positions pos0.. (seg: the packed rows' own positions), as
+    kernels_triton.rope.naive.rope_ does (the kernel fuses it into its epilogue)."""
     if keys is None:
         keys = window_indices(torch.arange(pos0, pos0 + q.shape[0], device=q.device), window)
     elif causal_bound is not None:
         check_causal_bound(keys, pos0, window, causal_bound)
     out.copy_(sparse_attention(q[None], kv[None], keys[None], scale, v_dim, sink)[0].to(out.dtype))
+    if rope_cos is not None:
+        rope_naive.rope_(out, rope_cos, rope_sin, pos0, inverse=True, seg=seg)
