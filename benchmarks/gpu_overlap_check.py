@@ -8,6 +8,7 @@ reorder nothing the program computes; the first variant is run twice, so nondete
 variants are timed in alternation (3 rounds, medians), the peak above inputs + output measured once.
 Writes OUT_DIR/overlap-check.json and prints a table last. benchmarks/gpu_fused_rope_check.py runs its
 cases with the same alternation (run_case)."""
+import gc
 import json
 import os
 import sys
@@ -113,6 +114,7 @@ def run_all(cases, out_json, kind="overlap-check"):
             recs = [{"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}]
         allrecs += recs
         json.dump(allrecs, open(out_json, "w"), indent=1)
+        gc.collect()            # the case's inputs sit in reference cycles (compiled forwards, closures)
         torch.cuda.empty_cache()
     print(f"{'case':<28} {'variant':<22} {'ms':>8} {'peak GiB':>9} {'plan GiB':>9} identical")
     for r in allrecs:

@@ -25,9 +25,14 @@ Variants of one algorithm, same semantics:
       WG2 (producer,  80 regs): cp.async gather of the 64 indexed KV rows per step into a
                                 2-stage smem ring; -1 rows are zero-filled, never read
     Synchronisation is entirely mbarrier based (see the table in _build_ws).
+  * "seesaw" (dim_qk = 512): "ws" with the work split evenly. Both consumers compute Q K^T, on
+      alternate key blocks, exchange the blocks' row maxima through shared memory (so both keep the
+      same running max) and each accumulates P V over both blocks for its own half of the value dims
+      (216 registers each, producer 72). See _build_seesaw.
   * "ws-bounded": "ws" walking only the key blocks under the causal bound (HCA's lists).
   * "ws-window": "ws-bounded" without a key list (window-only layers): slot j of the query at position p
     is row max(0, p - W + 1) + j (valid while <= p), W = bound_w; Indices is not read.
+    ("seesaw-bounded" and "seesaw-window": the same walks on the seesaw split.)
   * "pipelined": one T.Pipelined(num_stages=2) loop, 2 warpgroups, TileLang schedules the
     cp.async gather / wgmma overlap itself. Simpler, most likely correct; kept as a fallback
     and as a cross-check of the "ws" variant.
@@ -56,8 +61,10 @@ from .cost import BLOCK_HEADS, KERNEL_DIM_V   # rows of a wgmma M tile (heads pe
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 SUPPORTED_DIM_QK = (512, 576)
-VARIANTS = ("ws", "pipelined")                    # a user's choice
-KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window")   # "ws" with the causal bound / implicit window ids
+VARIANTS = ("ws", "seesaw", "pipelined")          # a user's choice
+# the warp-specialised families with the causal bound / the implicit window ids
+KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window")
+WS_FAMILIES = ("ws", "seesaw")
 SM90_SMEM_LIMIT = 232448  # 227 KiB opt-in dynamic shared memory per block on H100/H200
 TARGET_ARCH = "sm_90a"
 
@@ -168,8 +175,16 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
     if variant == "pipelined":
         return _build_pipelined(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse),
                                 block_keys)
+    family, _, walk = variant.partition("-")
+    if family == "seesaw":
+        if tail:
+            raise ValueError(f"the seesaw variants take dim_qk == dim_v (no RoPE tail: with it the second P tile "
+                             f"and the tail's K ring exceed shared memory), got dim_qk={dim_qk}; use 'ws'")
+        return _build_seesaw(heads, dim_qk, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
+                             implicit_window=walk == "window", bounded=walk != "",
+                             rope=(int(col0), int(rot_dim), bool(rope_seg)))
     return _build_ws(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
-                     implicit_window=variant == "ws-window", bounded=variant != "ws",
+                     implicit_window=walk == "window", bounded=walk != "",
                      rope=(int(col0), int(rot_dim), bool(rope_seg)))
 
 
@@ -301,17 +316,39 @@ def _inverse_rope_macro(T, HB, rope):
         return Seg[s_i, 0] if seg else s_pos        # column 0 of a segment row: the position in its sequence
 
     @T.macro
-    def inverse_rope(O_s, R_s, RopeCos, RopeSin, Seg, s_i, s_pos, P):
+    def inverse_rope(O_s, R_s, RopeCos, RopeSin, Seg, s_i, s_pos, P, tile=None):
+        # R_s: a [HB, >= rot_dim] tile, or with `tile` the tile R_s[tile] of a stack of them
         tab = T.min(position(Seg, s_i, s_pos), P - 1)
         for h, k in T.Parallel(HB, rot_dim // 2):
             a = T.cast(O_s[h, col0 + 2 * k], f32)
             b = T.cast(O_s[h, col0 + 2 * k + 1], f32)
             c = RopeCos[tab, k]
             sn = RopeSin[tab, k]
-            R_s[h, 2 * k] = T.cast(T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
-            R_s[h, 2 * k + 1] = T.cast(T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
+            if tile is None:
+                R_s[h, 2 * k] = T.cast(T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
+                R_s[h, 2 * k + 1] = T.cast(T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
+            else:
+                R_s[tile, h, 2 * k] = T.cast(T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
+                R_s[tile, h, 2 * k + 1] = T.cast(T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
 
     return inverse_rope
+
+
+def _key_fns(T, implicit_window):
+    """key_row(Indices, b, s, s_pos, bound_w, slot) -> the kv row of a key-list slot (read from the list, or
+    computed for the implicit window); key_ok(s_pos, bound_w, slot, ix, R) -> whether the slot is valid."""
+
+    def key_row(Indices, b_i, s_i, s_pos, bound_w, slot):
+        if implicit_window:
+            return T.max(s_pos - bound_w + 1, 0) + slot
+        return Indices[b_i, s_i, slot]
+
+    def key_ok(s_pos, bound_w, slot, ix, R):
+        if implicit_window:
+            return (slot < bound_w) & (ix <= s_pos) & (ix < R)
+        return (ix >= 0) & (ix < R)
+
+    return key_row, key_ok
 
 
 def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
@@ -328,17 +365,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
     online_softmax = _softmax_macro(T, HB, BI)
     inverse_rope = _inverse_rope_macro(T, HB, rope)
     RC, RD = rope[0], rope[1]     # the rotated channels [RC, RC + RD) (RD = 0: none)
-
-    def key_row(Indices, b_i, s_i, s_pos, bound_w, slot):
-        """The kv row of a key-list slot: read from the list, or computed for "ws-window"."""
-        if implicit_window:
-            return T.max(s_pos - bound_w + 1, 0) + slot
-        return Indices[b_i, s_i, slot]
-
-    def key_ok(s_pos, bound_w, slot, ix, R):
-        if implicit_window:
-            return (slot < bound_w) & (ix <= s_pos) & (ix < R)
-        return (ix >= 0) & (ix < R)
+    key_row, key_ok = _key_fns(T, implicit_window)
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
@@ -526,6 +553,198 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
                     T.barrier_wait(bar_kv_free[st], (n_it & 1) ^ 1)
 
     return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
+
+
+def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
+    """The "seesaw" split of the ws kernel (D == DV: no RoPE tail). Both consumer warpgroups compute
+    Q K^T, on alternate key blocks (WG0 the even block of a pair, WG1 the odd one), exchange their blocks'
+    row maxima so both hold the same running max, and each accumulates P V over both blocks for its own
+    half of the value dims. Per pair of blocks each does one Q K^T and two half-width P V: the same work
+    (the "ws" split gives WG0 both Q K^T and WG1 only P V). Same semantics, same producer, same epilogue.
+
+    Barriers (phase n of a barrier completes once per use; c is a consumer, c' the other):
+      bar_q           producer cp.async(Q) done              -> both may read Q_s
+      bar_kv_full[st] producer cp.async(stage st) done       -> both may read K_s[st]
+      bar_kv_free[st] both consumers finished with K_s[st]   -> producer may refill it
+      bar_mx[c]       c wrote its block's row max to mx_s[c, it % 2] (and, after the loop, its row sum)
+      bar_p[c]        c wrote P_s[c] (+ fence)               -> c' may multiply it
+    c overwrites mx_s[c, it % 2] two pairs later and P_s[c] one pair later, both after waiting bar_mx[c'] of
+    that pair, which c' arrives only after its reads of the earlier ones (program order, release/acquire)."""
+    import tilelang.language as T
+
+    HB = BLOCK_HEADS
+    G = heads // HB
+    DH = D // 2                   # value half owned by each consumer warpgroup
+    NB = NI // BI                 # key blocks (even)
+    bf16, f32 = T.bfloat16, T.float32
+    M_INIT = -1.0e30              # finite: exp2(M_INIT - M_INIT) = 1, never inf - inf
+    finalize = _epilogue_macros(T, HB, with_sink, return_lse)
+    inverse_rope = _inverse_rope_macro(T, HB, rope)
+    RC, RD = rope[0], rope[1]
+    key_row, key_ok = _key_fns(T, implicit_window)
+
+    @T.macro
+    def consumer(c, Q_s, K_s, P_s, mx_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
+                 m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free, bar_mx, bar_p,
+                 scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P):
+        T.fill(m_i, M_INIT)
+        T.fill(l_i, 0)
+        T.fill(acc_o, 0)
+        T.barrier_wait(bar_q, 0)
+        for it in T.serial(n_it):
+            k = it * 2 + c
+            # additive mask of this consumer's block, read before the wait so the loads hide behind it
+            for h, j in T.Parallel(HB, BI):
+                acc_s[h, j] = T.if_then_else(
+                    key_ok(s_pos, bound_w, k * BI + j, key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + j), R),
+                    0, -T.infinity(f32))
+            T.barrier_wait(bar_kv_full[c], it & 1)
+            T.fence_proxy_async()          # cp.async (generic proxy) -> wgmma (async proxy)
+            T.wgmma_gemm(Q_s, K_s[c, :, :], acc_s, transpose_B=True)
+            T.wait_wgmma(0)
+            T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
+            # the block's row max, exchanged: both consumers then hold the same running max
+            T.reduce_max(acc_s, m_blk, dim=1, clear=True)
+            for h in T.Parallel(HB):
+                m_blk[h] = m_blk[h] * scale2
+                mx_s[c, it & 1, h] = m_blk[h]
+            T.barrier_arrive(bar_mx[c])
+            T.copy(m_i, m_prev)
+            T.barrier_wait(bar_mx[1 - c], it & 1)
+            for h in T.Parallel(HB):
+                m_peer[h] = mx_s[1 - c, it & 1, h]
+            for h in T.Parallel(HB):
+                m_i[h] = T.max(m_prev[h], T.max(m_blk[h], m_peer[h]))
+                alpha[h] = T.exp2(m_prev[h] - m_i[h])
+            for h, j in T.Parallel(HB, BI):
+                acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
+            T.reduce_sum(acc_s, l_blk, dim=1)
+            for h in T.Parallel(HB):
+                l_i[h] = l_i[h] * alpha[h] + l_blk[h]       # this consumer's blocks only; summed at the end
+            for h, d in T.Parallel(HB, DH):
+                acc_o[h, d] *= alpha[h]
+            T.copy(acc_s, P_s[c, :, :])
+            T.fence_proxy_async()          # P_s is read by wgmma (the peer's too)
+            T.barrier_arrive(bar_p[c])
+            T.gemm(P_s[c, :, :], K_s[c, :, c * DH:(c + 1) * DH], acc_o)
+            T.barrier_wait(bar_p[1 - c], it & 1)
+            T.gemm(P_s[1 - c, :, :], K_s[1 - c, :, c * DH:(c + 1) * DH], acc_o)
+            T.barrier_arrive(bar_kv_free[0])
+            T.barrier_arrive(bar_kv_free[1])
+        # the denominator sums both consumers' blocks: exchanged through mx_s's free parity slot
+        for h in T.Parallel(HB):
+            mx_s[c, n_it & 1, h] = l_i[h]
+        T.barrier_arrive(bar_mx[c])
+        T.barrier_wait(bar_mx[1 - c], n_it & 1)
+        for h in T.Parallel(HB):
+            l_i[h] = l_i[h] + mx_s[1 - c, n_it & 1, h]
+        finalize(m_i, l_i, inv, lse_frag, Sink, h0)
+        if return_lse and c == 0:
+            for h in T.Parallel(HB):
+                Lse[b_i, s_i, h0 + h] = lse_frag[h]
+        for h, d in T.Parallel(HB, DH):
+            acc_o[h, d] *= inv[h]
+        # Q_s is dead: the peer's last Q K^T completed before its last bar_mx arrival
+        T.copy(acc_o, Q_s[:, c * DH:(c + 1) * DH])
+        if c == 1 and RC > 0:
+            # the fused inverse RoPE (rope_fusable: its channels are in this half) into P_s[1], dead: the
+            # peer's last P V read it before its final bar_mx arrival
+            inverse_rope(Q_s, P_s, RopeCos, RopeSin, Seg, s_i, s_pos, P, tile=1)
+            T.fence_proxy_async()
+            T.copy(Q_s[:, DH:RC], Out[b_i, s_i, h0:h0 + HB, DH:RC])
+            T.copy(P_s[1, :, 0:RD], Out[b_i, s_i, h0:h0 + HB, RC:RC + RD])
+        else:
+            T.fence_proxy_async()
+            T.copy(Q_s[:, c * DH:(c + 1) * DH], Out[b_i, s_i, h0:h0 + HB, c * DH:(c + 1) * DH])
+
+    @T.macro
+    def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+             bound_m, B, Sq, R, P):
+        with T.Kernel(Sq * G, B, threads=384) as (bx, by):
+            Q_s = T.alloc_shared([HB, D], bf16)           # reused as the output tile
+            K_s = T.alloc_shared([2, BI, D], bf16)         # KV ring: stage st holds block 2 * it + st
+            P_s = T.alloc_shared([2, HB, BI], bf16)        # each consumer's P of its block
+            mx_s = T.alloc_shared([2, 2, HB], f32)         # [consumer, parity, row]: block maxima, then sums
+
+            acc_s0 = T.alloc_fragment([HB, BI], f32)
+            acc_s1 = T.alloc_fragment([HB, BI], f32)
+            acc_ol = T.alloc_fragment([HB, DH], f32)
+            acc_or = T.alloc_fragment([HB, DH], f32)
+            m_i0 = T.alloc_fragment([HB], f32)
+            m_i1 = T.alloc_fragment([HB], f32)
+            m_prev0 = T.alloc_fragment([HB], f32)
+            m_prev1 = T.alloc_fragment([HB], f32)
+            m_blk0 = T.alloc_fragment([HB], f32)
+            m_blk1 = T.alloc_fragment([HB], f32)
+            m_peer0 = T.alloc_fragment([HB], f32)
+            m_peer1 = T.alloc_fragment([HB], f32)
+            alpha0 = T.alloc_fragment([HB], f32)
+            alpha1 = T.alloc_fragment([HB], f32)
+            l_i0 = T.alloc_fragment([HB], f32)
+            l_i1 = T.alloc_fragment([HB], f32)
+            l_blk0 = T.alloc_fragment([HB], f32)
+            l_blk1 = T.alloc_fragment([HB], f32)
+            inv0 = T.alloc_fragment([HB], f32)
+            inv1 = T.alloc_fragment([HB], f32)
+            lse0 = T.alloc_fragment([HB], f32)
+            lse1 = T.alloc_fragment([HB], f32)
+
+            bar_q = T.alloc_barrier(128)
+            bar_kv_full = T.alloc_barrier([128, 128])
+            bar_kv_free = T.alloc_barrier([256, 256])
+            bar_mx = T.alloc_barrier([128, 128])
+            bar_p = T.alloc_barrier([128, 128])
+
+            s_i = bx // G
+            h0 = (bx % G) * HB
+            b_i = by
+            tx = T.get_thread_binding()
+            scale2 = sm_scale * LOG2E
+            s_pos = pos0 + s_i
+            n_valid = bound_w + T.min(bound_k, (s_pos + 1) // bound_m)
+            n_it = T.min((n_valid + 2 * BI - 1) // (2 * BI), NB // 2) if bounded else NB // 2
+
+            if tx < 128:
+                T.set_max_nreg(216, 1)
+                consumer(0, Q_s, K_s, P_s, mx_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
+                         m_i0, m_prev0, m_blk0, m_peer0, alpha0, l_i0, l_blk0, inv0, lse0, bar_q, bar_kv_full,
+                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
+            elif tx < 256:
+                T.set_max_nreg(216, 1)
+                consumer(1, Q_s, K_s, P_s, mx_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
+                         m_i1, m_prev1, m_blk1, m_peer1, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
+                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
+            else:
+                # producer: the ws kernel's (8 threads per row, 16 B each, full 128 B segments)
+                T.set_max_nreg(72, 0)
+                p = tx - 256
+                for r in T.serial(HB // 16):
+                    row = r * 16 + p // 8
+                    for u in T.unroll(D // 64):
+                        T.ptx_cp_async(
+                            T.access_ptr(Q_s[row, u * 64 + (p % 8) * 8], "w", 8),
+                            T.access_ptr(Q[b_i, s_i, h0 + row, u * 64 + (p % 8) * 8], "r", 8),
+                            8)
+                T.cp_async_barrier_noinc(bar_q)
+                for it in T.serial(n_it):
+                    for st in T.unroll(2):
+                        k = it * 2 + st
+                        T.barrier_wait(bar_kv_free[st], (it & 1) ^ 1)
+                        for r in T.serial(BI // 16):
+                            row = r * 16 + p // 8
+                            ix = key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + row)
+                            ok = key_ok(s_pos, bound_w, k * BI + row, ix, R)
+                            ixc = T.if_then_else(ok, ix, 0)
+                            for u in T.unroll(D // 64):
+                                T.ptx_cp_async(
+                                    T.access_ptr(K_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
+                                    T.access_ptr(KV[b_i, ixc, u * 64 + (p % 8) * 8], "r", 8),
+                                    8, ok)
+                        T.cp_async_barrier_noinc(bar_kv_full[st])
+                for st in T.unroll(2):
+                    T.barrier_wait(bar_kv_free[st], (n_it & 1) ^ 1)
+
+    return _signature(T, body, heads, D, D, NI, with_sink, return_lse)
 
 
 def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
@@ -727,8 +946,9 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
         # window-only: the key list is implicit, slot j of the query at pos0 + i is row max(0, p-W+1) + j
         if window < 1:
             raise ValueError("indices=None means the sliding window alone: give window >= 1")
-        if variant != "ws":
-            raise ValueError(f"indices=None (the implicit window) runs on the 'ws' variant only, not {variant!r}")
+        if variant not in WS_FAMILIES:
+            raise ValueError(f"indices=None (the implicit window) runs on the {WS_FAMILIES} variants only, not "
+                             f"{variant!r}")
         if causal_bound is not None:
             raise ValueError("causal_bound describes a key list; with indices=None there is none")
         if kv.dim() == 3 and q.dim() == 4 and pos0 + q.shape[1] > kv.shape[1]:
@@ -752,6 +972,9 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
         _check_tensor("out", out, torch)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "seesaw" and q.dim() == 4 and q.shape[3] != KERNEL_DIM_V:
+        raise ValueError(f"the 'seesaw' variant takes dim_qk = {KERNEL_DIM_V} (no RoPE tail), got {q.shape[3]}; "
+                         f"use variant='ws'")
     for name, t in (("q", q), ("kv", kv)):
         if t.dtype != torch.bfloat16:
             raise TypeError(f"{name} must be torch.bfloat16 (bf16), got {t.dtype}; "
@@ -875,8 +1098,8 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
                       else torch.full_like(lse, float("-inf")))
         return (out, lse) if return_lse else out
 
-    kv_variant = "ws-window" if implicit else ("ws-bounded" if causal_bound is not None and variant == "ws"
-                                               else variant)
+    kv_variant = f"{variant}-window" if implicit else (f"{variant}-bounded" if causal_bound is not None and
+                                                       variant in WS_FAMILIES else variant)
     fused = rot_dim > 0 and kv_variant != "pipelined" and rope_fusable(dim_v, rot_dim)
     rope = (dim_v - rot_dim, rot_dim, rope_seg is not None) if fused else NO_ROPE
     sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, kv_variant, rope=rope)
