@@ -48,15 +48,16 @@ step() {   # step NAME CMD...: run, log to OUT/NAME.log, record rc and seconds
 for s in $STEPS; do
   case $s in
     warm)
-      # the V4 presets' programs fuse the inverse RoPE of the last 64 channels (rope = (448, 64, packed))
+      # the V4 presets' programs run the seesaw split (512-dim rows) and fuse the inverse RoPE of the last
+      # 64 channels (rope = (448, 64, packed)); v3.2 (576-dim rows) runs ws
       step warm python -c "from kernels_tilelang.sparse_mla.kernel import precompile
 rope, packed = (448, 64, False), (448, 64, True)
 r = precompile([(64, 512, 512, 640, True, False, rope), (64, 512, 512, 640, True, False, packed),
-                (128, 512, 512, 1152, True, False, rope), (128, 576, 512, 2048, False, False),
-                (64, 512, 512, 640, True, False)], variants=('ws',))
+                (128, 512, 512, 1152, True, False, rope), (64, 512, 512, 640, True, False)], variants=('seesaw',))
+r.update(precompile([(128, 576, 512, 2048, False, False)], variants=('ws',)))
 r.update(precompile([(64, 512, 512, 2176, True, False, rope), (64, 512, 512, 256, True, False),
-                     (128, 512, 512, 256, True, False)], variants=('ws-bounded',)))
-r.update(precompile([(64, 512, 512, 128, True, False, rope)], variants=('ws-window',)))
+                     (128, 512, 512, 256, True, False)], variants=('seesaw-bounded',)))
+r.update(precompile([(64, 512, 512, 128, True, False, rope)], variants=('seesaw-window',)))
 bad = {k: v for k, v in r.items() if v[0]}
 print('precompiled', len(r), 'kernels', {k: v[1] for k, v in r.items()})
 raise SystemExit(1 if bad else 0)" ;;

@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--path", default=None, help="comma-separated paths (composed: composed,materialize; "
                                                 "indexer: triton,materialize)")
     b.add_argument("--budget", type=_budget, default=None)
-    b.add_argument("--variant", default="ws", choices=["ws", "pipelined"], help="attention kernel variant")
+    b.add_argument("--variant", default="auto", choices=["auto", "ws", "seesaw", "pipelined"],
+                   help="attention kernel variant (auto: seesaw for 512-dim rows, ws for 576)")
     b.add_argument("--json", default=None, help="write records (JSON list) to this file")
     b.add_argument("--plot", default=None, help="write a log-log plot (PNG) to this file")
     b.add_argument("--nproc", type=_positive("--nproc"), default=1, help="context-parallel ranks (composed only)")
@@ -314,7 +315,7 @@ def cmd_bench(args) -> int:
         paths = tuple((args.path or "triton,materialize").split(","))
         recs = bm.bench_indexer(spec, seqs, args.batch, paths)
     elif args.what == "attention":
-        recs = bm.bench_attention(spec, seqs, variant=args.variant)
+        recs = bm.bench_attention(spec, seqs, variant=None if args.variant == "auto" else args.variant)
     elif args.varlen:
         recs = bm.bench_varlen(spec, args.varlen, budget=args.budget)
     elif args.what == "model":

@@ -136,18 +136,56 @@ def test_builder_rejects_unsupported_classes():
         lower_sparse_mla_fwd(64, 512, 512, 640, False, arch="sm_80")
 
 
+# ------------------------------------------------------------------ the seesaw split
+@pytest.mark.parametrize("variant", ["seesaw", "seesaw-bounded", "seesaw-window"])
+def test_seesaw_splits_the_work_evenly(variant):
+    """Both consumers (216 registers each, producer 72: 384 x 168 in all) compute Q K^T, each on its own stage
+    of the ring, exchange row maxima and publish their P, and each runs two 64x256 P V wgmmas per pair of
+    blocks (its own block's and the other's) into its own value half."""
+    r = lower_sparse_mla_fwd(64, 512, 512, 640 if variant != "seesaw-window" else 128, True, variant=variant,
+                             arch="sm_90a", rope=(448, 64, False))
+    src = r["cuda"]
+    threads, _ = _kernel_signature(src)
+    assert threads == 384 and r["smem_bytes"] <= sm.SM90_SMEM_LIMIT
+    assert src.count("tl::warpgroup_reg_alloc<216>()") == 2 and "tl::warpgroup_reg_dealloc<72>()" in src
+    assert 216 * 256 + 72 * 128 <= 384 * 168
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 64, 16,", src)) == 2          # a Q K^T per consumer
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 4         # two P V per consumer
+    for c in (0, 1):
+        assert f"bar_kv_full[{c}].wait(" in src
+        assert f"bar_mx[{c}].arrive()" in src and re.search(rf"bar_mx\[{c}\]\.wait\(", src)
+        assert f"bar_p[{c}].arrive()" in src and re.search(rf"bar_p\[{c}\]\.wait\(", src)
+    assert src.count("bar_kv_free[0].arrive()") == 2 and src.count("bar_kv_free[1].arrive()") == 2
+    assert "bar_kv_free[0].init(256)" in src
+    assert "__fmul_rn" in src                                               # the fused inverse RoPE
+    assert "__syncthreads();" not in src[src.index("warpgroup_reg_alloc"):]  # only named barriers inside
+
+
+def test_seesaw_limits_and_default():
+    assert sm.default_variant(512) == "seesaw" and sm.default_variant(576) == "ws"
+    with pytest.raises(ValueError, match="seesaw variants take dim_qk == dim_v"):
+        sm.build_sparse_mla_fwd(64, 576, 512, 640, True, False, "seesaw")
+    q, kv, idx, s = _inputs(D=576)
+    with pytest.raises(ValueError, match="'seesaw' variant takes dim_qk = 512"):
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, variant="seesaw")
+    with pytest.raises(ValueError, match="needs a CUDA device"):              # the default: ws for 576 rows
+        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s)
+
+
 # ------------------------------------------------------------------ the fused inverse RoPE
-@pytest.mark.parametrize("variant,seg", [("ws", False), ("ws-bounded", True), ("ws-window", False)])
+@pytest.mark.parametrize("variant,seg", [("ws", False), ("ws-bounded", True), ("ws-window", False),
+                                         ("seesaw", True)])
 def test_fused_inverse_rope_lowers_into_the_second_warpgroups_epilogue(variant, seg):
     """The rotated channels [448, 512) are read from the output tile, rotated with products and sums that
     nvcc cannot contract (the Triton RoPE's bits), written to the dead P tile and stored from there; the
     rest of the second value half is stored from the output tile as before."""
     src = lower_sparse_mla_fwd(64, 512, 512, 640, True, variant=variant, arch="sm_90a", rope=(448, 64, seg))["cuda"]
-    plain = _lowered("v4-flash", variant if variant != "ws-window" else "ws")["cuda"]
+    plain = _lowered("v4-flash", "ws")["cuda"]
     assert "__fmul_rn" not in plain and "RopeCos[" not in plain
     assert "__fadd_rn(__fmul_rn(a, c), __fmul_rn(b, sn))" in src
     assert "__fsub_rn(__fmul_rn(b, c), __fmul_rn(a, sn))" in src
-    assert re.search(r"tma_store\(Out_desc, \(&\(\(\(bfloat16_t\*\)P_s\)\[0\]\)\), 448,", src)
+    # from the P tile (seesaw: the second consumer's, 4,096 elements in)
+    assert re.search(r"tma_store\(Out_desc, \(&\(\(\(bfloat16_t\*\)P_s\)\[(0|4096)\]\)\), 448,", src)
     assert len(re.findall(r"tma_store\(Out_desc, [^;]*Q_s[^;]*\), \(\(i_\d+ \* 64\) \+ 256\)", src)) == 1
     assert ("Seg[" in src) == seg                       # a packed batch: the position from the segment rows
     # one barrier before the rotation and one before the store, none per pair of the loop

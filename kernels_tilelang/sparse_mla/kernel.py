@@ -19,13 +19,13 @@ only the key blocks under n(p), so an HCA query early in the sequence pays for t
 not for the list's width; "ws" walks every block.
 
 Variants of one algorithm, same semantics:
-  * "ws" (default): hand warp-specialised. 3 warpgroups per CTA (384 threads):
+  * "ws" (the default for dim_qk = 576): hand warp-specialised. 3 warpgroups per CTA (384 threads):
       WG0 (consumer, 240 regs): S = Q K^T (wgmma), online softmax, P -> smem, O[:, :dv/2] += P V
       WG1 (consumer, 168 regs): O[:, dv/2:] += P V with the P / rescale factors WG0 publishes
       WG2 (producer,  80 regs): cp.async gather of the 64 indexed KV rows per step into a
                                 2-stage smem ring; -1 rows are zero-filled, never read
     Synchronisation is entirely mbarrier based (see the table in _build_ws).
-  * "seesaw" (dim_qk = 512): "ws" with the work split evenly. Both consumers compute Q K^T, on
+  * "seesaw" (dim_qk = 512, and the default there: default_variant): "ws" with the work split evenly. Both consumers compute Q K^T, on
       alternate key blocks, exchange the blocks' row maxima through shared memory (so both keep the
       same running max) and each accumulates P V over both blocks for its own half of the value dims
       (216 registers each, producer 72). See _build_seesaw.
@@ -86,6 +86,12 @@ def padded_num_indices(num_indices: int, block_keys: int = 64) -> int:
 
 ROPE_TILE = 64             # channels the fused inverse RoPE can rotate: the P tile's key columns
 NO_ROPE = (0, 0, False)    # (col0, rot_dim, seg) of the fused inverse RoPE: none
+
+
+def default_variant(dim_qk: int) -> str:
+    """The variant sparse_mla_fwd runs when none is asked: the seesaw split where it applies (dim_qk = 512;
+    as fast or faster on every V4 shape measured: benchmarks/results/seesaw-h200/), else "ws"."""
+    return "seesaw" if dim_qk == KERNEL_DIM_V else "ws"
 
 
 def rope_fusable(dim_v: int, rot_dim: int) -> bool:
@@ -1052,12 +1058,13 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
 
 
 def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
-                   variant="ws", out=None, *, pos0=0, window=0, causal_bound=None,
+                   variant=None, out=None, *, pos0=0, window=0, causal_bound=None,
                    rope_cos=None, rope_sin=None, rope_seg=None):
     """Sparse MLA forward. q [B,Sq,H,D] bf16, kv [B,R,D] bf16, indices [B,Sq,NI] int32
     (-1 = empty; ids outside [0, R) are treated as empty), sink [H] fp32 or None.
     Returns out [B,Sq,H,dim_v] bf16, and lse [B,Sq,H] fp32 (natural log) if return_lse.
     out: optional preallocated contiguous [B,Sq,H,dim_v] bf16 tensor, written and returned.
+    variant: VARIANTS, or None for default_variant(D) (seesaw for D = 512, else ws).
 
     pos0: the position of query row 0 (the rows are positions pos0, pos0 + 1, ...).
     indices=None: the sliding window alone, `window` slots (row max(0, p-window+1) + j, valid while
@@ -1070,6 +1077,8 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
       rope_seg (a packed batch's segment rows [Sq, 4], B = 1) the row's position in its own sequence.
       The ws kernel does it in its epilogue (rope_fusable); otherwise kernels_triton's RoPE kernel runs on
       the output afterwards. Either way the bits are kernels_triton.rope.kernel.apply_rope_'s."""
+    if variant is None:
+        variant = default_variant(q.shape[-1]) if getattr(q, "ndim", 0) else "ws"
     validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out, pos0, window, causal_bound,
                                rope_cos=rope_cos, rope_sin=rope_sin, rope_seg=rope_seg)
     rot_dim = 0 if rope_cos is None else 2 * rope_cos.shape[1]
@@ -1150,7 +1159,7 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
 
 
 def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, pos0: int = 0, window: int = 0,
-           causal_bound=None, rope_cos=None, rope_sin=None, seg=None, variant: str = "ws") -> None:
+           causal_bound=None, rope_cos=None, rope_sin=None, seg=None, variant: Optional[str] = None) -> None:
     """The composed program's op: out [n,H,Dv] <- attention of q [n,H,D] (positions pos0..) over the rows
     keys [n,NI] of kv [R,D] (one batch element), or over the implicit window when keys is None, then the
     inverse RoPE of its last channels when the tables are given, at positions pos0.. or seg's (see

@@ -31,7 +31,7 @@ ATTEND = Op(
         "torch": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
         # TileLang has no CPU runtime: the interpreter backend runs the reference attention
         "interpret": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
-        "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised)",
+        "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised: seesaw split for 512-dim rows)",
                      sized(cost.kernel_temp_bytes, *SIZES)),
     },
 )
@@ -55,12 +55,20 @@ def _limits(a: SparseAttention, backend: str) -> Optional[str]:
 def ir_key_list(pipe: Pipeline):
     """(key-list width, kernel variant) the IR shows: the indexer's W + topk, HCA's W + T at the GPU's
     default S (the width grows with S; the causal bound keeps the work to the visible rows), or the
-    implicit window of a window-only layer."""
+    implicit window of a window-only layer; the variant's family is the kernel's default for the rows
+    (seesaw for 512 dims, ws for 576)."""
+    family = kernel.default_variant(pipe.attention.qk_dim)
     if pipe.layer == "window":
-        return pipe.attention.window, "ws-window"
+        return pipe.attention.window, f"{family}-window"
     if pipe.layer == "hca":
-        return pipe.index_width(defaults.GPU_SEQ_LEN), "ws-bounded"
-    return pipe.attention.window + pipe.indexer.topk, "ws"
+        return pipe.index_width(defaults.GPU_SEQ_LEN), f"{family}-bounded"
+    return pipe.attention.window + pipe.indexer.topk, family
+
+
+def fused_rope(a: SparseAttention) -> tuple:
+    """The (col0, rot_dim, seg) of the inverse RoPE the kernel fuses for this attention (unpacked rows)."""
+    rd = a.inverse_rope.dim if a.inverse_rope is not None else 0
+    return (a.v_dim - rd, rd, False) if kernel.rope_fusable(a.v_dim, rd) else kernel.NO_ROPE
 
 
 def _emit_attention(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
@@ -68,7 +76,7 @@ def _emit_attention(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     width, variant = ir_key_list(pipe)
     try:
         res = tl_ir.lower_sparse_mla_fwd(a.heads, a.qk_dim, a.v_dim, width, a.sink, variant=variant,
-                                         arch=f"sm_{arch}a" if arch == 90 else f"sm_{arch}")
+                                         arch=f"sm_{arch}a" if arch == 90 else f"sm_{arch}", rope=fused_rope(a))
     except ValueError as e:  # an arch other than sm_90a
         raise SpecError(f"attention kernel: {e}") from None
     return {"": res[level]}
@@ -81,6 +89,7 @@ KIND = StageKind(
     ops={"attend": ATTEND},
     inputs=_inputs,
     limits=_limits,
-    ir=(IRSection("attention", "tilelang", "sparse MLA forward, warp-specialised producer/consumer pipeline",
+    ir=(IRSection("attention", "tilelang", "sparse MLA forward, warp-specialised producer/consumer pipeline "
+                  "(seesaw split for 512-dim rows), inverse RoPE in its epilogue",
                   TILELANG_LEVELS, _emit_attention),),
 )
