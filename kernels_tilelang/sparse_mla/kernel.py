@@ -65,6 +65,9 @@ VARIANTS = ("ws", "seesaw", "pipelined")          # a user's choice
 # the warp-specialised families with the causal bound / the implicit window ids
 KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window")
 WS_FAMILIES = ("ws", "seesaw")
+# TileLang 0.1.15 fails to lower "seesaw-bounded" for lists of 1 or 2 pairs of key blocks ("[ThreadSync] Cannot
+# lower a required shared-memory sync inside a divergent region"); such short lists run "ws-bounded"
+SEESAW_BOUNDED_MIN_NI = 384
 SM90_SMEM_LIMIT = 232448  # 227 KiB opt-in dynamic shared memory per block on H100/H200
 TARGET_ARCH = "sm_90a"
 
@@ -186,6 +189,9 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
         if tail:
             raise ValueError(f"the seesaw variants take dim_qk == dim_v (no RoPE tail: with it the second P tile "
                              f"and the tail's K ring exceed shared memory), got dim_qk={dim_qk}; use 'ws'")
+        if walk == "bounded" and num_indices_padded < SEESAW_BOUNDED_MIN_NI:
+            raise ValueError(f"seesaw-bounded needs a list of >= {SEESAW_BOUNDED_MIN_NI} slots (TileLang 0.1.15 "
+                             f"cannot lower it for fewer: ThreadSync in a divergent region); use 'ws-bounded'")
         return _build_seesaw(heads, dim_qk, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
                              implicit_window=walk == "window", bounded=walk != "",
                              rope=(int(col0), int(rot_dim), bool(rope_seg)))
@@ -572,7 +578,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
       bar_q           producer cp.async(Q) done              -> both may read Q_s
       bar_kv_full[st] producer cp.async(stage st) done       -> both may read K_s[st]
       bar_kv_free[st] both consumers finished with K_s[st]   -> producer may refill it
-      bar_mx[c]       c wrote its block's row max to mx_s[c, it % 2] (and, after the loop, its row sum)
+      bar_mx[c]       c wrote its block's row max to mx_s[c, it % 2] (after the loop: its row sum to sum_s[c])
       bar_p[c]        c wrote P_s[c] (+ fence)               -> c' may multiply it
     c overwrites mx_s[c, it % 2] two pairs later and P_s[c] one pair later, both after waiting bar_mx[c'] of
     that pair, which c' arrives only after its reads of the earlier ones (program order, release/acquire)."""
@@ -590,7 +596,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     key_row, key_ok = _key_fns(T, implicit_window)
 
     @T.macro
-    def consumer(c, Q_s, K_s, P_s, mx_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
+    def consumer(c, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
                  m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free, bar_mx, bar_p,
                  scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P):
         T.fill(m_i, M_INIT)
@@ -637,13 +643,13 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             T.gemm(P_s[1 - c, :, :], K_s[1 - c, :, c * DH:(c + 1) * DH], acc_o)
             T.barrier_arrive(bar_kv_free[0])
             T.barrier_arrive(bar_kv_free[1])
-        # the denominator sums both consumers' blocks: exchanged through mx_s's free parity slot
+        # the denominator sums both consumers' blocks (sum_s: written once, no parity slot to pick)
         for h in T.Parallel(HB):
-            mx_s[c, n_it & 1, h] = l_i[h]
+            sum_s[c, h] = l_i[h]
         T.barrier_arrive(bar_mx[c])
         T.barrier_wait(bar_mx[1 - c], n_it & 1)
         for h in T.Parallel(HB):
-            l_i[h] = l_i[h] + mx_s[1 - c, n_it & 1, h]
+            l_i[h] = l_i[h] + sum_s[1 - c, h]
         finalize(m_i, l_i, inv, lse_frag, Sink, h0)
         if return_lse and c == 0:
             for h in T.Parallel(HB):
@@ -670,7 +676,8 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             Q_s = T.alloc_shared([HB, D], bf16)           # reused as the output tile
             K_s = T.alloc_shared([2, BI, D], bf16)         # KV ring: stage st holds block 2 * it + st
             P_s = T.alloc_shared([2, HB, BI], bf16)        # each consumer's P of its block
-            mx_s = T.alloc_shared([2, 2, HB], f32)         # [consumer, parity, row]: block maxima, then sums
+            mx_s = T.alloc_shared([2, 2, HB], f32)         # [consumer, parity, row]: the blocks' row maxima
+            sum_s = T.alloc_shared([2, HB], f32)           # [consumer, row]: the final row sums
 
             acc_s0 = T.alloc_fragment([HB, BI], f32)
             acc_s1 = T.alloc_fragment([HB, BI], f32)
@@ -712,12 +719,12 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
 
             if tx < 128:
                 T.set_max_nreg(216, 1)
-                consumer(0, Q_s, K_s, P_s, mx_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
+                consumer(0, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
                          m_i0, m_prev0, m_blk0, m_peer0, alpha0, l_i0, l_blk0, inv0, lse0, bar_q, bar_kv_full,
                          bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
             elif tx < 256:
                 T.set_max_nreg(216, 1)
-                consumer(1, Q_s, K_s, P_s, mx_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
+                consumer(1, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
                          m_i1, m_prev1, m_blk1, m_peer1, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
                          bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
             else:
@@ -1107,8 +1114,13 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
                       else torch.full_like(lse, float("-inf")))
         return (out, lse) if return_lse else out
 
-    kv_variant = f"{variant}-window" if implicit else (f"{variant}-bounded" if causal_bound is not None and
-                                                       variant in WS_FAMILIES else variant)
+    if implicit:
+        kv_variant = f"{variant}-window"
+    elif causal_bound is not None and variant in WS_FAMILIES:
+        short = variant == "seesaw" and padded_num_indices(NI) < SEESAW_BOUNDED_MIN_NI
+        kv_variant = "ws-bounded" if short else f"{variant}-bounded"
+    else:
+        kv_variant = variant
     fused = rot_dim > 0 and kv_variant != "pipelined" and rope_fusable(dim_v, rot_dim)
     rope = (dim_v - rot_dim, rot_dim, rope_seg is not None) if fused else NO_ROPE
     sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, kv_variant, rope=rope)
