@@ -57,7 +57,7 @@ r = precompile([(64, 512, 512, 640, True, False, rope), (64, 512, 512, 640, True
 r.update(precompile([(128, 576, 512, 2048, False, False)], variants=('ws',)))
 r.update(precompile([(64, 512, 512, 2176, True, False, rope)], variants=('seesaw-bounded',)))
 r.update(precompile([(64, 512, 512, 256, True, False), (128, 512, 512, 256, True, False)],
-                    variants=('ws-bounded',)))     # short lists: kernel.SEESAW_BOUNDED_MIN_NI
+                    variants=('seesaw',)))     # short HCA lists walk every block: kernel.SEESAW_BOUNDED_MIN_NI
 r.update(precompile([(64, 512, 512, 128, True, False, rope)], variants=('seesaw-window',)))
 bad = {k: v for k, v in r.items() if v[0]}
 print('precompiled', len(r), 'kernels', {k: v[1] for k, v in r.items()})

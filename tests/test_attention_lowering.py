@@ -163,7 +163,7 @@ def test_seesaw_splits_the_work_evenly(variant):
 
 def test_seesaw_limits_and_default():
     assert sm.default_variant(512) == "seesaw" and sm.default_variant(576) == "ws"
-    with pytest.raises(ValueError, match="use 'ws-bounded'"):      # short bounded lists run ws-bounded
+    with pytest.raises(ValueError, match="use 'seesaw'"):      # short bounded lists walk every block
         sm.build_sparse_mla_fwd(64, 512, 512, 256, True, False, "seesaw-bounded")
     with pytest.raises(ValueError, match="seesaw variants take dim_qk == dim_v"):
         sm.build_sparse_mla_fwd(64, 576, 512, 640, True, False, "seesaw")

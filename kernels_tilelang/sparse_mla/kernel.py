@@ -66,7 +66,7 @@ VARIANTS = ("ws", "seesaw", "pipelined")          # a user's choice
 KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window")
 WS_FAMILIES = ("ws", "seesaw")
 # TileLang 0.1.15 fails to lower "seesaw-bounded" for lists of 1 or 2 pairs of key blocks ("[ThreadSync] Cannot
-# lower a required shared-memory sync inside a divergent region"); such short lists run "ws-bounded"
+# lower a required shared-memory sync inside a divergent region"); such short lists walk every block ("seesaw")
 SEESAW_BOUNDED_MIN_NI = 384
 SM90_SMEM_LIMIT = 232448  # 227 KiB opt-in dynamic shared memory per block on H100/H200
 TARGET_ARCH = "sm_90a"
@@ -191,7 +191,7 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
                              f"and the tail's K ring exceed shared memory), got dim_qk={dim_qk}; use 'ws'")
         if walk == "bounded" and num_indices_padded < SEESAW_BOUNDED_MIN_NI:
             raise ValueError(f"seesaw-bounded needs a list of >= {SEESAW_BOUNDED_MIN_NI} slots (TileLang 0.1.15 "
-                             f"cannot lower it for fewer: ThreadSync in a divergent region); use 'ws-bounded'")
+                             f"cannot lower it for fewer: ThreadSync in a divergent region); use 'seesaw' (every block)")
         return _build_seesaw(heads, dim_qk, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
                              implicit_window=walk == "window", bounded=walk != "",
                              rope=(int(col0), int(rot_dim), bool(rope_seg)))
@@ -1117,8 +1117,10 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
     if implicit:
         kv_variant = f"{variant}-window"
     elif causal_bound is not None and variant in WS_FAMILIES:
+        # a short list on the seesaw split walks every block: the bound is only a promise, and ignoring it
+        # gives the same bits (the skipped blocks hold -1 slots alone)
         short = variant == "seesaw" and padded_num_indices(NI) < SEESAW_BOUNDED_MIN_NI
-        kv_variant = "ws-bounded" if short else f"{variant}-bounded"
+        kv_variant = variant if short else f"{variant}-bounded"
     else:
         kv_variant = variant
     fused = rot_dim > 0 and kv_variant != "pipelined" and rope_fusable(dim_v, rot_dim)
