@@ -61,7 +61,9 @@ def ir_key_list(pipe: Pipeline):
     if pipe.layer == "window":
         return pipe.attention.window, f"{family}-window"
     if pipe.layer == "hca":
-        return pipe.index_width(defaults.GPU_SEQ_LEN), f"{family}-bounded"
+        width = pipe.index_width(defaults.GPU_SEQ_LEN)
+        short = family == "seesaw" and kernel.padded_num_indices(width) < kernel.SEESAW_BOUNDED_MIN_NI
+        return width, family if short else f"{family}-bounded"      # as sparse_mla_fwd picks it
     return pipe.attention.window + pipe.indexer.topk, family
 
 
