@@ -363,6 +363,62 @@ def _key_fns(T, implicit_window):
     return key_row, key_ok
 
 
+def _producer_macro(T, HB, BI, DV, DT, key_row, key_ok):
+    """The producer warpgroup of the ws and seesaw kernels: cp.async of the query's Q tile (value part, and the
+    RoPE tail into Qt_s when DT > 0), then per pair of key blocks the gather of each block's KV rows into its
+    stage of the 2-stage ring (K_s, tail into Kt_s), each stage refilled once both consumers freed it. 8
+    threads per row, 16 B each: every row is read as full 128 B segments. p = thread index in the group."""
+
+    @T.macro
+    def produce(Q, KV, Indices, Q_s, Qt_s, K_s, Kt_s, bar_q, bar_kv_full, bar_kv_free, p, b_i, s_i, h0, s_pos,
+                bound_w, n_it, R):
+        for r in T.serial(HB // 16):
+            row = r * 16 + p // 8
+            for u in T.unroll(DV // 64):
+                T.ptx_cp_async(
+                    T.access_ptr(Q_s[row, u * 64 + (p % 8) * 8], "w", 8),
+                    T.access_ptr(Q[b_i, s_i, h0 + row, u * 64 + (p % 8) * 8], "r", 8),
+                    8)
+            if DT > 0:
+                for u in T.unroll(DT // 64):
+                    T.ptx_cp_async(
+                        T.access_ptr(Qt_s[row, u * 64 + (p % 8) * 8], "w", 8),
+                        T.access_ptr(Q[b_i, s_i, h0 + row, DV + u * 64 + (p % 8) * 8],
+                                     "r", 8),
+                        8)
+        T.cp_async_barrier_noinc(bar_q)
+        for it in T.serial(n_it):
+            for st in T.unroll(2):
+                k = it * 2 + st
+                T.barrier_wait(bar_kv_free[st], (it & 1) ^ 1)
+                for r in T.serial(BI // 16):
+                    row = r * 16 + p // 8
+                    ix = key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + row)
+                    ok = key_ok(s_pos, bound_w, k * BI + row, ix, R)
+                    # invalid slot: src-size 0 zero-fills 16 B and reads nothing;
+                    # the clamp only keeps the (unused) address inside kv
+                    ixc = T.if_then_else(ok, ix, 0)
+                    for u in T.unroll(DV // 64):
+                        T.ptx_cp_async(
+                            T.access_ptr(K_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
+                            T.access_ptr(KV[b_i, ixc, u * 64 + (p % 8) * 8], "r", 8),
+                            8, ok)
+                    if DT > 0:
+                        for u in T.unroll(DT // 64):
+                            T.ptx_cp_async(
+                                T.access_ptr(Kt_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
+                                T.access_ptr(KV[b_i, ixc, DV + u * 64 + (p % 8) * 8],
+                                             "r", 8),
+                                8, ok)
+                T.cp_async_barrier_noinc(bar_kv_full[st])
+        # tail: stay alive until the consumers released both stages, i.e. until
+        # every cp.async this thread issued has landed and been consumed
+        for st in T.unroll(2):
+            T.barrier_wait(bar_kv_free[st], (n_it & 1) ^ 1)
+
+    return produce
+
+
 def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
     import tilelang.language as T
 
@@ -378,6 +434,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
     inverse_rope = _inverse_rope_macro(T, HB, rope)
     RC, RD = rope[0], rope[1]     # the rotated channels [RC, RC + RD) (RD = 0: none)
     key_row, key_ok = _key_fns(T, implicit_window)
+    produce = _producer_macro(T, HB, BI, DV, DT, key_row, key_ok)
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
@@ -518,51 +575,8 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
             else:
                 # ---------------- WG2: producer ----------------
                 T.set_max_nreg(80, 0)
-                p = tx - 256
-                # 8 threads per row, 16 B each: every row is read as full 128 B segments
-                for r in T.serial(HB // 16):
-                    row = r * 16 + p // 8
-                    for u in T.unroll(DV // 64):
-                        T.ptx_cp_async(
-                            T.access_ptr(Q_s[row, u * 64 + (p % 8) * 8], "w", 8),
-                            T.access_ptr(Q[b_i, s_i, h0 + row, u * 64 + (p % 8) * 8], "r", 8),
-                            8)
-                    if DT > 0:
-                        for u in T.unroll(DT // 64):
-                            T.ptx_cp_async(
-                                T.access_ptr(Qt_s[row, u * 64 + (p % 8) * 8], "w", 8),
-                                T.access_ptr(Q[b_i, s_i, h0 + row, DV + u * 64 + (p % 8) * 8],
-                                             "r", 8),
-                                8)
-                T.cp_async_barrier_noinc(bar_q)
-                for it in T.serial(n_it):
-                    for st in T.unroll(2):
-                        k = it * 2 + st
-                        T.barrier_wait(bar_kv_free[st], (it & 1) ^ 1)
-                        for r in T.serial(BI // 16):
-                            row = r * 16 + p // 8
-                            ix = key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + row)
-                            ok = key_ok(s_pos, bound_w, k * BI + row, ix, R)
-                            # invalid slot: src-size 0 zero-fills 16 B and reads nothing;
-                            # the clamp only keeps the (unused) address inside kv
-                            ixc = T.if_then_else(ok, ix, 0)
-                            for u in T.unroll(DV // 64):
-                                T.ptx_cp_async(
-                                    T.access_ptr(K_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
-                                    T.access_ptr(KV[b_i, ixc, u * 64 + (p % 8) * 8], "r", 8),
-                                    8, ok)
-                            if DT > 0:
-                                for u in T.unroll(DT // 64):
-                                    T.ptx_cp_async(
-                                        T.access_ptr(Kt_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
-                                        T.access_ptr(KV[b_i, ixc, DV + u * 64 + (p % 8) * 8],
-                                                     "r", 8),
-                                        8, ok)
-                        T.cp_async_barrier_noinc(bar_kv_full[st])
-                # tail: stay alive until the consumers released both stages, i.e. until
-                # every cp.async this thread issued has landed and been consumed
-                for st in T.unroll(2):
-                    T.barrier_wait(bar_kv_free[st], (n_it & 1) ^ 1)
+                produce(Q, KV, Indices, Q_s, Qt_s if DT > 0 else None, K_s, Kt_s if DT > 0 else None, bar_q,
+                        bar_kv_full, bar_kv_free, tx - 256, b_i, s_i, h0, s_pos, bound_w, n_it, R)
 
     return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
 
@@ -594,6 +608,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     inverse_rope = _inverse_rope_macro(T, HB, rope)
     RC, RD = rope[0], rope[1]
     key_row, key_ok = _key_fns(T, implicit_window)
+    produce = _producer_macro(T, HB, BI, D, 0, key_row, key_ok)
 
     @T.macro
     def consumer(c, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
@@ -728,34 +743,10 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
                          m_i1, m_prev1, m_blk1, m_peer1, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
                          bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
             else:
-                # producer: the ws kernel's (8 threads per row, 16 B each, full 128 B segments)
+                # producer: the ws kernel's
                 T.set_max_nreg(72, 0)
-                p = tx - 256
-                for r in T.serial(HB // 16):
-                    row = r * 16 + p // 8
-                    for u in T.unroll(D // 64):
-                        T.ptx_cp_async(
-                            T.access_ptr(Q_s[row, u * 64 + (p % 8) * 8], "w", 8),
-                            T.access_ptr(Q[b_i, s_i, h0 + row, u * 64 + (p % 8) * 8], "r", 8),
-                            8)
-                T.cp_async_barrier_noinc(bar_q)
-                for it in T.serial(n_it):
-                    for st in T.unroll(2):
-                        k = it * 2 + st
-                        T.barrier_wait(bar_kv_free[st], (it & 1) ^ 1)
-                        for r in T.serial(BI // 16):
-                            row = r * 16 + p // 8
-                            ix = key_row(Indices, b_i, s_i, s_pos, bound_w, k * BI + row)
-                            ok = key_ok(s_pos, bound_w, k * BI + row, ix, R)
-                            ixc = T.if_then_else(ok, ix, 0)
-                            for u in T.unroll(D // 64):
-                                T.ptx_cp_async(
-                                    T.access_ptr(K_s[st, row, u * 64 + (p % 8) * 8], "w", 8),
-                                    T.access_ptr(KV[b_i, ixc, u * 64 + (p % 8) * 8], "r", 8),
-                                    8, ok)
-                        T.cp_async_barrier_noinc(bar_kv_full[st])
-                for st in T.unroll(2):
-                    T.barrier_wait(bar_kv_free[st], (n_it & 1) ^ 1)
+                produce(Q, KV, Indices, Q_s, None, K_s, None, bar_q, bar_kv_full, bar_kv_free, tx - 256, b_i, s_i,
+                        h0, s_pos, bound_w, n_it, R)
 
     return _signature(T, body, heads, D, D, NI, with_sink, return_lse)
 
