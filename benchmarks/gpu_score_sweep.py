@@ -18,7 +18,7 @@ w = torch.rand(n, HI, device="cuda", generator=g)
 k = torch.randn(T, DI, device="cuda", generator=g).bfloat16()
 k8 = torch.empty(T, DI, dtype=torch.float8_e4m3fn, device="cuda")
 ks = torch.empty(T, device="cuda")
-Q.pack_keys(k, k8, ks, fmt="e2m1", block=32)
+Q.pack_rows(k, k8, ks, fmt="e2m1", block=32)
 out = torch.empty(n, T + 256, device="cuda")
 res = []
 for quant in (False, True):

@@ -229,17 +229,18 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     # chunk scope: the bounded scratch every iteration reuses. A window-only layer has no key list (unless
     # one is returned, or the batch is packed: the attention computes windows from unpacked positions)
     listed = spec.layer != "window" or packed is not None
-    # a packed chunk's scores start at its first query's first row (varlen/naive.column_base): as wide as
-    # its longest sequence plus the chunk, whatever the packed total
-    cols = score_columns(T, C, longest, m) if packed is not None else T
+    # a packed query's score row holds its own sequence's visible rows from column 0 (varlen/naive.py): as
+    # wide as the longest sequence's rows, whatever the packed total
+    cols = score_columns(T, longest, m) if packed is not None else T
     ring = score_ring(impl, overlap, K if ix is not None else 0, S, C)
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
-                            keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring):
+                            keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring,
+                            quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0)):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
         if packed is not None and path != "materialize":
-            bufs["scores"].note += "; columns from the chunk's first row, (max_seqlen + C) / m wide"
+            bufs["scores"].note += "; each row its own sequence's rows from column 0, max_seqlen / m wide"
     keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
@@ -259,8 +260,10 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
                      + ("the gather table, and in the compressor's epilogue for the compressed rows" if c is not None
                         else "the attention's quantised rows"))
     if iq is not None:
-        fused.append(f"idx_q -> {iq.format.upper()} step + e4m3-grid packing: inside the score kernel, once per program"
-                     + ("; index keys: in the indexer compressor's epilogue" if ix.compressor is not None else ""))
+        fused.append(f"idx_q -> {iq.format.upper()} step + e4m3-grid packing: once per chunk into q8 (one read of the "
+                     f"chunk's queries), which the score reads instead of idx_q"
+                     + ("; index keys: the step in the indexer compressor's epilogue" if ix.compressor is not None
+                        else ""))
     if ix is not None and K > 0:
         fused.append(f"indexer score -> top-k: per chunk through a bounded score buffer "
                      f"({bufs['scores'].nbytes / ring / 2**20:.1f} MiB" + (f", a ring of {ring})" if ring > 1 else ")")
@@ -358,12 +361,20 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
     sg = {"seg": R(seg)} if seg else {}
     scores, stream = score_slot(ring)
     if k_eff > 0 and quant is not None:
+        # the chunk's queries packed on the score's stream, so the score (their only reader) follows in order
+        calls.append(OPS["quant.pack_queries"].call(
+            impl["quant.pack_queries"],
+            {"x": R(idx_q), "x8": R("q8[0:s1 - s0]"), "x_scale": R("q_scale[0:s1 - s0]"), "fmt": quant.format,
+             "block": quant.block},
+            dict(rows=C * heads, dim=dim),
+            f"idx_q {quant.format.upper()} step (blocks of {quant.block}) + e4m3-grid packing, one scale per "
+            f"(query, head)", stream))
         calls.append(OPS["indexer.score_fp8"].call(
             impl["indexer.score_fp8"],
-            {"q": R(idx_q), "w": R(idx_w), "k8": R("k8[b]"), "k_scale": R("k_scale[b]"), "out": R(scores),
-             "s_first": E("s0"), "ratio": ratio, "q_format": quant.format, "q_block": quant.block, **sg},
+            {"q8": R("q8[0:s1 - s0]"), "q_scale": R("q_scale[0:s1 - s0]"), "w": R(idx_w), "k8": R("k8[b]"),
+             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            f"idx_q {quant.format.upper()} step + e4m3-grid packing in-kernel; visible 64-key tiles only", stream))
+            "FP8 MMAs on the packed operands; visible 64-key tiles only", stream))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
@@ -448,10 +459,16 @@ def overlap_note(scores: Buffer) -> str:
 
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
-                  window: int = 0, ring: int = 1) -> List[Buffer]:
-    """The chunk-scope scratch every iteration reuses: scores (`ring` of them), candidates, key lists
-    (keys_width > 0)."""
+                  window: int = 0, ring: int = 1, quant: Optional[Quant] = None, heads: int = 0,
+                  dim: int = 0) -> List[Buffer]:
+    """The chunk-scope scratch every iteration reuses: the packed queries (with the indexer's `quant`, `heads`
+    x `dim`), scores (`ring` of them), candidates, key lists (keys_width > 0)."""
     out = []
+    if k_eff > 0 and quant is not None:
+        out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant), "chunk",
+                       "index queries packed: e4m3 grid values"),
+                Buffer("q_scale", (C, heads), torch.float32, "chunk",
+                       "index queries packed: a power-of-two scale per (query, head)")]
     if k_eff > 0:
         shape = (C, indexer_cost.score_ld(T))
         out.append(Buffer("scores", (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
@@ -492,17 +509,21 @@ def kv_rows_call(spec: Pipeline, impl: dict, src: str, out: str, rows: int) -> C
 def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant) -> Tuple[List[Buffer], Call]:
     """The FP8 operand of the quantised score: buffers k8 [B, T, dim] and k_scale [B, T], and the call that
     fills them from the index keys `src` (the step `q`, then the packing)."""
-    # the MMA's operand dtype (quant.formats.MMA_DTYPE); the interpreter has no exact FP8 stores: there the
-    # packed values live in fp32 (the same values)
-    k8_dtype = torch.float32 if impl["quant.pack_keys"] == "interpret" else keys_dtype(q.format)
-    bufs = [Buffer("k8", (B, T, dim), k8_dtype, "program", "index keys packed: e4m3 grid values"),
+    bufs = [Buffer("k8", (B, T, dim), operand_dtype(impl["quant.pack_keys"], q), "program",
+                   "index keys packed: e4m3 grid values"),
             Buffer("k_scale", (B, T), torch.float32, "program", "index keys packed: a power-of-two scale per row")]
     call = OPS["quant.pack_keys"].call(
-        impl["quant.pack_keys"], {"k": R(src), "k8": R("k8"), "k_scale": R("k_scale"), "fmt": q.format,
+        impl["quant.pack_keys"], {"x": R(src), "x8": R("k8"), "x_scale": R("k_scale"), "fmt": q.format,
                                   "block": q.block},
         dict(rows=B * T, dim=dim),
         f"{q.format.upper()} step (blocks of {q.block}) + e4m3-grid packing of {T:,} keys")
     return bufs, call
+
+
+def operand_dtype(backend: str, q: Quant) -> torch.dtype:
+    """The packed operands' dtype: the MMA's (quant.formats.keys_dtype); the interpreter has no exact FP8
+    stores, so there the packed values live in fp32 (the same values)."""
+    return torch.float32 if backend == "interpret" else keys_dtype(q.format)
 
 
 def walk_calls(nodes: List[Node]):
@@ -547,7 +568,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     }
     impl = {name: backend for name in OPS}
     ring = score_ring(impl, overlap, K, S, C)
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring):
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim):
         bufs[bf.name] = bf
     body: List[Node] = []
     if quant is not None and K > 0:

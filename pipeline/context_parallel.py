@@ -203,7 +203,8 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
         pbufs, pcall = pack_keys(impl, "k_idx", B, bufs["k_idx"].shape[1], ix.dim, ix.quant)
         bufs.update({bf.name: bf for bf in pbufs})
         body.append(pcall)
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=W + K, window=W):
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=W + K, window=W, quant=ix.quant,
+                            heads=ix.heads, dim=ix.dim):
         bufs[bf.name] = bf
 
     # 4. the chunk loop over each owned block's queries, at their global positions

@@ -147,7 +147,9 @@ def test_planner_bytes_v4_flash_262k():
     from kernels_triton.rope.tables import tables_temp_bytes
     assert prog.transient_bytes == tables_temp_bytes(S, 64)
     assert planner.plan(spec, 1, S, "cuda", 8 * 2**30, overlap=False).chunk == 2048
-    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 1024 * 8 + 640 * 4)    # the chunk scratch scales with C
+    # the chunk scratch scales with C: scores, candidates, key lists, the packed queries (64 x 128 e4m3 + 64 scales)
+    assert b["q8"].shape == (2048, 64, 128) and b["q8"].dtype == torch.float8_e4m3fn and b["q_scale"].shape == (2048, 64)
+    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 1024 * 8 + 640 * 4 + 64 * 128 + 64 * 4)
     assert compose(spec, 1, S, 512, "cuda", overlap=False).peak_bytes == at512
     assert planner.plan(spec, 1, S, "cuda", at512, overlap=False).chunk == 512   # the largest chunk that fits
     assert planner.plan(spec, 1, S, "cuda", at512 - 1, overlap=False).chunk == 256
@@ -215,8 +217,10 @@ def test_plan_program_structure_262k():
     shapes = {b.name: b.shape for b in prog.buffers.values() if b.scope in ("program", "chunk")}
     assert all(not (len(s) >= 2 and s[-2:] == (262144, 65536)) for s in shapes.values())   # no [S, T]
     loop = [n for n in prog.body if isinstance(n, Loop)][0]
-    # the output's inverse RoPE is in the attention's epilogue, no op of its own
-    assert [c.op for c in loop.body[0].body] == ["indexer.score_fp8", "indexer.select", "attention.attend"]
+    # the chunk's queries packed once for the FP8 score; the output's inverse RoPE is in the attention's
+    # epilogue, no op of its own
+    assert [c.op for c in loop.body[0].body] == ["quant.pack_queries", "indexer.score_fp8", "indexer.select",
+                                                 "attention.attend"]
     # the kv rows' FP8 step in the copy into the gather table, the keys packed once after their compressor
     assert [c.op for c in prog.body if isinstance(c, Call)] == ["rope.tables", "quant.rows", "compressor.compress",
                                                                  "compressor.compress", "quant.pack_keys"]

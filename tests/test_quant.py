@@ -113,12 +113,12 @@ def test_kernels_match_reference_bitwise(fmt, block, channels, D):
     kernel.quant_rows(x2, big[:, 3:27], fmt=fmt, block=block, channels=channels)
     assert same(big[:, 3:27], naive.quant_dequant(x2, fmt, block, channels)) and (big[:, :3] == 0).all()
     if channels == D:
-        k8 = torch.empty(x.shape, dtype=kernel.packed_keys_dtype(fmt))
+        k8 = torch.empty(x.shape, dtype=kernel.packed_dtype(fmt))
         ks = torch.empty(x.shape[:-1])
-        kernel.pack_keys(x.contiguous(), k8, ks, fmt=fmt, block=block)
+        kernel.pack_rows(x.contiguous(), k8, ks, fmt=fmt, block=block)
         r8 = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
         rs = torch.empty(x.shape[:-1])
-        naive.pack_keys(x, r8, rs, fmt=fmt, block=block)
+        naive.pack_rows(x, r8, rs, fmt=fmt, block=block)
         assert torch.equal(k8.float().nan_to_num(), r8.float().nan_to_num())
         assert torch.equal(ks.nan_to_num(-1.0), rs.nan_to_num(-1.0))
 
@@ -128,7 +128,7 @@ def test_fp8_packing_is_exact_on_grid_values_and_bounded_otherwise():
     x8, s = naive.fp8_rows(x)
     ok = torch.isfinite(s)
     assert (s[ok] == torch.exp2(torch.log2(s[ok]).round())).all()          # powers of two
-    deq = naive.dequant_keys(x8, s)
+    deq = naive.dequant_rows(x8, s)
     # FP4 values of one row whose block scales span at most 2^12 fit e4m3 at the row's scale exactly
     amax = x.float().abs().amax(-1)
     span_ok = ok & (x.float().abs().masked_fill(x.float() == 0, float("inf")).amin(-1) >= amax * 2.0 ** -12)
@@ -176,12 +176,14 @@ def test_fp8_score_kernel_against_dequantised_reference(fmt, block, m):
     n, HI, DI, s0 = 48, 16, 128, 200
     T = (s0 + n) // m
     q, w, k = _score_inputs(n, HI, DI, T, seed=block)
-    k8 = torch.empty(T, DI, dtype=qk.packed_keys_dtype(fmt))
+    k8 = torch.empty(T, DI, dtype=qk.packed_dtype(fmt))
     ks = torch.empty(T)
-    qk.pack_keys(k, k8, ks, fmt=fmt, block=block)
+    qk.pack_rows(k, k8, ks, fmt=fmt, block=block)
+    q8, qs = torch.empty(q.shape, dtype=k8.dtype), torch.empty(n, HI)
+    qk.pack_rows(q, q8, qs, fmt=fmt, block=block)          # the queries: one scale per (query, head)
     ld = icost.score_ld(T)
     got = torch.full((n, ld), float("nan"))
-    ikernel.score_chunk_fp8(q, w, k8, ks, got, s_first=s0, ratio=m, q_format=fmt, q_block=block)
+    ikernel.score_chunk_fp8(q8, qs, w, k8, ks, got, s_first=s0, ratio=m)
     # the exact scores of the quantised operands, in float64
     qd = naive.quant_dequant(q, fmt, block).double()
     kd = naive.quant_dequant(k, fmt, block).double()

@@ -32,9 +32,9 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
     kernel.quant_rows(x, out, fmt=fmt, block=block, channels=channels)
     assert _same(out, naive.quant_dequant(x, fmt, block, channels)), fresh_seed
     if channels == D:
-        k8 = torch.empty(x.shape, dtype=kernel.packed_keys_dtype(fmt), device="cuda")
+        k8 = torch.empty(x.shape, dtype=kernel.packed_dtype(fmt), device="cuda")
         ks = torch.empty(x.shape[:-1], device="cuda")
-        kernel.pack_keys(x, k8, ks, fmt=fmt, block=block)
+        kernel.pack_rows(x, k8, ks, fmt=fmt, block=block)
         r8, rs = naive.fp8_rows(naive.quant_dequant(x, fmt, block))
         assert torch.equal(k8.float().nan_to_num(), r8.float().nan_to_num())
         assert torch.equal(ks.nan_to_num(-1), rs.nan_to_num(-1))
@@ -52,12 +52,13 @@ def test_fp8_score_kernel_at_32k(name, fresh_seed):
     q = torch.randn(n, ix.heads, ix.dim, device="cuda", generator=g).bfloat16()
     w = torch.randn(n, ix.heads, device="cuda", generator=g) * (ix.heads * ix.dim) ** -0.5
     k = torch.randn(T, ix.dim, device="cuda", generator=g).bfloat16()
-    k8 = torch.empty(T, ix.dim, dtype=kernel.packed_keys_dtype(ix.quant.format), device="cuda")
+    k8 = torch.empty(T, ix.dim, dtype=kernel.packed_dtype(ix.quant.format), device="cuda")
     ks = torch.empty(T, device="cuda")
-    kernel.pack_keys(k, k8, ks, fmt=ix.quant.format, block=ix.quant.block)
+    kernel.pack_rows(k, k8, ks, fmt=ix.quant.format, block=ix.quant.block)
+    q8, qs = torch.empty(q.shape, dtype=k8.dtype, device="cuda"), torch.empty(n, ix.heads, device="cuda")
+    kernel.pack_rows(q, q8, qs, fmt=ix.quant.format, block=ix.quant.block)
     got = torch.full((n, icost.score_ld(T)), float("nan"), device="cuda")
-    ikernel.score_chunk_fp8(q, w, k8, ks, got, s_first=s0, ratio=m, q_format=ix.quant.format,
-                            q_block=ix.quant.block)
+    ikernel.score_chunk_fp8(q8, qs, w, k8, ks, got, s_first=s0, ratio=m)
     qd = naive.quant_dequant(q, ix.quant.format, ix.quant.block)
     kd = naive.quant_dequant(k, ix.quant.format, ix.quant.block)
     pos = torch.arange(s0, s0 + n, device="cuda")

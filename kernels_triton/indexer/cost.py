@@ -39,9 +39,8 @@ def naive_score_temp_bytes(chunk: int, rows: int, heads: int, dim: int) -> int:
 
 
 def naive_score_fp8_temp_bytes(chunk: int, rows: int, heads: int, dim: int) -> int:
-    """naive.score_chunk_fp8: the quantised q (fp32 math: about six fp32 copies), the dequantised fp32 keys,
-    then naive.score_chunk's temporaries."""
-    return 4 * (6 * chunk * heads * dim + rows * dim) + naive_score_temp_bytes(chunk, rows, heads, dim)
+    """naive.score_chunk_fp8: the dequantised fp32 queries and keys, then naive.score_chunk's temporaries."""
+    return 4 * (chunk * heads * dim + rows * dim) + naive_score_temp_bytes(chunk, rows, heads, dim)
 
 
 def naive_select_temp_bytes(chunk: int, rows: int) -> int:

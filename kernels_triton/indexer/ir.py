@@ -9,7 +9,6 @@ from .._window import window_pow2
 import torch
 
 from ..quant.formats import keys_dtype
-from ..quant.kernel import format_constexprs
 from .cost import SCORE_TILE_KEYS, select_capacity
 from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel, _select_kernel,
                      kernel_limits, padded_dim, padded_heads, score_block_queries)
@@ -17,11 +16,10 @@ from .kernel import (SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
-               window: int = 0, arch: int = 90, q_format: str = "e2m1", q_block: int = 32,
-               varlen: bool = False) -> dict:
-    """Compile one indexer kernel ('score', 'score_fp8' with the quantisation `q_format` in blocks of
-    `q_block`, or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the
-    packed-batch variant (each query reads its segment row).
+               window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False) -> dict:
+    """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
+    or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
+    variant (each query reads its segment row).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -30,22 +28,22 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.indexer.ir", dict(kernel=kernel, heads=heads, dim=dim,
                                                                       ratio=ratio, topk=topk, window=window,
-                                                                      arch=arch, q_format=q_format,
-                                                                      q_block=q_block, varlen=varlen))
+                                                                      arch=arch, q_format=q_format, varlen=varlen))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
-        sig = {"q_ptr": "*bf16", "w_ptr": "*fp32", "k_ptr": "*fp8e4nv" if operand == 2 else "*bf16",
+        packed = "*fp8e4nv" if operand == 2 else "*bf16"
+        sig = {"q_ptr": packed if fp8 else "*bf16", "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_ptr": packed,
                "ks_ptr": "*fp32", "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32",
                "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
                  "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
-                 "OPERAND": operand,
-                 "QB": q_block if fp8 else 0, **format_constexprs(q_format if fp8 else "e4m3"), "VARLEN": varlen}
+                 "OPERAND": operand, "VARLEN": varlen}
         sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, {"num_warps": SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS,
                                    "num_stages": SCORE_STAGES}
-        div = ["q_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt", "stride_os"]
+        div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
+               "stride_os"]
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
                "n_q": "i32",

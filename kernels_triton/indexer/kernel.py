@@ -41,9 +41,7 @@ import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
-from ..quant.formats import keys_dtype
-from ..quant.kernel import E4M3_CONSTS, fp8_pack, format_constexprs, qdq_rows
-from ..varlen.kernel import column_base, load_token_segments, segments_arg, visible_tiles
+from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -54,23 +52,23 @@ INT32_MIN = tl.constexpr(-2147483648)
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
-def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
+def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
                   s_first, n_q, T,
                   stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
                   HP: tl.constexpr, DP: tl.constexpr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
-                  QUANT: tl.constexpr, OPERAND: tl.constexpr, QB: tl.constexpr,
-                  QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr, MANT: tl.constexpr,
-                  MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr, VARLEN: tl.constexpr):
+                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
     # zero queries, keys and weights there, which add exactly 0 to every score).
-    # QUANT: the official quantise-dequantise step on q (blocks of QB, the format's constexprs),
-    # then each (query, head) row as e4m3 grid values times a power-of-two scale; the keys come
-    # packed the same way (k: e4m3 values, ks: one scale per row). OPERAND: the dtype the MMA
-    # multiplies those values in (all exact): 2 FP8 e4m3 (an FP8 wgmma), 1 bf16, 0 fp32 (the
+    # QUANT: both operands come packed by quant.kernel.pack_rows (the official quantise-dequantise
+    # step, then e4m3 grid values times a power-of-two scale): q as values [n, HI, DI] and one scale
+    # per (query, head) in qs, the keys as values k and one scale per row in ks. OPERAND: the dtype
+    # the MMA multiplies those values in (all exact): 2 FP8 e4m3 (an FP8 wgmma), 1 bf16, 0 fp32 (the
     # interpreter). The scales are positive powers of two, so they leave the MMA and the ReLU:
     # q's scale multiplies the head weight once per program, the key's the head sum of its row.
+    # (q was once quantised here, in each program's prologue: 256 fp32 values a thread for the block
+    # maxima spilled 6.8 KB a thread and took ~16k instructions a program, 55 ms of v3.2's score.)
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HP
@@ -94,23 +92,18 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         qT = tl.load(q_ptrs, mask=qvalid[None, :] & d_ok[:, None], other=0.0)
     w = tl.load(w_ptr + qrow.to(tl.int64) * stride_ws + hi, mask=qvalid, other=0.0).to(tl.float32)
     if QUANT:
-        # once per program: the quantise-dequantise of every (query, head) row of q, then its FP8 packing
-        qq = tl.trans(qdq_rows(tl.trans(qT.to(tl.float32)), N, DP, QB, DI, QMAX, QEXP, QMANT, MANT, MIN_EXP,
-                               AMAX_FLOOR))
-        qv, q_scale = fp8_pack(qq, 0)                   # [DP, N] e4m3 grid values, [N] powers of two
+        # ReLU(x * s) * w = ReLU(x) * (w * s) for s > 0 (a NaN scale, a non-finite row, gives NaN scores);
+        # padded heads: scale 1, weight 0
+        w = w * tl.load(qs_ptr + qrow.to(tl.int64) * HI + hi, mask=qvalid, other=1.0)
         if OPERAND == 2:
-            qT = qv.to(tl.float8e4nv)                   # exact: the values are on the e4m3 grid
+            qT = qT.to(tl.float8e4nv)                   # exact: the values are on the e4m3 grid
         elif OPERAND == 1:
-            qT = qv.to(tl.bfloat16)                     # exact: 4 significant bits
-        else:
-            qT = qv
-        w = w * q_scale                                 # ReLU(x * s) * w = ReLU(x) * (w * s) for s > 0
+            qT = qT.to(tl.bfloat16)                     # exact: 4 significant bits
 
     offs_bq = tl.arange(0, BQ)
     q_ok = q0 + offs_bq < n_q
     # the rows each query sees and the tiles the block walks (a packed batch: each query's own sequence's)
-    lo, nvis, t_start, t_end, cbase = visible_tiles(seg_ptr, s_first, q0, offs_bq, q_ok, n_q, T, RATIO, BQ, BT,
-                                                    VARLEN)
+    lo, nvis, t_start, t_end = visible_tiles(seg_ptr, s_first, q0, offs_bq, q_ok, n_q, T, RATIO, BQ, BT, VARLEN)
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
     row_ok = q_ok[None, :]
     if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
@@ -138,10 +131,13 @@ def _score_kernel(q_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         if VARLEN:
-            vis = vis & (offs_t[:, None] >= lo[None, :])    # and the rows of the sequences before
-        sc = tl.where(vis, sc, NEG_INF)
-        tl.store(out_rows + (offs_t - cbase)[:, None], sc,
-                 mask=row_ok & (offs_t[:, None] < t_end) & (offs_t[:, None] >= cbase))
+            # a packed query's row holds its own sequence's visible rows only, column 0 = its first row
+            # (so the selection reads every row from an aligned start: no per-row base to add)
+            vis = vis & (offs_t[:, None] >= lo[None, :])
+            tl.store(out_rows + (offs_t[:, None] - lo[None, :]), sc, mask=row_ok & vis)
+        else:
+            sc = tl.where(vis, sc, NEG_INF)
+            tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,10 +197,11 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
     cand = cand_ptr + r.to(tl.int64) * stride_c
     orow = out_ptr + r.to(tl.int64) * stride_o
     if VARLEN:
-        # a packed batch: the query's position in its own sequence, whose rows start at column row0 and
-        # whose tokens at tok0; everything below works on the sequence's own columns, as a B = 1 run
+        # a packed batch: the query's position in its own sequence, whose tokens start at tok0 and rows at
+        # row0; its score row holds those rows from column 0 (score_chunk), so everything below works on the
+        # sequence's own columns, as a B = 1 run. (A per-row column base added to `row` had cost 36 registers,
+        # ptxas -v, and with them 3 of the 7 selection programs an SM holds.)
         s, tok0, row0 = load_token_segments(seg_ptr, r, r < n_q)
-        row += row0 - column_base(seg_ptr)              # the chunk's columns start at its first row
         idx_offset += row0
     else:
         s = s_first + r                                 # the query's position
@@ -302,6 +299,10 @@ SCORE_STAGES = 3
 # last 2,048-query chunk of v4-flash at S = 262,144 (benchmarks/results/quant-h200/score-sweep.json):
 # 2.42 ms with 4 warps against 3.13 ms with 8 (bf16 operands: 3.38 ms, best with 8)
 SCORE_FP8_WARPS = 4
+# a register cap for the FP8 score (None: ptxas's choice, 234 registers since the queries come packed). At 216
+# two score programs leave room for one selection program (72-80 registers x 128 threads) on an SM, so the
+# overlapped selection need not wait for a wave tail; without spills in the loop (ptxas -v).
+SCORE_FP8_MAXNREG = None
 SELECT_WARPS = 4
 
 
@@ -392,8 +393,8 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     visible rows of the last query. Columns beyond a row's own visible count but inside the
     tile range are -inf; further columns are not written. `seg` (a packed batch): the queries'
     rows of the segment table (varlen/naive.py, [n, 4] int32); each query then sees its own
-    sequence's rows [row0, row0 + (pos+1)//m), and column j holds packed row column_base + j
-    (varlen/naive.column_base: ld = score_columns(T, n, max_seqlen, m) suffices)."""
+    sequence's rows [row0, row0 + (pos+1)//m), and its column j holds packed row row0 + j (only those
+    columns are written; ld = varlen.naive.score_columns(T, max_seqlen, m) suffices)."""
     n, HI, DI = q.shape
     T = k.shape[0]
     if n == 0:
@@ -404,44 +405,44 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
         q, k = q.float(), k.float()
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k, w, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
+    _score_kernel[grid](q, w, w, k, w, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
                         k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
-                        OPERAND=1, QB=0, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES,
-                        **E4M3_CONSTS)
+                        OPERAND=1, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
 
 
-def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
-                    *, s_first: int, ratio: int, q_format: str, q_block: int,
+def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
+                    k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
                     seg: Optional[torch.Tensor] = None) -> None:
-    """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5): q [n, HI, DI] bf16 is
-    quantise-dequantised in-kernel (q_format, blocks of q_block) and packed as e4m3 grid values times a
-    power-of-two scale per (query, head); k8 [T, DI] / k_scale [T] are the keys packed the same way
-    (quant.kernel.pack_keys; k8's dtype says the MMA's: FP8 for FP4 keys, bf16 for FP8 keys, see
-    quant.kernel.keys_dtype). The dot of the packed values times both scales is the dot of the
-    dequantised values (naive.score_chunk_fp8) up to fp32 accumulation rounding, wherever every value
-    fits e4m3 at its row's scale (quant/naive.fp8_rows states the bound otherwise)."""
-    n, HI, DI = q.shape
+    """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5), on operands
+    packed by quant.kernel.pack_rows: q8 [n, HI, DI] / q_scale [n, HI] the queries (one power-of-two scale per
+    (query, head)), k8 [T, DI] / k_scale [T] the keys. The values' dtype is the MMA's (quant.formats.keys_dtype:
+    FP8 e4m3 for FP4 steps, bf16 for FP8 steps; fp32 in the interpreter). The dot of the packed values times
+    both scales is the dot of the dequantised values (naive.score_chunk_fp8) up to fp32 accumulation
+    rounding, wherever every value fits e4m3 at its row's scale (quant/naive.fp8_rows states the bound
+    otherwise)."""
+    n, HI, DI = q8.shape
     T = k8.shape[0]
     if n == 0:
         return
-    if DI % q_block:
-        raise ValueError(f"q_block = {q_block} must divide the index dim {DI}")
+    if q8.dtype != k8.dtype or tuple(q_scale.shape) != (n, HI) or k8.shape[1] != DI:
+        raise ValueError(f"q8 [n, HI, DI] and k8 [T, DI] must share a dtype and DI, q_scale be [n, HI]; got "
+                         f"q8 {tuple(q8.shape)} {q8.dtype}, q_scale {tuple(q_scale.shape)}, k8 {tuple(k8.shape)} "
+                         f"{k8.dtype} (pack both with quant.kernel.pack_rows)")
+    if not (q8.is_contiguous() and q_scale.is_contiguous()):
+        raise ValueError("q8 and q_scale must be contiguous (quant.kernel.pack_rows writes them so)")
     interp = kernels_interpreted(_score_kernel)
-    if interp:
-        q, k8 = q.float(), k8.float()     # no FP8 in the interpreter: the same values in fp32 (exact)
-    elif k8.dtype != keys_dtype(q_format):
-        raise TypeError(f"k8 must be {keys_dtype(q_format)} for {q_format} keys (quant.kernel.pack_keys), got "
-                        f"{k8.dtype}")
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
+    if interp:
+        q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)
     warps = SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    _score_kernel[grid](q, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
-                        k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
+    _score_kernel[grid](q8, q_scale, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q8.stride(0),
+                        w.stride(0), k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
-                        QB=q_block, VARLEN=seg is not None, num_warps=warps, num_stages=SCORE_STAGES,
-                        **format_constexprs(q_format))
+                        VARLEN=seg is not None, num_warps=warps, num_stages=SCORE_STAGES,
+                        **({"maxnreg": SCORE_FP8_MAXNREG} if SCORE_FP8_MAXNREG and operand == 2 else {}))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,

@@ -10,8 +10,8 @@ from typing import Optional
 
 import torch
 
-from ..quant.naive import dequant_keys, quant_dequant
-from ..varlen.naive import column_base, query_ranges
+from ..quant.naive import dequant_rows, quant_dequant
+from ..varlen.naive import query_ranges
 
 INT32_MIN = -(2 ** 31)
 
@@ -37,16 +37,17 @@ def row_ranges(n: int, s_first: int, ratio: int, seg: Optional[torch.Tensor], de
     return pos, torch.zeros_like(pos), torch.zeros_like(pos), visible_rows(pos, ratio)
 
 
-def store_scores(out: torch.Tensor, scores: torch.Tensor, seg: Optional[torch.Tensor]) -> None:
-    """out[:n, :T] = scores [n, T] (all rows' columns); a packed chunk (`seg`) stores columns from its
-    column_base on, as many as out holds (-inf past the last row), the base staying on the device."""
+def store_scores(out: torch.Tensor, scores: torch.Tensor, seg: Optional[torch.Tensor], lo: torch.Tensor,
+                 hi: torch.Tensor) -> None:
+    """out[:n, :T] = scores [n, T] (all rows' columns); a packed chunk (`seg`): row i holds its visible rows
+    [lo_i, hi_i) from column 0 (-inf past them, as many columns as out holds), as the kernels store them."""
     n, T = scores.shape
     if seg is None:
         out[:n, :T] = scores
         return
-    cols = column_base(seg) + torch.arange(out.shape[1], device=out.device)
-    vals = scores.index_select(1, cols.clamp(max=T - 1))
-    out[:n] = torch.where(cols[None, :] < T, vals, float("-inf"))
+    cols = lo[:, None] + torch.arange(out.shape[1], device=out.device)[None, :]
+    vals = scores.gather(1, cols.clamp(max=T - 1))
+    out[:n] = torch.where(cols < hi[:, None], vals, float("-inf"))
 
 
 def visible(T: int, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -118,16 +119,15 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     n, T = q.shape[0], k.shape[0]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
     store_scores(out, indexer_scores(q[None], w[None], k[None])[0].masked_fill(~visible(T, lo, hi), float("-inf")),
-                 seg)
+                 seg, lo, hi)
 
 
-def score_chunk_fp8(q: torch.Tensor, w: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, out: torch.Tensor,
-                    *, s_first: int, ratio: int, q_format: str, q_block: int,
+def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
+                    k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
                     seg: Optional[torch.Tensor] = None) -> None:
-    """score_chunk on the quantised operands: q quantise-dequantised (q_format, blocks of q_block), the keys
-    k8 * k_scale (quant.naive.pack_keys); fp32 math as score_chunk."""
-    score_chunk(quant_dequant(q, q_format, q_block).float(), w, dequant_keys(k8, k_scale), out, s_first=s_first,
-                ratio=ratio, seg=seg)
+    """score_chunk on the packed operands (quant.naive.pack_rows): the queries q8 * q_scale, the keys
+    k8 * k_scale; fp32 math as score_chunk."""
+    score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg)
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
@@ -140,15 +140,15 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     if window:
         out[:, :window].copy_(window_ids(pos, tok0, window))
     if k_eff:
-        # the rows the chunk's last query sees (packed: every column, numbered from the chunk's column
-        # base; no host sync for the bound)
+        # the rows the chunk's last query sees; packed: row i's columns are its own visible rows from column
+        # 0 (no host sync for the bound)
         T = scores.shape[1] if seg is not None else min((s_first + n) // ratio, scores.shape[1])
-        base = column_base(seg) if seg is not None else 0
+        base = lo if seg is not None else torch.zeros_like(lo)
         # a query's visible rows rank first (order_key), and it sees at most k_eff of them: the
         # columns past k_eff (a packed chunk wider than its longest sequence) are -1
         sel = topk_in_ranges(scores[None, :n, :T], lo - base, hi - base, topk)[0, :, :k_eff]
         if seg is not None:     # columns -> packed rows
-            sel = torch.where(sel >= 0, sel + base.to(sel.dtype), sel)
+            sel = torch.where(sel >= 0, sel + base[:, None].to(sel.dtype), sel)
         if sel.shape[1] < k_eff:     # the chunk sees fewer rows than the whole sequence: pad
             sel = torch.cat([sel, sel.new_full((n, k_eff - sel.shape[1]), -1)], dim=1)
         out[:, window:window + k_eff].copy_(torch.where(sel >= 0, sel + idx_offset, sel))

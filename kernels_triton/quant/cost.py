@@ -18,5 +18,5 @@ def naive_rows_temp_bytes(rows: int, dim: int) -> int:
 
 
 def naive_pack_temp_bytes(rows: int, dim: int) -> int:
-    """naive.pack_keys: quant_dequant's temporaries, then fp8_rows' fp32 copy and rounding temporaries."""
+    """naive.pack_rows: quant_dequant's temporaries, then fp8_rows' fp32 copy and rounding temporaries."""
     return naive_rows_temp_bytes(rows, dim) + rows * dim * 4 * 4

@@ -201,27 +201,27 @@ def quant_rows(src: torch.Tensor, out: torch.Tensor, *, fmt: str, block: int, ch
                                          num_warps=ROWS_WARPS, **format_constexprs(fmt))
 
 
-def pack_keys(k: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, *, fmt: str, block: int) -> None:
-    """Index keys k [..., T, DI] bf16 (contiguous) -> k8 (e4m3 grid values in packed_keys_dtype(fmt)), k_scale
-    fp32 [..., T] (naive.pack_keys)."""
-    D = k.shape[-1]
-    n = k.numel() // D if D else 0
-    if not k.is_contiguous() or not k8.is_contiguous() or not k_scale.is_contiguous():
-        raise ValueError("pack_keys needs contiguous k, k8 and k_scale")
-    if tuple(k8.shape) != tuple(k.shape) or tuple(k_scale.shape) != tuple(k.shape[:-1]):
-        raise ValueError(f"k8 must be {tuple(k.shape)} and k_scale {tuple(k.shape[:-1])}, got "
-                         f"{tuple(k8.shape)}, {tuple(k_scale.shape)}")
+def pack_rows(x: torch.Tensor, x8: torch.Tensor, x_scale: torch.Tensor, *, fmt: str, block: int) -> None:
+    """Rows x [..., DI] bf16 (contiguous: the index keys, or a chunk's index queries) -> x8 (e4m3 grid values
+    in packed_dtype(fmt)), x_scale fp32 [...] (naive.pack_rows)."""
+    D = x.shape[-1]
+    n = x.numel() // D if D else 0
+    if not x.is_contiguous() or not x8.is_contiguous() or not x_scale.is_contiguous():
+        raise ValueError("pack_rows needs contiguous x, x8 and x_scale")
+    if tuple(x8.shape) != tuple(x.shape) or tuple(x_scale.shape) != tuple(x.shape[:-1]):
+        raise ValueError(f"x8 must be {tuple(x.shape)} and x_scale {tuple(x.shape[:-1])}, got "
+                         f"{tuple(x8.shape)}, {tuple(x_scale.shape)}")
     why = kernel_limits(D, block, D)
     if why:
         raise ValueError(why)
     if n == 0:
         return
     dp, br = _rows_tile(D)
-    _pack_kernel[(triton.cdiv(n, br),)](k, k8, k_scale, n, D=D, DP=dp, BR=br, QB=block, num_warps=ROWS_WARPS,
+    _pack_kernel[(triton.cdiv(n, br),)](x, x8, x_scale, n, D=D, DP=dp, BR=br, QB=block, num_warps=ROWS_WARPS,
                                         **format_constexprs(fmt))
 
 
-def packed_keys_dtype(fmt: str) -> torch.dtype:
-    """The dtype of packed keys here: keys_dtype on the GPU, fp32 holding the same values in the
+def packed_dtype(fmt: str) -> torch.dtype:
+    """The dtype of packed rows here: keys_dtype on the GPU, fp32 holding the same values in the
     interpreter (whose FP8 stores do not round)."""
     return torch.float32 if kernels_interpreted(_pack_kernel) else keys_dtype(fmt)

@@ -3,7 +3,7 @@
 `quant_dequant` puts each block of channels onto a format's grid times a power-of-two scale and
 back (the tensor keeps its dtype); `fp8_rows` packs rows that are already on such grids into FP8
 e4m3 values times one power-of-two scale per row (exact where the row's range fits e4m3). The
-ops `quant_rows` and `pack_keys` have the kernel launchers' signatures.
+ops `quant_rows` and `pack_rows` have the kernel launchers' signatures.
 
 A block with a NaN or an infinity becomes all NaN (semantics section 9: never silently finite).
 """
@@ -79,14 +79,15 @@ def quant_rows(src: torch.Tensor, out: torch.Tensor, *, fmt: str, block: int, ch
     out.copy_(quant_dequant(src, fmt, block, channels))
 
 
-def pack_keys(k: torch.Tensor, k8: torch.Tensor, k_scale: torch.Tensor, *, fmt: str, block: int) -> None:
-    """Index keys [..., T, DI] -> quantise-dequantised (fmt, block; idempotent on keys a compressor
-    already quantised) and packed: k8 [..., T, DI] (e4m3 grid values, in k8's dtype), k_scale [..., T] fp32."""
-    x8, s = fp8_rows(quant_dequant(k, fmt, block))
-    k8.copy_(x8)
-    k_scale.copy_(s)
+def pack_rows(x: torch.Tensor, x8: torch.Tensor, x_scale: torch.Tensor, *, fmt: str, block: int) -> None:
+    """Rows [..., DI] (the index keys, or a chunk's index queries) -> quantise-dequantised (fmt, block;
+    idempotent on keys a compressor already quantised) and packed: x8 [..., DI] (e4m3 grid values, in x8's
+    dtype), x_scale [...] fp32."""
+    v, s = fp8_rows(quant_dequant(x, fmt, block))
+    x8.copy_(v)
+    x_scale.copy_(s)
 
 
-def dequant_keys(k8: torch.Tensor, k_scale: torch.Tensor) -> torch.Tensor:
-    """fp32 keys k8 * scale (the values the FP8 score multiplies)."""
-    return k8.float() * k_scale.float()[..., None]
+def dequant_rows(x8: torch.Tensor, x_scale: torch.Tensor) -> torch.Tensor:
+    """fp32 rows x8 * scale (the values the FP8 score multiplies)."""
+    return x8.float() * x_scale.float()[..., None]

@@ -63,7 +63,7 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, seg_p
     ql = tl.load(ql_ptr + qrows, mask=qmask, other=0.0)
     qsum = tl.load(qsum_ptr + q0 + offs_q, mask=q_ok, other=0.0)          # sum_d qbar, fp32
     # the rows each query sees and the tiles the block walks (a packed batch: each query's own sequence's)
-    lo, nvis, t_start, t_end, cbase = visible_tiles(seg_ptr, s_first, q0, offs_q, q_ok, n_q, T, RATIO, BQ, BT, VARLEN)
+    lo, nvis, t_start, t_end = visible_tiles(seg_ptr, s_first, q0, offs_q, q_ok, n_q, T, RATIO, BQ, BT, VARLEN)
     out_rows = out_ptr + (q0 + offs_q).to(tl.int64)[:, None] * stride_o
     NWP: tl.constexpr = DP // 32
     wj = tl.arange(0, NWP)
@@ -84,11 +84,12 @@ def _score_kernel(qh_ptr, ql_ptr, qsum_ptr, codes_ptr, alpha_ptr, out_ptr, seg_p
         alpha = tl.load(alpha_ptr + offs_t, mask=t_ok, other=0.0)
         sc = (2.0 * dot - qsum[:, None]) * alpha[None, :]
         vis = offs_t[None, :] < nvis[:, None]
-        if VARLEN:
+        if VARLEN:      # a packed query's own visible rows only, column 0 = its first row (as the indexer's)
             vis = vis & (offs_t[None, :] >= lo[:, None])
-        sc = tl.where(vis, sc, NEG_INF)
-        tl.store(out_rows + (offs_t - cbase)[None, :], sc,
-                 mask=q_ok[:, None] & ((offs_t < t_end) & (offs_t >= cbase))[None, :])
+            tl.store(out_rows + (offs_t[None, :] - lo[:, None]), sc, mask=q_ok[:, None] & vis)
+        else:
+            sc = tl.where(vis, sc, NEG_INF)
+            tl.store(out_rows + offs_t[None, :], sc, mask=q_ok[:, None] & (offs_t < t_end)[None, :])
 
 
 def check_dim(dim: int) -> None:

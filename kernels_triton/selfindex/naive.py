@@ -46,4 +46,4 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
     n, T, D = q.shape[0], codes.shape[0], q.shape[2]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
     sc = (qbar(q) @ unpack_signs(codes, D).T) * alpha.float()[None, :]
-    store_scores(out, sc.masked_fill(~visible(T, lo, hi), float("-inf")), seg)
+    store_scores(out, sc.masked_fill(~visible(T, lo, hi), float("-inf")), seg, lo, hi)

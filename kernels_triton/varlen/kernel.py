@@ -8,7 +8,7 @@ import triton.language as tl
 from .._env import next_pow2
 from .naive import ROW_COLS, SEG_COLS
 
-__all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "column_base", "load_row_segments", "load_token_segments",
+__all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "load_row_segments", "load_token_segments",
            "segments", "segments_arg", "visible_tiles"]
 
 SEGMENT_BLOCK = 1024    # tokens (or rows) per program of the table kernel
@@ -29,36 +29,28 @@ def load_token_segments(seg_ptr, rows, ok):
 
 
 @triton.jit
-def column_base(seg_ptr):
-    """The chunk's first score column: the first compressed row its first query's sequence owns (row0 of
-    segment row 0). A packed chunk's scores are stored from there (naive.column_base says why it fits)."""
-    return tl.load(seg_ptr + 2)
-
-
-@triton.jit
 def visible_tiles(seg_ptr, s_first, q0, offs, q_ok, n_q, T, RATIO: tl.constexpr, BQ: tl.constexpr,
                   BT: tl.constexpr, VARLEN: tl.constexpr):
-    """What a block of score queries q0 + offs (valid where q_ok) sees: (lo, nvis, t_start, t_end, cbase).
-    Query i sees compressed rows [lo_i, nvis_i); the block walks key tiles [t_start, t_end) in steps of BT
-    and stores column t - cbase. Unpacked: positions s_first + q0 + offs, lo = t_start = cbase = 0.
+    """What a block of score queries q0 + offs (valid where q_ok) sees: (lo, nvis, t_start, t_end).
+    Query i sees compressed rows [lo_i, nvis_i); the block walks key tiles [t_start, t_end) in steps of BT.
+    Unpacked: positions s_first + q0 + offs, lo = t_start = 0; query i stores row t at column t.
     Packed (VARLEN): each query's own sequence's rows [row0, row0 + (pos+1)//m) (naive.py), tiles from
-    the block's first row0 (rounded down to a tile) to its most-seeing query's end, cbase = column_base."""
+    the block's first row0 (rounded down to a tile) to its most-seeing query's end; query i stores row t
+    at column t - lo_i (its own sequence's rows from column 0)."""
     lo = 0
     t_start = 0
-    cbase = 0
     if VARLEN:
         pos, tok0, row0 = load_token_segments(seg_ptr, q0 + offs, q_ok)
         lo = tl.where(q_ok, row0, T)
         nvis = tl.where(q_ok, row0 + (pos + 1) // RATIO, 0)
         t_start = (tl.min(lo, axis=0) // BT) * BT
         t_end = tl.max(nvis, axis=0)
-        cbase = column_base(seg_ptr)
     else:
         pos = s_first + q0 + offs                       # global positions of the block's queries
         nvis = tl.where(q_ok, (pos + 1) // RATIO, 0)
         last = tl.minimum(q0 + BQ, n_q) - 1
         t_end = (s_first + last + 1) // RATIO         # rows the last (most-seeing) query sees
-    return lo, nvis, t_start, t_end, cbase
+    return lo, nvis, t_start, t_end
 
 
 @triton.jit

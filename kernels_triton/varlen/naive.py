@@ -54,18 +54,10 @@ def segments(cu_seqlens: torch.Tensor, tok_seg: torch.Tensor, row_seg: Optional[
                                    torch.where(owned, r - cu_rows[rseq], -1)], dim=1).to(torch.int32))
 
 
-def column_base(seg: torch.Tensor) -> torch.Tensor:
-    """[1] int64: the first score column of a packed chunk, row0 of its first query (stays on the device).
-
-    A chunk's score buffer holds columns [base, base + score_columns(...)): every row a chunk query
-    sees lies there, because the rows from its first query's sequence start up to query q's end are at
-    most (tokens from that start to q) // m <= (max_seqlen - 1 + C) // m (sums of floors <= floor of sums)."""
-    return seg[:1, SEG_ROW0].long()
-
-
-def score_columns(rows: int, chunk: int, max_seqlen: int, ratio: int) -> int:
-    """Score columns a packed chunk of `chunk` queries needs (column_base), never more than the rows."""
-    return max(1, min(rows, (max_seqlen - 1 + chunk) // max(ratio, 1)))
+def score_columns(rows: int, max_seqlen: int, ratio: int) -> int:
+    """Score columns a packed chunk needs: each query's row holds its own sequence's visible rows from
+    column 0 (its row0), at most max_seqlen // m of them; never more than the rows."""
+    return max(1, min(rows, max_seqlen // max(ratio, 1)))
 
 
 def query_ranges(seg: torch.Tensor, ratio: int):

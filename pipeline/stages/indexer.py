@@ -30,7 +30,7 @@ SCORE = Op(
 
 SCORE_FP8 = Op(
     "indexer.score_fp8",
-    "the same scores on the quantised operands: q quantised in-kernel, FP8 keys (quant.pack_keys), FP8 MMAs",
+    "the same scores on the packed operands (quant.pack_queries, quant.pack_keys): FP8 MMAs, the scales outside",
     writes=("out",),
     impls={
         "torch": Impl(naive.score_chunk_fp8, "torch dequantise + einsum [n, HI, T]",
@@ -82,7 +82,7 @@ def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
         return _no_indexer(pipe)
     if ix.quant is not None:
         return {"": ir.compile_ir("score_fp8", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
-                                  q_format=ix.quant.format, q_block=ix.quant.block)[level]}
+                                  q_format=ix.quant.format)[level]}
     return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch)[level]}
 
 

@@ -2,10 +2,11 @@
 other kernel fuses them, and the FP8 packing of the index keys.
 
 Kernels: kernels_triton/quant/ (naive.py, kernel.py, cost.py, ir.py). The compressor kernels fuse the
-step into their epilogue and the FP8 score kernel quantises `idx_q` itself; what is left here is
-  quant.rows       the raw `kv` rows' FP8 step, fused into the copy the composer makes anyway
-                   (kv -> kv_all) or, without a compressor, one pass into a quantised copy
-  quant.pack_keys  index keys -> FP8 e4m3 values + one power-of-two scale per row (the score's operand)
+step into their epilogue; what is left here is
+  quant.rows          the raw `kv` rows' FP8 step, fused into the copy the composer makes anyway
+                      (kv -> kv_all) or, without a compressor, one pass into a quantised copy
+  quant.pack_keys     index keys -> FP8 e4m3 values + one power-of-two scale per row (the score's operand)
+  quant.pack_queries  the same for a chunk's `idx_q`, one scale per (query, head), once per chunk
 """
 from __future__ import annotations
 
@@ -28,15 +29,28 @@ ROWS = Op(
     },
 )
 
+# one kernel packs any rows (quant.kernel.pack_rows): the keys once, the queries once per chunk
+PACK_IMPLS = {
+    "torch": Impl(naive.pack_rows, "torch naive.pack_rows", sized(cost.naive_pack_temp_bytes, "rows", "dim")),
+    "interpret": Impl(kernel.pack_rows, "triton _pack_kernel [interpreter]"),
+    "cuda": Impl(kernel.pack_rows, "triton _pack_kernel"),
+}
+
 PACK_KEYS = Op(
     "quant.pack_keys",
     "index keys -> quantise-dequantised, packed as FP8 e4m3 values + one power-of-two scale per row",
-    writes=("k8", "k_scale"),
-    impls={
-        "torch": Impl(naive.pack_keys, "torch naive.pack_keys", sized(cost.naive_pack_temp_bytes, "rows", "dim")),
-        "interpret": Impl(kernel.pack_keys, "triton _pack_kernel [interpreter]"),
-        "cuda": Impl(kernel.pack_keys, "triton _pack_kernel"),
-    },
+    writes=("x8", "x_scale"),
+    impls=PACK_IMPLS,
+)
+
+# a chunk's index queries, one scale per (query, head): once per chunk here, not in every score program
+# (whose prologue it made spill: kernels_triton/indexer/kernel.py)
+PACK_QUERIES = Op(
+    "quant.pack_queries",
+    "a chunk's index queries -> quantise-dequantised, packed as FP8 e4m3 values + one power-of-two scale per "
+    "(query, head)",
+    writes=("x8", "x_scale"),
+    impls=PACK_IMPLS,
 )
 
 
@@ -69,8 +83,9 @@ KIND = StageKind(
     kind="quant",
     spec_type=Quant,
     doc="the official FP8 / FP4 quantise-dequantise steps not fused elsewhere, and the FP8 key packing",
-    ops={"rows": ROWS, "pack_keys": PACK_KEYS},
+    ops={"rows": ROWS, "pack_keys": PACK_KEYS, "pack_queries": PACK_QUERIES},
     inputs=lambda pipe, stage, role: {},
-    ir=(IRSection("quant", "triton", "quantising copy of the kv rows (FP8) and FP8 packing of the index keys",
+    ir=(IRSection("quant", "triton", "quantising copy of the kv rows (FP8) and FP8 packing of the index keys "
+                                     "and queries (one kernel)",
                   TRITON_LEVELS, _emit),),
 )
