@@ -105,9 +105,35 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
     # the rows each query sees and the tiles the block walks (a packed batch: each query's own sequence's)
     lo, nvis, t_start, t_end = visible_tiles(seg_ptr, s_first, q0, offs_bq, q_ok, n_q, T, RATIO, BQ, BT, VARLEN)
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
-    row_ok = q_ok[None, :]
+    if VARLEN:
+        # a packed query's row holds its own sequence's visible rows only, from column 0 = its first row lo
+        # (so the selection reads every row from its start, with no per-row base): row t goes to column t - lo.
+        # A block inside one sequence (all but the few that straddle a boundary) has one lo: its walk keeps
+        # it scalar, as few registers as the unpacked walk's (a per-query lo spilled under the register cap).
+        lo_min = tl.min(lo, axis=0)
+        if lo_min == tl.max(tl.where(q_ok, lo, lo_min), axis=0):
+            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, lo_min, nvis, t_start, t_end, T, stride_kt, offs_d,
+                         d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1)
+        else:
+            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], lo, nvis, t_start, t_end, T, stride_kt,
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2)
+    else:
+        _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, 0, tl.where(q_ok, nvis, 0), t_start, t_end, T, stride_kt, offs_d,
+                     d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 0)
+
+
+@triton.jit
+def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
+                 BT: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr, DI: tl.constexpr,
+                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr):
+    """The key-tile walk of one score program: tiles [t_start, t_end), query i's visible rows [lo_i, nvis_i)
+    (nvis 0 for padding queries), stored at out_rows + t. ROWS says how a row is laid out:
+    0 unpacked, column t, -inf past nvis_i up to t_end; 1 packed with one lo for the block (a scalar);
+    2 packed with a lo per query; packed rows store their visible columns only (out_rows shifted by -lo)."""
     if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
         ks_next = tl.load(ks_ptr + t_start + tl.arange(0, BT), mask=t_start + tl.arange(0, BT) < T, other=0.0)
+    if ROWS == 2:
+        span = (nvis - lo).to(tl.uint32)[None, :]       # t visible iff 0 <= t - lo < span: one unsigned compare
     for t0 in range(t_start, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
@@ -130,14 +156,13 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         if QUANT:
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
-        if VARLEN:
-            # a packed query's row holds its own sequence's visible rows only, column 0 = its first row
-            # (so the selection reads every row from an aligned start: no per-row base to add)
-            vis = vis & (offs_t[:, None] >= lo[None, :])
-            tl.store(out_rows + (offs_t[:, None] - lo[None, :]), sc, mask=row_ok & vis)
+        if ROWS == 0:
+            tl.store(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF), mask=(offs_t < t_end)[:, None] &
+                     (nvis > 0)[None, :])
+        elif ROWS == 1:
+            tl.store(out_rows + offs_t[:, None], sc, mask=vis & (offs_t >= lo)[:, None])
         else:
-            sc = tl.where(vis, sc, NEG_INF)
-            tl.store(out_rows + offs_t[:, None], sc, mask=row_ok & (offs_t[:, None] < t_end))
+            tl.store(out_rows + offs_t[:, None], sc, mask=(offs_t[:, None] - lo[None, :]).to(tl.uint32) < span)
 
 
 # ---------------------------------------------------------------------------------------
