@@ -43,7 +43,7 @@ def main():
     """argv: OUT_DIR [TAG [CAPS]]; CAPS comma-separated register caps ('none' for ptxas's choice)."""
     out_dir = sys.argv[1]
     tag = f"-{sys.argv[2]}" if len(sys.argv) > 2 else ""
-    caps = tuple(None if c == "none" else int(c) for c in (sys.argv[3] if len(sys.argv) > 3 else "none,216").split(","))
+    caps = tuple(None if c == "none" else int(c) for c in (sys.argv[3] if len(sys.argv) > 3 else "none,224").split(","))
     ov = [("overlap", True, None)]
     cases = [lambda: capped(forward_case("v4-flash 262144", "v4-flash", 262144, ov), caps),
              lambda: capped(indexer_case("v4-flash", 262144, ov), caps),

@@ -1,12 +1,18 @@
 """Packed variable-length batches (docs/semantics.md section 8): fwd.varlen against each sequence's own
 B = 1 run, bit for bit, for every layer family, on the PyTorch backend and the Triton kernels in the
 interpreter; cu_seqlens validation before any launch; the packed program on every path."""
+import re
+import subprocess
+import tempfile
+
 import pytest
 import torch
+from triton.backends.nvidia.compiler import get_ptxas
 
 import csa_dsl
 from csa_dsl import Packed, Schedule
 from kernels_triton.indexer import ir as indexer_ir
+from kernels_triton.indexer import kernel as ikernel
 from kernels_triton.varlen import kernel as varlen_kernel
 from kernels_triton.varlen import naive as varlen_naive
 from pipeline.lang.errors import InputError
@@ -172,3 +178,27 @@ def test_packed_kernel_variants_compile_for_hopper(kernel):
     """The VARLEN variants compile for sm_90 without a GPU (the FP8 score keeps its wgmma)."""
     ir = indexer_ir.compile_ir(kernel, window=128 if kernel == "select" else 0, varlen=True)
     assert "ptx" in ir and ("wgmma" in ir["ptx"] if kernel == "score_fp8" else True)
+
+
+def _ptxas_usage(ptx: str) -> tuple:
+    """(registers, spill bytes) of one kernel's PTX, from the ptxas Triton ships, for sm_90a."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        info = subprocess.run([get_ptxas(90).path, "-v", "-arch=sm_90a", f.name, "-o", "/dev/null"],
+                              capture_output=True, text=True, check=True).stderr
+    regs = int(re.search(r"Used (\d+) registers", info).group(1))
+    spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", info))
+    return regs, spills
+
+
+def test_packed_kernels_cost_no_registers_or_spills():
+    """Under the FP8 score's register cap neither walk spills (the packed one keeps a block's row base
+    scalar), and the packed selection needs about the registers of the unpacked one (no per-row column
+    base: 108 registers against 72 when it had one)."""
+    for varlen in (False, True):
+        regs, spills = _ptxas_usage(indexer_ir.compile_ir("score_fp8", varlen=varlen)["ptx"])
+        assert spills == 0 and regs <= ikernel.SCORE_FP8_MAXNREG, (varlen, regs, spills)
+    own, _ = _ptxas_usage(indexer_ir.compile_ir("select", window=128)["ptx"])
+    packed, spills = _ptxas_usage(indexer_ir.compile_ir("select", window=128, varlen=True)["ptx"])
+    assert spills == 0 and packed <= own + 8, (own, packed)

@@ -112,28 +112,29 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         # it scalar, as few registers as the unpacked walk's (a per-query lo spilled under the register cap).
         lo_min = tl.min(lo, axis=0)
         if lo_min == tl.max(tl.where(q_ok, lo, lo_min), axis=0):
-            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, lo_min, nvis, t_start, t_end, T, stride_kt, offs_d,
-                         d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1)
+            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, q_ok, lo_min, nvis, t_start, t_end, T, stride_kt,
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1)
         else:
-            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], lo, nvis, t_start, t_end, T, stride_kt,
+            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], q_ok, lo, nvis, t_start, t_end, T, stride_kt,
                          offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2)
     else:
-        _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, 0, tl.where(q_ok, nvis, 0), t_start, t_end, T, stride_kt, offs_d,
-                     d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 0)
+        _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, 0, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok, BT, BQ,
+                     HP, DP, DI, IEEE, QUANT, 0)
 
 
 @triton.jit
-def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
+def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
                  BT: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr, DI: tl.constexpr,
                  IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr):
     """The key-tile walk of one score program: tiles [t_start, t_end), query i's visible rows [lo_i, nvis_i)
-    (nvis 0 for padding queries), stored at out_rows + t. ROWS says how a row is laid out:
+    (q_ok false and nvis 0 for padding queries), stored at out_rows + t. ROWS says how a row is laid out:
     0 unpacked, column t, -inf past nvis_i up to t_end; 1 packed with one lo for the block (a scalar);
     2 packed with a lo per query; packed rows store their visible columns only (out_rows shifted by -lo)."""
     if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
         ks_next = tl.load(ks_ptr + t_start + tl.arange(0, BT), mask=t_start + tl.arange(0, BT) < T, other=0.0)
     if ROWS == 2:
-        span = (nvis - lo).to(tl.uint32)[None, :]       # t visible iff 0 <= t - lo < span: one unsigned compare
+        # t visible iff 0 <= t - lo < span: one unsigned compare (span 0 for padding queries: nvis 0, lo T)
+        span = tl.where(nvis > lo, nvis - lo, 0).to(tl.uint32)[None, :]
     for t0 in range(t_start, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
@@ -157,8 +158,8 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, lo, nvis, t_start, t_end, T, st
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         if ROWS == 0:
-            tl.store(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF), mask=(offs_t < t_end)[:, None] &
-                     (nvis > 0)[None, :])
+            tl.store(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
+                     mask=(offs_t < t_end)[:, None] & q_ok[None, :])
         elif ROWS == 1:
             tl.store(out_rows + offs_t[:, None], sc, mask=vis & (offs_t >= lo)[:, None])
         else:
@@ -324,10 +325,11 @@ SCORE_STAGES = 3
 # last 2,048-query chunk of v4-flash at S = 262,144 (benchmarks/results/quant-h200/score-sweep.json):
 # 2.42 ms with 4 warps against 3.13 ms with 8 (bf16 operands: 3.38 ms, best with 8)
 SCORE_FP8_WARPS = 4
-# a register cap for the FP8 score (None: ptxas's choice, 234 registers since the queries come packed). At 216
-# two score programs leave room for one selection program (72-80 registers x 128 threads) on an SM, so the
-# overlapped selection need not wait for a wave tail; without spills in the loop (ptxas -v).
-SCORE_FP8_MAXNREG = None
+# a register cap for the FP8 score (ptxas's own choice is 234 since the queries come packed): measured on an
+# H200 (benchmarks/results/prepack-h200/), v4-flash at 262,144 with the score overlap, none / 224 / 216:
+# composed 257.3 / 243.9 / 243.8 ms, indexer 221.2 / 205.5 / 200.4, packed 4 x 65,536 107.5 / 106.3 / 110.9
+# (216 spills in the packed walk, ptxas -v; 224 spills in neither).
+SCORE_FP8_MAXNREG = 224
 SELECT_WARPS = 4
 
 
