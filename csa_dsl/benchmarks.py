@@ -231,7 +231,7 @@ def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
     interpreter.execute(prog, inputs, q.device, profile=prof)
     t_score = prof.get("indexer.score", 0.0) + prof.get("indexer.score_fp8", 0.0)
     return {"score_ms": t_score, "select_ms": prof.get("indexer.select", 0.0), "chunk": chunk,
-            "pack_keys_ms": prof.get("quant.pack_keys", 0.0),
+            "pack_keys_ms": prof.get("quant.pack_keys", 0.0), "pack_queries_ms": prof.get("quant.pack_queries", 0.0),
             "score_tflops": indexer_flops(spec, B, S) / max(t_score * 1e-3, 1e-12) / 1e12}
 
 

@@ -68,7 +68,8 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
     # interpreter). The scales are positive powers of two, so they leave the MMA and the ReLU:
     # q's scale multiplies the head weight once per program, the key's the head sum of its row.
     # (q was once quantised here, in each program's prologue: 256 fp32 values a thread for the block
-    # maxima spilled 6.8 KB a thread and took ~16k instructions a program, 55 ms of v3.2's score.)
+    # maxima spilled 6.8 KB a thread and took ~16k instructions a program; packing it once per chunk
+    # instead took v4-flash at 262,144 from 271.6 to 247.0 ms, docs/performance.md.)
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HP
