@@ -10,8 +10,8 @@ import torch
 
 from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, select_capacity
-from .kernel import (SCORE_FP8_MAXNREG, SCORE_FP8_WARPS, SCORE_STAGES, SCORE_WARPS, SELECT_WARPS, _score_kernel,
-                     _select_kernel, kernel_limits, padded_dim, padded_heads, score_block_queries)
+from .kernel import (SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim, padded_heads,
+                     score_block_queries, score_launch_options)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -40,10 +40,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                  "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
                  "OPERAND": operand, "VARLEN": varlen}
         sig.update({k: "constexpr" for k in const})
-        fn, opts = _score_kernel, {"num_warps": SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS,
-                                   "num_stages": SCORE_STAGES}
-        if operand == 2 and SCORE_FP8_MAXNREG:         # the launch's register cap (score_chunk_fp8)
-            opts["maxnreg"] = SCORE_FP8_MAXNREG
+        fn, opts = _score_kernel, score_launch_options(operand)
         div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
                "stride_os"]
     elif kernel == "select":

@@ -334,6 +334,15 @@ SCORE_FP8_MAXNREG = 224
 SELECT_WARPS = 4
 
 
+def score_launch_options(operand: int) -> dict:
+    """The score kernel's launch options for its MMA operand (2 FP8, 1 bf16, 0 fp32): the launchers' and the
+    IR's (ir.compile_ir), so the IR shown is the kernel that runs."""
+    if operand == 2:
+        opts = {"num_warps": SCORE_FP8_WARPS, "num_stages": SCORE_STAGES}
+        return dict(opts, maxnreg=SCORE_FP8_MAXNREG) if SCORE_FP8_MAXNREG else opts
+    return {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}
+
+
 MAX_HEADS = 256          # (query, head) pairs are tiled 256 wide: at least one query per program
 MAX_DIM = 256            # q^T [DP, 256] stays in registers / shared memory
 MAX_TOPK = 8192          # the selection holds CAP = 2 * topk candidates per row
@@ -436,7 +445,7 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     _score_kernel[grid](q, w, w, k, w, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
                         k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
-                        OPERAND=1, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
+                        OPERAND=1, VARLEN=seg is not None, **score_launch_options(1))
 
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
@@ -463,14 +472,12 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)
-    warps = SCORE_FP8_WARPS if operand == 2 else SCORE_WARPS
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
     _score_kernel[grid](q8, q_scale, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q8.stride(0),
                         w.stride(0), k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
-                        VARLEN=seg is not None, num_warps=warps, num_stages=SCORE_STAGES,
-                        **({"maxnreg": SCORE_FP8_MAXNREG} if SCORE_FP8_MAXNREG and operand == 2 else {}))
+                        VARLEN=seg is not None, **score_launch_options(operand))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,

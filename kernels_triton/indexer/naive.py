@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from ..quant.naive import dequant_rows, quant_dequant
+from ..quant.naive import dequant_rows
 from ..varlen.naive import query_ranges
 
 INT32_MIN = -(2 ** 31)
