@@ -109,10 +109,30 @@ def plan(spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, *,
                        + (" without the score overlap's second buffer" if with_ring is not None and with_ring.streams
                           else "")
                        if path != "materialize" else f"one chunk of all {seq_len:,} queries")
+                whole = _one_chunk(prog, spec, batch, seq_len, backend, budget, path, query_chunk, return_indices,
+                                   packed, ov)
+                if whole is not None:
+                    prog, why = whole
                 prog.notes.setdefault("decisions", []).insert(0, why)
                 return prog
             with_ring = prog
     raise PlanError(_refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog, mem, overlap))
+
+
+def _one_chunk(prog: Program, spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, path: str,
+               query_chunk: Optional[int], return_indices: bool, packed: Optional[Packed], overlap: bool):
+    """(Program, why) with all queries in one chunk, when `prog` has no per-chunk buffer (a window-only
+    layer: no scores, no key lists), so the chunk loop buys no memory and costs a launch per chunk (each
+    a tail of partly idle SMs: v4-window at 262,144, 128 launches 17.8 ms, one launch 16.1 ms on an H200);
+    None otherwise or when it would not fit."""
+    if path == "materialize" or query_chunk or prog.chunk >= seq_len or prog.bytes_by_scope().get("chunk", 0):
+        return None
+    whole = compose(spec, batch, seq_len, seq_len, backend, path=path, return_indices=return_indices, budget=budget,
+                    packed=packed, overlap=overlap)
+    if whole.peak_bytes > budget or whole.bytes_by_scope().get("chunk", 0):
+        return None
+    return whole, (f"one chunk of all {seq_len:,} queries: the program has no per-chunk buffer, so chunks would "
+                   f"only add launches")
 
 
 def _refusal(spec, batch, seq_len, backend, budget, path, query_chunk, prog: Program, mem: Optional[Memory],

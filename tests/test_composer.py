@@ -159,6 +159,19 @@ def test_planner_bytes_v4_flash_262k():
     assert planner.plan(spec, 1, S, "cuda", ring.peak_bytes).chunk == 512
 
 
+def test_a_program_without_chunk_buffers_runs_as_one_chunk():
+    """A window-only layer has no per-chunk buffer (no scores, no key lists): the planner gives it one
+    chunk of all queries (one launch) and says why; a CSA program keeps its chunk loop, and a schedule's
+    own chunk is kept."""
+    win = csa_dsl.preset("v4-window")
+    prog = planner.plan(win, 1, 262144, "cuda", 8 * 2**30)
+    assert prog.chunk == 262144 and prog.bytes_by_scope().get("chunk", 0) == 0
+    assert prog.notes["decisions"][0].startswith("one chunk of all 262,144 queries")
+    assert planner.plan(win, 1, 262144, "cuda", 8 * 2**30, query_chunk=1024).chunk == 1024
+    assert planner.plan(csa_dsl.preset("v4-flash"), 1, 262144, "cuda", 8 * 2**30).chunk == 2048
+    assert planner.plan(csa_dsl.preset("v4-flash-hca"), 1, 262144, "cuda", 8 * 2**30).chunk == 2048   # key lists
+
+
 def test_planner_bounds_the_torch_temporaries():
     """On the torch backend the plan counts each stage's temporaries (the [C, HI, T] einsum, the
     attention's gathered rows): a tighter budget picks a smaller chunk, and the bound shrinks."""

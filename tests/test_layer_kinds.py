@@ -144,21 +144,29 @@ def test_selfindex_codes_bit_exact_against_a_plain_loop():
 @pytest.mark.interpret
 def test_selfindex_kernels_match_reference():
     g = torch.Generator().manual_seed(12)
-    rows = torch.randn(2, 45, 96, generator=g).bfloat16()       # 96: not a power of two (padded inside)
-    c1, a1 = torch.empty(2, 45, 3, dtype=torch.int32), torch.empty(2, 45)
+    rows = torch.randn(2, 200, 96, generator=g).bfloat16()      # 96: not a power of two (padded inside)
+    c1, a1 = torch.empty(2, 200, 3, dtype=torch.int32), torch.empty(2, 200)
     c2, a2 = c1.clone(), a1.clone()
     si_naive.codes(rows, c1, a1)
     si_kernel.codes(rows, c2, a2)
     assert torch.equal(c1, c2) and torch.allclose(a1, a2, rtol=1e-6)
+    # queries 700..769 see 175..192 rows: three key tiles of 64, shared out over the interpreter's key split
+    # of two (program 0 takes tiles 0 and 2, program 1 tile 1)
+    assert si_kernel.key_split(2, torch.device("cpu"), True) == 2
     q = torch.randn(70, 4, 96, generator=g).bfloat16()
-    o1, o2 = torch.full((70, 64), 3.0), torch.full((70, 64), 3.0)
-    si_naive.score_chunk(q, c1[0], a1[0], o1, s_first=110, ratio=4)
-    si_kernel.score_chunk(q, c1[0], a1[0], o2, s_first=110, ratio=4)
+    o1, o2 = torch.full((70, 256), 3.0), torch.full((70, 256), 3.0)
+    # the head-sum kernel: qbar = hi + lo to 16 significant bits (lo carries what bf16 hi drops; the
+    # interpreter's fp32 -> bf16 cast truncates where the GPU's rounds, either way hi + lo holds)
+    hi, lo = si_kernel.split_qbar(q)
+    qb = q.float().sum(1)
+    assert ((hi.float() + lo.float()) - qb).abs().le(qb.abs() * 2**-15 + 1e-30).all()
+    si_naive.score_chunk(q, c1[0], a1[0], o1, s_first=700, ratio=4)
+    si_kernel.score_chunk(q, c1[0], a1[0], o2, s_first=700, ratio=4)
     # what the selection reads: each query's visible rows (s + 1) // 4; the kernel writes its program's
     # tile range (-inf past a row's own count) and nothing past the chunk's last visible row
-    vis = torch.arange(64)[None, :] < ((torch.arange(110, 180) + 1) // 4)[:, None]
+    vis = torch.arange(256)[None, :] < ((torch.arange(700, 770) + 1) // 4)[:, None]
     assert torch.isfinite(o2[vis]).all() and torch.allclose(o1[vis], o2[vis], rtol=1e-5, atol=1e-5 * o1[vis].abs().max())
-    assert o2[~vis & (o2 != 3.0)].eq(float("-inf")).all() and o2[:, 45:].eq(3.0).all()
+    assert o2[~vis & (o2 != 3.0)].eq(float("-inf")).all() and o2[:, 192:].eq(3.0).all()
 
 
 @pytest.mark.interpret

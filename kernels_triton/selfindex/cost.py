@@ -26,12 +26,11 @@ def naive_codes_temp_bytes(batch: int, rows: int, dim: int) -> int:
 
 
 def kernel_qbar_bytes(chunk: int, dim: int) -> int:
-    """kernel.score_chunk on CUDA: the chunk's fp32 head-summed query, its two bf16 halves (hi + lo)
-    and the fp32 residual that makes lo."""
-    return chunk * dim * (4 + 2 + 2 + 4)
+    """kernel.score_chunk on CUDA: the chunk's head-summed query as two bf16 halves (hi + lo)."""
+    return chunk * dim * (2 + 2)
 
 
 def interpret_qbar_bytes(chunk: int, heads: int, dim: int) -> int:
-    """kernel.score_chunk in the interpreter: as on CUDA, plus the CPU sum's fp32 copy of q and fp32
-    copies of hi and lo (its tl.dot is wrong on bf16)."""
-    return kernel_qbar_bytes(chunk, dim) + chunk * heads * dim * 4 + chunk * dim * 4 * 2
+    """kernel.score_chunk in the interpreter: as on CUDA, plus fp32 copies of hi and lo (its tl.dot is wrong on
+    bf16) and a host copy of the chunk's q the interpreter makes for the head-sum kernel (counted as fp32)."""
+    return kernel_qbar_bytes(chunk, dim) + chunk * dim * 4 * 2 + chunk * heads * dim * 4

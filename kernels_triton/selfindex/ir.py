@@ -6,25 +6,32 @@ import functools
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted, next_pow2
 from .cost import WORD
-from .kernel import (CODE_ROWS, SCORE_QUERIES, SCORE_ROWS, SCORE_STAGES, SCORE_WARPS, _codes_kernel, _score_kernel,
-                     check_dim)
+from .kernel import (CODE_ROWS, QBAR_HEADS, SCORE_QUERIES, SCORE_ROWS, SCORE_STAGES, SCORE_WARPS, _codes_kernel,
+                     _qbar_kernel, _score_kernel, check_dim)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
-def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int = 90, varlen: bool = False) -> dict:
-    """Compile one self-index kernel ('codes' or 'score') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}
-    (`varlen`: the score kernel's packed-batch variant)."""
+def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int = 90, varlen: bool = False,
+               heads: int = 64) -> dict:
+    """Compile one self-index kernel ('codes', 'qbar': the head sum of `heads` query heads, or 'score') for
+    GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx} (`varlen`: the score kernel's packed-batch variant)."""
     check_dim(dim)
     if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.selfindex.ir", dict(kernel=kernel, dim=dim, ratio=ratio, arch=arch,
-                                                                           varlen=varlen))
+                                                                           varlen=varlen, heads=heads))
     if kernel == "codes":
         sig = {"rows_ptr": "*bf16", "codes_ptr": "*i32", "alpha_ptr": "*fp32", "n_rows": "i32", "stride_r": "i32",
                "stride_c": "i32", "D": "constexpr", "DP": "constexpr", "NW": "constexpr", "BR": "constexpr"}
         const = {"D": dim, "DP": next_pow2(dim), "NW": next_pow2(dim // WORD), "BR": CODE_ROWS}
         return compile_for_target(_codes_kernel, sig, const, ["rows_ptr", "codes_ptr", "stride_r"], arch=arch)
+    if kernel == "qbar":
+        sig = {"q_ptr": "*bf16", "hi_ptr": "*bf16", "lo_ptr": "*bf16", "stride_q": "i32", "stride_h": "i32",
+               "stride_o": "i32", "H": "constexpr", "D": "constexpr", "DP": "constexpr", "BH": "constexpr"}
+        const = {"H": heads, "D": dim, "DP": next_pow2(dim), "BH": min(QBAR_HEADS, next_pow2(heads))}
+        return compile_for_target(_qbar_kernel, sig, const, ["q_ptr", "hi_ptr", "lo_ptr", "stride_q", "stride_h",
+                                                             "stride_o"], arch=arch)
     if kernel == "score":
-        sig = {"qh_ptr": "*bf16", "ql_ptr": "*bf16", "qsum_ptr": "*fp32", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
+        sig = {"qh_ptr": "*bf16", "ql_ptr": "*bf16", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
                "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_q": "i32",
                "stride_c": "i32",
                "stride_o": "i32", "RATIO": "constexpr", "D": "constexpr", "DP": "constexpr", "BQ": "constexpr",
@@ -33,4 +40,4 @@ def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int 
                  "VARLEN": varlen}
         return compile_for_target(_score_kernel, sig, const, ["qh_ptr", "ql_ptr", "out_ptr", "stride_q", "stride_o"],
                                   arch=arch, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
-    raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, score")
+    raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, qbar, score")

@@ -32,9 +32,10 @@ SCORE = Op(
     impls={
         "torch": Impl(naive.score_chunk, "torch qbar @ unpacked signs",
                       sized(cost.naive_score_temp_bytes, "chunk", "rows", "heads", "dim")),
-        "interpret": Impl(kernel.score_chunk, "triton _score_kernel [interpreter]",
+        "interpret": Impl(kernel.score_chunk, "triton _qbar_kernel and _score_kernel [interpreter]",
                           sized(cost.interpret_qbar_bytes, "chunk", "heads", "dim")),
-        "cuda": Impl(kernel.score_chunk, "triton _score_kernel: unpacked bits, two bf16 wgmma dots per tile",
+        "cuda": Impl(kernel.score_chunk, "triton _qbar_kernel (the head sum as bf16 hi + lo) and _score_kernel: "
+                     "bits unpacked to +-1, two bf16 wgmma dots per tile, key tiles split over a second grid axis",
                      sized(cost.kernel_qbar_bytes, "chunk", "dim")),
     },
 )
@@ -47,8 +48,9 @@ def _inputs(pipe: Pipeline, ix: SelfIndex, role: str) -> Dict[str, InputDef]:
 def _emit(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     if not isinstance(pipe.indexer, SelfIndex):
         return {"": f"// pipeline {pipe.name!r} has no self-index\n"}
-    d = pipe.attention.qk_dim
-    return {part: ir.compile_ir(part, dim=d, ratio=pipe.ratio, arch=arch)[level] for part in ("codes", "score")}
+    d, h = pipe.attention.qk_dim, pipe.attention.heads
+    return {part: ir.compile_ir(part, dim=d, ratio=pipe.ratio, arch=arch, heads=h)[level]
+            for part in ("codes", "qbar", "score")}
 
 
 KIND = StageKind(
