@@ -141,6 +141,17 @@ def test_selfindex_codes_bit_exact_against_a_plain_loop():
     assert torch.allclose(alpha[0, 2], rows[0, 2].float().abs().mean())
 
 
+def test_selfindex_key_split_fills_whole_waves():
+    """The score's key split on 132 one-program SMs: a 2,048-query chunk (32 blocks) splits 4 ways (one
+    full wave), not 5 (1.2 waves); one block takes all 16; a full wave of blocks is not split."""
+    assert si_kernel.key_split(32, 132) == 4
+    assert si_kernel.key_split(1, 132) == si_kernel.MAX_KEY_SPLIT
+    assert si_kernel.key_split(132, 132) == 1 and si_kernel.key_split(264, 132) == 1
+    cost = lambda b, j: -(-b * j // 132) / j          # waves per split: the time of a block's tiles
+    for b in range(1, 300):
+        assert all(cost(b, si_kernel.key_split(b, 132)) <= cost(b, j) for j in range(1, si_kernel.MAX_KEY_SPLIT + 1))
+
+
 @pytest.mark.interpret
 def test_selfindex_kernels_match_reference():
     g = torch.Generator().manual_seed(12)
@@ -152,7 +163,7 @@ def test_selfindex_kernels_match_reference():
     assert torch.equal(c1, c2) and torch.allclose(a1, a2, rtol=1e-6)
     # queries 700..769 see 175..192 rows: three key tiles of 64, shared out over the interpreter's key split
     # of two (program 0 takes tiles 0 and 2, program 1 tile 1)
-    assert si_kernel.key_split(2, torch.device("cpu"), True) == 2
+    assert si_kernel.key_split(2, si_kernel.score_slots(torch.device("cpu"), True)) == 2
     q = torch.randn(70, 4, 96, generator=g).bfloat16()
     o1, o2 = torch.full((70, 256), 3.0), torch.full((70, 256), 3.0)
     # the head-sum kernel: qbar = hi + lo to 16 significant bits (lo carries what bf16 hi drops; the

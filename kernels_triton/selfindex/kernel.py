@@ -33,8 +33,9 @@ SCORE_WARPS = 4
 # measured on an H200 (benchmarks/results/selfindex-h200/score-variants.json), one chunk of 2,048 queries
 # against 32,768 visible rows: 1 stage 0.497 ms, 2 stages 0.515; 8 warps 0.772
 SCORE_STAGES = 1
-SCORE_PROGRAMS_PER_SM = 1   # the key split aims at this many programs per SM (1 fits: 196 KiB each)
-INTERPRET_KEY_SPLIT = 2     # in the interpreter: split in two, so the CPU tests walk the split
+SCORE_PROGRAMS_PER_SM = 1   # resident score programs per SM (shared memory: 196 KiB each)
+MAX_KEY_SPLIT = 16
+INTERPRET_SLOTS = 4         # the interpreter's "SMs": two query blocks split in two, one in four
 QBAR_HEADS = 16             # heads per load of the head-sum kernel (one program per query)
 
 
@@ -159,12 +160,20 @@ def split_qbar(q: torch.Tensor):
     return hi, lo
 
 
-def key_split(blocks: int, device: torch.device, interpreted: bool) -> int:
-    """Programs per query block along the key tiles: enough for SCORE_PROGRAMS_PER_SM on every SM."""
+def key_split(blocks: int, slots: int) -> int:
+    """Programs per query block along the key tiles, for `slots` programs resident at once (SMs x
+    SCORE_PROGRAMS_PER_SM): the split in 1..MAX_KEY_SPLIT with the least waves / split (each program walks
+    1 / split of the block's tiles; a partly filled last wave costs a whole one), the smallest on a tie.
+    32 blocks on 132 slots: 4 (one wave). A split of 5 had been 1.2 waves and ~1.6x slower (H200)."""
+    return min(range(1, MAX_KEY_SPLIT + 1), key=lambda j: (triton.cdiv(blocks * j, slots) / j, j))
+
+
+def score_slots(device: torch.device, interpreted: bool) -> int:
+    """Score programs resident at once on `device`; in the interpreter INTERPRET_SLOTS (small, so the CPU
+    tests walk the split)."""
     if interpreted:
-        return INTERPRET_KEY_SPLIT
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, triton.cdiv(SCORE_PROGRAMS_PER_SM * sms, blocks))
+        return INTERPRET_SLOTS
+    return SCORE_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: torch.Tensor, *, s_first: int,
@@ -183,7 +192,7 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
     if ieee:   # the interpreter's tl.dot is wrong on bf16 operands: fp32 carries the same values
         hi, lo = hi.float(), lo.float()
     blocks = triton.cdiv(n, SCORE_QUERIES)
-    _score_kernel[(blocks, key_split(blocks, q.device, ieee))](
+    _score_kernel[(blocks, key_split(blocks, score_slots(q.device, ieee)))](
         hi, lo, codes, alpha, out, segs, s_first, n, T, hi.stride(0),
         codes.stride(0), out.stride(0), RATIO=ratio, D=D, DP=next_pow2(D), BQ=SCORE_QUERIES, BT=SCORE_ROWS,
         IEEE=ieee, VARLEN=seg is not None, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
