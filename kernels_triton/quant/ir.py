@@ -5,7 +5,8 @@ import functools
 
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted
-from .kernel import ROWS_WARPS, _pack_kernel, _rows_kernel, _rows_tile, format_constexprs, kernel_limits
+from .kernel import (PACK_ELEMS, PACK_WARPS, ROWS_WARPS, _pack_kernel, _rows_kernel, _rows_tile, format_constexprs,
+                     kernel_limits)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -18,18 +19,19 @@ def compile_ir(kernel: str = "rows", fmt: str = "e4m3", block: int = 64, dim: in
     if kernels_interpreted(_rows_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.quant.ir", dict(kernel=kernel, fmt=fmt, block=block, dim=dim,
                                                                     channels=channels, arch=arch))
-    dp, br = _rows_tile(dim)
     fc = format_constexprs(fmt)
     if kernel == "rows":
         sig = {"src_ptr": "*bf16", "out_ptr": "*bf16", "n_rows": "i32", "rows_per_b": "i32", "stride_sb": "i64",
                "stride_sr": "i32", "stride_ob": "i64", "stride_or": "i32"}
+        dp, br = _rows_tile(dim)
         const = dict(D=dim, DP=dp, BR=br, QB=block, QN=channels, **fc)
-        fn, div = _rows_kernel, ["src_ptr", "out_ptr", "stride_sr", "stride_or"]
+        fn, div, warps = _rows_kernel, ["src_ptr", "out_ptr", "stride_sr", "stride_or"], ROWS_WARPS
     elif kernel == "pack":
         sig = {"k_ptr": "*bf16", "k8_ptr": "*fp8e4nv", "s_ptr": "*fp32", "n_rows": "i32"}
+        dp, br = _rows_tile(dim, PACK_ELEMS)
         const = dict(D=dim, DP=dp, BR=br, QB=block, **fc)
-        fn, div = _pack_kernel, ["k_ptr", "k8_ptr", "s_ptr"]
+        fn, div, warps = _pack_kernel, ["k_ptr", "k8_ptr", "s_ptr"], PACK_WARPS
     else:
         raise ValueError(f"unknown quantisation kernel {kernel!r}; valid: rows, pack")
     sig.update({k: "constexpr" for k in const})
-    return compile_for_target(fn, sig, const, div, arch=arch, num_warps=ROWS_WARPS)
+    return compile_for_target(fn, sig, const, div, arch=arch, num_warps=warps)

@@ -28,6 +28,10 @@ from .formats import E4M3, PACK_AMAX_FLOOR, get, keys_dtype
 
 ROWS_WARPS = 4
 ROW_ELEMS = 8192            # elements of one program's [BR, DP] tile
+# the packing kernel: small programs (measured on an H200, benchmarks/results/selfindex-h200/pack-tiles.json:
+# a chunk's idx_q [2,048, 64, 128] 46.3 us with 64-row, 4-warp programs, 39.8 us with 4-row, 1-warp ones)
+PACK_WARPS = 1
+PACK_ELEMS = 512
 MAX_DIM = 4096
 
 
@@ -165,9 +169,9 @@ def kernel_limits(dim: int, block: int, channels: int) -> str | None:
     return None
 
 
-def _rows_tile(dim: int) -> tuple:
+def _rows_tile(dim: int, elems: int = ROW_ELEMS) -> tuple:
     dp = next_pow2(dim)
-    return dp, max(1, min(64, ROW_ELEMS // dp))
+    return dp, max(1, min(64, elems // dp))
 
 
 def _check_rows(src: torch.Tensor, out: torch.Tensor, block: int, channels: int) -> None:
@@ -216,8 +220,8 @@ def pack_rows(x: torch.Tensor, x8: torch.Tensor, x_scale: torch.Tensor, *, fmt: 
         raise ValueError(why)
     if n == 0:
         return
-    dp, br = _rows_tile(D)
-    _pack_kernel[(triton.cdiv(n, br),)](x, x8, x_scale, n, D=D, DP=dp, BR=br, QB=block, num_warps=ROWS_WARPS,
+    dp, br = _rows_tile(D, PACK_ELEMS)
+    _pack_kernel[(triton.cdiv(n, br),)](x, x8, x_scale, n, D=D, DP=dp, BR=br, QB=block, num_warps=PACK_WARPS,
                                         **format_constexprs(fmt))
 
 
