@@ -300,3 +300,16 @@ def test_compile_ir_sm90():
         assert ".target sm_90" in ir["ptx"]
         assert re.search(r"ld\.global[\w:.]*\.v[24]\.", ir["ptx"]), "loads are not vectorized"
         assert "div.full.f32" not in ir["ptx"]
+
+
+def test_fill_tables_in_slabs_equals_cos_sin():
+    """A program's RoPE tables, built slab by slab in place (more than two slabs here), are bitwise the
+    tables of every position at once; the planned transient is one slab's positions and angles."""
+    from kernels_triton.rope import tables as rt
+    rot = rotary(RoPE(dim=64, yarn=YaRN()))
+    P = 2 * rt.TABLE_SLAB + 100
+    cos, sin = torch.full((P, 32), float("nan")), torch.full((P, 32), float("nan"))
+    rt.fill_tables(cos, sin, rot=rot)
+    c, s = rt.cos_sin(rot, torch.arange(P))
+    assert torch.equal(cos, c) and torch.equal(sin, s)
+    assert rt.tables_temp_bytes(P, 64) == rt.TABLE_SLAB * (8 + 4 + 32 * 4)

@@ -54,10 +54,15 @@ def _inv_freq_on(rot: Rotary, device: torch.device) -> torch.Tensor:
     return _inv_freq_cpu(rot).to(device)
 
 
+def _angles(rot: Rotary, positions: torch.Tensor) -> torch.Tensor:
+    """[len(positions), rot.dim // 2] fp32: float32(position) * inv_freq."""
+    f = _inv_freq_on(Rotary(*rot), positions.device)
+    return positions.to(torch.float32)[:, None] * f[None, :]
+
+
 def cos_sin(rot: Rotary, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin tables [len(positions), rot.dim // 2] fp32 on positions' device."""
-    f = _inv_freq_on(Rotary(*rot), positions.device)
-    ang = positions.to(torch.float32)[:, None] * f[None, :]
+    ang = _angles(rot, positions)
     return torch.cos(ang), torch.sin(ang)
 
 
@@ -65,17 +70,20 @@ TABLE_SLAB = 1 << 16    # positions per step of fill_tables (bounded transient m
 
 
 def fill_tables(cos: torch.Tensor, sin: torch.Tensor, *, rot: Rotary) -> None:
-    """cos, sin [P, rot.dim // 2] fp32 <- the tables of positions 0..P-1 (a program's RoPE tables: every
-    rotation of the program reads its rows from them, compressed row i at row i * m). Built slab by
-    slab, each row exactly cos_sin's."""
+    """cos, sin [P, rot.dim // 2] fp32 (contiguous) <- the tables of positions 0..P-1 (a program's RoPE tables:
+    every rotation of the program reads its rows from them, compressed row i at row i * m). Built slab by
+    slab, each row exactly cos_sin's, cos and sin written in place: a slab's angles are the only
+    temporary (returning a slab's tables had kept the previous slab's two alive while the next was made:
+    15.75 MiB above the plan at 262,144 positions, measured on an H200)."""
     for p0 in range(0, cos.shape[0], TABLE_SLAB):
         p1 = min(cos.shape[0], p0 + TABLE_SLAB)
-        c, s = cos_sin(rot, torch.arange(p0, p1, device=cos.device))
-        cos[p0:p1] = c
-        sin[p0:p1] = s
+        ang = _angles(rot, torch.arange(p0, p1, device=cos.device))
+        torch.cos(ang, out=cos[p0:p1])
+        torch.sin(ang, out=sin[p0:p1])
+        del ang
 
 
 def tables_temp_bytes(positions: int, rot_dim: int) -> int:
-    """fill_tables holds one slab's positions (int64, then fp32), angles and both tables at a time."""
+    """fill_tables holds one slab's positions (int64, then fp32) and angles at a time."""
     n = min(positions, TABLE_SLAB)
-    return n * (8 + 4) + 3 * n * (rot_dim // 2) * 4
+    return n * (8 + 4) + n * (rot_dim // 2) * 4
