@@ -122,14 +122,14 @@ def plan(spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, *,
 def _one_chunk(prog: Program, spec: Pipeline, batch: int, seq_len: int, backend: str, budget: int, path: str,
                query_chunk: Optional[int], return_indices: bool, packed: Optional[Packed], overlap: bool):
     """(Program, why) with all queries in one chunk, when `prog` has no per-chunk buffer (a window-only
-    layer: no scores, no key lists), so the chunk loop buys no memory and costs a launch per chunk (each
-    a tail of partly idle SMs: v4-window at 262,144, 128 launches 17.8 ms, one launch 16.1 ms on an H200);
-    None otherwise or when it would not fit."""
+    layer: no scores, no key lists) and one chunk peaks no higher, so the chunk loop buys no memory and costs
+    a launch per chunk (each a tail of partly idle SMs: v4-window at 262,144, 128 launches 17.8 ms, one launch
+    16.1 ms on an H200); None otherwise (the torch and interpreter stages' temporaries grow with the chunk)."""
     if path == "materialize" or query_chunk or prog.chunk >= seq_len or prog.bytes_by_scope().get("chunk", 0):
         return None
     whole = compose(spec, batch, seq_len, seq_len, backend, path=path, return_indices=return_indices, budget=budget,
                     packed=packed, overlap=overlap)
-    if whole.peak_bytes > budget or whole.bytes_by_scope().get("chunk", 0):
+    if whole.peak_bytes > prog.peak_bytes or whole.bytes_by_scope().get("chunk", 0):
         return None
     return whole, (f"one chunk of all {seq_len:,} queries: the program has no per-chunk buffer, so chunks would "
                    f"only add launches")

@@ -160,9 +160,9 @@ def test_planner_bytes_v4_flash_262k():
 
 
 def test_a_program_without_chunk_buffers_runs_as_one_chunk():
-    """A window-only layer has no per-chunk buffer (no scores, no key lists): the planner gives it one
-    chunk of all queries (one launch) and says why; a CSA program keeps its chunk loop, and a schedule's
-    own chunk is kept."""
+    """A window-only layer has no per-chunk buffer (no scores, no key lists): on the GPU the planner gives it
+    one chunk of all queries (one launch, the same peak) and says why; a CSA program keeps its chunk loop, a
+    schedule's own chunk is kept, and so is the CPU backends' chunk, whose temporaries grow with it."""
     win = csa_dsl.preset("v4-window")
     prog = planner.plan(win, 1, 262144, "cuda", 8 * 2**30)
     assert prog.chunk == 262144 and prog.bytes_by_scope().get("chunk", 0) == 0
@@ -170,6 +170,9 @@ def test_a_program_without_chunk_buffers_runs_as_one_chunk():
     assert planner.plan(win, 1, 262144, "cuda", 8 * 2**30, query_chunk=1024).chunk == 1024
     assert planner.plan(csa_dsl.preset("v4-flash"), 1, 262144, "cuda", 8 * 2**30).chunk == 2048
     assert planner.plan(csa_dsl.preset("v4-flash-hca"), 1, 262144, "cuda", 8 * 2**30).chunk == 2048   # key lists
+    # on the CPU backends the attention's temporaries grow with the chunk: the loop buys memory there, so it stays
+    cpu = planner.plan(win, 1, 8192, "torch", 64 * 2**30)
+    assert cpu.chunk == 256 and cpu.peak_bytes == planner.plan(win, 1, 8192, "torch", 64 * 2**30, query_chunk=256).peak_bytes
 
 
 def test_planner_bounds_the_torch_temporaries():
