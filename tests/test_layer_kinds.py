@@ -155,29 +155,59 @@ def test_selfindex_key_split_fills_whole_waves():
 @pytest.mark.interpret
 def test_selfindex_kernels_match_reference():
     g = torch.Generator().manual_seed(12)
-    rows = torch.randn(2, 200, 96, generator=g).bfloat16()      # 96: not a power of two (padded inside)
-    c1, a1 = torch.empty(2, 200, 3, dtype=torch.int32), torch.empty(2, 200)
+    rows = torch.randn(2, 300, 96, generator=g).bfloat16()      # 96: not a power of two (padded inside)
+    c1, a1 = torch.empty(2, 300, 3, dtype=torch.int32), torch.empty(2, 300)
     c2, a2 = c1.clone(), a1.clone()
     si_naive.codes(rows, c1, a1)
     si_kernel.codes(rows, c2, a2)
     assert torch.equal(c1, c2) and torch.allclose(a1, a2, rtol=1e-6)
-    # queries 700..769 see 175..192 rows: three key tiles of 64, shared out over the interpreter's key split
-    # of two (program 0 takes tiles 0 and 2, program 1 tile 1)
-    assert si_kernel.key_split(2, si_kernel.score_slots(torch.device("cpu"), True)) == 2
+    # queries 1100..1169 (one block) see 275..292 rows: five key tiles of 64 (the last partial), shared out over
+    # the interpreter's key split of four (program 0 takes tiles 0 and 4: its loop carries a prefetched tile)
+    assert si_kernel.key_split(1, si_kernel.score_slots(torch.device("cpu"), True)) == 4
     q = torch.randn(70, 4, 96, generator=g).bfloat16()
-    o1, o2 = torch.full((70, 256), 3.0), torch.full((70, 256), 3.0)
-    # the head-sum kernel: qbar = hi + lo to 16 significant bits (lo carries what bf16 hi drops; the
-    # interpreter's fp32 -> bf16 cast truncates where the GPU's rounds, either way hi + lo holds)
-    hi, lo = si_kernel.split_qbar(q)
-    qb = q.float().sum(1)
-    assert ((hi.float() + lo.float()) - qb).abs().le(qb.abs() * 2**-15 + 1e-30).all()
-    si_naive.score_chunk(q, c1[0], a1[0], o1, s_first=700, ratio=4)
-    si_kernel.score_chunk(q, c1[0], a1[0], o2, s_first=700, ratio=4)
+    q[3] = 0                                                      # a zero query: scale stays finite, scores 0
+    o1, o2 = torch.full((70, 320), 3.0), torch.full((70, 320), 3.0)
+    limbs, scale = si_kernel.qbar_limbs(q)
+    si_naive.score_chunk(q, c1[0], a1[0], o1, s_first=1100, ratio=4)
+    si_kernel.score_chunk(q, c1[0], a1[0], o2, s_first=1100, ratio=4)
     # what the selection reads: each query's visible rows (s + 1) // 4; the kernel writes its program's
     # tile range (-inf past a row's own count) and nothing past the chunk's last visible row
-    vis = torch.arange(256)[None, :] < ((torch.arange(700, 770) + 1) // 4)[:, None]
+    vis = torch.arange(320)[None, :] < ((torch.arange(1100, 1170) + 1) // 4)[:, None]
     assert torch.isfinite(o2[vis]).all() and torch.allclose(o1[vis], o2[vis], rtol=1e-5, atol=1e-5 * o1[vis].abs().max())
-    assert o2[~vis & (o2 != 3.0)].eq(float("-inf")).all() and o2[:, 192:].eq(3.0).all()
+    assert o2[~vis & (o2 != 3.0)].eq(float("-inf")).all() and o2[:, 292:].eq(3.0).all()
+    # bit-exact: the kernel's score is the exact integer dot of each limb with the signs, combined and scaled in
+    # fp32 as (D2 * 2^16 + (D1 * 2^8 + D0)) * scale * alpha
+    D = 96
+    signs = si_naive.unpack_signs(c1[0], D).long()
+    dots = [limbs[:, k * D:(k + 1) * D].long() @ signs.T for k in range(3)]
+    want = ((dots[0].float() * 65536.0 + (dots[1] * 256 + dots[2]).float()) * scale[:, None]) * a1[0][None, :]
+    assert torch.equal(o2[:, :300][vis[:, :300]], want[vis[:, :300]])
+
+
+@pytest.mark.interpret
+def test_selfindex_query_limbs_hold_the_head_sum():
+    """The head sum as u * scale: three int8 limbs (u = l2 2^16 + l1 2^8 + l0, |u| <= 2^22), scale a power of
+    two with max |qbar| < 2^22 scale; each channel within half a step; zero rows stay finite; a non-finite
+    channel makes the whole row's scale NaN."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(9, 3, 64, generator=g).bfloat16()
+    q[1] = 0
+    q[2] *= 1e-30                                    # tiny: the exponent clamp keeps the scale normal
+    q[3] *= 1e30
+    q[4, 0, 5] = float("nan")
+    q[5, 2, 9] = float("inf")
+    limbs, scale = si_kernel.qbar_limbs(q)
+    qb = q.float().sum(1).double()
+    L = limbs.long().view(9, 3, 64)
+    u = L[:, 0] * 65536 + L[:, 1] * 256 + L[:, 2]
+    ok = torch.tensor([i not in (4, 5) for i in range(9)])
+    assert scale[~ok].isnan().all() and torch.isfinite(scale[ok]).all()
+    assert torch.equal(torch.frexp(scale[ok])[0], torch.full_like(scale[ok], 0.5))     # powers of two
+    assert u[ok].abs().le(2**22).all() and limbs.min() >= -128 and limbs.max() <= 127
+    assert (u[ok].double() * scale[ok, None].double() - qb[ok]).abs().le(scale[ok, None].double() / 2).all()
+    m = qb[ok].abs().amax(1)
+    assert (m < 2**22 * scale[ok].double()).all() and ((m >= 2**21 * scale[ok].double()) | (m < 2.0**-99)).all()
+    assert u[1].eq(0).all()
 
 
 @pytest.mark.interpret

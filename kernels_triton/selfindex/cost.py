@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 WORD = 32
+LIMBS = 3      # int8 limbs of a query's fixed-point head sum in the score kernel (|u| <= 2^22)
 
 
 def code_bytes(rows: int, dim: int) -> int:
@@ -10,7 +11,8 @@ def code_bytes(rows: int, dim: int) -> int:
 
 
 def score_flop(dim: int, pairs: int) -> float:
-    """2 * D per visible (query, row) pair (the kernel runs it twice: the query in two bf16 halves)."""
+    """2 * D per visible (query, row) pair (the kernel runs it three times, once per int8 limb of the query,
+    at twice the bf16 tensor-core rate)."""
     return 2.0 * dim * pairs
 
 
@@ -26,11 +28,11 @@ def naive_codes_temp_bytes(batch: int, rows: int, dim: int) -> int:
 
 
 def kernel_qbar_bytes(chunk: int, dim: int) -> int:
-    """kernel.score_chunk on CUDA: the chunk's head-summed query as two bf16 halves (hi + lo)."""
-    return chunk * dim * (2 + 2)
+    """kernel.score_chunk on CUDA: the chunk's head-summed query as three int8 limbs and one fp32 scale a query."""
+    return chunk * (LIMBS * dim + 4)
 
 
 def interpret_qbar_bytes(chunk: int, heads: int, dim: int) -> int:
-    """kernel.score_chunk in the interpreter: as on CUDA, plus fp32 copies of hi and lo (its tl.dot is wrong on
-    bf16) and a host copy of the chunk's q the interpreter makes for the head-sum kernel (counted as fp32)."""
-    return kernel_qbar_bytes(chunk, dim) + chunk * dim * 4 * 2 + chunk * heads * dim * 4
+    """kernel.score_chunk in the interpreter: as on CUDA, plus a host copy of the chunk's q the interpreter
+    makes for the head-sum kernel (counted as fp32)."""
+    return kernel_qbar_bytes(chunk, dim) + chunk * heads * dim * 4

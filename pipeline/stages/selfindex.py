@@ -34,8 +34,9 @@ SCORE = Op(
                       sized(cost.naive_score_temp_bytes, "chunk", "rows", "heads", "dim")),
         "interpret": Impl(kernel.score_chunk, "triton _qbar_kernel and _score_kernel [interpreter]",
                           sized(cost.interpret_qbar_bytes, "chunk", "heads", "dim")),
-        "cuda": Impl(kernel.score_chunk, "triton _qbar_kernel (the head sum as bf16 hi + lo) and _score_kernel: "
-                     "bits unpacked to +-1, two bf16 wgmma dots per tile, key tiles split over a second grid axis",
+        "cuda": Impl(kernel.score_chunk, "triton _qbar_kernel (the head sum as three int8 limbs of a fixed point) "
+                     "and _score_kernel: bits unpacked to int8 +-1, three exact int8 wgmma dots per tile, key tiles "
+                     "split over a second grid axis",
                      sized(cost.kernel_qbar_bytes, "chunk", "dim")),
     },
 )
