@@ -6,8 +6,8 @@ import functools
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted, next_pow2
 from .cost import WORD
-from .kernel import (CODE_ROWS, FIXED_SHIFT, MIN_EXPONENT, QBAR_HEADS, SCORE_QUERIES, SCORE_ROWS, SCORE_STAGES,
-                     SCORE_WARPS, _codes_kernel, _qbar_kernel, _score_kernel, check_dim)
+from .kernel import (CODE_ROWS, FIXED_SHIFT, MIN_EXPONENT, QBAR_HEADS, QBAR_WARPS, SCORE_QUERIES, SCORE_ROWS,
+                     SCORE_STAGES, SCORE_WARPS, _codes_kernel, _qbar_kernel, _score_kernel, check_dim)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -31,13 +31,16 @@ def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int 
         const = {"H": heads, "D": dim, "DP": next_pow2(dim), "BH": min(QBAR_HEADS, next_pow2(heads)),
                  "SHIFT": FIXED_SHIFT, "MIN_E": MIN_EXPONENT}
         return compile_for_target(_qbar_kernel, sig, const, ["q_ptr", "limbs_ptr", "scale_ptr", "stride_q",
-                                                             "stride_h", "stride_l"], arch=arch)
+                                                             "stride_h", "stride_l"], arch=arch,
+                                  num_warps=QBAR_WARPS)
     if kernel == "score":
         sig = {"limbs_ptr": "*i8", "scale_ptr": "*fp32", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
                "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_l": "i32",
                "stride_c": "i32", "stride_o": "i32", "RATIO": "constexpr", "D": "constexpr", "DP": "constexpr",
                "BQ": "constexpr", "BT": "constexpr", "VARLEN": "constexpr"}
-        const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS, "VARLEN": varlen}
-        return compile_for_target(_score_kernel, sig, const, ["limbs_ptr", "scale_ptr", "out_ptr", "stride_l", "stride_o"],
+        const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS,
+                 "VARLEN": varlen}
+        return compile_for_target(_score_kernel, sig, const,
+                                  ["limbs_ptr", "scale_ptr", "out_ptr", "stride_l", "stride_o"],
                                   arch=arch, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
     raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, qbar, score")
