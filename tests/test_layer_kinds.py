@@ -141,6 +141,13 @@ def test_selfindex_codes_bit_exact_against_a_plain_loop():
     assert torch.allclose(alpha[0, 2], rows[0, 2].float().abs().mean())
 
 
+def test_selfindex_score_dim_limit_is_said_before_a_launch():
+    si_kernel.check_score_dim(512)
+    si_kernel.check_score_dim(96)
+    with pytest.raises(ValueError, match="dim <= 512 on the GPU, got 576"):
+        si_kernel.check_score_dim(576)
+
+
 def test_selfindex_key_split_fills_whole_waves():
     """The score's key split on 132 one-program SMs: a 2,048-query chunk (32 blocks) splits 4 ways (one
     full wave), not 5 (1.2 waves); one block takes all 16; a full wave of blocks is not split."""

@@ -46,6 +46,7 @@ QBAR_HEADS = 16             # heads per load of the head-sum kernel (one program
 QBAR_WARPS = 2
 FIXED_SHIFT = 21            # u = round(qbar * 2^(FIXED_SHIFT - e)), 2^e <= max |qbar| < 2^(e + 1)
 MIN_EXPONENT = -100         # e is clamped here: a row of tiny (or zero) qbar keeps a normal scale
+MAX_SCORE_DIM = 512         # channels (padded) whose limbs fit in shared memory beside a sign tile
 
 
 @triton.jit
@@ -199,6 +200,14 @@ def qbar_limbs(q: torch.Tensor):
     return limbs, scale
 
 
+def check_score_dim(dim: int) -> None:
+    """On a GPU the score program keeps SCORE_QUERIES queries' limbs of next_pow2(dim) channels in shared memory
+    (224 KiB at 512): larger rows do not fit, so say so before any launch."""
+    if next_pow2(dim) > MAX_SCORE_DIM:
+        raise ValueError(f"the self-index score kernel holds {SCORE_QUERIES} queries' int8 limbs of the key dim "
+                         f"(padded to a power of two) in shared memory: dim <= {MAX_SCORE_DIM} on the GPU, got {dim}")
+
+
 def key_split(blocks: int, slots: int) -> int:
     """Programs per query block along the key tiles, for `slots` programs resident at once (SMs x
     SCORE_PROGRAMS_PER_SM): the split in 1..MAX_KEY_SPLIT with the least waves / split (each program walks
@@ -227,9 +236,12 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
     if n == 0:
         return
     segs = segments_arg(seg, n, out)
+    interpreted = kernels_interpreted(_score_kernel)
+    if not interpreted:
+        check_score_dim(D)
     limbs, scale = qbar_limbs(q)
     blocks = triton.cdiv(n, SCORE_QUERIES)
-    _score_kernel[(blocks, key_split(blocks, score_slots(q.device, kernels_interpreted(_score_kernel))))](
+    _score_kernel[(blocks, key_split(blocks, score_slots(q.device, interpreted)))](
         limbs, scale, codes, alpha, out, segs, s_first, n, T, limbs.stride(0), codes.stride(0), out.stride(0),
         RATIO=ratio, D=D, DP=next_pow2(D), BQ=SCORE_QUERIES, BT=SCORE_ROWS, VARLEN=seg is not None,
         num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
