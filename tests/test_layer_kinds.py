@@ -1,6 +1,8 @@
 """The layer kinds beyond CSA/DSA (docs/semantics.md section 6) as the registry builds them: spec rules,
 presets and a model's layers, the HCA key-list kernel against its reference, the attention's causal
 bound (checked by the reference), the window-only kernel variant's lowering, and the CLI."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -18,7 +20,7 @@ from kernels_triton.selfindex import kernel as si_kernel
 from kernels_triton.selfindex import naive as si_naive
 from pipeline.context_parallel import compose_rank
 from pipeline.metrics import tie_aware_recall
-from pipeline.stages import KINDS, stages_of
+from pipeline.stages import KINDS, stages_of, unsupported
 from pipeline.stages.compressor import params, rotary
 
 
@@ -142,16 +144,21 @@ def test_selfindex_codes_bit_exact_against_a_plain_loop():
 
 
 def test_selfindex_score_dim_limit_is_said_before_a_launch():
-    si_kernel.check_score_dim(512)
-    si_kernel.check_score_dim(96)
-    with pytest.raises(ValueError, match="dim <= 512 on the GPU, got 576"):
-        si_kernel.check_score_dim(576)
+    """Rows over 512 channels do not fit the GPU score kernel: compiling such a pipeline for CUDA says why (the
+    stage kind's limits, before any work); the CPU backends take them."""
+    assert si_kernel.kernel_limits(512) is None and si_kernel.kernel_limits(96) is None
+    assert "dim <= 512 on the GPU, got 576" in si_kernel.kernel_limits(576)
+    spec = csa_dsl.preset("v4-flash-selfindex")
+    wide = spec.replace(attention=dataclasses.replace(spec.attention, qk_dim=576),
+                        compressor=dataclasses.replace(spec.compressor, dim=576))
+    assert "dim <= 512 on the GPU, got 576" in unsupported(wide, "cuda")
+    assert unsupported(wide, "interpret") is None and unsupported(spec, "cuda") is None
 
 
 def test_selfindex_key_split_fills_whole_waves():
-    """The score's key split on 132 one-program SMs: a 2,048-query chunk (32 blocks) splits 4 ways (one
-    full wave), not 5 (1.2 waves); one block takes all 16; a full wave of blocks is not split."""
-    assert si_kernel.key_split(32, 132) == 4
+    """The score's key split on 132 one-program SMs: 32 blocks split 4 ways (one full wave), not 5 (1.2
+    waves), a 2,048-query chunk's 16 blocks 8; one block takes all 16; a full wave of blocks is not split."""
+    assert si_kernel.key_split(32, 132) == 4 and si_kernel.key_split(2048 // si_kernel.SCORE_QUERIES, 132) == 8
     assert si_kernel.key_split(1, 132) == si_kernel.MAX_KEY_SPLIT
     assert si_kernel.key_split(132, 132) == 1 and si_kernel.key_split(264, 132) == 1
     cost = lambda b, j: -(-b * j // 132) / j          # waves per split: the time of a block's tiles

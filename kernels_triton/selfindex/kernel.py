@@ -200,12 +200,14 @@ def qbar_limbs(q: torch.Tensor):
     return limbs, scale
 
 
-def check_score_dim(dim: int) -> None:
-    """On a GPU the score program keeps SCORE_QUERIES queries' limbs of next_pow2(dim) channels in shared memory
-    (224 KiB at 512): larger rows do not fit, so say so before any launch."""
+def kernel_limits(dim: int) -> Optional[str]:
+    """Why the GPU score kernel cannot take rows of `dim` channels (None when it can); checked before any
+    launch or lowering. A program keeps SCORE_QUERIES queries' limbs of next_pow2(dim) channels in shared
+    memory (224 KiB at 512 with a sign tile): larger rows do not fit."""
     if next_pow2(dim) > MAX_SCORE_DIM:
-        raise ValueError(f"the self-index score kernel holds {SCORE_QUERIES} queries' int8 limbs of the key dim "
-                         f"(padded to a power of two) in shared memory: dim <= {MAX_SCORE_DIM} on the GPU, got {dim}")
+        return (f"the self-index score kernel holds {SCORE_QUERIES} queries' int8 limbs of the key dim (padded to a "
+                f"power of two) in shared memory: dim <= {MAX_SCORE_DIM} on the GPU, got {dim}")
+    return None
 
 
 def key_split(blocks: int, slots: int) -> int:
@@ -237,8 +239,9 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
         return
     segs = segments_arg(seg, n, out)
     interpreted = kernels_interpreted(_score_kernel)
-    if not interpreted:
-        check_score_dim(D)
+    why = None if interpreted else kernel_limits(D)
+    if why is not None:
+        raise ValueError(why)
     limbs, scale = qbar_limbs(q)
     blocks = triton.cdiv(n, SCORE_QUERIES)
     _score_kernel[(blocks, key_split(blocks, score_slots(q.device, interpreted)))](

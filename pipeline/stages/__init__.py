@@ -48,7 +48,7 @@ def stages_of(spec: Pipeline) -> List[Tuple[str, StageKind, object]]:
 def unsupported(spec: Pipeline, backend: str) -> Optional[str]:
     """Why `backend`'s kernels cannot run this pipeline (None when they can), before any work."""
     for role, kind, stage in stages_of(spec):
-        why = kind.limits(stage, backend)
+        why = kind.limits(spec, stage, backend)
         if why is not None:
             return why
     return None

@@ -46,7 +46,7 @@ def _inputs(pipe: Pipeline, a: SparseAttention, role: str) -> Dict[str, InputDef
     return out
 
 
-def _limits(a: SparseAttention, backend: str) -> Optional[str]:
+def _limits(pipe: Pipeline, a: SparseAttention, backend: str) -> Optional[str]:
     if backend != "cuda":
         return None
     return kernel.kernel_limits(a.heads, a.qk_dim, a.v_dim)

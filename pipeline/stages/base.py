@@ -90,6 +90,6 @@ class StageKind:
     ops: Dict[str, Op]
     # (pipeline spec, stage spec, role) -> {input name: InputDef}
     inputs: Callable[..., Dict[str, InputDef]]
-    # (stage spec, backend) -> why the backend's kernels cannot run it, or None
-    limits: Callable[..., Optional[str]] = lambda stage, backend: None
+    # (pipeline spec, stage spec, backend) -> why the backend's kernels cannot run it, or None
+    limits: Callable[..., Optional[str]] = lambda pipe, stage, backend: None
     ir: Tuple[IRSection, ...] = field(default_factory=tuple)

@@ -67,7 +67,7 @@ def _inputs(pipe: Pipeline, c: Compressor, role: str) -> Dict[str, InputDef]:
     }
 
 
-def _limits(c: Compressor, backend: str) -> Optional[str]:
+def _limits(pipe: Pipeline, c: Compressor, backend: str) -> Optional[str]:
     if backend == "torch":
         return None
     return kernel.kernel_limits(c.dim, c.ratio, c.hadamard)

@@ -64,7 +64,7 @@ def _inputs(pipe: Pipeline, ix: Indexer, role: str) -> Dict[str, InputDef]:
     return out
 
 
-def _limits(ix: Indexer, backend: str) -> Optional[str]:
+def _limits(pipe: Pipeline, ix: Indexer, backend: str) -> Optional[str]:
     if backend == "torch":
         return None
     return kernel.kernel_limits(ix.heads, ix.dim, ix.topk)

@@ -6,7 +6,7 @@ the same bounded score buffer as the lightning indexer's and the same selection 
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from kernels_triton._compile import LEVELS as TRITON_LEVELS
 from kernels_triton.selfindex import cost, ir, kernel, naive
@@ -46,6 +46,11 @@ def _inputs(pipe: Pipeline, ix: SelfIndex, role: str) -> Dict[str, InputDef]:
     return {}     # no indexer inputs: the attention's q and key rows are the index
 
 
+def _limits(pipe: Pipeline, ix: SelfIndex, backend: str) -> Optional[str]:
+    # the rows it scores are the attention's (any multiple of 32 channels: the spec checks that)
+    return kernel.kernel_limits(pipe.attention.qk_dim) if backend == "cuda" else None
+
+
 def _emit(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     if not isinstance(pipe.indexer, SelfIndex):
         return {"": f"// pipeline {pipe.name!r} has no self-index\n"}
@@ -59,7 +64,8 @@ KIND = StageKind(
     spec_type=SelfIndex,
     doc="1-bit self-index: sign codes of the attention rows score the head-summed query (then the same top-k)",
     ops={"codes": CODES, "score": SCORE},
-    inputs=_inputs,     # no limits: any multiple of 32 channels (the spec checks it), padded to a power of two
+    inputs=_inputs,
+    limits=_limits,
     ir=(IRSection("selfindex", "triton", "1-bit self-index: sign codes + mean |K|, and the 1-bit score",
                   TRITON_LEVELS, _emit),),
 )
