@@ -4,10 +4,9 @@ from __future__ import annotations
 import functools
 
 from .._compile import compile_for_target
-from .._env import compile_ir_elsewhere, kernels_interpreted, next_pow2
-from .cost import WORD
-from .kernel import (CODE_ROWS, FIXED_SHIFT, MIN_EXPONENT, QBAR_HEADS, QBAR_WARPS, SCORE_QUERIES, SCORE_ROWS,
-                     SCORE_STAGES, SCORE_WARPS, _codes_kernel, _qbar_kernel, _score_kernel, check_dim)
+from .._env import compile_ir_elsewhere, kernels_interpreted
+from .kernel import (QBAR_WARPS, SCORE_STAGES, SCORE_WARPS, _codes_kernel, _qbar_kernel, _score_kernel, check_dim,
+                     codes_constexprs, qbar_constexprs, score_constexprs)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -21,26 +20,23 @@ def compile_ir(kernel: str = "score", dim: int = 512, ratio: int = 4, arch: int 
                                                                            varlen=varlen, heads=heads))
     if kernel == "codes":
         sig = {"rows_ptr": "*bf16", "codes_ptr": "*i32", "alpha_ptr": "*fp32", "n_rows": "i32", "stride_r": "i32",
-               "stride_c": "i32", "D": "constexpr", "DP": "constexpr", "NW": "constexpr", "BR": "constexpr"}
-        const = {"D": dim, "DP": next_pow2(dim), "NW": next_pow2(dim // WORD), "BR": CODE_ROWS}
-        return compile_for_target(_codes_kernel, sig, const, ["rows_ptr", "codes_ptr", "stride_r"], arch=arch)
-    if kernel == "qbar":
+               "stride_c": "i32"}
+        const = codes_constexprs(dim)
+        fn, div, opts = _codes_kernel, ["rows_ptr", "codes_ptr", "stride_r"], {}
+    elif kernel == "qbar":
         sig = {"q_ptr": "*bf16", "limbs_ptr": "*i8", "scale_ptr": "*fp32", "stride_q": "i32", "stride_h": "i32",
-               "stride_l": "i32", "H": "constexpr", "D": "constexpr", "DP": "constexpr", "BH": "constexpr",
-               "SHIFT": "constexpr", "MIN_E": "constexpr"}
-        const = {"H": heads, "D": dim, "DP": next_pow2(dim), "BH": min(QBAR_HEADS, next_pow2(heads)),
-                 "SHIFT": FIXED_SHIFT, "MIN_E": MIN_EXPONENT}
-        return compile_for_target(_qbar_kernel, sig, const, ["q_ptr", "limbs_ptr", "scale_ptr", "stride_q",
-                                                             "stride_h", "stride_l"], arch=arch,
-                                  num_warps=QBAR_WARPS)
-    if kernel == "score":
+               "stride_l": "i32"}
+        const = qbar_constexprs(heads, dim)
+        fn, div = _qbar_kernel, ["q_ptr", "limbs_ptr", "scale_ptr", "stride_q", "stride_h", "stride_l"]
+        opts = {"num_warps": QBAR_WARPS}
+    elif kernel == "score":
         sig = {"limbs_ptr": "*i8", "scale_ptr": "*fp32", "codes_ptr": "*i32", "alpha_ptr": "*fp32",
                "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32", "stride_l": "i32",
-               "stride_c": "i32", "stride_o": "i32", "RATIO": "constexpr", "D": "constexpr", "DP": "constexpr",
-               "BQ": "constexpr", "BT": "constexpr", "VARLEN": "constexpr"}
-        const = {"RATIO": ratio, "D": dim, "DP": next_pow2(dim), "BQ": SCORE_QUERIES, "BT": SCORE_ROWS,
-                 "VARLEN": varlen}
-        return compile_for_target(_score_kernel, sig, const,
-                                  ["limbs_ptr", "scale_ptr", "out_ptr", "stride_l", "stride_o"],
-                                  arch=arch, num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
-    raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, qbar, score")
+               "stride_c": "i32", "stride_o": "i32"}
+        const = score_constexprs(dim, ratio, varlen)
+        fn, div = _score_kernel, ["limbs_ptr", "scale_ptr", "out_ptr", "stride_l", "stride_o"]
+        opts = {"num_warps": SCORE_WARPS, "num_stages": SCORE_STAGES}
+    else:
+        raise ValueError(f"unknown self-index kernel {kernel!r}; valid: codes, qbar, score")
+    sig.update({k: "constexpr" for k in const})
+    return compile_for_target(fn, sig, const, div, arch=arch, **opts)

@@ -173,6 +173,11 @@ def check_dim(dim: int) -> None:
         raise ValueError(f"the self-index packs 32 channels per word: dim must be a multiple of 32, got {dim}")
 
 
+def codes_constexprs(dim: int) -> dict:
+    """The codes kernel's compile-time arguments (the launcher's and the IR's)."""
+    return dict(D=dim, DP=next_pow2(dim), NW=next_pow2(dim // WORD), BR=CODE_ROWS)
+
+
 def codes(rows: torch.Tensor, codes_out: torch.Tensor, alpha_out: torch.Tensor) -> None:
     """rows [B, T, D] bf16 -> codes_out [B, T, D // 32] int32, alpha_out [B, T] fp32 (naive.codes)."""
     B, T, D = rows.shape
@@ -181,7 +186,18 @@ def codes(rows: torch.Tensor, codes_out: torch.Tensor, alpha_out: torch.Tensor) 
         return
     flat, cflat, aflat = rows.reshape(B * T, D), codes_out.view(B * T, D // WORD), alpha_out.view(B * T)
     _codes_kernel[(triton.cdiv(B * T, CODE_ROWS),)](flat, cflat, aflat, B * T, flat.stride(0), cflat.stride(0),
-                                                   D=D, DP=next_pow2(D), NW=next_pow2(D // WORD), BR=CODE_ROWS)
+                                                   **codes_constexprs(D))
+
+
+def qbar_constexprs(heads: int, dim: int) -> dict:
+    """The head-sum kernel's compile-time arguments (the launcher's and the IR's)."""
+    return dict(H=heads, D=dim, DP=next_pow2(dim), BH=min(QBAR_HEADS, next_pow2(heads)), SHIFT=FIXED_SHIFT,
+                MIN_E=MIN_EXPONENT)
+
+
+def score_constexprs(dim: int, ratio: int, varlen: bool) -> dict:
+    """The score kernel's compile-time arguments (the launcher's and the IR's)."""
+    return dict(RATIO=ratio, D=dim, DP=next_pow2(dim), BQ=SCORE_QUERIES, BT=SCORE_ROWS, VARLEN=varlen)
 
 
 def qbar_limbs(q: torch.Tensor):
@@ -194,8 +210,7 @@ def qbar_limbs(q: torch.Tensor):
     limbs = torch.empty(n, LIMBS * D, dtype=torch.int8, device=q.device)
     scale = torch.empty(n, dtype=torch.float32, device=q.device)
     if n:
-        _qbar_kernel[(n,)](q, limbs, scale, q.stride(0), q.stride(1), limbs.stride(0), H=H, D=D, DP=next_pow2(D),
-                           BH=min(QBAR_HEADS, next_pow2(H)), SHIFT=FIXED_SHIFT, MIN_E=MIN_EXPONENT,
+        _qbar_kernel[(n,)](q, limbs, scale, q.stride(0), q.stride(1), limbs.stride(0), **qbar_constexprs(H, D),
                            num_warps=QBAR_WARPS)
     return limbs, scale
 
@@ -246,5 +261,4 @@ def score_chunk(q: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor, out: 
     blocks = triton.cdiv(n, SCORE_QUERIES)
     _score_kernel[(blocks, key_split(blocks, score_slots(q.device, interpreted)))](
         limbs, scale, codes, alpha, out, segs, s_first, n, T, limbs.stride(0), codes.stride(0), out.stride(0),
-        RATIO=ratio, D=D, DP=next_pow2(D), BQ=SCORE_QUERIES, BT=SCORE_ROWS, VARLEN=seg is not None,
-        num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
+        **score_constexprs(D, ratio, seg is not None), num_warps=SCORE_WARPS, num_stages=SCORE_STAGES)
