@@ -34,6 +34,7 @@ from kernels_triton.compressor.naive import hadamard_matrix  # noqa: E402
 from kernels_triton.rope import ir as rope_ir  # noqa: E402
 from kernels_triton.rope import kernel as rp  # noqa: E402
 from kernels_triton.rope import naive as rn  # noqa: E402
+from kernels_triton.rope import tables as rope_tables  # noqa: E402
 from pipeline.lang.spec import Compressor, RoPE, YaRN  # noqa: E402
 from pipeline.metrics import bf16_rounding_check, ulp_bf16  # noqa: E402
 from kernels_triton.rope.tables import cos_sin  # noqa: E402
@@ -305,11 +306,10 @@ def test_compile_ir_sm90():
 def test_fill_tables_in_slabs_equals_cos_sin():
     """A program's RoPE tables, built slab by slab in place (more than two slabs here), are bitwise the
     tables of every position at once; the planned transient is one slab's positions and angles."""
-    from kernels_triton.rope import tables as rt
     rot = rotary(RoPE(dim=64, yarn=YaRN()))
-    P = 2 * rt.TABLE_SLAB + 100
+    P = 2 * rope_tables.TABLE_SLAB + 100
     cos, sin = torch.full((P, 32), float("nan")), torch.full((P, 32), float("nan"))
-    rt.fill_tables(cos, sin, rot=rot)
-    c, s = rt.cos_sin(rot, torch.arange(P))
+    rope_tables.fill_tables(cos, sin, rot=rot)
+    c, s = rope_tables.cos_sin(rot, torch.arange(P))
     assert torch.equal(cos, c) and torch.equal(sin, s)
-    assert rt.tables_temp_bytes(P, 64) == rt.TABLE_SLAB * (8 + 4 + 32 * 4)
+    assert rope_tables.tables_temp_bytes(P, 64) == rope_tables.TABLE_SLAB * (8 + 4 + 32 * 4)
