@@ -38,6 +38,7 @@ from .lang.errors import SpecError
 from .lang.spec import Pipeline, Quant, SelfIndex
 from .program import Buffer, Call, E, Expr, Loop, Node, Program, R
 from .stages import OPS, stages_of
+from .stages.attention import implicit_window
 from .stages.compressor import params as compressor_params
 from .stages.compressor import role_quant, rotary
 from .stages.quant import index_quant
@@ -226,9 +227,10 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         decisions.append(f"compressors run once ahead of the loop: their outputs are small ({small:.1f} MiB) "
                          f"and every chunk needs all rows up to its last query")
 
-    # chunk scope: the bounded scratch every iteration reuses. A window-only layer has no key list (unless
-    # one is returned, or the batch is packed: the attention computes windows from unpacked positions)
-    listed = spec.layer != "window" or packed is not None
+    # chunk scope: the bounded scratch every iteration reuses. A window-only layer has no key list (unless one
+    # is returned, or a packed batch's windows are of a size only key lists give the GPU kernel)
+    implicit = spec.layer == "window" and implicit_window(a, impl["attention.attend"], packed is not None)
+    listed = spec.layer != "window" or not implicit
     # a packed query's score row holds its own sequence's visible rows from column 0 (varlen/naive.py): as
     # wide as the longest sequence's rows, whatever the packed total
     cols = score_columns(T, longest, m) if packed is not None else T
@@ -272,12 +274,16 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         fused.append("top-k -> attention: the chunk's key lists are consumed in the same iteration")
         if W and impl["indexer.select"] != "torch":
             fused.append("window ids -> top-k: the selection kernel writes each key list's window part too")
-    elif listed:
+    elif spec.layer == "hca":
         fused.append("HCA key lists -> attention: written per chunk and consumed in the same iteration; the "
                      "attention walks only the key blocks under each query's causal bound")
-    if not listed or (return_indices and spec.layer == "window"):
-        fused.append("window ids -> attention: the kernel computes them from the query position, no key list"
-                     + (" (the returned lists are written beside it)" if return_indices else ""))
+    elif listed:
+        fused.append("window key lists -> attention: a packed batch's windows of a size the GPU kernel computes "
+                     "only for unpacked rows (kernels_tilelang.sparse_mla.kernel.ring_window), written per chunk")
+    if implicit:
+        fused.append("window ids -> attention: the kernel computes them from the query position"
+                     + (" (a packed batch's from each token's segment row)" if packed is not None else "")
+                     + ", no key list" + (" (the returned lists are written beside it)" if return_indices else ""))
     if a.inverse_rope is not None:
         fused.append("attention -> inverse RoPE: " + (
             "in the attention kernel's epilogue, on the output tile before its store (no pass over the output)"
@@ -318,6 +324,7 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
     ix, W = spec.indexer, spec.attention.window
     calls: List[Node] = []
     k_eff = consts["K"]
+    implicit = spec.layer == "window" and implicit_window(spec.attention, impl["attention.attend"], bool(seg))
     sg = {"seg": R(seg)} if seg else {}
     scores, stream = score_slot(ring)
     if isinstance(ix, SelfIndex):
@@ -342,9 +349,9 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
                                "idx_offset": idx_offset, "window": W, **sg},
             dict(chunk=C, window=W, rows=rows),
             (f"window ids, then the {rows:,} compressed rows + {idx_offset}, the invisible ones -1" if rows
-             else "window ids (" + ("the packed batch's own" if seg else "returned; the attention computes its own")
+             else "window ids (" + ("returned; the attention computes its own" if implicit else "the packed batch's own")
              + ")"))]
-        if spec.layer == "window" and not seg:
+        if implicit:
             keys = None
     return calls + (between_select_and_attend or []) + attend_calls(spec, impl, consts, C=C, q=q, kv=kv, keys=keys,
                                                                      out=out, seg=seg)
@@ -417,6 +424,8 @@ def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object]
     if a.inverse_rope is not None:     # the output's inverse RoPE: the attention's own epilogue
         tables = table_args(consts, "rope_out")
         rope = {"rope_cos": tables["cos"], "rope_sin": tables["sin"], "seg": R(seg) if seg else None}
+    if seg and keys is None:           # a packed batch's implicit windows: each token's segment row
+        rope["seg"] = R(seg)
     return [OPS["attention.attend"].call(
         impl["attention.attend"],
         {"q": R(q), "kv": R(kv), "keys": R(keys) if keys is not None else None, "out": R(out),

@@ -161,6 +161,51 @@ def test_seesaw_splits_the_work_evenly(variant):
     assert "__syncthreads();" not in src[src.index("warpgroup_reg_alloc"):]  # only named barriers inside
 
 
+# ------------------------------------------------------------------ the window's persistent ring kernel
+@pytest.mark.parametrize("packed", [False, True])
+def test_ring_window_kernel_lowers_to_a_persistent_loop(packed):
+    """seesaw-ring: each CTA loops over its span of queries; per query both consumers run one Q K^T and two
+    P V wgmmas, the producer writes one 8-byte piece of the added row per thread (a whole refill only when a
+    sequence starts), and the output leaves as eight 64-channel TMA stores, waited for only two chunks later
+    (wait_group.read 1), except before the rotated chunk. Packed: positions from the segment rows."""
+    r = lower_sparse_mla_fwd(64, 512, 512, 128, True, variant="seesaw-ring-seg" if packed else "seesaw-ring",
+                             arch="sm_90a", rope=(448, 64, packed))
+    src = r["cuda"]
+    threads, sig = _kernel_signature(src)
+    assert threads == 384 and r["smem_bytes"] <= sm.SM90_SMEM_LIMIT and "span" in sig
+    assert src.count("tl::warpgroup_reg_alloc<216>()") == 2 and "tl::warpgroup_reg_dealloc<72>()" in src
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 64, 16,", src)) == 2
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 4
+    assert len(re.findall(r"for \(int i\w* = 0; i\w* < min\(span, \(Sq - ", src)) == 2    # the consumers
+    assert "for (int i_" in src and re.search(r"for \(int i_\d+ = 1; i_\d+ < min\(span,", src)  # the producer
+    assert "Indices" not in src and ("Seg[" in src) == packed
+    for b in ("bar_q_free", "bar_kv_free"):
+        assert f"{b}[0].init(256)" in src
+    assert re.search(r"\*\(uint2\*\)\(\(\(bfloat16_t\*\)K_s\) \+", src)        # the added row, from registers
+    assert src.count("tma_store(Out_desc") == 8 and src.count("tma_store_wait<1, true>();") >= 8
+    assert "__fadd_rn(__fmul_rn(a, c), __fmul_rn(b, sn))" in src
+    assert "__syncthreads();" not in src[src.index("warpgroup_reg_alloc"):]
+
+
+def test_ring_window_ids_place_each_row_in_its_slot():
+    W = 8
+    pos = torch.arange(0, 40)
+    ids = sm.ring_window_ids(pos, W)
+    for p in range(40):
+        want = [-1] * W
+        for r in range(max(0, p - W + 1), p + 1):
+            want[r % W] = r
+        assert ids[p].tolist() == want, p
+    assert sm.ring_window(512, 128) and not sm.ring_window(576, 128) and not sm.ring_window(512, 64)
+    assert not sm.ring_window(512, 128, "ws")
+    q, kv = torch.zeros(1, 6, 64, 512, dtype=torch.bfloat16), torch.zeros(1, 6, 512, dtype=torch.bfloat16)
+    seg = torch.zeros(6, 4, dtype=torch.int32)
+    with pytest.raises(ValueError, match="packed batch's implicit windows .* run on the ring kernel only"):
+        sm.validate_sparse_mla_inputs(q, kv, None, 0.1, 512, window=64, rope_seg=seg, need_cuda=False,
+                                      variant="seesaw")
+    sm.validate_sparse_mla_inputs(q, kv, None, 0.1, 512, window=128, rope_seg=seg, need_cuda=False, variant="seesaw")
+
+
 def test_seesaw_limits_and_default():
     assert sm.default_variant(512) == "seesaw" and sm.default_variant(576) == "ws"
     with pytest.raises(ValueError, match="use 'seesaw'"):      # short bounded lists walk every block

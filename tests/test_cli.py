@@ -143,10 +143,12 @@ def test_ir_all_files(ir_dirs, preset):
     assert "mbarrier" in cuda and re.search(r"bar_kv_full\[[^\]]*\]\.wait\(", cuda)
     tir = _read(d, preset, "attention.tir")
     assert "@T.prim_func" in tir and "bar_kv_full" in tir
-    # causal block skipping (HCA, window-only): the key-block loops run to the runtime bound; window-only
-    # reads no list; an indexer's full lists keep the compile-time trip count
-    assert bool(re.search(r"for \(int it = 0; it < min\(", cuda)) == (spec.layer in ("hca", "window"))
+    # causal block skipping (HCA): the key-block loops run to the runtime bound; an indexer's full lists keep
+    # the compile-time trip count; window-only reads no list and loops over its CTA's span of queries (the
+    # persistent ring kernel)
+    assert bool(re.search(r"for \(int it = 0; it < min\(", cuda)) == (spec.layer == "hca")
     assert ("const int* __restrict__ Indices" in cuda) == (spec.layer != "window")
+    assert bool(re.search(r"for \(int i = 0; i < min\(span,", cuda)) == (spec.layer == "window")
 
     # compressor and RoPE: one file per compressor, or a note that there is no kernel
     parts = [p for p, c in (("kv", spec.compressor), ("idx", getattr(spec.indexer, "compressor", None))) if c]

@@ -64,18 +64,49 @@ def test_causal_bound_skips_only_empty_blocks(H, D, W, K, ratio, fresh_seed):
 
 
 def test_implicit_window_equals_the_listed_window(fresh_seed):
+    """The per-query window kernel ("ws-window") gives the listed kernel's bits over the window in order; the
+    persistent ring kernel (seesaw, W = 128) the listed kernel's bits over the same rows in its slot order
+    (ring_window_ids), and the in-order window's within rounding; a NaN row reaches exactly the queries whose
+    window holds it. Spans of 1, 7 and the default, B = 2, H = 128, a chunk mid-sequence, LSE too; the output
+    is NaN-poisoned first, so an unwritten row shows."""
     g = torch.Generator(device="cuda").manual_seed(fresh_seed)
-    S, H, D, W = 3000, 64, 512, 128
-    q = torch.randn(1, S, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-    kv = torch.randn(1, S, D, device="cuda", dtype=torch.bfloat16, generator=g)
-    sink = torch.randn(H, device="cuda", generator=g)
-    listed = att_kernel.sparse_mla_fwd(q, kv, ix_ref.window_indices(torch.arange(S, device="cuda"), W)[None],
-                                       D ** -0.5, 512, sink=sink)
-    implicit = att_kernel.sparse_mla_fwd(q, kv, None, D ** -0.5, 512, sink=sink, window=W)
-    assert torch.equal(implicit, listed), fresh_seed
-    part = att_kernel.sparse_mla_fwd(q[:, 700:1900].contiguous(), kv, None, D ** -0.5, 512, sink=sink, window=W,
-                                     pos0=700)
-    assert torch.equal(part, listed[:, 700:1900]), fresh_seed
+    S, D, W = 3000, 512, 128
+    rot = rotary(csa_dsl.preset("v4-window").attention.inverse_rope)
+    cos, sin = cos_sin(rot, torch.arange(S, device="cuda"))
+    for B, H in ((1, 64), (2, 128)):
+        q = torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+        kv = torch.randn(B, S, D, device="cuda", dtype=torch.bfloat16, generator=g)
+        kv[:, 1500, 7] = float("nan")
+        sink = torch.randn(H, device="cuda", generator=g)
+        kw = dict(sink=sink, rope_cos=cos, rope_sin=sin)
+        for pos0, n in ((0, S), (700, 1200)):
+            qs = q[:, pos0:pos0 + n].contiguous()
+            pos = torch.arange(pos0, pos0 + n, device="cuda")
+            canon = ix_ref.window_indices(pos, W)[None].expand(B, n, W).contiguous()
+            ring = att_kernel.ring_window_ids(pos, W)[None].expand(B, n, W).contiguous()
+            listed, lse_l = att_kernel.sparse_mla_fwd(qs, kv, ring, D ** -0.5, 512, pos0=pos0, return_lse=True, **kw)
+            in_order = att_kernel.sparse_mla_fwd(qs, kv, canon, D ** -0.5, 512, pos0=pos0, **kw)
+            per_query = att_kernel.sparse_mla_fwd(qs, kv, None, D ** -0.5, 512, pos0=pos0, window=W, variant="ws",
+                                                  **kw)
+            assert torch.equal(per_query.nan_to_num(7.0), att_kernel.sparse_mla_fwd(
+                qs, kv, canon, D ** -0.5, 512, pos0=pos0, variant="ws", **kw).nan_to_num(7.0)), fresh_seed
+            for span in (1, 7, None):
+                out = torch.full((B, n, H, 512), float("nan"), device="cuda", dtype=torch.bfloat16)
+                default_span = att_kernel.ring_span
+                if span:
+                    att_kernel.ring_span = lambda seqs, sq, dev: span
+                try:
+                    _, lse = att_kernel.sparse_mla_fwd(qs, kv, None, D ** -0.5, 512, pos0=pos0, window=W, out=out,
+                                                       return_lse=True, **kw)
+                finally:
+                    att_kernel.ring_span = default_span
+                assert torch.equal(out.nan_to_num(7.0), listed.nan_to_num(7.0)), (B, pos0, span, fresh_seed)
+                assert torch.equal(lse.nan_to_num(7.0), lse_l.nan_to_num(7.0)), (B, pos0, span, fresh_seed)
+            nan_q = torch.isnan(out.float()).any(-1).any(-1)[0]
+            assert torch.equal(nan_q, (pos >= 1500) & (pos < 1500 + W)), fresh_seed
+            ok = ~torch.isnan(in_order.float())
+            assert torch.equal(ok, ~torch.isnan(out.float()))
+            assert rel_err(out[ok], in_order[ok]) <= 1e-3, (rel_err(out[ok], in_order[ok]), fresh_seed)
 
 
 def test_selfindex_composed_16k(fresh_seed):

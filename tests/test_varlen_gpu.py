@@ -24,7 +24,8 @@ def _own_runs_equal(fwd, spec, cu, packed, out, ids):
 @pytest.mark.parametrize("name,lengths", [("v4-flash", [70000, 130000, 62144]),
                                           ("v4-flash-hca", [100000, 0, 90000, 72144]),
                                           ("v3.2", [30000, 1, 5000, 30767]),
-                                          ("v4-flash-selfindex", [40000, 5, 30001])])
+                                          ("v4-flash-selfindex", [40000, 5, 30001]),
+                                          ("v4-window", [70000, 130, 0, 1, 62013])])
 def test_varlen_each_sequence_is_its_own_run(name, lengths, fresh_seed):
     spec = csa_dsl.preset(name)
     fwd = csa_dsl.compile(spec, "cuda")

@@ -63,7 +63,8 @@ LN2 = 0.6931471805599453
 SUPPORTED_DIM_QK = (512, 576)
 VARIANTS = ("ws", "seesaw", "pipelined")          # a user's choice
 # the warp-specialised families with the causal bound / the implicit window ids
-KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window")
+KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window", "seesaw-ring",
+                               "seesaw-ring-seg")
 WS_FAMILIES = ("ws", "seesaw")
 # TileLang 0.1.15 fails to lower "seesaw-bounded" for lists of 1 or 2 pairs of key blocks ("[ThreadSync] Cannot
 # lower a required shared-memory sync inside a divergent region"); such short lists walk every block ("seesaw")
@@ -189,6 +190,11 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
         if tail:
             raise ValueError(f"the seesaw variants take dim_qk == dim_v (no RoPE tail: with it the second P tile "
                              f"and the tail's K ring exceed shared memory), got dim_qk={dim_qk}; use 'ws'")
+        if walk in ("ring", "ring-seg"):
+            if num_indices_padded != RING:
+                raise ValueError(f"seesaw-ring holds a window of {RING} rows, got a list of {num_indices_padded}")
+            return _build_seesaw_ring(heads, dim_qk, bool(with_sink), bool(return_lse), block_keys,
+                                      rope=(int(col0), int(rot_dim), bool(rope_seg)), packed=walk == "ring-seg")
         if walk == "bounded" and num_indices_padded < SEESAW_BOUNDED_MIN_NI:
             raise ValueError(f"seesaw-bounded needs a list of >= {SEESAW_BOUNDED_MIN_NI} slots (TileLang 0.1.15 "
                              f"cannot lower it for fewer: ThreadSync in a divergent region); use 'seesaw' (every block)")
@@ -218,9 +224,9 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
                                   RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
                                   Seg: T.Tensor([NS, 4], i32),
                                   sm_scale: T.float32, pos0: T.int32, bound_w: T.int32, bound_k: T.int32,
-                                  bound_m: T.int32):
+                                  bound_m: T.int32, span: T.int32):
             body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-                 bound_m, B, Sq, R, P)
+                 bound_m, B, Sq, R, P, span)
     elif with_sink:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
@@ -229,9 +235,9 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
                                   RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
                                   Seg: T.Tensor([NS, 4], i32),
                                   sm_scale: T.float32, pos0: T.int32,
-                                  bound_w: T.int32, bound_k: T.int32, bound_m: T.int32):
+                                  bound_w: T.int32, bound_k: T.int32, bound_m: T.int32, span: T.int32):
             body(Q, KV, Indices, Sink, Out, None, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-                 bound_m, B, Sq, R, P)
+                 bound_m, B, Sq, R, P, span)
     elif return_lse:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
@@ -240,9 +246,9 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
                                   RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
                                   Seg: T.Tensor([NS, 4], i32),
                                   sm_scale: T.float32, pos0: T.int32, bound_w: T.int32, bound_k: T.int32,
-                                  bound_m: T.int32):
+                                  bound_m: T.int32, span: T.int32):
             body(Q, KV, Indices, None, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-                 bound_m, B, Sq, R, P)
+                 bound_m, B, Sq, R, P, span)
     else:
         @T.prim_func
         def sparse_mla_fwd_kernel(Q: T.Tensor(q_shape, bf16), KV: T.Tensor(kv_shape, bf16),
@@ -251,9 +257,9 @@ def _signature(T, body, heads, dim_qk, dim_v, NI, with_sink, return_lse):
                                   RopeCos: T.Tensor([P, RT], f32), RopeSin: T.Tensor([P, RT], f32),
                                   Seg: T.Tensor([NS, 4], i32),
                                   sm_scale: T.float32, pos0: T.int32,
-                                  bound_w: T.int32, bound_k: T.int32, bound_m: T.int32):
+                                  bound_w: T.int32, bound_k: T.int32, bound_m: T.int32, span: T.int32):
             body(Q, KV, Indices, None, Out, None, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-                 bound_m, B, Sq, R, P)
+                 bound_m, B, Sq, R, P, span)
     return sparse_mla_fwd_kernel
 
 
@@ -328,17 +334,28 @@ def _inverse_rope_macro(T, HB, rope):
         return Seg[s_i, 0] if seg else s_pos        # column 0 of a segment row: the position in its sequence
 
     @T.macro
-    def inverse_rope(O_s, R_s, RopeCos, RopeSin, Seg, s_i, s_pos, P, tile=None):
-        # R_s: a [HB, >= rot_dim] tile, or with `tile` the tile R_s[tile] of a stack of them
+    def inverse_rope(O_s, R_s, RopeCos, RopeSin, Seg, s_i, s_pos, P, tile=None, src_tile=None):
+        # R_s: a [HB, >= rot_dim] tile, or with `tile` the tile R_s[tile] of a stack of them. With `src_tile`, O_s
+        # and R_s are stacks of 64-column chunks: the pairs are read from the chunk O_s[src_tile] that holds
+        # them and written to the same columns of R_s[tile]
         tab = T.min(position(Seg, s_i, s_pos), P - 1)
         for h, k in T.Parallel(HB, rot_dim // 2):
-            a = T.cast(O_s[h, col0 + 2 * k], f32)
-            b = T.cast(O_s[h, col0 + 2 * k + 1], f32)
+            if src_tile is not None:
+                a = T.cast(O_s[src_tile, h, col0 % ROPE_TILE + 2 * k], f32)
+                b = T.cast(O_s[src_tile, h, col0 % ROPE_TILE + 2 * k + 1], f32)
+            else:
+                a = T.cast(O_s[h, col0 + 2 * k], f32)
+                b = T.cast(O_s[h, col0 + 2 * k + 1], f32)
             c = RopeCos[tab, k]
             sn = RopeSin[tab, k]
             if tile is None:
                 R_s[h, 2 * k] = T.cast(T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
                 R_s[h, 2 * k + 1] = T.cast(T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
+            elif src_tile is not None:
+                R_s[tile, h, col0 % ROPE_TILE + 2 * k] = T.cast(
+                    T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
+                R_s[tile, h, col0 % ROPE_TILE + 2 * k + 1] = T.cast(
+                    T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
             else:
                 R_s[tile, h, 2 * k] = T.cast(T.call_extern(f32, "__fadd_rn", mul(a, c), mul(b, sn)), bf16)
                 R_s[tile, h, 2 * k + 1] = T.cast(T.call_extern(f32, "__fsub_rn", mul(b, c), mul(a, sn)), bf16)
@@ -438,7 +455,7 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-             bound_m, B, Sq, R, P):
+             bound_m, B, Sq, R, P, span):
         with T.Kernel(Sq * G, B, threads=384) as (bx, by):
             Q_s = T.alloc_shared([HB, DV], bf16)          # reused as the output tile
             K_s = T.alloc_shared([2, BI, DV], bf16)        # KV ring, value part (= K[:DV])
@@ -686,7 +703,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-             bound_m, B, Sq, R, P):
+             bound_m, B, Sq, R, P, span):
         with T.Kernel(Sq * G, B, threads=384) as (bx, by):
             Q_s = T.alloc_shared([HB, D], bf16)           # reused as the output tile
             K_s = T.alloc_shared([2, BI, D], bf16)         # KV ring: stage st holds block 2 * it + st
@@ -751,6 +768,265 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     return _signature(T, body, heads, D, D, NI, with_sink, return_lse)
 
 
+RING = 128                     # the ring kernel's slots: the window it holds (two 64-key blocks)
+
+
+def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed=False):
+    """"seesaw-ring": the window-only layer (W = RING) on the seesaw split, as a persistent kernel. A CTA runs
+    `span` consecutive queries (of one batch element and head group), so each query's window differs from the
+    one before by one row: the KV tile is a ring of RING slots, row r of a sequence in slot r % RING (block
+    (r % RING) // BI), and per query the producer writes the row the query adds over the row it drops.
+    Attention does not depend on the order of its keys, only its rounding does: this kernel gives the bits of
+    the listed kernel over the same rows in the same slots (kernel.ring_window_ids), within rounding of the
+    window in order (checked on the GPU: tests/test_window_ring_gpu.py).
+
+    Slot j of the query at position p holds row p - ((p - j) mod RING): a key while that is >= 0 (every slot
+    once p >= RING - 1). The CTA's first query, and with `packed` (a packed batch: Seg gives each token's
+    position and its sequence's first token) the first token of each sequence, refill the whole ring, the slots
+    of rows < 0 zero-filled: a masked slot never holds a non-finite value (0 * NaN would reach P V), nor a row
+    of another sequence.
+
+    Per query i the persistent loop overlaps: Q of query i + 1 (loaded once both consumers' Q K^T of i are
+    done) and the row it adds (in the producer's registers a query ahead, written once both P V of i are done)
+    with the softmax, P V and output of query i. The output leaves in four 64-channel chunks per consumer
+    through two staging tiles (P_s[c], free once the peer's P V read it, and X_s[c]) as asynchronous TMA
+    stores, each tile rewritten once the store two chunks back has read it: the stores of query i overlap
+    query i + 1. (Stored straight from registers, 4-byte stores of half-written sectors, the same kernel took
+    16.5 ms at S = 262,144 instead of 12.9: docs/performance.md.)
+
+    Barriers (each completes once per query, phase parity i & 1, except bar_mx: twice):
+      bar_q        producer cp.async(Q of query i) done       -> both consumers may read Q_s
+      bar_q_free   both consumers' Q K^T of query i done       -> producer may load Q of query i + 1
+      bar_kv_full  the ring holds query i's window (+ fence)   -> both may read K_s
+      bar_kv_free  both consumers' P V of query i done         -> producer may write query i + 1's row
+      bar_mx[c]    c's block row max (parity 0), then c's row sum (parity 1)
+      bar_p[c]     c wrote P_s[c] (+ fence)                    -> c' may multiply it
+    The exchange through mx_s / sum_s / P_s is _build_seesaw's with one pair of blocks per query."""
+    import tilelang.language as T
+
+    HB = BLOCK_HEADS
+    G = heads // HB
+    DH = D // 2
+    bf16, f32 = T.bfloat16, T.float32
+    M_INIT = -1.0e30
+    finalize = _epilogue_macros(T, HB, with_sink, return_lse)
+    inverse_rope = _inverse_rope_macro(T, HB, rope)
+    RC, RD = rope[0], rope[1]
+    VEC = D // 128                # channels of the new row each producer thread moves (8 bytes)
+    CHUNKS = DH // ROPE_TILE      # output chunks per consumer (4: D = 512)
+    if D != KERNEL_DIM_V or BI != 64:
+        raise ValueError(f"seesaw-ring takes D = {KERNEL_DIM_V} with 64-key blocks, got D = {D}, BI = {BI}")
+    # the chunk (of consumer 1's) that holds the rotated channels; -1: none (rope_fusable keeps them in one)
+    ROPE_CHUNK = (RC - DH) // ROPE_TILE if RD > 0 else -1
+    if RD > 0 and (RC + RD - 1 - DH) // ROPE_TILE != ROPE_CHUNK:
+        raise ValueError(f"seesaw-ring rotates channels inside one 64-channel chunk, got [{RC}, {RC + RD})")
+
+    def position(Seg, s_i, p_first):
+        """(position in its sequence, the sequence's first kv row) of query row s_i."""
+        if packed:
+            return Seg[s_i, 0], Seg[s_i, 1]
+        return p_first + s_i, 0
+
+    @T.macro
+    def store_chunk(c, k, acc_o, P_s, X_s, Out, RopeCos, RopeSin, Seg, b_i, s_i, s_pos, h0, P):
+        # output channels c * DH + [64k, 64k + 64): even k through P_s[c], odd k through X_s[c]; the tile is
+        # rewritten once the store two chunks back has read it (cp.async.bulk.wait_group.read 1, by the thread
+        # that issued the stores; the others have no group to wait for)
+        T.tma_store_wait(1)
+        T.sync_threads(6 + c, 128)
+        if k % 2 == 0:
+            T.copy(acc_o[:, k * ROPE_TILE:(k + 1) * ROPE_TILE], P_s[c, :, :])
+        else:
+            T.copy(acc_o[:, k * ROPE_TILE:(k + 1) * ROPE_TILE], X_s[c, :, :])
+        if c == 1 and k == ROPE_CHUNK:
+            # the chunk of the rotated channels (odd: the last one) is rotated from X_s[1] into P_s[1], the rest
+            # of it copied beside them (in place would need a barrier between each thread's reads and writes),
+            # once P_s[1]'s own chunk has been read; it is stored from P_s[1]
+            T.tma_store_wait(0)
+            T.sync_threads(6 + c, 128)
+            inverse_rope(X_s, P_s, RopeCos, RopeSin, Seg, s_i, s_pos, P, tile=1, src_tile=1)
+            if RC % ROPE_TILE > 0:
+                for h, j in T.Parallel(HB, RC % ROPE_TILE):
+                    P_s[1, h, j] = X_s[1, h, j]
+        T.fence_proxy_async()              # the staging tile is read by the TMA store (async proxy)
+        T.sync_threads(6 + c, 128)
+        if k % 2 == 0 or (c == 1 and k == ROPE_CHUNK):
+            T.tma_copy(P_s[c, :, :], Out[b_i, s_i, h0:h0 + HB, c * DH + k * ROPE_TILE:c * DH + (k + 1) * ROPE_TILE])
+        else:
+            T.tma_copy(X_s[c, :, :], Out[b_i, s_i, h0:h0 + HB, c * DH + k * ROPE_TILE:c * DH + (k + 1) * ROPE_TILE])
+
+    @T.macro
+    def consumer(c, Q_s, K_s, P_s, X_s, mx_s, sum_s, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_blk,
+                 m_peer, l_i, inv, lse_frag, bar_q, bar_q_free, bar_kv_full, bar_kv_free, bar_mx, bar_p, scale2,
+                 s_begin, p_first, n_q, b_i, h0, P):
+        for i in T.serial(n_q):
+            s_i = s_begin + i
+            s_pos, _ = position(Seg, s_i, p_first)
+            # slot c * BI + j is a key unless it still holds a row < 0 (the first RING - 1 positions)
+            for h, j in T.Parallel(HB, BI):
+                acc_s[h, j] = T.if_then_else((s_pos >= RING - 1) | (c * BI + j <= s_pos), 0, -T.infinity(f32))
+            T.barrier_wait(bar_kv_full, i & 1)
+            T.barrier_wait(bar_q, i & 1)
+            T.fence_proxy_async()          # cp.async / st.shared (generic proxy) -> wgmma (async proxy)
+            T.wgmma_gemm(Q_s, K_s[c, :, :], acc_s, transpose_B=True)
+            T.wait_wgmma(0)
+            T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
+            T.barrier_arrive(bar_q_free)
+            T.reduce_max(acc_s, m_blk, dim=1, clear=True)
+            for h in T.Parallel(HB):
+                m_blk[h] = m_blk[h] * scale2
+                mx_s[c, i & 1, h] = m_blk[h]
+            T.barrier_arrive(bar_mx[c])
+            T.barrier_wait(bar_mx[1 - c], 0)
+            for h in T.Parallel(HB):
+                m_peer[h] = mx_s[1 - c, i & 1, h]
+            for h in T.Parallel(HB):
+                # one pair of blocks a query: the running max starts (and the output and sum) afresh
+                m_i[h] = T.max(M_INIT, T.max(m_blk[h], m_peer[h]))
+            for h, j in T.Parallel(HB, BI):
+                acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
+            T.reduce_sum(acc_s, l_i, dim=1)
+            # P_s[c] also staged the previous query's output: those stores must have read it (the last group
+            # is X_s[c]'s, except consumer 1's rotated chunk, stored from P_s[1])
+            T.tma_store_wait(0 if c == 1 and ROPE_CHUNK == CHUNKS - 1 else 1)
+            T.sync_threads(6 + c, 128)
+            T.copy(acc_s, P_s[c, :, :])
+            T.fence_proxy_async()          # P_s is read by wgmma (the peer's too)
+            T.barrier_arrive(bar_p[c])
+            T.gemm(P_s[c, :, :], K_s[c, :, c * DH:(c + 1) * DH], acc_o, clear_accum=True)
+            T.barrier_wait(bar_p[1 - c], i & 1)
+            T.gemm(P_s[1 - c, :, :], K_s[1 - c, :, c * DH:(c + 1) * DH], acc_o)
+            T.barrier_arrive(bar_kv_free)
+            for h in T.Parallel(HB):
+                sum_s[c, h] = l_i[h]
+            T.barrier_arrive(bar_mx[c])
+            T.barrier_wait(bar_mx[1 - c], 1)
+            for h in T.Parallel(HB):
+                l_i[h] = l_i[h] + sum_s[1 - c, h]
+            finalize(m_i, l_i, inv, lse_frag, Sink, h0)
+            if return_lse and c == 0:
+                for h in T.Parallel(HB):
+                    Lse[b_i, s_i, h0 + h] = lse_frag[h]
+            for h, d in T.Parallel(HB, DH):
+                acc_o[h, d] *= inv[h]
+            # the peer read P_s[c] (its last P V) before its row-sum arrival, waited above. The chunks are
+            # written out one call each: in a loop TileLang would make k a runtime variable
+            store_chunk(c, 0, acc_o, P_s, X_s, Out, RopeCos, RopeSin, Seg, b_i, s_i, s_pos, h0, P)
+            store_chunk(c, 1, acc_o, P_s, X_s, Out, RopeCos, RopeSin, Seg, b_i, s_i, s_pos, h0, P)
+            store_chunk(c, 2, acc_o, P_s, X_s, Out, RopeCos, RopeSin, Seg, b_i, s_i, s_pos, h0, P)
+            store_chunk(c, 3, acc_o, P_s, X_s, Out, RopeCos, RopeSin, Seg, b_i, s_i, s_pos, h0, P)
+
+    @T.macro
+    def fill_ring(KV, K_s, p, b_i, pos, row0):
+        # the window of the query at `pos` (its sequence's rows from kv row row0): slot j takes row
+        # pos - ((pos - j) mod RING), zero-filled (src-size 0, nothing read) where that is < 0
+        for st in T.unroll(2):
+            for r in T.serial(BI // 16):
+                j = st * BI + r * 16 + p // 8
+                rj = j + RING * ((pos + RING - j) // RING) - RING
+                for u in T.unroll(D // 64):
+                    T.ptx_cp_async(T.access_ptr(K_s[st, r * 16 + p // 8, u * 64 + (p % 8) * 8], "w", 8),
+                                   T.access_ptr(KV[b_i, row0 + T.max(rj, 0), u * 64 + (p % 8) * 8], "r", 8),
+                                   8, rj >= 0)
+
+    @T.macro
+    def load_q(Q, Q_s, p, b_i, s_i, h0):
+        for r in T.serial(HB // 16):
+            for u in T.unroll(D // 64):
+                T.ptx_cp_async(T.access_ptr(Q_s[r * 16 + p // 8, u * 64 + (p % 8) * 8], "w", 8),
+                               T.access_ptr(Q[b_i, s_i, h0 + r * 16 + p // 8, u * 64 + (p % 8) * 8], "r", 8), 8)
+
+    @T.macro
+    def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
+             bound_m, B, Sq, R, P, span):
+        with T.Kernel(T.ceildiv(Sq, span) * G, B, threads=384) as (bx, by):
+            Q_s = T.alloc_shared([HB, D], bf16)
+            K_s = T.alloc_shared([2, BI, D], bf16)          # the ring: slot j is K_s[j // BI, j % BI]
+            P_s = T.alloc_shared([2, HB, BI], bf16)         # each consumer's P; then its even output chunks
+            X_s = T.alloc_shared([2, HB, ROPE_TILE], bf16)  # each consumer's odd output chunks
+            mx_s = T.alloc_shared([2, 2, HB], f32)
+            sum_s = T.alloc_shared([2, HB], f32)
+
+            acc_s0 = T.alloc_fragment([HB, BI], f32)
+            acc_s1 = T.alloc_fragment([HB, BI], f32)
+            acc_ol = T.alloc_fragment([HB, DH], f32)
+            acc_or = T.alloc_fragment([HB, DH], f32)
+            m_i0 = T.alloc_fragment([HB], f32)
+            m_i1 = T.alloc_fragment([HB], f32)
+            m_blk0 = T.alloc_fragment([HB], f32)
+            m_blk1 = T.alloc_fragment([HB], f32)
+            m_peer0 = T.alloc_fragment([HB], f32)
+            m_peer1 = T.alloc_fragment([HB], f32)
+            l_i0 = T.alloc_fragment([HB], f32)
+            l_i1 = T.alloc_fragment([HB], f32)
+            inv0 = T.alloc_fragment([HB], f32)
+            inv1 = T.alloc_fragment([HB], f32)
+            lse0 = T.alloc_fragment([HB], f32)
+            lse1 = T.alloc_fragment([HB], f32)
+            row_r = T.alloc_local([VEC], bf16)
+
+            bar_q = T.alloc_barrier(128)
+            bar_q_free = T.alloc_barrier(256)
+            bar_kv_full = T.alloc_barrier(128)
+            bar_kv_free = T.alloc_barrier(256)
+            bar_mx = T.alloc_barrier([128, 128])
+            bar_p = T.alloc_barrier([128, 128])
+
+            h0 = (bx % G) * HB
+            s_begin = (bx // G) * span
+            n_q = T.min(span, Sq - s_begin)
+            b_i = by
+            tx = T.get_thread_binding()
+            scale2 = sm_scale * LOG2E
+
+            if tx < 128:
+                T.set_max_nreg(216, 1)
+                consumer(0, Q_s, K_s, P_s, X_s, mx_s, sum_s, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
+                         m_i0, m_blk0, m_peer0, l_i0, inv0, lse0, bar_q, bar_q_free, bar_kv_full, bar_kv_free,
+                         bar_mx, bar_p, scale2, s_begin, pos0, n_q, b_i, h0, P)
+            elif tx < 256:
+                T.set_max_nreg(216, 1)
+                consumer(1, Q_s, K_s, P_s, X_s, mx_s, sum_s, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
+                         m_i1, m_blk1, m_peer1, l_i1, inv1, lse1, bar_q, bar_q_free, bar_kv_full, bar_kv_free,
+                         bar_mx, bar_p, scale2, s_begin, pos0, n_q, b_i, h0, P)
+            else:
+                T.set_max_nreg(72, 0)
+                p = tx - 256
+                # query row s is kv row pos0 + s (packed: its token), the row it adds to its window
+                last = pos0 + Sq - 1
+                load_q(Q, Q_s, p, b_i, s_begin, h0)
+                T.cp_async_barrier_noinc(bar_q)
+                pos, row0 = position(Seg, s_begin, pos0)
+                fill_ring(KV, K_s, p, b_i, pos, row0)
+                T.cp_async_barrier_noinc(bar_kv_full)
+                # the row query 1 adds, into registers a query ahead (a real row when there is none)
+                for v in T.vectorized(VEC):
+                    row_r[v] = KV[b_i, T.min(pos0 + s_begin + 1, last), p * VEC + v]
+                for i in T.serial(1, n_q):
+                    T.barrier_wait(bar_q_free, (i - 1) & 1)
+                    load_q(Q, Q_s, p, b_i, s_begin + i, h0)
+                    T.cp_async_barrier_noinc(bar_q)
+                    T.barrier_wait(bar_kv_free, (i - 1) & 1)
+                    pos_i, row0_i = position(Seg, s_begin + i, pos0)
+                    if pos_i == 0:
+                        # a sequence starts (packed): its own window, nothing of the one before
+                        fill_ring(KV, K_s, p, b_i, pos_i, row0_i)
+                        T.cp_async_barrier_noinc(bar_kv_full)
+                    else:
+                        slot = pos_i % RING
+                        for v in T.vectorized(VEC):
+                            K_s[slot // BI, slot % BI, p * VEC + v] = row_r[v]
+                        T.fence_proxy_async()
+                        T.barrier_arrive(bar_kv_full)
+                    for v in T.vectorized(VEC):
+                        row_r[v] = KV[b_i, T.min(pos0 + s_begin + i + 1, last), p * VEC + v]
+                # stay alive until the consumers are done with everything this warpgroup loaded
+                T.barrier_wait(bar_q_free, (n_q - 1) & 1)
+                T.barrier_wait(bar_kv_free, (n_q - 1) & 1)
+
+    return _signature(T, body, heads, D, D, RING, with_sink, return_lse)
+
+
 def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
     import tilelang.language as T
 
@@ -765,7 +1041,7 @@ def _build_pipelined(heads, D, DV, NI, with_sink, return_lse, BI):
 
     @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
-             bound_m, B, Sq, R, P):
+             bound_m, B, Sq, R, P, span):
         # no block skipping here (the bound is a promise the pipelined walk does not need)
         with T.Kernel(Sq * G, B, threads=256) as (bx, by):
             Q_s = T.alloc_shared([HB, DV], bf16)
@@ -955,6 +1231,10 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
                              f"{variant!r}")
         if causal_bound is not None:
             raise ValueError("causal_bound describes a key list; with indices=None there is none")
+        if rope_seg is not None and not (ring_window(q.shape[-1] if q.dim() == 4 else 0, window, variant)):
+            raise ValueError(f"a packed batch's implicit windows (indices=None with rope_seg) run on the ring kernel "
+                             f"only: variant 'seesaw', {KERNEL_DIM_V}-dim rows and window = {RING}; got variant "
+                             f"{variant!r}, window {window}. Pass the windows as a key list (indices) instead")
         if kv.dim() == 3 and q.dim() == 4 and pos0 + q.shape[1] > kv.shape[1]:
             raise ValueError(f"the implicit window reads kv rows up to pos0 + Sq - 1 = {pos0 + q.shape[1] - 1}, "
                              f"but kv has {kv.shape[1]} rows")
@@ -1033,7 +1313,7 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
                         f"{type(sm_scale).__name__}; use float(...)")
     if not (math.isfinite(float(sm_scale)) and float(sm_scale) > 0):
         raise ValueError(f"sm_scale must be a positive finite float, got {sm_scale}")
-    _check_rope_args(q, dim_v, pos0, rope_cos, rope_sin, rope_seg)
+    _check_rope_args(q, dim_v, pos0, rope_cos, rope_sin, rope_seg, implicit=listed is None)
     # device last: everything above is checkable (and tested) on CPU tensors
     devs = {t.device for t in (q, kv, listed, sink, out) if t is not None}
     if len(devs) > 1:
@@ -1066,7 +1346,11 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
 
     pos0: the position of query row 0 (the rows are positions pos0, pos0 + 1, ...).
     indices=None: the sliding window alone, `window` slots (row max(0, p-window+1) + j, valid while
-      <= p): no key list exists (window-only layers).
+      <= p): no key list exists (window-only layers). A window of RING rows on the seesaw split runs on the
+      persistent ring kernel, which holds the rows in slot order r % RING: the bits of the listed kernel
+      over ring_window_ids, within rounding of the in-order window. With rope_seg (a packed batch, B = 1,
+      query row s being kv row pos0 + s) each query's window is of its own sequence: position rope_seg[s, 0],
+      rows from rope_seg[s, 1] (the ring kernel only, see ring_window).
     causal_bound=(k_sel, ratio): a promise that each list is `window` window slots then selected
       slots, each part -1 padded at the end, with at most min(k_sel, (p+1)//ratio) selected rows:
       key blocks past that are skipped, not walked (the composer's lists keep it).
@@ -1106,7 +1390,12 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
         return (out, lse) if return_lse else out
 
     if implicit:
-        kv_variant = f"{variant}-window"
+        # the window the ring holds on the seesaw split: the persistent kernel (a packed batch's too, its
+        # windows kept to each sequence); any other, the per-query walk
+        if ring_window(D, window, variant):
+            kv_variant = "seesaw-ring-seg" if rope_seg is not None else "seesaw-ring"
+        else:
+            kv_variant = f"{variant}-window"
     elif causal_bound is not None and variant in WS_FAMILIES:
         # a short list on the seesaw split walks every block: the bound is only a promise, and ignoring it
         # gives the same bits (the skipped blocks hold -1 slots alone)
@@ -1115,6 +1404,8 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
     else:
         kv_variant = variant
     fused = rot_dim > 0 and kv_variant != "pipelined" and rope_fusable(dim_v, rot_dim)
+    if kv_variant.startswith("seesaw-ring") and (dim_v - rot_dim) // ROPE_TILE != (dim_v - 1) // ROPE_TILE:
+        fused = False       # the ring kernel rotates inside one 64-channel output chunk only
     rope = (dim_v - rot_dim, rot_dim, rope_seg is not None) if fused else NO_ROPE
     sc = _shape_class(H, D, dim_v, NI, sink is not None, return_lse, kv_variant, rope=rope)
     Hp, _, DVk, NIp = sc[0], sc[1], sc[2], sc[3]
@@ -1150,9 +1441,10 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
             args += [rope_cos, rope_sin]
         else:
             args += [torch.empty((1, 1), dtype=torch.float32, device=q.device)] * 2
-        args.append(rope_seg if fused and rope_seg is not None
+        args.append(rope_seg if rope_seg is not None and (fused or kv_variant == "seesaw-ring-seg")
                     else torch.empty((1, 4), dtype=torch.int32, device=q.device))
-        args += [float(sm_scale), int(pos0), *(int(x) for x in bound)]
+        span = ring_span(B * (Hp // BLOCK_HEADS), Sq, q.device) if kv_variant == "seesaw-ring" else 1
+        args += [float(sm_scale), int(pos0), *(int(x) for x in bound), span]
         kernel(*args)
         if not direct:
             out.copy_(o_k[:, :, :H, :dim_v])
@@ -1161,6 +1453,38 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
         if return_lse and l_k is not lse:
             lse.copy_(l_k[:, :, :H])
     return (out, lse) if return_lse else out
+
+
+def ring_window_ids(positions, window: int = RING):
+    """[n, window] int32: the rows the ring kernel holds for the queries at `positions` (a torch tensor), slot j
+    row p - ((p - j) mod window), -1 where that is < 0: the window in the ring's order, as a key list for the
+    listed kernel (which then gives the ring kernel's bits)."""
+    import torch
+
+    p = positions.long()[:, None]
+    r = p - torch.remainder(p - torch.arange(window, device=positions.device)[None, :], window)
+    return torch.where(r >= 0, r, torch.full_like(r, -1)).to(torch.int32)
+
+
+def ring_window(dim_qk: int, window: int, variant: Optional[str] = None) -> bool:
+    """Whether an implicit window (indices=None) runs on the persistent ring kernel, "seesaw-ring": the seesaw
+    split (variant None means default_variant) of 512-dim rows, and a window of RING rows (V4's). Only that
+    kernel takes a packed batch's implicit windows."""
+    return (variant or default_variant(dim_qk)) == "seesaw" and dim_qk == KERNEL_DIM_V and window == RING
+
+
+RING_WAVES = 4       # the persistent ring kernel's CTAs: about this many per SM (equal work each, so whole waves)
+
+
+def ring_span(sequences: int, sq: int, device) -> int:
+    """Queries per CTA of "seesaw-ring" for `sequences` (batch x head groups) of sq queries: each sequence cut
+    into equal spans, about RING_WAVES CTAs per SM in all (a CTA's start, its Q and 128-row ring, is a few
+    microseconds against a span's milliseconds)."""
+    import torch
+
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    parts = max(1, -(-RING_WAVES * sms // max(1, sequences)))
+    return max(1, -(-sq // parts))
 
 
 def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, pos0: int = 0, window: int = 0,
@@ -1174,13 +1498,15 @@ def attend(q, kv, keys, out, sink=None, *, scale: float, v_dim: int, pos0: int =
                    rope_cos=rope_cos, rope_sin=rope_sin, rope_seg=seg)
 
 
-def _check_rope_args(q, dim_v, pos0, cos, sin, seg) -> int:
-    """The fused inverse RoPE's tables and segment rows, checked before any launch; returns rot_dim (0:
-    none)."""
+def _check_rope_args(q, dim_v, pos0, cos, sin, seg, implicit=False) -> int:
+    """The fused inverse RoPE's tables and the segment rows (which the implicit window reads too), checked
+    before any launch; returns rot_dim (0: none)."""
     if cos is None and sin is None:
-        if seg is not None:
+        if seg is not None and not implicit:
             raise ValueError("rope_seg gives the rows' positions for the inverse RoPE: pass rope_cos and "
                              "rope_sin with it")
+        if seg is not None:
+            _check_packed_rows(q, seg)
         return 0
     if cos is None or sin is None:
         raise ValueError("the inverse RoPE needs both tables: pass rope_cos and rope_sin (or neither)")
@@ -1191,11 +1517,15 @@ def _check_rope_args(q, dim_v, pos0, cos, sin, seg) -> int:
         raise ValueError(f"the inverse RoPE rotates the output's last rot_dim = {rot_dim} channels, but "
                          f"dim_v = {dim_v}; build the tables for rot_dim <= {dim_v}")
     if seg is not None:
-        if B != 1:
-            raise ValueError(f"rope_seg (a packed batch's segment rows) needs B = 1 (the tokens packed along "
-                             f"Sq), got B = {B}")
-        varlen_kernel.check_segments(seg, Sq, q.device, what="rope_seg")
+        _check_packed_rows(q, seg)
     return rot_dim
+
+
+def _check_packed_rows(q, seg) -> None:
+    if q.shape[0] != 1:
+        raise ValueError(f"rope_seg (a packed batch's segment rows) needs B = 1 (the tokens packed along "
+                         f"Sq), got B = {q.shape[0]}")
+    varlen_kernel.check_segments(seg, q.shape[1], q.device, what="rope_seg")
 
 
 def _rope_after(out, cos, sin, pos0, seg) -> None:

@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from kernels_triton.indexer.naive import window_indices
+from kernels_triton.indexer.naive import window_ids, window_indices
 from kernels_triton.rope import naive as rope_naive
 
 KEY_BLOCK = 64     # key slots per step of the sums (the kernel's block of keys)
@@ -79,9 +79,11 @@ def attend(q: torch.Tensor, kv: torch.Tensor, keys: Optional[torch.Tensor], out:
     (one batch element); keys None: the sliding window of `window` rows alone. `causal_bound` is checked,
     not used (the kernel skips the blocks past it). With the RoPE tables, the bf16 output's last channels
     are then rotated back (inverse RoPE) at positions pos0.. (seg: the packed rows' own positions), as
-    kernels_triton.rope.naive.rope_ does (the kernel fuses it into its epilogue)."""
+    kernels_triton.rope.naive.rope_ does (the kernel fuses it into its epilogue). A packed batch's implicit
+    windows (keys None with seg) are each query's own sequence's: rows seg[:, 1] + the window of seg[:, 0]."""
     if keys is None:
-        keys = window_indices(torch.arange(pos0, pos0 + q.shape[0], device=q.device), window)
+        keys = (window_indices(torch.arange(pos0, pos0 + q.shape[0], device=q.device), window) if seg is None
+                else window_ids(seg[:, 0].long(), seg[:, 1].long(), window))
     elif causal_bound is not None:
         check_causal_bound(keys, pos0, window, causal_bound)
     out.copy_(sparse_attention(q[None], kv[None], keys[None], scale, v_dim, sink)[0].to(out.dtype))

@@ -59,12 +59,20 @@ def ir_key_list(pipe: Pipeline):
     (seesaw for 512 dims, ws for 576)."""
     family = kernel.default_variant(pipe.attention.qk_dim)
     if pipe.layer == "window":
-        return pipe.attention.window, f"{family}-window"
+        a = pipe.attention
+        return a.window, "seesaw-ring" if kernel.ring_window(a.qk_dim, a.window) else f"{family}-window"
     if pipe.layer == "hca":
         width = pipe.index_width(defaults.GPU_SEQ_LEN)
         short = family == "seesaw" and kernel.padded_num_indices(width) < kernel.SEESAW_BOUNDED_MIN_NI
         return width, family if short else f"{family}-bounded"      # as sparse_mla_fwd picks it
     return pipe.attention.window + pipe.indexer.topk, family
+
+
+def implicit_window(a: SparseAttention, impl: str, packed: bool) -> bool:
+    """Whether a window-only layer's attention computes its windows itself, with no key list: always unpacked;
+    a packed batch's (from the segment rows) on the reference attention, and on the GPU where the ring kernel
+    runs the window (kernel.ring_window: V4's 512-dim rows, 128-row window)."""
+    return not packed or impl != "cuda" or kernel.ring_window(a.qk_dim, a.window)
 
 
 def fused_rope(a: SparseAttention) -> tuple:
