@@ -208,7 +208,7 @@ def test_every_element_written(variant):
     out = torch.full((B, Sq, H, 512), float("nan"), dtype=torch.bfloat16, device="cuda")
     lse = torch.full((B, Sq, H), float("nan"), dtype=torch.float32, device="cuda")
     no_tables = [torch.empty((1, 1), device="cuda")] * 2 + [torch.empty((1, 4), dtype=torch.int32, device="cuda")]
-    kern(q, kv, idx, snk, out, lse, *no_tables, float(D ** -0.5), 0, NI, 0, 1)   # bound (NI, 0, 1): every block
+    kern(q, kv, idx, snk, out, lse, *no_tables, float(D ** -0.5), 0, NI, 0, 1, 1)   # bound (NI, 0, 1), span 1
     torch.cuda.synchronize()
     assert not torch.isnan(out).any() and not torch.isnan(lse).any()
     ref_o, ref_l = ref_sparse_mla(q, kv, idx, D ** -0.5, 512, snk)
