@@ -33,11 +33,15 @@ Variants of one algorithm, same semantics:
   * "ws-window": "ws-bounded" without a key list (window-only layers): slot j of the query at position p
     is row max(0, p - W + 1) + j (valid while <= p), W = bound_w; Indices is not read.
     ("seesaw-bounded" and "seesaw-window": the same walks on the seesaw split.)
+  * "seesaw-ring" (a window of 128 rows on 512-dim rows, V4's window-only layers; "seesaw-ring-seg" for a
+    packed batch): a persistent seesaw kernel whose CTAs each run `span` consecutive queries over a ring of
+    the window's rows (one row written per query), with the output stored asynchronously. See
+    _build_seesaw_ring.
   * "pipelined": one T.Pipelined(num_stages=2) loop, 2 warpgroups, TileLang schedules the
     cp.async gather / wgmma overlap itself. Simpler, most likely correct; kept as a fallback
     and as a cross-check of the "ws" variant.
 
-One CTA handles one query and a group of 64 heads (H = 128 -> 2 CTAs per query, adjacent in
+One CTA handles one query (seesaw-ring: a span of them) and a group of 64 heads (H = 128 -> 2 CTAs per query, adjacent in
 launch order so the second CTA's gather of the same rows hits L2). Batch, Sq and R are
 dynamic: one compiled kernel per shape class (heads, dims, padded NI, sink, lse, variant).
 Global offsets are int64 in the generated code (TileLang widens index math on dynamic
@@ -149,12 +153,13 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
 
     heads: a multiple of 64 (pad first, see padded_heads); dim_v: the kernel's value width
     (512); num_indices_padded: a multiple of 2 * block_keys. Batch, Sq and R are dynamic.
-    Signature: (Q, KV, Indices, [Sink], Out, [Lse], sm_scale, pos0, bound_w, bound_k, bound_m) with
+    Signature: (Q, KV, Indices, [Sink], Out, [Lse], sm_scale, pos0, bound_w, bound_k, bound_m, span) with
       Q [B, Sq, heads, dim_qk] bf16, KV [B, R, dim_qk] bf16, Indices [IB, ISq, NI] int32
       ([B, Sq, NI]; any [1, 1, NI] for "ws-window", which does not read it),
       Sink [heads] fp32, Out [B, Sq, heads, dim_v] bf16, Lse [B, Sq, heads] fp32,
       RopeCos, RopeSin [P, RT] fp32, Seg [NS, 4] int32 (read only with the fused inverse RoPE),
-      sm_scale fp32 and the int32 bound (runtime arguments: they do not key the cache).
+      sm_scale fp32 and the int32 bound (runtime arguments: they do not key the cache), and span, the
+      queries per CTA of "seesaw-ring" (ring_span; the other variants run one query a CTA and ignore it).
     rope = (col0, rot_dim, seg): the ws variants rotate the output's channels [col0, col0 + rot_dim)
     back (inverse RoPE, fp32 math on the bf16 output, rounded to bf16: kernels_triton.rope's op,
     bit for bit) at the query's position, pos0 + row, or with seg the row's position column of the
@@ -778,7 +783,7 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
     (r % RING) // BI), and per query the producer writes the row the query adds over the row it drops.
     Attention does not depend on the order of its keys, only its rounding does: this kernel gives the bits of
     the listed kernel over the same rows in the same slots (kernel.ring_window_ids), within rounding of the
-    window in order (checked on the GPU: tests/test_window_ring_gpu.py).
+    window in order (checked on the GPU: tests/test_layer_kinds_gpu.py, test_implicit_window_equals_the_listed_window).
 
     Slot j of the query at position p holds row p - ((p - j) mod RING): a key while that is >= 0 (every slot
     once p >= RING - 1). The CTA's first query, and with `packed` (a packed batch: Seg gives each token's
