@@ -385,15 +385,13 @@ def _key_fns(T, implicit_window):
     return key_row, key_ok
 
 
-def _producer_macro(T, HB, BI, DV, DT, key_row, key_ok):
-    """The producer warpgroup of the ws and seesaw kernels: cp.async of the query's Q tile (value part, and the
-    RoPE tail into Qt_s when DT > 0), then per pair of key blocks the gather of each block's KV rows into its
-    stage of the 2-stage ring (K_s, tail into Kt_s), each stage refilled once both consumers freed it. 8
-    threads per row, 16 B each: every row is read as full 128 B segments. p = thread index in the group."""
+def _q_load_macro(T, HB, DV, DT):
+    """cp.async of one query's Q tile (HB heads from h0) into Q_s, and its RoPE tail into Qt_s when DT > 0, by
+    the 128 producer threads: 8 threads per row, 16 B each, so every row is read as full 128 B segments.
+    p = thread index in the group. Every warp-specialised kernel's producer loads Q so."""
 
     @T.macro
-    def produce(Q, KV, Indices, Q_s, Qt_s, K_s, Kt_s, bar_q, bar_kv_full, bar_kv_free, p, b_i, s_i, h0, s_pos,
-                bound_w, n_it, R):
+    def load_q(Q, Q_s, Qt_s, p, b_i, s_i, h0):
         for r in T.serial(HB // 16):
             row = r * 16 + p // 8
             for u in T.unroll(DV // 64):
@@ -408,6 +406,21 @@ def _producer_macro(T, HB, BI, DV, DT, key_row, key_ok):
                         T.access_ptr(Q[b_i, s_i, h0 + row, DV + u * 64 + (p % 8) * 8],
                                      "r", 8),
                         8)
+
+    return load_q
+
+
+def _producer_macro(T, HB, BI, DV, DT, key_row, key_ok):
+    """The producer warpgroup of the ws and seesaw kernels: cp.async of the query's Q tile (_q_load_macro),
+    then per pair of key blocks the gather of each block's KV rows into its stage of the 2-stage ring (K_s,
+    tail into Kt_s), each stage refilled once both consumers freed it. 8 threads per row, 16 B each: every
+    row is read as full 128 B segments. p = thread index in the group."""
+    load_q = _q_load_macro(T, HB, DV, DT)
+
+    @T.macro
+    def produce(Q, KV, Indices, Q_s, Qt_s, K_s, Kt_s, bar_q, bar_kv_full, bar_kv_free, p, b_i, s_i, h0, s_pos,
+                bound_w, n_it, R):
+        load_q(Q, Q_s, Qt_s, p, b_i, s_i, h0)
         T.cp_async_barrier_noinc(bar_q)
         for it in T.serial(n_it):
             for st in T.unroll(2):
@@ -816,6 +829,7 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
     M_INIT = -1.0e30
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
     inverse_rope = _inverse_rope_macro(T, HB, rope)
+    load_q = _q_load_macro(T, HB, D, 0)
     RC, RD = rope[0], rope[1]
     VEC = D // 128                # channels of the new row each producer thread moves (8 bytes)
     CHUNKS = DH // ROPE_TILE      # output chunks per consumer (4: D = 512)
@@ -935,13 +949,6 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
                                    8, rj >= 0)
 
     @T.macro
-    def load_q(Q, Q_s, p, b_i, s_i, h0):
-        for r in T.serial(HB // 16):
-            for u in T.unroll(D // 64):
-                T.ptx_cp_async(T.access_ptr(Q_s[r * 16 + p // 8, u * 64 + (p % 8) * 8], "w", 8),
-                               T.access_ptr(Q[b_i, s_i, h0 + r * 16 + p // 8, u * 64 + (p % 8) * 8], "r", 8), 8)
-
-    @T.macro
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
              bound_m, B, Sq, R, P, span):
         with T.Kernel(T.ceildiv(Sq, span) * G, B, threads=384) as (bx, by):
@@ -999,7 +1006,7 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
                 p = tx - 256
                 # query row s is kv row pos0 + s (packed: its token), the row it adds to its window
                 last = pos0 + Sq - 1
-                load_q(Q, Q_s, p, b_i, s_begin, h0)
+                load_q(Q, Q_s, None, p, b_i, s_begin, h0)
                 T.cp_async_barrier_noinc(bar_q)
                 pos, row0 = position(Seg, s_begin, pos0)
                 fill_ring(KV, K_s, p, b_i, pos, row0)
@@ -1009,7 +1016,7 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
                     row_r[v] = KV[b_i, T.min(pos0 + s_begin + 1, last), p * VEC + v]
                 for i in T.serial(1, n_q):
                     T.barrier_wait(bar_q_free, (i - 1) & 1)
-                    load_q(Q, Q_s, p, b_i, s_begin + i, h0)
+                    load_q(Q, Q_s, None, p, b_i, s_begin + i, h0)
                     T.cp_async_barrier_noinc(bar_q)
                     T.barrier_wait(bar_kv_free, (i - 1) & 1)
                     pos_i, row0_i = position(Seg, s_begin + i, pos0)
