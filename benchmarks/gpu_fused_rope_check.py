@@ -9,34 +9,17 @@ no): the same program, the output rotated by kernels_triton's RoPE kernel after 
 as every program did before the fusion. Each variant's output must be bit-identical to the first's after
 every run (the first is run twice, so nondeterminism shows too); variants are timed in alternation
 (gpu_overlap_check.run_case: 3 rounds, medians). Writes OUT_DIR/fused-rope-check.json, prints a table."""
-import contextlib
 import os
 import sys
 
-from gpu_overlap_check import forward_case, run_all
+from gpu_overlap_check import Patched, forward_case, run_all
 
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
 
 
-@contextlib.contextmanager
-def rope_pass_of_its_own():
-    fusable = sparse_mla.rope_fusable
-    sparse_mla.rope_fusable = lambda dim_v, rot_dim: False
-    try:
-        yield
-    finally:
-        sparse_mla.rope_fusable = fusable
-
-
-class Unfused:
+def unfused(fwd):
     """A compiled forward whose attention leaves the inverse RoPE to the RoPE kernel after it."""
-
-    def __init__(self, fwd):
-        self.fwd = fwd
-
-    def execute(self, prog, **inputs):
-        with rope_pass_of_its_own():
-            return self.fwd.execute(prog, **inputs)
+    return Patched(fwd, sparse_mla, "rope_fusable", lambda dim_v, rot_dim: False)
 
 
 def case(name, preset, S, lengths=None):
@@ -44,7 +27,7 @@ def case(name, preset, S, lengths=None):
         name_, spec, S_, inputs, runs, out_b = forward_case(name, preset, S, [("fused", True, None)],
                                                              lengths=lengths)
         _, fwd, prog = runs[0]
-        runs = [("RoPE pass after", Unfused(fwd), prog), ("RoPE pass after, again", Unfused(fwd), prog),
+        runs = [("RoPE pass after", unfused(fwd), prog), ("RoPE pass after, again", unfused(fwd), prog),
                 ("fused in the epilogue", fwd, prog)]
         return name_, spec, S_, inputs, runs, out_b
     return build

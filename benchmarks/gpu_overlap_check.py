@@ -8,6 +8,7 @@ reorder nothing the program computes; the first variant is run twice, so nondete
 variants are timed in alternation (3 rounds, medians), the peak above inputs + output measured once.
 Writes OUT_DIR/overlap-check.json and prints a table last. benchmarks/gpu_fused_rope_check.py runs its
 cases with the same alternation (run_case)."""
+import contextlib
 import gc
 import json
 import os
@@ -59,6 +60,29 @@ def indexer_case(spec_name, S, variants):
     return f"indexer {spec_name} {S}", spec, S, inputs, runs, 1 * S * ix.topk * 4
 
 
+@contextlib.contextmanager
+def patched(module, name, value):
+    """module.name is `value` inside the block: the switch of one library decision that a variant turns off
+    (the library reads it through the module at call time)."""
+    kept = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, kept)
+
+
+class Patched:
+    """A compiled forward whose execute runs with module.name patched to `value` (see `patched`)."""
+
+    def __init__(self, fwd, module, name, value):
+        self.fwd, self.switch = fwd, (module, name, value)
+
+    def execute(self, prog, **inputs):
+        with patched(*self.switch):
+            return self.fwd.execute(prog, **inputs)
+
+
 def same(rec, out, first) -> bool:
     """Bit-identical; if not, the query rows that differ go into the record."""
     if torch.equal(out, first):
@@ -103,24 +127,26 @@ def run_case(case, kind="overlap-check"):
     return recs
 
 
-def run_all(cases, out_json, kind="overlap-check"):
-    """Run each case (a function that builds it) with run_case, write every record to out_json after each
-    case and print a table last; a case that fails is reported and the others still run."""
+def run_all(cases, out_json, kind="overlap-check", run=run_case, extra=()):
+    """Run each case (a function that builds it) with `run` (run_case, or a function of the same signature
+    that adds fields), write every record to out_json after each case and print a table last, with the
+    record fields `extra` as more columns; a case that fails is reported and the others still run."""
     allrecs = []
     for mk in cases:
         try:
-            recs = run_case(mk(), kind)
+            recs = run(mk(), kind)
         except Exception as e:      # noqa: BLE001
             recs = [{"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}]
         allrecs += recs
         json.dump(allrecs, open(out_json, "w"), indent=1)
         gc.collect()            # the case's inputs sit in reference cycles (compiled forwards, closures)
         torch.cuda.empty_cache()
-    print(f"{'case':<28} {'variant':<22} {'ms':>8} {'peak GiB':>9} {'plan GiB':>9} identical")
+    print(f"{'case':<28} {'variant':<22} {'ms':>8} {'peak GiB':>9} {'plan GiB':>9} identical"
+          + "".join(f" {k}" for k in extra))
     for r in allrecs:
         if "median_ms" in r:
             print(f"{r['case']:<28} {r['variant']:<22} {r['median_ms']:8.1f} {r['peak_gib']:9.3f} "
-                  f"{r['planned_peak_gib']:9.3f} {r['identical_to_first']}")
+                  f"{r['planned_peak_gib']:9.3f} {r['identical_to_first']}" + "".join(f" {r.get(k)}" for k in extra))
         else:
             print(r)
     return allrecs
