@@ -483,8 +483,8 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
         out.append(Buffer("scores", (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
                           "fp32 scores of the chunk's visible key tiles" + (f", a ring of {ring}" if ring > 1 else "")))
         if impl["indexer.select"] != "torch":
-            out.append(Buffer("cand", (C, indexer_cost.select_capacity(topk)), torch.int64, "chunk",
-                              "top-k candidates (order key, row) per query"))
+            out.append(Buffer("cand", (C, indexer_cost.candidate_slots(topk)), torch.int32, "chunk",
+                              "top-k candidates: the columns >= tau of each row segment"))
     if keys_width:
         out.append(Buffer("keys", (C, keys_width), torch.int32, "chunk",
                           f"key lists: {window} window rows + {keys_width - window} selected rows"))

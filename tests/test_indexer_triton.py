@@ -103,9 +103,34 @@ def test_select_long_rows_every_branch(dist):
             exp = sorted(range(L), key=lambda t: (-row[t], t))[:K]
             exp = [e + 1000 for e in exp] + [-1] * (K - len(exp))
             assert sorted(out[r, W:].tolist()) == sorted(exp), (dist, s_first, r)
+            sel = [i for i in out[r, W:].tolist() if i >= 0]
+            assert sel == sorted(sel), (dist, s_first, r)     # in index order, whichever branch took the row
             s = s_first + r
             win = [j if j <= s else -1 for j in range(max(0, s - W + 1), max(0, s - W + 1) + W)]
             assert out[r, :W].tolist() == win
+
+
+@pytest.mark.parametrize("dist", ["normal", "sorted_up", "one_segment_ties"])
+def test_select_rows_over_every_segment(dist):
+    """Rows long enough for all of pass 2's segments (each a warp's contiguous part of the row, its candidates
+    in slots of its own): the top K in index order, whether the candidates spread over every segment, sit in
+    the last one, or tie in one segment past CAP (then the exact fallback)."""
+    from kernels_triton.indexer import kernel as ki
+    K, n, ld = 8, 6, 3000
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randn(n, ld, generator=g)
+    if dist == "sorted_up":
+        scores = torch.sort(scores, dim=-1).values
+    elif dist == "one_segment_ties":
+        scores[:, 1500:1600] = 100.0                      # 100 equal maxima, > CAP = 16, in one segment
+    out = torch.full((n, K), -7, dtype=torch.int32)
+    s_first = ld - n
+    ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
+    for r in range(n):
+        L = s_first + r + 1
+        row = scores[r, :L].tolist()
+        exp = sorted(sorted(range(L), key=lambda t: (-row[t], t))[:K])
+        assert out[r].tolist() == exp, (dist, r)
 
 
 def test_select_negative_zero_and_short_rows():

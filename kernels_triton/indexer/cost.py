@@ -27,9 +27,19 @@ def select_capacity(topk: int) -> int:
     return max(16, 1 << (2 * topk - 1).bit_length())
 
 
+# The selection's pass 2 splits a row into this many contiguous segments, one warp each, and each segment's
+# candidates go to CAP slots of its own (kernel.py, _select_kernel)
+SELECT_SEGMENTS = 4
+
+
+def candidate_slots(topk: int) -> int:
+    """int32 candidate slots per row in the selection: CAP for each of its segments."""
+    return SELECT_SEGMENTS * select_capacity(topk)
+
+
 def chunk_buffer_bytes(chunk: int, rows: int, topk: int) -> dict:
-    """The bounded scratch of one query chunk: fp32 scores of its visible tiles, int64 candidates."""
-    return {"scores": chunk * score_ld(rows) * 4, "cand": chunk * select_capacity(topk) * 8}
+    """The bounded scratch of one query chunk: fp32 scores of its visible tiles, int32 candidates."""
+    return {"scores": chunk * score_ld(rows) * 4, "cand": chunk * candidate_slots(topk) * 4}
 
 
 def naive_score_temp_bytes(chunk: int, rows: int, heads: int, dim: int) -> int:

@@ -9,9 +9,9 @@ from .._window import window_pow2
 import torch
 
 from ..quant.formats import keys_dtype
-from .cost import SCORE_TILE_KEYS, select_capacity
-from .kernel import (SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim, padded_heads,
-                     score_block_queries, score_launch_options)
+from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
+from .kernel import (SELECT_SEG_BLOCK, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim,
+                     padded_heads, score_block_queries, score_launch_options)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -44,13 +44,13 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
                "stride_os"]
     elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i64", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
+        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
                "n_q": "i32",
                "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
                "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
-               "EMULATE_MAXNUM": "constexpr", "VARLEN": "constexpr"}
+               "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
-                 "EMULATE_MAXNUM": False, "VARLEN": varlen}
+                 "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:

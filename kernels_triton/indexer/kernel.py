@@ -16,7 +16,7 @@ Per query chunk (rows [s_first, s_first + n)):
      i % P). The K-th largest group max tau is a LOWER bound of the row's K-th largest
      value (those K maxima are K distinct elements >= tau), so {x >= tau} holds the
      top K; for i.i.d. scores about P*ln2 = 1.4K elements, whatever the row length;
-   - pass 2 compacts those candidates (order key, index) in index order;
+   - pass 2 compacts those candidates' columns in index order (per warp: the row is cut into 4 segments);
    - the K-th largest key among them is found by bisecting its 32 bits (32 counts, no
      sort), then everything above it and the first ties in index order are written.
    Rows of <= CAP visible entries skip the passes. If more than CAP values tie above
@@ -42,7 +42,7 @@ import triton.language as tl
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles
-from .cost import SCORE_TILE_KEYS, select_capacity
+from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
 KEY_BIAS = tl.constexpr(2147483648)     # int32 order keys + 2^31: [0, 2^32) in int64, -1 = no value
@@ -214,11 +214,38 @@ def _write_topk(u, idx, k, orow, idx_offset):
 
 
 @triton.jit
+def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
+    """tl.store(ptrs, values, mask) of int32 values, in the layout the values already have. For scattered
+    slots (no two contiguous) tl.store lets Triton's coalescing pass pick another layout and convert the
+    pointers and the mask to it through shared memory, barriers included, at every call; one predicated
+    st.global per element does not (the interpreter, which runs no PTX, takes tl.store)."""
+    if EMULATE:
+        tl.store(ptrs, values, mask=mask)
+    else:
+        tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.b32 $0, 0; }",
+                                  "=r,l,r,r", [ptrs, values, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
+                                  pack=1)
+
+
+@triton.jit
+def _compact_tile(x, cols, L, tau, cnt, seg_slots, CAP: tl.constexpr, EMULATE: tl.constexpr):
+    """Pass 2's step over one [SEGS, SEG_BLK] tile of scores x at columns cols (a segment a row, each inside
+    one warp): the columns < L whose order key is >= tau go to their segment's next slots, in index order;
+    returns the segments' counts. Slots past CAP are not written (the row then has too many candidates)."""
+    keep = (_order_key(x) >= tau) & (cols < L)
+    k = keep.to(tl.int32)
+    slot = cnt[:, None] + tl.cumsum(k, axis=1) - 1
+    _store_where(seg_slots + slot, cols, keep & (slot < CAP), EMULATE)
+    return cnt + tl.sum(k, axis=1)
+
+
+@triton.jit
 def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
                    s_first, n_q, k_eff, idx_offset,
                    stride_s, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
-                   EMULATE_MAXNUM: tl.constexpr, VARLEN: tl.constexpr):
+                   EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr):
+    # EMULATE: in the interpreter (no PTX; its maximum propagates NaN), the plain-Triton forms of two steps
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
@@ -256,29 +283,47 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
             for b0 in range(0, L, 2 * CAP):
                 x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
                 x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
-                gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE_MAXNUM), EMULATE_MAXNUM)
+                gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value
             tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
-            # pass 2: compact every x >= tau (a superset of the top K), in index order
-            cnt = tl.full([], 0, tl.int32)
-            for b0 in range(0, L, CAP):
-                x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-                key = _order_key(x)
-                keep = (key >= tau) & (b0 + offs < L)
-                nk = tl.sum(keep.to(tl.int32), axis=0)
-                if nk > 0:
-                    slot = cnt + tl.cumsum(keep.to(tl.int32), axis=0) - 1
-                    packed = (key.to(tl.int64) << 32) | (b0 + offs).to(tl.int64)
-                    tl.store(cand + slot, packed, mask=keep & (slot < CAP))
-                cnt += nk
+            # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
+            # walked side by side in [SEGS, SEG_BLK] tiles, one warp a segment (axis 1 lies inside a warp), so
+            # the count and the scan of each tile are warp shuffles: no barrier, no shared memory. A segment's
+            # candidate columns go, in index order, to its own CAP slots; the segments in order are then all
+            # candidates in index order. (One scan over 1,024-slot blocks of the whole CTA, two barriers each,
+            # took 70 % of the selection: docs/performance.md.)
+            seg_len = tl.cdiv(tl.cdiv(L, SEGS), 2 * SEG_BLK) * 2 * SEG_BLK
+            segs = tl.arange(0, SEGS)
+            cols0 = segs[:, None] * seg_len + tl.arange(0, SEG_BLK)[None, :]
+            seg_slots = cand + segs[:, None] * CAP
+            cnt = tl.zeros([SEGS], tl.int32)
+            for b0 in range(0, seg_len, 2 * SEG_BLK):
+                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used)
+                cols1 = cols0 + b0
+                cols2 = cols1 + SEG_BLK
+                x1 = tl.load(row + cols1, mask=cols1 < L, other=NEG_INF)
+                x2 = tl.load(row + cols2, mask=cols2 < L, other=NEG_INF)
+                cnt = _compact_tile(x1, cols1, L, tau, cnt, seg_slots, CAP, EMULATE)
+                cnt = _compact_tile(x2, cols2, L, tau, cnt, seg_slots, CAP, EMULATE)
             # the candidates were stored by other threads of this program: make them visible before
             # reading them back (bar.sync orders global memory within the CTA; without it a thread could
             # read a slot before another warp's store lands and take a stale candidate)
             tl.debug_barrier()
-            if cnt <= CAP:
-                c = tl.load(cand + offs, mask=offs < cnt, other=0)
-                u = tl.where(offs < cnt, (c >> 32) + KEY_BIAS, -1)
-                _write_topk(u, (c & 0x7FFFFFFF).to(tl.int32), k_eff, orow, idx_offset)
+            total = tl.sum(cnt, axis=0)
+            if total <= CAP:
+                # candidate j of the segments in order is slot j - start[g] of the last segment g with
+                # start[g] <= j (an empty segment shares its start with the next one, which then wins)
+                j = offs
+                src = j
+                start = tl.full([], 0, tl.int32)
+                for g in tl.static_range(1, SEGS):
+                    start += tl.sum(tl.where(segs == g - 1, cnt, 0), axis=0)
+                    src = tl.where(j >= start, g * CAP + j - start, src)
+                has = j < total
+                c = tl.load(cand + src, mask=has, other=0)
+                x = tl.load(row + c, mask=has, other=NEG_INF)
+                u = tl.where(has, _order_key(x).to(tl.int64) + KEY_BIAS, -1)
+                _write_topk(u, c, k_eff, orow, idx_offset)
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
 
@@ -331,7 +376,8 @@ SCORE_FP8_WARPS = 4
 # composed 257.3 / 243.9 / 243.8 ms, indexer 221.2 / 205.5 / 200.4, packed 4 x 65,536 107.5 / 106.3 / 110.9
 # (216 spills in the packed walk, ptxas -v; 224 spills in neither).
 SCORE_FP8_MAXNREG = 224
-SELECT_WARPS = 4
+SELECT_WARPS = SELECT_SEGMENTS   # pass 2 walks one row segment a warp
+SELECT_SEG_BLOCK = 128           # pass 2's columns per segment and step: 32 lanes x 4 (one 16-byte load a lane)
 
 
 def score_launch_options(operand: int) -> dict:
@@ -498,9 +544,9 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         scores = out.view(torch.float32) if out.numel() else torch.empty(1, 1, device=out.device)
     cap = select_capacity(topk)
     if cand is None:
-        cand = torch.empty(n, cap, dtype=torch.int64, device=out.device)
+        cand = torch.empty(n, candidate_slots(topk), dtype=torch.int32, device=out.device)
     _select_kernel[(n,)](scores, cand, out, segments_arg(seg, n, out), s_first, n, k_eff, idx_offset,
                          scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
-                         EMULATE_MAXNUM=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
-                         num_warps=SELECT_WARPS)
+                         EMULATE=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
+                         SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, num_warps=SELECT_WARPS)

@@ -1,0 +1,109 @@
+"""The selection kernel alone and the forwards it sits in, with a hash of every output, so that the same script
+run on two trees (PYTHONPATH at each, one process each, alternating) compares them bit for bit and in time:
+
+    python benchmarks/gpu_select_check.py OUT_DIR TAG
+
+Cases: the selection alone on the last 2,048-query chunk of v4-flash at S = 262,144 (65,536 visible random
+fp32 scores a row; v4-pro's top-1,024 and v3.2's top-2,048 the same way); v4-flash composed at 262,144, its
+standalone indexer, a packed batch of 4 x 65,536 and one sequence of 65,536; v3.2 composed at 131,072.
+Medians of `triton.testing.do_bench` (or 3 event-timed runs for calls over 400 ms). Writes
+OUT_DIR/select-check-TAG.json and prints a table last."""
+import json
+import os
+import sys
+
+import torch
+import triton
+
+from csa_dsl.benchmarks import base_record, indexer_inputs, time_ms
+from csa_dsl.compile import compile as compile_pipeline
+from kernels_triton.indexer import kernel as indexer_kernel
+from kernels_triton.indexer.cost import default_chunk
+from pipeline import interpreter
+from pipeline.composer import compose_indexer
+from pipeline.inputs import random_inputs, random_packed_inputs
+from pipeline.lang import defaults
+from pipeline.lang.presets import preset
+
+
+def digest(t: torch.Tensor) -> int:
+    """A position-weighted sum of the raw bits: equal for bit-identical tensors, different otherwise (almost
+    surely). In slices, so a 16 GiB output needs no full-size temporary."""
+    flat = t.reshape(-1, t.shape[-1])
+    bits = torch.int16 if t.element_size() == 2 else torch.int32
+    w = torch.arange(1, 1 + flat.shape[1], device=t.device, dtype=torch.int64)
+    acc = 0
+    for i in range(0, flat.shape[0], 1 << 18):
+        part = flat[i:i + (1 << 18)].view(bits).to(torch.int64)
+        acc += int((part * w).sum() + (part.sum(1) * torch.arange(i, i + part.shape[0], device=t.device)).sum())
+    return acc
+
+
+def select_alone(topk: int, S: int = 262144, ratio: int = 4, n: int = 2048) -> dict:
+    T = S // ratio
+    g = torch.Generator(device="cuda").manual_seed(topk)
+    scores = torch.randn(n, T + 256, device="cuda", generator=g)
+    out = torch.empty(n, topk, dtype=torch.int32, device="cuda")
+
+    def run():
+        indexer_kernel.select_chunk(scores, out, s_first=S - n, ratio=ratio, k_eff=topk, topk=topk)
+    run()
+    return {"case": f"select alone, top-{topk}, {n} rows of ~{T} scores", "digest": digest(out),
+            "median_ms": triton.testing.do_bench(run, warmup=20, rep=200, return_mode="median")}
+
+
+def forward(name: str, spec_name: str, S: int, lengths=None) -> dict:
+    spec = preset(spec_name)
+    fwd = compile_pipeline(spec, device="cuda")
+    if lengths:
+        cu, inputs = random_packed_inputs(spec, lengths, "cuda", seed=S)
+
+        def call():
+            return fwd.varlen(cu, max_seqlen=max(lengths), **inputs)
+    else:
+        inputs = random_inputs(spec, 1, S, "cuda", seed=S)
+
+        def call():
+            return fwd(**inputs)
+    d = digest(call())
+    return {"case": name, "digest": d, "median_ms": time_ms(call)}
+
+
+def indexer(spec_name: str, S: int) -> dict:
+    spec = preset(spec_name)
+    ix = spec.indexer
+    T = S // spec.ratio
+    inputs = indexer_inputs(spec, 1, S, seed=S)
+    chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
+    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, 1, S, chunk, "cuda", quant=ix.quant)
+
+    def call():
+        return interpreter.execute(prog, inputs, torch.device("cuda"))["ids"]
+    return {"case": f"indexer {spec_name} {S}", "digest": digest(call()), "median_ms": time_ms(call)}
+
+
+def main():
+    out_dir, tag = sys.argv[1], sys.argv[2]
+    cases = [lambda: select_alone(512), lambda: select_alone(1024), lambda: select_alone(2048),
+             lambda: forward("v4-flash 262144", "v4-flash", 262144),
+             lambda: indexer("v4-flash", 262144),
+             lambda: forward("v4-flash packed 4x65536", "v4-flash", 262144, lengths=[65536] * 4),
+             lambda: forward("v4-flash 65536", "v4-flash", 65536),
+             lambda: forward("v3.2 131072", "v3.2", 131072)]
+    recs = []
+    for mk in cases:
+        try:
+            rec = mk()
+        except Exception as e:      # noqa: BLE001
+            rec = {"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}
+        rec = dict(base_record("select-check", preset("v4-flash"), 1, 0, "composed"), tree=tag, **rec)
+        recs.append(rec)
+        json.dump(recs, open(os.path.join(out_dir, f"select-check-{tag}.json"), "w"), indent=1)
+        torch.cuda.empty_cache()
+    for r in recs:
+        print(f"{tag:<8} {r['case']:<48} {r.get('median_ms', float('nan')):9.2f} ms  {r.get('digest')}"
+              + (f"  {r['status']}" if r.get("status") != "ok" else ""))
+
+
+if __name__ == "__main__":
+    main()
