@@ -1,5 +1,7 @@
 """The Triton indexer kernels in the interpreter (fp32 operands: the interpreter's bf16 tl.dot is wrong;
 the public csa_dsl.indexer_topk casts bf16 operands itself, tested with bf16 below)."""
+import re
+
 import pytest
 import torch
 
@@ -199,3 +201,28 @@ def test_nan_scores_rank_last_every_branch():
         exp = ref.topk_select(scores[None], torch.arange(s_first, s_first + n), 1, K)[0]
         assert torch.equal(out.sort(-1).values, exp.sort(-1).values), frac
         assert 17 in out[0].tolist()
+
+
+def test_select_pass2_stays_inside_warps():
+    """The compiled selection (sm_90, no GPU) walks pass 2 in [4, 128] tiles of a layout that puts one row
+    segment in one warp, and its loop holds no layout conversion (shared memory and barriers): the scans and
+    counts are warp shuffles and the candidates leave by predicated st.global. What made it 0.67 -> 0.40 ms
+    (benchmarks/results/select-h200/)."""
+    from kernels_triton.indexer import ir as indexer_ir
+    ttgir = indexer_ir.compile_ir("select", window=128)["ttgir"]
+    layouts = dict(re.findall(r"^(#blocked\d*) = (#ttg\.blocked<.*>)$", ttgir, re.M))
+    seg = [name for name, lay in layouts.items()
+           if "sizePerThread = [1, 4]" in lay and "threadsPerWarp = [1, 32]" in lay and "warpsPerCTA = [4, 1]" in lay]
+    assert seg, layouts
+    lines = ttgir.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "scf.for" in ln and "step %c256_i32" in ln)
+    depth, body = 0, []
+    for ln in lines[start:]:
+        depth += ln.count("{") - ln.count("}")
+        body.append(ln)
+        if depth <= 0:
+            break
+    body = "\n".join(body)
+    assert f"tensor<4x128xf32, {seg[0]}>" in body
+    assert "ttg.convert_layout" not in body and "tt.store" not in body
+    assert body.count("st.global.b32") == 2          # two tiles a step
