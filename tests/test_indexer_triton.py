@@ -135,6 +135,17 @@ def test_select_rows_over_every_segment(dist):
         assert out[r].tolist() == exp, (dist, r)
 
 
+def test_select_refuses_a_candidate_buffer_too_small():
+    """A caller's candidate buffer of the old layout (CAP int64 slots a row) is refused before any launch."""
+    from kernels_triton.indexer import kernel as ki
+    from kernels_triton.indexer.cost import candidate_slots, select_capacity
+    scores, out = torch.zeros(4, 64), torch.zeros(4, 8, dtype=torch.int32)
+    for bad in (torch.empty(4, select_capacity(8), dtype=torch.int64), torch.empty(4, candidate_slots(8) - 1,
+                                                                                   dtype=torch.int32)):
+        with pytest.raises(ValueError, match="cand must be int32"):
+            ki.select_chunk(scores, out, bad, s_first=60, ratio=1, k_eff=8, topk=8)
+
+
 def test_select_negative_zero_and_short_rows():
     from kernels_triton.indexer import kernel as ki
     n, K = 5, 4

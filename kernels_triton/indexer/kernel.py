@@ -545,6 +545,11 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     cap = select_capacity(topk)
     if cand is None:
         cand = torch.empty(n, candidate_slots(topk), dtype=torch.int32, device=out.device)
+    elif cand.dtype != torch.int32 or cand.dim() != 2 or cand.shape[0] < n or cand.shape[1] < candidate_slots(topk) \
+            or cand.stride(1) != 1:
+        raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
+                         f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
+                         f"{tuple(cand.shape)}")
     _select_kernel[(n,)](scores, cand, out, segments_arg(seg, n, out), s_first, n, k_eff, idx_offset,
                          scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
