@@ -15,15 +15,14 @@ import sys
 import torch
 import triton
 
-from csa_dsl.benchmarks import base_record, indexer_inputs, time_ms
-from csa_dsl.compile import compile as compile_pipeline
+from csa_dsl.benchmarks import base_record, time_ms
+from gpu_overlap_check import forward_case, indexer_case
 from kernels_triton.indexer import kernel as indexer_kernel
-from kernels_triton.indexer.cost import default_chunk
 from pipeline import interpreter
-from pipeline.composer import compose_indexer
-from pipeline.inputs import random_inputs, random_packed_inputs
 from pipeline.lang import defaults
 from pipeline.lang.presets import preset
+
+DEFAULT = [("default", defaults.OVERLAP_SCORES, None)]     # the library's own schedule (label, overlap, chunk)
 
 
 def digest(t: torch.Tensor) -> int:
@@ -52,44 +51,27 @@ def select_alone(topk: int, S: int = 262144, ratio: int = 4, n: int = 2048) -> d
             "median_ms": triton.testing.do_bench(run, warmup=20, rep=200, return_mode="median")}
 
 
-def forward(name: str, spec_name: str, S: int, lengths=None) -> dict:
-    spec = preset(spec_name)
-    fwd = compile_pipeline(spec, device="cuda")
-    if lengths:
-        cu, inputs = random_packed_inputs(spec, lengths, "cuda", seed=S)
-
-        def call():
-            return fwd.varlen(cu, max_seqlen=max(lengths), **inputs)
-    else:
-        inputs = random_inputs(spec, 1, S, "cuda", seed=S)
-
-        def call():
-            return fwd(**inputs)
-    d = digest(call())
-    return {"case": name, "digest": d, "median_ms": time_ms(call)}
-
-
-def indexer(spec_name: str, S: int) -> dict:
-    spec = preset(spec_name)
-    ix = spec.indexer
-    T = S // spec.ratio
-    inputs = indexer_inputs(spec, 1, S, seed=S)
-    chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
-    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, 1, S, chunk, "cuda", quant=ix.quant)
+def timed(case) -> dict:
+    """One gpu_overlap_check case (its inputs, and the compiled forward's program at the default overlap, or
+    the standalone indexer's): the output's digest and the median time."""
+    name, spec, S, inputs, runs, _ = case
+    _, fwd, prog = runs[0]
 
     def call():
-        return interpreter.execute(prog, inputs, torch.device("cuda"))["ids"]
-    return {"case": f"indexer {spec_name} {S}", "digest": digest(call()), "median_ms": time_ms(call)}
+        if fwd is None:
+            return interpreter.execute(prog, inputs, torch.device("cuda"))["ids"]
+        return fwd.execute(prog, **inputs)
+    return {"case": name, "digest": digest(call()), "median_ms": time_ms(call)}
 
 
 def main():
     out_dir, tag = sys.argv[1], sys.argv[2]
     cases = [lambda: select_alone(512), lambda: select_alone(1024), lambda: select_alone(2048),
-             lambda: forward("v4-flash 262144", "v4-flash", 262144),
-             lambda: indexer("v4-flash", 262144),
-             lambda: forward("v4-flash packed 4x65536", "v4-flash", 262144, lengths=[65536] * 4),
-             lambda: forward("v4-flash 65536", "v4-flash", 65536),
-             lambda: forward("v3.2 131072", "v3.2", 131072)]
+             lambda: timed(forward_case("v4-flash 262144", "v4-flash", 262144, DEFAULT)),
+             lambda: timed(indexer_case("v4-flash", 262144, DEFAULT)),
+             lambda: timed(forward_case("v4-flash packed 4x65536", "v4-flash", 262144, DEFAULT, lengths=[65536] * 4)),
+             lambda: timed(forward_case("v4-flash 65536", "v4-flash", 65536, DEFAULT)),
+             lambda: timed(forward_case("v3.2 131072", "v3.2", 131072, DEFAULT))]
     recs = []
     for mk in cases:
         try:
