@@ -33,7 +33,8 @@ for quant in (False, True):
                     K._score_kernel[(triton.cdiv(n, BQ),)](
                         q8 if quant else q, qs, w, k8 if quant else k, ks, out, w, s0, n, T, q.stride(0), w.stride(0),
                         DI, out.stride(0), RATIO=m, HI=HI, DI=DI, HP=64, DP=128, BQ=BQ, BT=bt, IEEE=False,
-                        QUANT=quant, OPERAND=2 if quant else 1, VARLEN=False, num_warps=warps, num_stages=stages)
+                        QUANT=quant, OPERAND=2 if quant else 1, VARLEN=False, EMULATE=False, num_warps=warps,
+                        num_stages=stages)
                 try:
                     ms = triton.testing.do_bench(run, warmup=50, rep=300, return_mode="median")
                 except Exception as e:      # a config that does not fit (shared memory, registers)

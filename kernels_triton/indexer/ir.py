@@ -38,7 +38,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
                  "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
-                 "OPERAND": operand, "VARLEN": varlen}
+                 "OPERAND": operand, "VARLEN": varlen, "EMULATE": False}
         sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, score_launch_options(operand)
         div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",

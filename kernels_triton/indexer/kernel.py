@@ -50,6 +50,26 @@ INT32_MIN = tl.constexpr(-2147483648)
 
 
 # ---------------------------------------------------------------------------------------
+# stores shared by both kernels
+@triton.jit
+def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
+    """tl.store(ptrs, values, mask) of 32-bit values (fp32 or int32), in the layout the values already have.
+    tl.store lets Triton's coalescing pass pick another layout and convert the pointers, values and mask to it
+    through shared memory, barriers included, at every call; one predicated st.global per element does not.
+    The selection's scattered candidate slots (no two contiguous) need it, and so do the unpacked score
+    tiles: there the MMA layout leaves each (key, query) sum in the 4 lanes of a quad, which then store the
+    same value to the same address in one instruction (one 32-byte sector for a warp's 8 keys of a query)
+    instead of trading it through shared memory with two barriers a tile (v4-flash's last 2,048-query chunk
+    at 262,144: 2.45 -> 2.31 ms, docs/performance.md). The interpreter, which runs no PTX, takes tl.store."""
+    if EMULATE:
+        tl.store(ptrs, values, mask=mask)
+    else:
+        tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.b32 $0, 0; }",
+                                  "=r,l,r,r", [ptrs, values.to(tl.int32, bitcast=True), mask.to(tl.int32)],
+                                  dtype=tl.int32, is_pure=False, pack=1)
+
+
+# ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
 def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
@@ -58,7 +78,7 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
                   HP: tl.constexpr, DP: tl.constexpr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
-                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr):
+                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr, EMULATE: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
     # zero queries, keys and weights there, which add exactly 0 to every score).
     # QUANT: both operands come packed by quant.kernel.pack_rows (the official quantise-dequantise
@@ -114,19 +134,19 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         lo_min = tl.min(lo, axis=0)
         if lo_min == tl.max(tl.where(q_ok, lo, lo_min), axis=0):
             _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, q_ok, lo_min, nvis, t_start, t_end, T, stride_kt,
-                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1)
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1, EMULATE)
         else:
             _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], q_ok, lo, nvis, t_start, t_end, T, stride_kt,
-                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2)
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2, EMULATE)
     else:
         _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, 0, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok, BT, BQ,
-                     HP, DP, DI, IEEE, QUANT, 0)
+                     HP, DP, DI, IEEE, QUANT, 0, EMULATE)
 
 
 @triton.jit
 def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
                  BT: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr, DI: tl.constexpr,
-                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr):
+                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr, EMULATE: tl.constexpr):
     """The key-tile walk of one score program: tiles [t_start, t_end), query i's visible rows [lo_i, nvis_i)
     (q_ok false and nvis 0 for padding queries), stored at out_rows + t. ROWS says how a row is laid out:
     0 unpacked, column t, -inf past nvis_i up to t_end; 1 packed with one lo for the block (a scalar);
@@ -159,8 +179,10 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         if ROWS == 0:
-            tl.store(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
-                     mask=(offs_t < t_end)[:, None] & q_ok[None, :])
+            _store_where(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
+                         (offs_t < t_end)[:, None] & q_ok[None, :], EMULATE)
+        # packed rows keep tl.store: their masks and row bases cost the direct store's registers, and under
+        # the register cap the packed walk then spilled (92 bytes, ptxas -v)
         elif ROWS == 1:
             tl.store(out_rows + offs_t[:, None], sc, mask=vis & (offs_t >= lo)[:, None])
         else:
@@ -211,20 +233,6 @@ def _write_topk(u, idx, k, orow, idx_offset):
     take = (u > v) | (eq & (tl.cumsum(eq.to(tl.int32), axis=0) <= need))
     slot = tl.cumsum(take.to(tl.int32), axis=0) - 1
     tl.store(orow + slot, idx + idx_offset, mask=take)
-
-
-@triton.jit
-def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
-    """tl.store(ptrs, values, mask) of int32 values, in the layout the values already have. For scattered
-    slots (no two contiguous) tl.store lets Triton's coalescing pass pick another layout and convert the
-    pointers and the mask to it through shared memory, barriers included, at every call; one predicated
-    st.global per element does not (the interpreter, which runs no PTX, takes tl.store)."""
-    if EMULATE:
-        tl.store(ptrs, values, mask=mask)
-    else:
-        tl.inline_asm_elementwise("{ .reg .pred p; setp.ne.b32 p, $3, 0; @p st.global.b32 [$1], $2; mov.b32 $0, 0; }",
-                                  "=r,l,r,r", [ptrs, values, mask.to(tl.int32)], dtype=tl.int32, is_pure=False,
-                                  pack=1)
 
 
 @triton.jit
@@ -491,7 +499,8 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     _score_kernel[grid](q, w, w, k, w, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
                         k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
-                        OPERAND=1, VARLEN=seg is not None, **score_launch_options(1))
+                        OPERAND=1, VARLEN=seg is not None, EMULATE=kernels_interpreted(_score_kernel),
+                        **score_launch_options(1))
 
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
@@ -523,7 +532,7 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     _score_kernel[grid](q8, q_scale, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q8.stride(0),
                         w.stride(0), k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
-                        VARLEN=seg is not None, **score_launch_options(operand))
+                        VARLEN=seg is not None, EMULATE=interp, **score_launch_options(operand))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
