@@ -56,11 +56,12 @@ def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
     """tl.store(ptrs, values, mask) of 32-bit values (fp32 or int32), in the layout the values already have.
     tl.store lets Triton's coalescing pass pick another layout and convert the pointers, values and mask to it
     through shared memory, barriers included, at every call; one predicated st.global per element does not.
-    The selection's scattered candidate slots (no two contiguous) need it, and so do the unpacked score
-    tiles: there the MMA layout leaves each (key, query) sum in the 4 lanes of a quad, which then store the
-    same value to the same address in one instruction (one 32-byte sector for a warp's 8 keys of a query)
-    instead of trading it through shared memory with two barriers a tile (v4-flash's last 2,048-query chunk
-    at 262,144: 2.45 -> 2.31 ms, docs/performance.md). The interpreter, which runs no PTX, takes tl.store."""
+    The selection's scattered candidate slots (no two contiguous) need it, and so do the quantised score
+    kernels' unpacked tiles: there the MMA layout leaves each (key, query) sum in the 4 lanes of a quad, which
+    then store the same value to the same address in one instruction (one 32-byte sector for a warp's 8 keys
+    of a query) instead of trading it through shared memory with two barriers a tile (v4-flash's last
+    2,048-query chunk at 262,144: 2.28 -> 2.12 ms, docs/performance.md). The interpreter, which runs no PTX,
+    takes tl.store."""
     if EMULATE:
         tl.store(ptrs, values, mask=mask)
     else:
@@ -179,8 +180,15 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         if ROWS == 0:
-            _store_where(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
-                         (offs_t < t_end)[:, None] & q_ok[None, :], EMULATE)
+            # the quantised kernels (v4's FP8 MMA, v3.2's FP8-step values as bf16) store from the MMA layout;
+            # the plain bf16 kernel keeps tl.store, which measured faster there (H200, last 2,048-query chunk
+            # at 262,144: 3.41 against 3.75 ms; the FP8 one 2.28 against 2.12; benchmarks/results/score-store-h200/)
+            if QUANT:
+                _store_where(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
+                             (offs_t < t_end)[:, None] & q_ok[None, :], EMULATE)
+            else:
+                tl.store(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
+                         mask=(offs_t < t_end)[:, None] & q_ok[None, :])
         # packed rows keep tl.store: their masks and row bases cost the direct store's registers, and under
         # the register cap the packed walk then spilled (92 bytes, ptxas -v)
         elif ROWS == 1:
