@@ -8,16 +8,12 @@ visible, and a middle one), and `score_chunk` (bf16 operands, v4-flash-bf16's ke
 v4-flash composed at 262,144, its standalone indexer, a packed batch of 4 x 65,536, one sequence of 65,536,
 and v3.2 composed at 131,072 (gpu_select_check.timed: digests and medians). Writes OUT_DIR/score-check-TAG.json
 and prints a table last."""
-import json
-import os
 import sys
 
 import torch
 import triton
 
-from csa_dsl.benchmarks import base_record
-from gpu_overlap_check import forward_case, indexer_case
-from gpu_select_check import DEFAULT, digest, timed
+from gpu_select_check import FORWARDS, digest, run_records
 from kernels_triton.indexer import kernel as indexer_kernel
 from kernels_triton.quant import kernel as quant_kernel
 from pipeline.lang.presets import preset
@@ -52,26 +48,8 @@ def score_alone(s_first: int, fp8: bool = True, S: int = 262144, n: int = 2048) 
 
 def main():
     out_dir, tag = sys.argv[1], sys.argv[2]
-    cases = [lambda: score_alone(262144 - 2048), lambda: score_alone(131072 - 2048),
-             lambda: score_alone(262144 - 2048, fp8=False),
-             lambda: timed(forward_case("v4-flash 262144", "v4-flash", 262144, DEFAULT)),
-             lambda: timed(indexer_case("v4-flash", 262144, DEFAULT)),
-             lambda: timed(forward_case("v4-flash packed 4x65536", "v4-flash", 262144, DEFAULT, lengths=[65536] * 4)),
-             lambda: timed(forward_case("v4-flash 65536", "v4-flash", 65536, DEFAULT)),
-             lambda: timed(forward_case("v3.2 131072", "v3.2", 131072, DEFAULT))]
-    recs = []
-    for mk in cases:
-        try:
-            rec = mk()
-        except Exception as e:      # noqa: BLE001
-            rec = {"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}
-        rec = dict(base_record("score-check", preset("v4-flash"), 1, 0, "composed"), tree=tag, **rec)
-        recs.append(rec)
-        json.dump(recs, open(os.path.join(out_dir, f"score-check-{tag}.json"), "w"), indent=1)
-        torch.cuda.empty_cache()
-    for r in recs:
-        print(f"{tag:<8} {r['case']:<48} {r.get('median_ms', float('nan')):9.2f} ms  {r.get('digest')}"
-              + (f"  {r['status']}" if r.get("status") != "ok" else ""))
+    run_records([lambda: score_alone(262144 - 2048), lambda: score_alone(131072 - 2048),
+                 lambda: score_alone(262144 - 2048, fp8=False)] + FORWARDS, "score-check", out_dir, tag)
 
 
 if __name__ == "__main__":

@@ -64,27 +64,36 @@ def timed(case) -> dict:
     return {"case": name, "digest": digest(call()), "median_ms": time_ms(call)}
 
 
-def main():
-    out_dir, tag = sys.argv[1], sys.argv[2]
-    cases = [lambda: select_alone(512), lambda: select_alone(1024), lambda: select_alone(2048),
-             lambda: timed(forward_case("v4-flash 262144", "v4-flash", 262144, DEFAULT)),
-             lambda: timed(indexer_case("v4-flash", 262144, DEFAULT)),
-             lambda: timed(forward_case("v4-flash packed 4x65536", "v4-flash", 262144, DEFAULT, lengths=[65536] * 4)),
-             lambda: timed(forward_case("v4-flash 65536", "v4-flash", 65536, DEFAULT)),
-             lambda: timed(forward_case("v3.2 131072", "v3.2", 131072, DEFAULT))]
+FORWARDS = [lambda: timed(forward_case("v4-flash 262144", "v4-flash", 262144, DEFAULT)),
+            lambda: timed(indexer_case("v4-flash", 262144, DEFAULT)),
+            lambda: timed(forward_case("v4-flash packed 4x65536", "v4-flash", 262144, DEFAULT, lengths=[65536] * 4)),
+            lambda: timed(forward_case("v4-flash 65536", "v4-flash", 65536, DEFAULT)),
+            lambda: timed(forward_case("v3.2 131072", "v3.2", 131072, DEFAULT))]
+
+
+def run_records(cases, bench: str, out_dir: str, tag: str) -> list:
+    """Run each case (a function returning {case, digest, median_ms, ...}) into a record of tree `tag`, write
+    OUT_DIR/BENCH-TAG.json after each and print a table last; a case that fails is recorded and the rest run."""
     recs = []
     for mk in cases:
         try:
             rec = mk()
         except Exception as e:      # noqa: BLE001
             rec = {"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}
-        rec = dict(base_record("select-check", preset("v4-flash"), 1, 0, "composed"), tree=tag, **rec)
+        rec = dict(base_record(bench, preset("v4-flash"), 1, 0, "composed"), tree=tag, **rec)
         recs.append(rec)
-        json.dump(recs, open(os.path.join(out_dir, f"select-check-{tag}.json"), "w"), indent=1)
+        json.dump(recs, open(os.path.join(out_dir, f"{bench}-{tag}.json"), "w"), indent=1)
         torch.cuda.empty_cache()
     for r in recs:
         print(f"{tag:<8} {r['case']:<48} {r.get('median_ms', float('nan')):9.2f} ms  {r.get('digest')}"
               + (f"  {r['status']}" if r.get("status") != "ok" else ""))
+    return recs
+
+
+def main():
+    out_dir, tag = sys.argv[1], sys.argv[2]
+    run_records([lambda: select_alone(512), lambda: select_alone(1024), lambda: select_alone(2048)] + FORWARDS,
+                "select-check", out_dir, tag)
 
 
 if __name__ == "__main__":
