@@ -232,7 +232,7 @@ def _loops(ttgir: str, holding: str) -> list:
 def test_score_tiles_leave_without_shared_memory():
     """The compiled FP8 score kernel (sm_90, no GPU): the unpacked key-tile walk stores each tile's scores
     from the MMA layout by predicated st.global (no layout conversion: no shared-memory round trip and its two
-    barriers a tile; 2.45 -> 2.31 ms a chunk, docs/performance.md); the packed walks keep tl.store (no spill
+    barriers a tile; 2.28 -> 2.12 ms a chunk, docs/performance.md); the packed walks keep tl.store (no spill
     under the register cap either way, tests/test_varlen.py)."""
     from kernels_triton.indexer import ir as indexer_ir
     walk, = _loops(indexer_ir.compile_ir("score_fp8")["ttgir"], "ttng.warp_group_dot ")
