@@ -180,18 +180,19 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
         if ROWS == 0:
+            ptrs = out_rows + offs_t[:, None]
+            vals = tl.where(vis, sc, NEG_INF)
+            keep = (offs_t < t_end)[:, None] & q_ok[None, :]
             # the quantised kernels (v4's FP8 MMA, v3.2's FP8-step values as bf16) store from the MMA layout;
             # the plain bf16 kernel keeps tl.store, which measured faster there (H200, last 2,048-query chunk
             # at 262,144: 3.41 against 3.75 ms; the FP8 one 2.28 against 2.12; benchmarks/results/score-store-h200/)
             if QUANT:
-                _store_where(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
-                             (offs_t < t_end)[:, None] & q_ok[None, :], EMULATE)
+                _store_where(ptrs, vals, keep, EMULATE)
             else:
-                tl.store(out_rows + offs_t[:, None], tl.where(vis, sc, NEG_INF),
-                         mask=(offs_t < t_end)[:, None] & q_ok[None, :])
-        # packed rows keep tl.store: their masks and row bases cost the direct store's registers, and under
-        # the register cap the packed walk then spilled (92 bytes, ptxas -v)
+                tl.store(ptrs, vals, mask=keep)
         elif ROWS == 1:
+            # packed rows keep tl.store: their masks and row bases cost the direct store's registers, and under
+            # the register cap the packed walk then spilled (92 bytes, ptxas -v)
             tl.store(out_rows + offs_t[:, None], sc, mask=vis & (offs_t >= lo)[:, None])
         else:
             tl.store(out_rows + offs_t[:, None], sc, mask=(offs_t[:, None] - lo[None, :]).to(tl.uint32) < span)
