@@ -41,7 +41,7 @@ import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
-from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles
+from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles, warp_uniform
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -57,7 +57,7 @@ def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
     tl.store lets Triton's coalescing pass pick another layout and convert the pointers, values and mask to it
     through shared memory, barriers included, at every call; one predicated st.global per element does not.
     The selection's scattered candidate slots (no two contiguous) need it, and so do the quantised score
-    kernels' unpacked tiles: there the MMA layout leaves each (key, query) sum in the 4 lanes of a quad, which
+    kernels' tiles, unpacked and packed: there the MMA layout leaves each (key, query) sum in the 4 lanes of a quad, which
     then store the same value to the same address in one instruction (one 32-byte sector for a warp's 8 keys
     of a query) instead of trading it through shared memory with two barriers a tile (v4-flash's last
     2,048-query chunk at 262,144: 2.28 -> 2.12 ms, docs/performance.md). The interpreter, which runs no PTX,
@@ -133,6 +133,11 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         # A block inside one sequence (all but the few that straddle a boundary) has one lo: its walk keeps
         # it scalar, as few registers as the unpacked walk's (a per-query lo spilled under the register cap).
         lo_min = tl.min(lo, axis=0)
+        # the block's tile range comes from loaded segment rows: marked warp-uniform, so that the walk's loop
+        # and what it carries stay in uniform registers as the unpacked walk's do (packed last 2,048-query
+        # chunk of 4 x 65,536: 0.56 -> 0.53 ms with the direct store below; the unpacked one 0.52)
+        t_start = warp_uniform(t_start, EMULATE)
+        t_end = warp_uniform(t_end, EMULATE)
         if lo_min == tl.max(tl.where(q_ok, lo, lo_min), axis=0):
             _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, q_ok, lo_min, nvis, t_start, t_end, T, stride_kt,
                          offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1, EMULATE)
@@ -179,23 +184,23 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
         if QUANT:
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
+        ptrs = out_rows + offs_t[:, None]
         if ROWS == 0:
-            ptrs = out_rows + offs_t[:, None]
             vals = tl.where(vis, sc, NEG_INF)
             keep = (offs_t < t_end)[:, None] & q_ok[None, :]
-            # the quantised kernels (v4's FP8 MMA, v3.2's FP8-step values as bf16) store from the MMA layout;
-            # the plain bf16 kernel keeps tl.store, which measured faster there (H200, last 2,048-query chunk
-            # at 262,144: 3.41 against 3.75 ms; the FP8 one 2.28 against 2.12; benchmarks/results/score-store-h200/)
-            if QUANT:
-                _store_where(ptrs, vals, keep, EMULATE)
-            else:
-                tl.store(ptrs, vals, mask=keep)
-        elif ROWS == 1:
-            # packed rows keep tl.store: their masks and row bases cost the direct store's registers, and under
-            # the register cap the packed walk then spilled (92 bytes, ptxas -v)
-            tl.store(out_rows + offs_t[:, None], sc, mask=vis & (offs_t >= lo)[:, None])
+        elif ROWS == 1:     # a block inside one sequence: its visible columns only
+            vals = sc
+            keep = vis & (offs_t >= lo)[:, None]
+        else:               # a block across a boundary
+            vals = sc
+            keep = (offs_t[:, None] - lo[None, :]).to(tl.uint32) < span
+        # the quantised kernels (v4's FP8 MMA, v3.2's FP8-step values as bf16) store from the MMA layout;
+        # the plain bf16 kernel keeps tl.store, which measured faster there (H200, last 2,048-query chunk
+        # at 262,144: 3.41 against 3.75 ms; the FP8 one 2.28 against 2.12; benchmarks/results/score-store-h200/)
+        if QUANT:
+            _store_where(ptrs, vals, keep, EMULATE)
         else:
-            tl.store(out_rows + offs_t[:, None], sc, mask=(offs_t[:, None] - lo[None, :]).to(tl.uint32) < span)
+            tl.store(ptrs, vals, mask=keep)
 
 
 # ---------------------------------------------------------------------------------------

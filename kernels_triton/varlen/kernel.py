@@ -9,7 +9,7 @@ from .._env import next_pow2
 from .naive import ROW_COLS, SEG_COLS
 
 __all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "load_row_segments", "load_token_segments",
-           "segments", "segments_arg", "visible_tiles"]
+           "segments", "segments_arg", "visible_tiles", "warp_uniform"]
 
 SEGMENT_BLOCK = 1024    # tokens (or rows) per program of the table kernel
 
@@ -53,6 +53,21 @@ def visible_tiles(seg_ptr, s_first, q0, offs, q_ok, n_q, T, RATIO: tl.constexpr,
         # (s_first + last + 1) // RATIO the self-index kernel's were 4-byte stores and it ran 0.76 against 0.60 ms)
         t_end = (s_first + tl.minimum(q0 + BQ, n_q)) // RATIO
     return lo, nvis, t_start, t_end
+
+
+@triton.jit
+def warp_uniform(x, EMULATE: tl.constexpr):
+    """x, an int32 scalar that every thread of the warp already holds (a block reduction, a value loaded from
+    one address), marked warp-uniform for ptxas: redux.sync.min writes a uniform register. A loop bounded by a
+    value ptxas takes for per-thread (a packed block's key tiles, from loaded segment rows) has a divergent
+    exit for it, so everything the loop carries lives in per-thread registers: the FP8 score walk then moved
+    its wgmma descriptors to uniform registers by 15 R2UR a tile and spilled under its register cap
+    (docs/performance.md). The interpreter, which runs no PTX, takes x as it is."""
+    if EMULATE:
+        return x
+    else:
+        return tl.inline_asm_elementwise("redux.sync.min.s32 $0, $1, 0xffffffff;", "=r,r", [x], dtype=tl.int32,
+                                         is_pure=True, pack=1)
 
 
 @triton.jit
