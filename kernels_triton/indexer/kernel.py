@@ -57,11 +57,11 @@ def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
     tl.store lets Triton's coalescing pass pick another layout and convert the pointers, values and mask to it
     through shared memory, barriers included, at every call; one predicated st.global per element does not.
     The selection's scattered candidate slots (no two contiguous) need it, and so do the quantised score
-    kernels' tiles, unpacked and packed: there the MMA layout leaves each (key, query) sum in the 4 lanes of a quad, which
-    then store the same value to the same address in one instruction (one 32-byte sector for a warp's 8 keys
-    of a query) instead of trading it through shared memory with two barriers a tile (v4-flash's last
-    2,048-query chunk at 262,144: 2.28 -> 2.12 ms, docs/performance.md). The interpreter, which runs no PTX,
-    takes tl.store."""
+    kernels' tiles, unpacked and packed: there the MMA layout leaves each (key, query) sum in the 4 lanes of a
+    quad, which then store the same value to the same address in one instruction (one 32-byte sector for a
+    warp's 8 keys of a query) instead of trading it through shared memory with two barriers a tile (v4-flash's
+    last 2,048-query chunk at 262,144: 2.28 -> 2.12 ms, docs/performance.md). The interpreter, which runs no
+    PTX, takes tl.store."""
     if EMULATE:
         tl.store(ptrs, values, mask=mask)
     else:
