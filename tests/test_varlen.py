@@ -1,6 +1,7 @@
 """Packed variable-length batches (docs/semantics.md section 8): fwd.varlen against each sequence's own
 B = 1 run, bit for bit, for every layer family, on the PyTorch backend and the Triton kernels in the
 interpreter; cu_seqlens validation before any launch; the packed program on every path."""
+import functools
 import os
 import re
 import subprocess
@@ -181,29 +182,33 @@ def test_packed_kernel_variants_compile_for_hopper(kernel):
     assert "ptx" in ir and ("wgmma" in ir["ptx"] if kernel == "score_fp8" else True)
 
 
-def _ptxas_usage(ptx: str) -> tuple:
-    """(registers, spill bytes) of one kernel's PTX, from the ptxas Triton ships, for sm_90a."""
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
-        f.write(ptx)
-        f.flush()
-        info = subprocess.run([get_ptxas(90).path, "-v", "-arch=sm_90a", f.name, "-o", "/dev/null"],
+@functools.lru_cache(maxsize=None)
+def _assembled(ptx: str) -> tuple:
+    """One kernel's PTX assembled once for sm_90a by the ptxas Triton ships: (ptxas -v's report, the SASS lines
+    from the nvdisasm beside it)."""
+    ptxas = get_ptxas(90).path
+    with tempfile.TemporaryDirectory() as d:
+        src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
+        with open(src, "w") as f:
+            f.write(ptx)
+        info = subprocess.run([ptxas, "-v", "-arch=sm_90a", src, "-o", cubin],
                               capture_output=True, text=True, check=True).stderr
+        sass = subprocess.run([os.path.join(os.path.dirname(ptxas), "nvdisasm"), "-c", cubin],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+    return info, sass
+
+
+def _ptxas_usage(ptx: str) -> tuple:
+    """(registers, spill bytes) of one kernel's PTX, for sm_90a."""
+    info = _assembled(ptx)[0]
     regs = int(re.search(r"Used (\d+) registers", info).group(1))
     spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", info))
     return regs, spills
 
 
 def _sass_loops(ptx: str, holding: str) -> list:
-    """The SASS of one kernel's loops (a label to the branch back to it) that hold `holding`, from the ptxas
-    and nvdisasm Triton ships, for sm_90a."""
-    ptxas = get_ptxas(90).path
-    with tempfile.TemporaryDirectory() as d:
-        src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
-        with open(src, "w") as f:
-            f.write(ptx)
-        subprocess.run([ptxas, "-arch=sm_90a", src, "-o", cubin], check=True)
-        lines = subprocess.run([os.path.join(os.path.dirname(ptxas), "nvdisasm"), "-c", cubin],
-                               capture_output=True, text=True, check=True).stdout.splitlines()
+    """The SASS of one kernel's loops (a label to the branch back to it) that hold `holding`, for sm_90a."""
+    lines = _assembled(ptx)[1]
     labels = {m.group(1): i for i, ln in enumerate(lines) for m in [re.match(r"(\.L_x_\d+):", ln.strip())] if m}
     loops = []
     for i, ln in enumerate(lines):
