@@ -140,8 +140,10 @@ def test_builder_rejects_unsupported_classes():
 @pytest.mark.parametrize("variant", ["seesaw", "seesaw-bounded", "seesaw-window"])
 def test_seesaw_splits_the_work_evenly(variant):
     """Both consumers (216 registers each, producer 72: 384 x 168 in all) compute Q K^T, each on its own stage
-    of the ring, exchange row maxima and publish their P, and each runs two 64x256 P V wgmmas per pair of
-    blocks (its own block's and the other's) into its own value half."""
+    of the ring, pass the running max on (WG0 to WG1 and back) and publish their P, and each runs two 64x256
+    P V wgmmas per pair of blocks (its own block's and the other's) into its own value half: WG0 its first
+    from registers, issued before it waits for WG1's max; both multiply block 0 first and free its stage
+    before block 1's."""
     r = lower_sparse_mla_fwd(64, 512, 512, 640 if variant != "seesaw-window" else 128, True, variant=variant,
                              arch="sm_90a", rope=(448, 64, False))
     src = r["cuda"]
@@ -150,12 +152,19 @@ def test_seesaw_splits_the_work_evenly(variant):
     assert src.count("tl::warpgroup_reg_alloc<216>()") == 2 and "tl::warpgroup_reg_dealloc<72>()" in src
     assert 216 * 256 + 72 * 128 <= 384 * 168
     assert len(re.findall(r"wgmma_ss<[^>]*, 64, 64, 16,", src)) == 2          # a Q K^T per consumer
-    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 4         # two P V per consumer
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 3         # two P V per consumer,
+    assert len(re.findall(r"wgmma_rs<[^>]*, 64, 256, 16,", src)) == 1         # WG0's first from registers
     for c in (0, 1):
         assert f"bar_kv_full[{c}].wait(" in src
         assert f"bar_mx[{c}].arrive()" in src and re.search(rf"bar_mx\[{c}\]\.wait\(", src)
         assert f"bar_p[{c}].arrive()" in src and re.search(rf"bar_p\[{c}\]\.wait\(", src)
     assert src.count("bar_kv_free[0].arrive()") == 2 and src.count("bar_kv_free[1].arrive()") == 2
+    wg0 = src[src.index("bar_kv_full[0].wait("):src.index("bar_kv_full[1].wait(")]
+    wg1 = src[src.index("bar_kv_full[1].wait("):]
+    assert wg0.index("wgmma_rs<") < wg0.index("bar_mx[1].wait(") < wg0.index("bar_p[0].arrive()")
+    assert wg1.index("bar_mx[0].wait(") < wg1.index("bar_mx[1].arrive()")     # m1 = max(m0, block 1's)
+    for part in (wg0, wg1):
+        assert part.index("bar_kv_free[0].arrive()") < part.index("bar_kv_free[1].arrive()")
     assert "bar_kv_free[0].init(256)" in src
     assert "__fmul_rn" in src                                               # the fused inverse RoPE
     assert "__syncthreads();" not in src[src.index("warpgroup_reg_alloc"):]  # only named barriers inside

@@ -26,9 +26,9 @@ Variants of one algorithm, same semantics:
                                 2-stage smem ring; -1 rows are zero-filled, never read
     Synchronisation is entirely mbarrier based (see the table in _build_ws).
   * "seesaw" (dim_qk = 512, and the default there: default_variant): "ws" with the work split evenly. Both consumers compute Q K^T, on
-      alternate key blocks, exchange the blocks' row maxima through shared memory (so both keep the
-      same running max) and each accumulates P V over both blocks for its own half of the value dims
-      (216 registers each, producer 72). See _build_seesaw.
+      alternate key blocks, and each accumulates P V over both blocks for its own half of the value dims;
+      the running max passes from WG0 to WG1 and back through shared memory, so that one consumer's
+      softmax runs under the other's P V (216 registers each, producer 72). See _build_seesaw.
   * "ws-bounded": "ws" walking only the key blocks under the causal bound (HCA's lists).
   * "ws-window": "ws-bounded" without a key list (window-only layers): slot j of the query at position p
     is row max(0, p - W + 1) + j (valid while <= p), W = bound_w; Indices is not read.
@@ -618,19 +618,34 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
 
 def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
     """The "seesaw" split of the ws kernel (D == DV: no RoPE tail). Both consumer warpgroups compute
-    Q K^T, on alternate key blocks (WG0 the even block of a pair, WG1 the odd one), exchange their blocks'
-    row maxima so both hold the same running max, and each accumulates P V over both blocks for its own
-    half of the value dims. Per pair of blocks each does one Q K^T and two half-width P V: the same work
-    (the "ws" split gives WG0 both Q K^T and WG1 only P V). Same semantics, same producer, same epilogue.
+    Q K^T, on alternate key blocks (WG0 the even block of a pair, WG1 the odd one), and each accumulates
+    P V over both blocks for its own half of the value dims. Per pair of blocks each does one Q K^T and two
+    half-width P V: the same work (the "ws" split gives WG0 both Q K^T and WG1 only P V). Same semantics,
+    same producer, same epilogue.
 
-    Barriers (phase n of a barrier completes once per use; c is a consumer, c' the other):
+    The running max is chained, as in FlashMLA's seesaw schedule, so that the two softmaxes do not run at
+    the same time (tensor cores idle): per pair, with m the running max of the pairs before,
+      WG0: m0 = max(m, block 0's max), published; P0 = exp2(S0 - m0); O_L += P0 V0_L from registers,
+           issued asynchronously; then, given m1, P0 * exp2(m0 - m1) -> P_s[0] for WG1; O_L, l rescaled
+           to m1 once the P V is done (stage 0 freed); O_L += P1 V1_L.
+      WG1: m1 = max(m0, block 1's max), published; P1 = exp2(S1 - m1) -> P_s[1]; O_R += P0 V0_R (stage 0
+           freed), O_R += P1 V1_R.
+    WG1's softmax runs under WG0's first P V, WG0's rescale under WG1's; both consumers multiply block 0
+    first, so its stage is refilled half a pair early and the next pair's gather starts under the P V of
+    block 1. Both end the pair at m1, the next pair's m. (The symmetric exchange of the two blocks' maxima
+    it replaces, both softmaxes at once: 13.9 against 13.2 ms on v4-flash's shape, docs/performance.md.)
+
+    Barriers (phase n of a barrier completes once per use of it; c is a consumer, c' the other):
       bar_q           producer cp.async(Q) done              -> both may read Q_s
       bar_kv_full[st] producer cp.async(stage st) done       -> both may read K_s[st]
       bar_kv_free[st] both consumers finished with K_s[st]   -> producer may refill it
-      bar_mx[c]       c wrote its block's row max to mx_s[c, it % 2] (after the loop: its row sum to sum_s[c])
+      bar_mx[c]       c wrote its running max to mx_s[c, it % 2] (after the loop: its row sum to sum_s[c])
       bar_p[c]        c wrote P_s[c] (+ fence)               -> c' may multiply it
-    c overwrites mx_s[c, it % 2] two pairs later and P_s[c] one pair later, both after waiting bar_mx[c'] of
-    that pair, which c' arrives only after its reads of the earlier ones (program order, release/acquire)."""
+    WG0 writes P_s[0] after waiting bar_mx[1] of the pair, and WG1 writes mx_s[1, it % 2] and P_s[1] after
+    waiting bar_mx[0] of the pair; WG0 writes mx_s[0, it % 2] two pairs later than WG1 read it, after
+    waiting bar_mx[1] of the pair between. Each of those arrivals comes after the arriving consumer's reads
+    of the earlier contents (program order, release/acquire), and neither consumer can run a phase of a
+    barrier ahead of the other's wait on it."""
     import tilelang.language as T
 
     HB = BLOCK_HEADS
@@ -648,7 +663,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     @T.macro
     def consumer(c, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
                  m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free, bar_mx, bar_p,
-                 scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P):
+                 scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r):
         T.fill(m_i, M_INIT)
         T.fill(l_i, 0)
         T.fill(acc_o, 0)
@@ -665,18 +680,21 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             T.wgmma_gemm(Q_s, K_s[c, :, :], acc_s, transpose_B=True)
             T.wait_wgmma(0)
             T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
-            # the block's row max, exchanged: both consumers then hold the same running max
             T.reduce_max(acc_s, m_blk, dim=1, clear=True)
-            for h in T.Parallel(HB):
-                m_blk[h] = m_blk[h] * scale2
-                mx_s[c, it & 1, h] = m_blk[h]
-            T.barrier_arrive(bar_mx[c])
             T.copy(m_i, m_prev)
-            T.barrier_wait(bar_mx[1 - c], it & 1)
+            if c == 0:
+                # m0 = max(m, block 0's max), published at once: WG1's softmax waits on it alone
+                for h in T.Parallel(HB):
+                    m_i[h] = T.max(m_prev[h], m_blk[h] * scale2)
+                    mx_s[0, it & 1, h] = m_i[h]
+                T.barrier_arrive(bar_mx[0])
+            else:
+                T.barrier_wait(bar_mx[0], it & 1)
+                for h in T.Parallel(HB):
+                    m_i[h] = T.max(mx_s[0, it & 1, h], m_blk[h] * scale2)     # m1 = max(m0, block 1's max)
+                    mx_s[1, it & 1, h] = m_i[h]
+                T.barrier_arrive(bar_mx[1])
             for h in T.Parallel(HB):
-                m_peer[h] = mx_s[1 - c, it & 1, h]
-            for h in T.Parallel(HB):
-                m_i[h] = T.max(m_prev[h], T.max(m_blk[h], m_peer[h]))
                 alpha[h] = T.exp2(m_prev[h] - m_i[h])
             for h, j in T.Parallel(HB, BI):
                 acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
@@ -685,14 +703,39 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
                 l_i[h] = l_i[h] * alpha[h] + l_blk[h]       # this consumer's blocks only; summed at the end
             for h, d in T.Parallel(HB, DH):
                 acc_o[h, d] *= alpha[h]
-            T.copy(acc_s, P_s[c, :, :])
-            T.fence_proxy_async()          # P_s is read by wgmma (the peer's too)
-            T.barrier_arrive(bar_p[c])
-            T.gemm(P_s[c, :, :], K_s[c, :, c * DH:(c + 1) * DH], acc_o)
-            T.barrier_wait(bar_p[1 - c], it & 1)
-            T.gemm(P_s[1 - c, :, :], K_s[1 - c, :, c * DH:(c + 1) * DH], acc_o)
-            T.barrier_arrive(bar_kv_free[0])
-            T.barrier_arrive(bar_kv_free[1])
+            if c == 0:
+                # P0 V0 from registers at m0, under WG1's softmax; then P0 moved to m1 for WG1
+                T.copy(acc_s, P_r)
+                T.wgmma_gemm(P_r, K_s[0, :, 0:DH], acc_o)
+                T.barrier_wait(bar_mx[1], it & 1)
+                for h in T.Parallel(HB):
+                    m_peer[h] = mx_s[1, it & 1, h]
+                    alpha[h] = T.exp2(m_i[h] - m_peer[h])
+                    m_i[h] = m_peer[h]
+                    l_i[h] = l_i[h] * alpha[h]
+                for h, j in T.Parallel(HB, BI):
+                    acc_s[h, j] = acc_s[h, j] * alpha[h]
+                T.copy(acc_s, P_s[0, :, :])
+                T.fence_proxy_async()
+                T.barrier_arrive(bar_p[0])
+                T.wait_wgmma(0)
+                T.warpgroup_fence_operand(acc_o, num_regs=HB * DH // 128)
+                T.barrier_arrive(bar_kv_free[0])
+                for h, d in T.Parallel(HB, DH):
+                    acc_o[h, d] *= alpha[h]
+                T.barrier_wait(bar_p[1], it & 1)
+                T.gemm(P_s[1, :, :], K_s[1, :, 0:DH], acc_o)
+                T.barrier_arrive(bar_kv_free[1])
+            else:
+                # P1 for WG0, then block 0 first: its stage is the one the producer refills first
+                T.copy(acc_s, P_s[1, :, :])
+                T.fence_proxy_async()          # P_s is read by wgmma (the peer's too)
+                T.barrier_arrive(bar_p[1])
+                T.barrier_wait(bar_p[0], it & 1)
+                T.gemm(P_s[0, :, :], K_s[0, :, DH:D], acc_o)
+                T.barrier_arrive(bar_kv_free[0])
+                T.gemm(P_s[1, :, :], K_s[1, :, DH:D], acc_o)
+                T.barrier_arrive(bar_kv_free[1])
         # the denominator sums both consumers' blocks (sum_s: written once, no parity slot to pick)
         for h in T.Parallel(HB):
             sum_s[c, h] = l_i[h]
@@ -751,6 +794,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             inv1 = T.alloc_fragment([HB], f32)
             lse0 = T.alloc_fragment([HB], f32)
             lse1 = T.alloc_fragment([HB], f32)
+            P_r = T.alloc_fragment([HB, BI], bf16)
 
             bar_q = T.alloc_barrier(128)
             bar_kv_full = T.alloc_barrier([128, 128])
@@ -771,12 +815,12 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
                 T.set_max_nreg(216, 1)
                 consumer(0, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
                          m_i0, m_prev0, m_blk0, m_peer0, alpha0, l_i0, l_blk0, inv0, lse0, bar_q, bar_kv_full,
-                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
+                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r)
             elif tx < 256:
                 T.set_max_nreg(216, 1)
                 consumer(1, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
                          m_i1, m_prev1, m_blk1, m_peer1, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
-                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P)
+                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r)
             else:
                 # producer: the ws kernel's
                 T.set_max_nreg(72, 0)
@@ -819,7 +863,8 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
       bar_kv_free  both consumers' P V of query i done         -> producer may write query i + 1's row
       bar_mx[c]    c's block row max (parity 0), then c's row sum (parity 1)
       bar_p[c]     c wrote P_s[c] (+ fence)                    -> c' may multiply it
-    The exchange through mx_s / sum_s / P_s is _build_seesaw's with one pair of blocks per query."""
+    The exchange through mx_s / sum_s / P_s is the symmetric one _build_seesaw had before its chained
+    maxima: both consumers publish their block's max, and both take the larger, at once."""
     import tilelang.language as T
 
     HB = BLOCK_HEADS
