@@ -632,8 +632,9 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
            freed), O_R += P1 V1_R.
     WG1's softmax runs under WG0's first P V, WG0's rescale under WG1's; both consumers multiply block 0
     first, so its stage is refilled half a pair early and the next pair's gather starts under the P V of
-    block 1. Both end the pair at m1, the next pair's m. (The symmetric exchange of the two blocks' maxima
-    it replaces, both softmaxes at once: 13.9 against 13.2 ms on v4-flash's shape, docs/performance.md.)
+    block 1. Both end the pair at m1, the next pair's m. (It replaced a symmetric exchange of the two blocks'
+    maxima, with both softmaxes at once: 12.1-12.4 against 11.1 ms for 65,536 queries of v4-flash's shape on
+    an H200, docs/performance.md "The seesaw's chained maxima".)
 
     Barriers (phase n of a barrier completes once per use of it; c is a consumer, c' the other):
       bar_q           producer cp.async(Q) done              -> both may read Q_s
