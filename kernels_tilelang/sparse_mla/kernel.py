@@ -710,8 +710,8 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
                 T.wgmma_gemm(P_r, K_s[0, :, 0:DH], acc_o)
                 T.barrier_wait(bar_mx[1], it & 1)
                 for h in T.Parallel(HB):
-                    m_peer[h] = mx_s[1, it & 1, h]
-                    alpha[h] = T.exp2(m_i[h] - m_peer[h])
+                    m_peer[h] = mx_s[1, it & 1, h]                  # m1
+                    alpha[h] = T.exp2(m_i[h] - m_peer[h])           # now the factor from m0 to m1
                     m_i[h] = m_peer[h]
                     l_i[h] = l_i[h] * alpha[h]
                 for h, j in T.Parallel(HB, BI):
