@@ -665,6 +665,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     def consumer(c, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
                  m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free, bar_mx, bar_p,
                  scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r):
+        # m_peer and P_r are WG0's alone: WG1 reads m0 from mx_s as it takes the max, and passes None for both
         T.fill(m_i, M_INIT)
         T.fill(l_i, 0)
         T.fill(acc_o, 0)
@@ -784,7 +785,6 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             m_blk0 = T.alloc_fragment([HB], f32)
             m_blk1 = T.alloc_fragment([HB], f32)
             m_peer0 = T.alloc_fragment([HB], f32)
-            m_peer1 = T.alloc_fragment([HB], f32)
             alpha0 = T.alloc_fragment([HB], f32)
             alpha1 = T.alloc_fragment([HB], f32)
             l_i0 = T.alloc_fragment([HB], f32)
@@ -820,8 +820,8 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             elif tx < 256:
                 T.set_max_nreg(216, 1)
                 consumer(1, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
-                         m_i1, m_prev1, m_blk1, m_peer1, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
-                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r)
+                         m_i1, m_prev1, m_blk1, None, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
+                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, None)
             else:
                 # producer: the ws kernel's
                 T.set_max_nreg(72, 0)
