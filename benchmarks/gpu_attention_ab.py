@@ -17,6 +17,7 @@ from csa_dsl.benchmarks import attention_inputs, time_ms
 from gpu_overlap_check import forward_case
 from gpu_select_check import DEFAULT, digest, run_records, timed
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
+from kernels_tilelang.sparse_mla.cost import attention_flop
 from pipeline.lang.presets import preset
 
 
@@ -32,12 +33,12 @@ def attention_alone(spec_name: str, n: int = 65536, rows_from: int = 0) -> dict:
     out = torch.empty(1, n, a.heads, a.v_dim, device="cuda", dtype=torch.bfloat16)
 
     def run():
-        return sparse_mla.sparse_mla_fwd(q, kv, keys, a.qk_dim ** -0.5, a.v_dim, sink=sink, out=out)
+        return sparse_mla.sparse_mla_fwd(q, kv, keys, a.softmax_scale, a.v_dim, sink=sink, out=out)
     ms = time_ms(run)
     valid = int((keys >= 0).sum())
     return {"case": f"attention {spec_name} {n}" + (f" rows<{rows_from}" if rows_from else ""),
             "digest": digest(run()), "median_ms": ms,
-            "tflops": 2 * a.heads * (a.qk_dim + a.v_dim) * valid / ms / 1e9}
+            "tflops": attention_flop(a.heads, a.qk_dim, a.v_dim, valid) / ms / 1e9}
 
 
 def main():

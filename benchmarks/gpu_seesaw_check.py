@@ -24,6 +24,7 @@ from csa_dsl.benchmarks import attention_inputs, base_record, output_bytes, peak
 from csa_dsl.compile import compile as compile_pipeline
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
 from kernels_tilelang.sparse_mla import naive
+from kernels_tilelang.sparse_mla.cost import attention_flop
 from kernels_triton.rope.kernel import apply_rope_
 from kernels_triton.rope.tables import Rotary, fill_tables
 from pipeline.inputs import random_inputs
@@ -116,7 +117,7 @@ def main():
         R = S + S // spec.ratio
         sets = [attention_inputs(spec, S, R, seed=i) for i in range(2)]
         sink = torch.randn(a.heads, device="cuda")
-        flop = 2.0 * a.heads * (a.qk_dim + a.v_dim) * int((sets[0][2] >= 0).sum())
+        flop = attention_flop(a.heads, a.qk_dim, a.v_dim, int((sets[0][2] >= 0).sum()))
         recs = {v: dict(base_record("attention", spec, 1, S, f"tilelang-{v}"), times=[]) for v in VARIANTS}
         outs = {}
         for v in VARIANTS:

@@ -26,7 +26,7 @@ import triton
 import triton.testing
 
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
-from kernels_tilelang.sparse_mla.cost import attended_pairs
+from kernels_tilelang.sparse_mla.cost import attended_pairs, attention_flop
 from kernels_triton.compressor.kernel import compress as compress_rows
 from kernels_triton.rope.tables import cos_sin
 from kernels_triton.indexer.cost import default_chunk, score_flop, visible_pairs
@@ -285,7 +285,7 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
                 return sparse_mla.sparse_mla_fwd(q, kv, keys, a.softmax_scale, a.v_dim, sink=sink, variant=variant)
             rec["peak_gib"] = peak_above(fn)
             rec["median_ms"] = time_ms(fn)
-            rec["flop"] = 2.0 * a.heads * (a.qk_dim + a.v_dim) * valid
+            rec["flop"] = attention_flop(a.heads, a.qk_dim, a.v_dim, valid)
             rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
             rec["kv_rows"] = R
             rec["keys_per_query"] = int(sets[0][2].shape[-1])
@@ -422,7 +422,7 @@ def attention_stage_numbers(spec: Pipeline, batch: int, seq_len: int, stage_ms: 
     a = spec.attention
     pairs = batch * attended_pairs(seq_len, a.window, spec.topk_eff(seq_len),
                                    spec.ratio if spec.layer != "window" else 0)
-    flop = 2.0 * a.heads * (a.qk_dim + a.v_dim) * pairs
+    flop = attention_flop(a.heads, a.qk_dim, a.v_dim, pairs)
     ms = stage_ms.get("attention.attend")
     return {"attention_pairs": pairs, "attention_flop": flop,
             "attention_tflops": flop / (ms * 1e-3) / 1e12 if ms else None}
