@@ -237,8 +237,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     ring = score_ring(impl, overlap, K if ix is not None else 0, S, C)
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring,
-                            quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0),
-                            group_max=ix is not None and not isinstance(ix, SelfIndex)):
+                            quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0)):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
@@ -247,8 +246,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
-                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None, ring=ring,
-                        has_groups="gmax" in bufs)
+                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None, ring=ring)
     n_chunks = -(-S // C)
     body.append(Loop("b", E(0), E("B"), E(1), [
         Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring),
@@ -316,14 +314,13 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
 def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str, idx_q: str, idx_w: str, k: str,
                 kv: str, keys: str, out: str, idx_offset: int, has_cand: bool, consts: Dict[str, object],
                 between_select_and_attend: Optional[List[Node]] = None, seg: Optional[str] = None,
-                ring: int = 1, has_groups: bool = False) -> List[Node]:
+                ring: int = 1) -> List[Node]:
     """The calls of one query chunk [s0, s1): the key lists (score + select with an indexer, hca.keys
     for HCA, none window-only: `keys` None), attend, inverse RoPE. The single-GPU program and every
     context-parallel rank's program run exactly these (with their own refs).
     `between_select_and_attend`: calls a transform inserts after the key lists are written.
     `seg`: the chunk's rows of a packed batch's segment table (every position-dependent call reads them).
-    `ring`: score buffers (score_ring); with 2 the scores go to scores[p] on the score stream.
-    `has_groups`: the score writes the rows' group maxima into `gmax` (chunk_buffers) for the selection."""
+    `ring`: score buffers (score_ring); with 2 the scores go to scores[p] on the score stream."""
     ix, W = spec.indexer, spec.attention.window
     calls: List[Node] = []
     k_eff = consts["K"]
@@ -344,8 +341,7 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
     elif ix is not None:
         calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
                              k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
-                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg, ring=ring,
-                             has_groups=has_groups)
+                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg, ring=ring)
     elif keys is not None:
         rows = k_eff if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
         calls = [OPS["hca.keys"].call(
@@ -364,14 +360,13 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
 def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
                  idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
                  has_cand: bool, quant: Optional[Quant] = None, seg: Optional[str] = None,
-                 ring: int = 1, has_groups: bool = False) -> List[Node]:
+                 ring: int = 1) -> List[Node]:
     """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows).
-    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg`,
-    `ring` and `has_groups` as in chunk_calls."""
+    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg` and
+    `ring` as in chunk_calls."""
     calls: List[Node] = []
     sg = {"seg": R(seg)} if seg else {}
     scores, stream = score_slot(ring)
-    gm = {"group_max": R(group_slot(ring))} if has_groups else {}
     if k_eff > 0 and quant is not None:
         # the chunk's queries packed on the score's stream, so the score (their only reader) follows in order
         calls.append(OPS["quant.pack_queries"].call(
@@ -384,45 +379,33 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
         calls.append(OPS["indexer.score_fp8"].call(
             impl["indexer.score_fp8"],
             {"q8": R("q8[0:s1 - s0]"), "q_scale": R("q_scale[0:s1 - s0]"), "w": R(idx_w), "k8": R("k8[b]"),
-             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg, **gm},
+             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            "FP8 MMAs on the packed operands; visible 64-key tiles only" + GROUPS_NOTE * has_groups, stream))
+            "FP8 MMAs on the packed operands; visible 64-key tiles only", stream))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
-            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg,
-             **gm},
+            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            "visible 64-key tiles only; diagonal tiles masked in-kernel" + GROUPS_NOTE * has_groups, stream))
+            "visible 64-key tiles only; diagonal tiles masked in-kernel", stream))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
-                             window=window, has_cand=has_cand, seg=seg, scores=scores,
-                             group_max=group_slot(ring) if has_groups and k_eff > 0 else None))
+                             window=window, has_cand=has_cand, seg=seg, scores=scores))
     return calls
-
-
-# what a score call that writes the group maxima says of it
-GROUPS_NOTE = "; each row's group maxima into gmax for the selection's threshold"
-
-
-def group_slot(ring: int) -> str:
-    """The ref a chunk's group maxima go to (beside its scores: score_slot)."""
-    return "gmax[p]" if ring > 1 else "gmax"
 
 
 def select_call(impl: Dict[str, str], *, topk: int, ratio: int, k_eff: int, T: int, C: int, keys: str,
                 idx_offset: int, window: int, has_cand: bool, seg: Optional[str] = None,
-                scores: str = "scores", group_max: Optional[str] = None) -> Call:
+                scores: str = "scores") -> Call:
     """The top-k of one query chunk's scores (any index's; `scores` the ref they are in): its key lists,
-    window ids first. `group_max`: the ref of the rows' group maxima the score wrote (its threshold's input)."""
+    window ids first."""
     return OPS["indexer.select"].call(
         impl["indexer.select"],
         {"scores": R(scores) if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
          "s_first": E("s0"), "ratio": ratio, "k_eff": E("K"), "topk": topk, "idx_offset": idx_offset,
-         "window": window, **({"seg": R(seg)} if seg else {}), **({"group_max": R(group_max)} if group_max else {})},
+         "window": window, **({"seg": R(seg)} if seg else {})},
         dict(chunk=C, rows=T),
         (f"window ids max(0, s-{window - 1})..s, then " if window else "")
-        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone")
-        + (", threshold from the group maxima" if group_max else ""))
+        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone"))
 
 
 def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object], *, C: int, q: str, kv: str,
@@ -486,10 +469,9 @@ def overlap_note(scores: Buffer) -> str:
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
                   window: int = 0, ring: int = 1, quant: Optional[Quant] = None, heads: int = 0,
-                  dim: int = 0, group_max: bool = False) -> List[Buffer]:
+                  dim: int = 0) -> List[Buffer]:
     """The chunk-scope scratch every iteration reuses: the packed queries (with the indexer's `quant`, `heads`
-    x `dim`), scores (`ring` of them), the rows' group maxima (`group_max`: a lightning indexer's scores, where
-    group_maxima_written says the kernels trade them), candidates, key lists (keys_width > 0)."""
+    x `dim`), scores (`ring` of them), candidates, key lists (keys_width > 0)."""
     out = []
     if k_eff > 0 and quant is not None:
         out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant), "chunk",
@@ -500,12 +482,6 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
         shape = (C, indexer_cost.score_ld(T))
         out.append(Buffer("scores", (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
                           "fp32 scores of the chunk's visible key tiles" + (f", a ring of {ring}" if ring > 1 else "")))
-        groups = indexer_cost.score_groups(topk)
-        if group_max and group_maxima_written(impl, quant, topk):
-            out.append(Buffer("gmax", (ring, C, groups) if ring > 1 else (C, groups), torch.float32, "chunk",
-                              f"each row's {groups} group maxima (key rows mod {groups}), written by the score: "
-                              f"the selection's threshold without a pass over the row"
-                              + (f", a ring of {ring}" if ring > 1 else "")))
         if impl["indexer.select"] != "torch":
             out.append(Buffer("cand", (C, indexer_cost.candidate_slots(topk)), torch.int32, "chunk",
                               "top-k candidates: the columns >= tau of each row segment"))
@@ -513,13 +489,6 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
         out.append(Buffer("keys", (C, keys_width), torch.int32, "chunk",
                           f"key lists: {window} window rows + {keys_width - window} selected rows"))
     return out
-
-
-def group_maxima_written(impl: Dict[str, str], quant: Optional[Quant], topk: int) -> bool:
-    """Whether a lightning indexer's score writes its rows' group maxima for the selection: both run their
-    kernels (the reference selects exactly, with no threshold) and the top-k has groups (cost.score_groups)."""
-    score = impl["indexer.score_fp8" if quant is not None else "indexer.score"]
-    return score != "torch" and impl["indexer.select"] != "torch" and indexer_cost.score_groups(topk) > 0
 
 
 def _compress_call(spec: Pipeline, c, role: str, out: str, impl: dict, consts: dict, rope_use: str, B: int,
@@ -608,8 +577,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     }
     impl = {name: backend for name in OPS}
     ring = score_ring(impl, overlap, K, S, C)
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim,
-                            group_max=True):
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim):
         bufs[bf.name] = bf
     body: List[Node] = []
     if quant is not None and K > 0:
@@ -618,8 +586,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
         body.append(pcall)
     inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,
                          idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]", k="idx_k[b]", keys="ids[b, s0:s1]",
-                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant, ring=ring,
-                         has_groups="gmax" in bufs) if K > 0 else []
+                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant, ring=ring) if K > 0 else []
     if inner:
         body.append(Loop("b", E(0), E("B"), E(1), [
             Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring), progress=True)]))

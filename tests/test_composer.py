@@ -136,7 +136,6 @@ def test_planner_bytes_v4_flash_262k():
     b = prog.buffers
     assert b["scores"].shape == (2048, T) and b["scores"].nbytes == 512 * 2**20
     assert b["cand"].nbytes == 2048 * 4 * 1024 * 4          # CAP int32 slots for each of 4 row segments
-    assert b["gmax"].shape == (2048, 1024)                   # the score's CAP group maxima a row, for the selection
     assert b["keys"].shape == (2048, 640)
     assert b["kv_all"].nbytes == (S + T) * 512 * 2 and b["k_idx"].nbytes == T * 128 * 2
     assert b["out"].nbytes == planner.output_bytes(spec, 1, S) == S * 64 * 512 * 2
@@ -148,16 +147,15 @@ def test_planner_bytes_v4_flash_262k():
     from kernels_triton.rope.tables import tables_temp_bytes
     assert prog.transient_bytes == tables_temp_bytes(S, 64)
     assert planner.plan(spec, 1, S, "cuda", 8 * 2**30, overlap=False).chunk == 2048
-    # the chunk scratch scales with C: scores, group maxima, candidates, key lists, the packed queries (64 x 128
-    # e4m3 + 64 scales)
+    # the chunk scratch scales with C: scores, candidates, key lists, the packed queries (64 x 128 e4m3 + 64 scales)
     assert b["q8"].shape == (2048, 64, 128) and b["q8"].dtype == torch.float8_e4m3fn and b["q_scale"].shape == (2048, 64)
-    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 1024 * 4 + 4 * 1024 * 4 + 640 * 4 + 64 * 128 + 64 * 4)
+    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 4 * 1024 * 4 + 640 * 4 + 64 * 128 + 64 * 4)
     assert compose(spec, 1, S, 512, "cuda", overlap=False).peak_bytes == at512
     assert planner.plan(spec, 1, S, "cuda", at512, overlap=False).chunk == 512   # the largest chunk that fits
     assert planner.plan(spec, 1, S, "cuda", at512 - 1, overlap=False).chunk == 256
-    # with the score overlap (the default) the ring's second buffers (scores, group maxima) count too
+    # with the score overlap (the default) the ring's second buffer counts too
     ring = compose(spec, 1, S, 512, "cuda")
-    assert ring.peak_bytes == at512 + 512 * (T + 1024) * 4 and ring.buffers["scores"].shape == (2, 512, T)
+    assert ring.peak_bytes == at512 + 512 * T * 4 and ring.buffers["scores"].shape == (2, 512, T)
     assert planner.plan(spec, 1, S, "cuda", ring.peak_bytes).chunk == 512
 
 

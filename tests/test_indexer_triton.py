@@ -146,101 +146,6 @@ def test_select_refuses_a_candidate_buffer_too_small():
             ki.select_chunk(scores, out, bad, s_first=60, ratio=1, k_eff=8, topk=8)
 
 
-def _absolute_rows(out: torch.Tensor, lo: torch.Tensor, T: int) -> torch.Tensor:
-    """A packed chunk's score rows (query i's visible rows from column 0) back at their key rows t = column + lo_i
-    ([n, T], -inf where nothing is stored)."""
-    t = torch.arange(T)[None, :] - lo[:, None]
-    ok = (t >= 0) & (t < out.shape[1])
-    return torch.where(ok, out.gather(1, t.clamp(0, out.shape[1] - 1)), float("-inf"))
-
-
-@pytest.mark.parametrize("packed", [False, True])
-def test_score_group_maxima_are_its_own_scores_and_change_no_list(packed):
-    """The score kernel's group maxima (`group_max`) are, bit for bit, the NaN-last maxima of its own stored
-    scores over the key rows mod G (naive.group_maxima), for every row of more than G entries (a NaN key among
-    them); a packed chunk's too, grouped by packed row (columns start at each sequence's first row), on a chunk
-    inside a sequence and one across a boundary. The selection that takes its threshold from them writes the
-    same lists as the one that reads the rows for it, and as the reference."""
-    from kernels_triton.indexer import kernel as ki
-    from kernels_triton.indexer.cost import score_groups
-    from kernels_triton.varlen import naive as varlen_naive
-    HI, DI, m, K = 16, 32, 4, 40
-    G = score_groups(K)
-    assert G == 128                                 # CAP: two phases of 64-key tiles
-    lengths = [600, 1400] if packed else [1400]
-    N = sum(lengths)
-    q, w, k = _inputs(1, N, HI, DI, m, seed=11)
-    q, w, k = q[0], w[0], k[0]
-    k[5] = float("nan")                             # a NaN score in every row that sees row 5
-    T = k.shape[0]
-    tok_seg = torch.empty(N, 4, dtype=torch.int32)
-    varlen_naive.segments(torch.tensor([0] + lengths).cumsum(0), tok_seg, ratio=m)
-    checked = 0
-    for s0, n in ((570, 64), (N - 64, 64)) if packed else ((300, 64), (N - 70, 70)):   # short rows, then long
-        seg = tok_seg[s0:s0 + n] if packed else None
-        s_first = 0 if packed else s0
-        out = torch.full((n, T), float("nan"))
-        gm = torch.full((n, G), 7.0)                # 7.0: a group the kernel does not write
-        ki.score_chunk(q[s0:s0 + n], w[s0:s0 + n], k, out, s_first=s_first, ratio=m, seg=seg, group_max=gm)
-        _, _, lo, hi = ref.row_ranges(n, s_first, m, seg, "cpu")
-        rows = _absolute_rows(out, lo, T) if packed else out
-        want = ref.group_maxima(rows, lo, hi, G)
-        long = hi - lo > G
-        checked += int(long.sum())
-        got, want = gm[long], want[long]
-        assert torch.equal(torch.isnan(got), torch.isnan(want)) and torch.equal(got.nan_to_num(), want.nan_to_num())
-        lists = []
-        for groups in (None, gm):
-            ids = torch.full((n, K), -7, dtype=torch.int32)
-            ki.select_chunk(out, ids, s_first=s_first, ratio=m, k_eff=K, topk=K, seg=seg, group_max=groups)
-            lists.append(ids)
-        exp = torch.full((n, K), -7, dtype=torch.int32)
-        ref.select_chunk(out, exp, s_first=s_first, ratio=m, k_eff=K, topk=K, seg=seg)
-        assert torch.equal(lists[0], lists[1]) and torch.equal(lists[1].sort(-1).values, exp.sort(-1).values), s0
-    assert checked >= 64
-
-
-@pytest.mark.parametrize("dist", ["normal", "sorted_up", "ties_past_cap"])
-def test_select_threshold_from_group_maxima(dist):
-    """The selection's threshold from given group maxima (naive.group_maxima of the rows, G = CAP = 64 for
-    K = 20) writes the lists of its own pass 1, whether the candidates spread, climb to the row's end, or tie past
-    CAP (the exact fallback)."""
-    from kernels_triton.indexer import kernel as ki
-    K, n, ld = 20, 6, 3000
-    g = torch.Generator().manual_seed(3)
-    scores = torch.randn(n, ld, generator=g)
-    if dist == "sorted_up":
-        scores = torch.sort(scores, dim=-1).values
-    elif dist == "ties_past_cap":
-        scores[:, 1000:1100] = 50.0                     # 100 equal maxima > CAP = 64
-    s_first = ld - n
-    hi = torch.arange(s_first, ld) + 1
-    gm = ref.group_maxima(scores, torch.zeros_like(hi), hi, 64)
-    lists = []
-    for groups in (None, gm):
-        out = torch.full((n, K), -7, dtype=torch.int32)
-        ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K, group_max=groups)
-        lists.append(out)
-    assert torch.equal(lists[0], lists[1]), dist
-    for r in range(n):
-        row = scores[r, :hi[r]].tolist()
-        assert lists[1][r].tolist() == sorted(sorted(range(len(row)), key=lambda t: (-row[t], t))[:K]), (dist, r)
-
-
-def test_group_maxima_buffers_are_checked_before_any_launch():
-    """A group-maxima buffer the kernels cannot use is refused with the reason, before any launch."""
-    from kernels_triton.indexer import kernel as ki
-    q, w, k = _inputs(1, 64, 16, 32, 1, seed=0)
-    scores, out = torch.zeros(4, 64), torch.zeros(4, 20, dtype=torch.int32)
-    for bad in (torch.zeros(4, 64, dtype=torch.float64), torch.zeros(4, 96), torch.zeros(2, 64), torch.zeros(4, 32)):
-        with pytest.raises(ValueError, match="group_max must be fp32"):
-            ki.score_chunk(q[0, :4], w[0, :4], k[0], scores, s_first=60, ratio=1, group_max=bad)
-    with pytest.raises(ValueError, match="group_max must hold 64 groups"):
-        ki.select_chunk(scores, out, s_first=60, ratio=1, k_eff=20, topk=20, group_max=torch.zeros(4, 128))
-    with pytest.raises(ValueError, match="selects without group maxima"):
-        ki.select_chunk(scores, out[:, :8], s_first=60, ratio=1, k_eff=8, topk=8, group_max=torch.zeros(4, 64))
-
-
 def test_select_negative_zero_and_short_rows():
     from kernels_triton.indexer import kernel as ki
     n, K = 5, 4
@@ -335,7 +240,7 @@ def test_score_tiles_leave_without_shared_memory():
         assert len(loops) == walks, varlen
         for walk in loops:
             assert "ttg.convert_layout" not in walk and "tt.store" not in walk
-            assert walk.count("st.global.b32") == 2      # the tile's scores; the group maxima at a phase's end
+            assert walk.count("st.global.b32") == 1
 
 
 def test_select_pass2_stays_inside_warps():

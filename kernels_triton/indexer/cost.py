@@ -27,13 +27,6 @@ def select_capacity(topk: int) -> int:
     return max(16, 1 << (2 * topk - 1).bit_length())
 
 
-def score_groups(topk: int) -> int:
-    """Group maxima per row the score kernel writes for the selection (its pass 1's CAP groups, key rows mod
-    CAP), or 0 where CAP is under a key tile (topk <= 16): a tile's rows must fall in distinct groups."""
-    cap = select_capacity(topk)
-    return cap if cap >= SCORE_TILE_KEYS else 0
-
-
 # The selection's pass 2 splits a row into this many contiguous segments, one warp each, and each segment's
 # candidates go to CAP slots of its own (kernel.py, _select_kernel)
 SELECT_SEGMENTS = 4

@@ -9,19 +9,17 @@ from .._window import window_pow2
 import torch
 
 from ..quant.formats import keys_dtype
-from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, score_groups, select_capacity
+from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim,
                      padded_heads, score_block_queries, score_launch_options)
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
-               window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False,
-               groups: bool = True) -> dict:
+               window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False) -> dict:
     """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
     or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
-    variant (each query reads its segment row). `groups`: the score kernel writes, and the selection reads,
-    each row's group maxima (cost.score_groups(topk), where it is not 0), as the composed programs do.
+    variant (each query reads its segment row).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -30,34 +28,31 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.indexer.ir", dict(kernel=kernel, heads=heads, dim=dim,
                                                                       ratio=ratio, topk=topk, window=window,
-                                                                      arch=arch, q_format=q_format, varlen=varlen,
-                                                                      groups=groups))
-    n_groups = score_groups(topk) if groups else 0
+                                                                      arch=arch, q_format=q_format, varlen=varlen))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
         packed = "*fp8e4nv" if operand == 2 else "*bf16"
         sig = {"q_ptr": packed if fp8 else "*bf16", "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_ptr": packed,
-               "ks_ptr": "*fp32", "out_ptr": "*fp32", "gm_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32",
-               "n_q": "i32", "T": "i32", "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32",
-               "stride_gm": "i32"}
+               "ks_ptr": "*fp32", "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32",
+               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
                  "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
-                 "OPERAND": operand, "VARLEN": varlen, "GROUPS": n_groups, "EMULATE": False}
+                 "OPERAND": operand, "VARLEN": varlen, "EMULATE": False}
         sig.update({k: "constexpr" for k in const})
         fn, opts = _score_kernel, score_launch_options(operand)
-        div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "gm_ptr", "stride_qs", "stride_ws",
-               "stride_kt", "stride_os", "stride_gm"]
+        div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
+               "stride_os"]
     elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "gm_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32",
-               "s_first": "i32", "n_q": "i32", "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32",
-               "stride_gm": "i32", "stride_c": "i32", "stride_o": "i32"}
+        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
+               "n_q": "i32",
+               "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
+               "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
+               "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
-                 "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK,
-                 "GROUPS": n_groups > 0}
-        sig.update({k: "constexpr" for k in const})
+                 "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
-        div = ["sc_ptr", "gm_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_gm", "stride_c", "stride_o"]
+        div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
     else:
         raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, score_fp8, select")
     return compile_for_target(fn, sig, const, div, arch=arch, **opts)

@@ -42,7 +42,7 @@ import triton.language as tl
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles, warp_uniform
-from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, score_groups, select_capacity
+from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capacity
 
 NEG_INF = tl.constexpr(float("-inf"))
 KEY_BIAS = tl.constexpr(2147483648)     # int32 order keys + 2^31: [0, 2^32) in int64, -1 = no value
@@ -73,14 +73,13 @@ def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
-def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, gm_ptr, seg_ptr,
+def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
                   s_first, n_q, T,
-                  stride_qs, stride_ws, stride_kt, stride_os, stride_gm,
+                  stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
                   HP: tl.constexpr, DP: tl.constexpr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
-                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr, GROUPS: tl.constexpr,
-                  EMULATE: tl.constexpr):
+                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr, EMULATE: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
     # zero queries, keys and weights there, which add exactly 0 to every score).
     # QUANT: both operands come packed by quant.kernel.pack_rows (the official quantise-dequantise
@@ -128,7 +127,6 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, gm_ptr, seg_ptr,
     # the rows each query sees and the tiles the block walks (a packed batch: each query's own sequence's)
     lo, nvis, t_start, t_end = visible_tiles(seg_ptr, s_first, q0, offs_bq, q_ok, n_q, T, RATIO, BQ, BT, VARLEN)
     out_rows = out_ptr + (q0 + offs_bq).to(tl.int64)[None, :] * stride_os
-    gm_rows = gm_ptr + (q0 + offs_bq).to(tl.int64) * stride_gm      # GROUPS > 0: the group maxima (_score_tiles)
     if VARLEN:
         # a packed query's row holds its own sequence's visible rows only, from column 0 = its first row lo
         # (so the selection reads every row from its start, with no per-row base): row t goes to column t - lo.
@@ -141,126 +139,68 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, gm_ptr, seg_ptr,
         t_start = warp_uniform(t_start, EMULATE)
         t_end = warp_uniform(t_end, EMULATE)
         if lo_min == tl.max(tl.where(q_ok, lo, lo_min), axis=0):
-            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, gm_rows, q_ok, lo_min, nvis, t_start, t_end, T,
-                         stride_kt, offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1, GROUPS, EMULATE)
+            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, q_ok, lo_min, nvis, t_start, t_end, T, stride_kt,
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1, EMULATE)
         else:
-            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], gm_rows, q_ok, lo, nvis, t_start, t_end, T,
-                         stride_kt, offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2, GROUPS, EMULATE)
+            _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], q_ok, lo, nvis, t_start, t_end, T, stride_kt,
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2, EMULATE)
     else:
-        _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, gm_rows, q_ok, 0, nvis, t_start, t_end, T, stride_kt, offs_d,
-                     d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 0, GROUPS, EMULATE)
+        _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, 0, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok, BT, BQ,
+                     HP, DP, DI, IEEE, QUANT, 0, EMULATE)
 
 
 @triton.jit
-def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, gm_rows, q_ok, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
+def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
                  BT: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr, DI: tl.constexpr,
-                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr, GROUPS: tl.constexpr,
-                 EMULATE: tl.constexpr):
+                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr, EMULATE: tl.constexpr):
     """The key-tile walk of one score program: tiles [t_start, t_end), query i's visible rows [lo_i, nvis_i)
     (q_ok false and nvis 0 for padding queries), stored at out_rows + t. ROWS says how a row is laid out:
     0 unpacked, column t, -inf past nvis_i up to t_end; 1 packed with one lo for the block (a scalar);
-    2 packed with a lo per query; packed rows store their visible columns only (out_rows shifted by -lo).
-
-    GROUPS > 0 (a multiple of BT): the walk also writes each query's GROUPS group maxima to gm_rows + g (NaN-last
-    maxima of its row's entries whose key row t = g mod GROUPS; NaN for a group with none, naive.group_maxima),
-    so that the selection need not read the row once more for them (its pass 1). A block that walks fewer tiles
-    than there are phases leaves the groups of the phases it never reaches unwritten: every group is written for
-    the rows of more than GROUPS entries, the only rows the selection reads them for. The tiles are walked phase by phase,
-    phase p the tiles p, p + GROUPS/BT, ... (one key stride of GROUPS apart), so a tile row's group stays the
-    same through a phase: its running maximum is a register of the thread that holds the row, stored at the
-    phase's end. (Groups of tiles walked in order would each need a maximum across the warps that hold the
-    tile's rows: writing such maxima from the score kernel once cost it more than the selection saved.)"""
+    2 packed with a lo per query; packed rows store their visible columns only (out_rows shifted by -lo)."""
+    if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
+        ks_next = tl.load(ks_ptr + t_start + tl.arange(0, BT), mask=t_start + tl.arange(0, BT) < T, other=0.0)
     if ROWS == 2:
         # t visible iff 0 <= t - lo < span: one unsigned compare (span 0 for padding queries: nvis 0, lo T)
         span = tl.where(nvis > lo, nvis - lo, 0).to(tl.uint32)[None, :]
-    else:
-        span = 0
-    if GROUPS == 0:
-        if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
-            ks_next = tl.load(ks_ptr + t_start + tl.arange(0, BT), mask=t_start + tl.arange(0, BT) < T, other=0.0)
-        for t0 in range(t_start, t_end, BT):
-            k_scale = 0.0
-            if QUANT:
-                # a small load issued a tile ahead: its latency hides behind this tile's MMA and epilogue
-                k_scale = ks_next
-                offs_t = t0 + tl.arange(0, BT)
-                ks_next = tl.load(ks_ptr + BT + offs_t, mask=BT + offs_t < T, other=0.0)
-            _score_tile(qT, w, k_ptr, k_scale, out_rows, q_ok, lo, nvis, span, t0, t_end, T, stride_kt, offs_d, d_ok,
-                        BT, BQ, HP, DP, DI, IEEE, QUANT, ROWS, EMULATE)
-    else:
-        STRIDE: tl.constexpr = GROUPS           # keys between a phase's tiles
-        t0 = t_start
-        first = t_start                         # the current phase's first tile
-        gm = tl.full([BT, BQ], float("nan"), tl.float32)
+    for t0 in range(t_start, t_end, BT):
+        offs_t = t0 + tl.arange(0, BT)
+        k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
+        if DP == DI:
+            kt = tl.load(k_ptrs, mask=(offs_t < T)[:, None], other=0.0)
+        else:
+            kt = tl.load(k_ptrs, mask=(offs_t < T)[:, None] & d_ok[None, :], other=0.0)
+        if IEEE:
+            acc = tl.dot(kt, qT, input_precision="ieee")
+        else:
+            acc = tl.dot(kt, qT)                        # [BT, N] fp32 on tensor cores
         if QUANT:
-            ks_next = tl.load(ks_ptr + t0 + tl.arange(0, BT), mask=t0 + tl.arange(0, BT) < T, other=0.0)
-        tiles = tl.cdiv(t_end - t_start, BT)    # the block's visible key tiles, phase by phase
-        for _ in range(0, tiles):
-            k_scale = 0.0
-            if QUANT:
-                k_scale = ks_next
-            gv = _score_tile(qT, w, k_ptr, k_scale, out_rows, q_ok, lo, nvis, span, t0, t_end, T, stride_kt, offs_d,
-                             d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, ROWS, EMULATE)
-            gm = _max_nan_last(gm, gv, EMULATE)
-            nxt = t0 + STRIDE
-            done = nxt >= t_end                 # the phase's last tile: its maxima leave, the next phase begins
-            if done:
-                ptrs = gm_rows[None, :] + (first % STRIDE + tl.arange(0, BT))[:, None]
-                if QUANT:
-                    _store_where(ptrs, gm, q_ok[None, :], EMULATE)
-                else:
-                    tl.store(ptrs, gm, mask=q_ok[None, :])
-                gm = tl.full([BT, BQ], float("nan"), tl.float32)
-            first = tl.where(done, first + BT, first)
-            t0 = tl.where(done, first, nxt)
-            if QUANT:
-                ks_next = tl.load(ks_ptr + t0 + tl.arange(0, BT), mask=t0 + tl.arange(0, BT) < T, other=0.0)
-
-
-@triton.jit
-def _score_tile(qT, w, k_ptr, k_scale, out_rows, q_ok, lo, nvis, span, t0, t_end, T, stride_kt, offs_d, d_ok,
-                BT: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr, DI: tl.constexpr,
-                IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr, EMULATE: tl.constexpr):
-    """One key tile [t0, t0 + BT) of the walk (_score_tiles): its scores stored; returns them where they are
-    the queries' row entries and NaN elsewhere (for the group maxima)."""
-    offs_t = t0 + tl.arange(0, BT)
-    k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
-    if DP == DI:
-        kt = tl.load(k_ptrs, mask=(offs_t < T)[:, None], other=0.0)
-    else:
-        kt = tl.load(k_ptrs, mask=(offs_t < T)[:, None] & d_ok[None, :], other=0.0)
-    if IEEE:
-        acc = tl.dot(kt, qT, input_precision="ieee")
-    else:
-        acc = tl.dot(kt, qT)                        # [BT, N] fp32 on tensor cores
-    # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
-    # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
-    acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
-    sc = tl.sum(tl.reshape(acc, (BT, BQ, HP)), axis=2)   # head sum: within a thread + quad
-    if QUANT:
-        sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
-    vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
-    ptrs = out_rows + offs_t[:, None]
-    if ROWS == 0:
-        vals = tl.where(vis, sc, NEG_INF)
-        keep = (offs_t < t_end)[:, None] & q_ok[None, :]
-        entry = vis
-    elif ROWS == 1:     # a block inside one sequence: its visible columns only
-        vals = sc
-        keep = vis & (offs_t >= lo)[:, None]
-        entry = keep
-    else:               # a block across a boundary
-        vals = sc
-        keep = (offs_t[:, None] - lo[None, :]).to(tl.uint32) < span
-        entry = keep
-    # the quantised kernels (v4's FP8 MMA, v3.2's FP8-step values as bf16) store from the MMA layout;
-    # the plain bf16 kernel keeps tl.store, which measured faster there (H200, last 2,048-query chunk
-    # at 262,144: 3.41 against 3.75 ms; the FP8 one 2.28 against 2.12; benchmarks/results/score-store-h200/)
-    if QUANT:
-        _store_where(ptrs, vals, keep, EMULATE)
-    else:
-        tl.store(ptrs, vals, mask=keep)
-    return tl.where(entry, sc, float("nan"))
+            # a small load issued a tile ahead: its latency hides behind this tile's MMA and epilogue
+            k_scale = ks_next
+            ks_next = tl.load(ks_ptr + BT + offs_t, mask=BT + offs_t < T, other=0.0)
+        # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
+        # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
+        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
+        sc = tl.sum(tl.reshape(acc, (BT, BQ, HP)), axis=2)   # head sum: within a thread + quad
+        if QUANT:
+            sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
+        vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
+        ptrs = out_rows + offs_t[:, None]
+        if ROWS == 0:
+            vals = tl.where(vis, sc, NEG_INF)
+            keep = (offs_t < t_end)[:, None] & q_ok[None, :]
+        elif ROWS == 1:     # a block inside one sequence: its visible columns only
+            vals = sc
+            keep = vis & (offs_t >= lo)[:, None]
+        else:               # a block across a boundary
+            vals = sc
+            keep = (offs_t[:, None] - lo[None, :]).to(tl.uint32) < span
+        # the quantised kernels (v4's FP8 MMA, v3.2's FP8-step values as bf16) store from the MMA layout;
+        # the plain bf16 kernel keeps tl.store, which measured faster there (H200, last 2,048-query chunk
+        # at 262,144: 3.41 against 3.75 ms; the FP8 one 2.28 against 2.12; benchmarks/results/score-store-h200/)
+        if QUANT:
+            _store_where(ptrs, vals, keep, EMULATE)
+        else:
+            tl.store(ptrs, vals, mask=keep)
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,15 +262,12 @@ def _compact_tile(x, cols, L, tau, cnt, seg_slots, CAP: tl.constexpr, EMULATE: t
 
 
 @triton.jit
-def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
+def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
                    s_first, n_q, k_eff, idx_offset,
-                   stride_s, stride_gm, stride_c, stride_o,
+                   stride_s, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
-                   EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr,
-                   GROUPS: tl.constexpr):
-    # EMULATE: in the interpreter (no PTX; its maximum propagates NaN), the plain-Triton forms of two steps.
-    # GROUPS: the score kernel wrote each row's CAP group maxima to gm_ptr (_score_tiles), so pass 1 reads
-    # those instead of the row
+                   EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr):
+    # EMULATE: in the interpreter (no PTX; its maximum propagates NaN), the plain-Triton forms of two steps
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
     cand = cand_ptr + r.to(tl.int64) * stride_c
@@ -363,17 +300,12 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
             # non-empty since L > CAP), two blocks in flight per iteration. Padding and the
             # initial value are NaN, the lowest rank, so every group's maximum is one of its
-            # own elements' keys (a group of NaN scores has a NaN maximum). Written by the score
-            # kernel (GROUPS), the groups are those of the keys' rows mod CAP: another partition
-            # of a packed row (its columns start at its sequence's first row), as good a bound
-            if GROUPS:
-                gm = tl.load(gm_ptr + r.to(tl.int64) * stride_gm + offs)
-            else:
-                gm = tl.full([CAP], float("nan"), tl.float32)
-                for b0 in range(0, L, 2 * CAP):
-                    x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
-                    x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
-                    gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
+            # own elements' keys (a group of NaN scores has a NaN maximum)
+            gm = tl.full([CAP], float("nan"), tl.float32)
+            for b0 in range(0, L, 2 * CAP):
+                x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
+                x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
+                gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value
             tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
@@ -559,7 +491,7 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
 
 
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int, seg: Optional[torch.Tensor] = None, group_max: Optional[torch.Tensor] = None) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
     q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with ld >= the
@@ -567,9 +499,7 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     tile range are -inf; further columns are not written. `seg` (a packed batch): the queries'
     rows of the segment table (varlen/naive.py, [n, 4] int32); each query then sees its own
     sequence's rows [row0, row0 + (pos+1)//m), and its column j holds packed row row0 + j (only those
-    columns are written; ld = varlen.naive.score_columns(T, max_seqlen, m) suffices).
-    `group_max` (fp32 [>= n, G], G = cost.score_groups(topk) > 0): each query's G group maxima for the
-    selection (select_chunk's `group_max`), group g holding its row's scores of the key rows = g mod G."""
+    columns are written; ld = varlen.naive.score_columns(T, max_seqlen, m) suffices)."""
     n, HI, DI = q.shape
     T = k.shape[0]
     if n == 0:
@@ -580,18 +510,17 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
         q, k = q.float(), k.float()
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    gm, groups = _group_max_arg(group_max, n, out)
-    _score_kernel[grid](q, w, w, k, w, out, gm, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
-                        k.stride(0), out.stride(0), gm.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
+    _score_kernel[grid](q, w, w, k, w, out, segments_arg(seg, n, w), s_first, n, T, q.stride(0), w.stride(0),
+                        k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
-                        OPERAND=1, VARLEN=seg is not None, GROUPS=groups, EMULATE=kernels_interpreted(_score_kernel),
+                        OPERAND=1, VARLEN=seg is not None, EMULATE=kernels_interpreted(_score_kernel),
                         **score_launch_options(1))
 
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                    seg: Optional[torch.Tensor] = None, group_max: Optional[torch.Tensor] = None) -> None:
-    """score_chunk (`seg` and `group_max` as there) with the official quantisation (docs/semantics.md section 5), on operands
+                    seg: Optional[torch.Tensor] = None) -> None:
+    """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5), on operands
     packed by quant.kernel.pack_rows: q8 [n, HI, DI] / q_scale [n, HI] the queries (one power-of-two scale per
     (query, head)), k8 [T, DI] / k_scale [T] the keys. The values' dtype is the MMA's (quant.formats.keys_dtype:
     FP8 e4m3 for FP4 steps, bf16 for FP8 steps; fp32 in the interpreter). The dot of the packed values times
@@ -614,40 +543,21 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)
     BQ = score_block_queries(HI)
     grid = (triton.cdiv(n, BQ),)
-    gm, groups = _group_max_arg(group_max, n, out)
-    _score_kernel[grid](q8, q_scale, w, k8, k_scale, out, gm, segments_arg(seg, n, w), s_first, n, T, q8.stride(0),
-                        w.stride(0), k8.stride(0), out.stride(0), gm.stride(0), RATIO=ratio, HI=HI, DI=DI,
-                        HP=padded_heads(HI), DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True,
-                        OPERAND=operand, VARLEN=seg is not None, GROUPS=groups, EMULATE=interp,
-                        **score_launch_options(operand))
-
-
-def _group_max_arg(group_max: Optional[torch.Tensor], n: int, out: torch.Tensor) -> tuple:
-    """(the tensor a launch passes for gm_ptr, GROUPS): `group_max` checked, or (out, 0) without it."""
-    if group_max is None:
-        return out, 0
-    g = group_max.shape[-1] if isinstance(group_max, torch.Tensor) else 0
-    if not isinstance(group_max, torch.Tensor) or group_max.dtype != torch.float32 or group_max.dim() != 2 \
-            or group_max.shape[0] < n or g < SCORE_TILE_KEYS or g % SCORE_TILE_KEYS or group_max.stride(1) != 1 \
-            or group_max.device != out.device:
-        raise ValueError(f"group_max must be fp32 [>= {n}, G] on {out.device} with contiguous rows and G a multiple "
-                         f"of {SCORE_TILE_KEYS} (cost.score_groups), got "
-                         f"{group_max.dtype if isinstance(group_max, torch.Tensor) else type(group_max).__name__} "
-                         f"{tuple(group_max.shape) if isinstance(group_max, torch.Tensor) else ''}")
-    return group_max, g
+    _score_kernel[grid](q8, q_scale, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q8.stride(0),
+                        w.stride(0), k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
+                        DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
+                        VARLEN=seg is not None, EMULATE=interp, **score_launch_options(operand))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
                  s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0,
-                 seg: Optional[torch.Tensor] = None, group_max: Optional[torch.Tensor] = None) -> None:
+                 seg: Optional[torch.Tensor] = None) -> None:
     """Key lists of queries [s_first, s_first + n), n = len(out): out[:, :window] = the sliding window
     ids, out[:, window:window + k_eff] = the top-k_eff visible rows of `scores` + idx_offset (int32,
     -1 padded; NaN scores rank below every number; ties to the smaller row). With k_eff = 0 only the
     window is written and `scores` is not read. `seg` (a packed batch, as in score_chunk): each query
     selects among its own sequence's columns and its window stays inside its sequence; the ids are
-    packed (token ids; packed row + idx_offset). `group_max`: the rows' group maxima that score_chunk wrote
-    beside `scores` (fp32 [>= n, cost.score_groups(topk)]), so the selection does not read the rows for
-    them."""
+    packed (token ids; packed row + idx_offset)."""
     n = out.shape[0]
     if n == 0:
         return
@@ -663,13 +573,8 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
                          f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
                          f"{tuple(cand.shape)}")
-    if group_max is not None and score_groups(topk) == 0:
-        raise ValueError(f"group_max: topk = {topk} selects without group maxima (cost.score_groups is 0)")
-    gm, groups = _group_max_arg(group_max, n, scores)
-    if groups and groups != cap:
-        raise ValueError(f"group_max must hold {cap} groups a row for topk = {topk} (cost.score_groups), got {groups}")
-    _select_kernel[(n,)](scores, gm, cand, out, segments_arg(seg, n, out), s_first, n, k_eff, idx_offset,
-                         scores.stride(0), gm.stride(0), cand.stride(0), out.stride(0),
+    _select_kernel[(n,)](scores, cand, out, segments_arg(seg, n, out), s_first, n, k_eff, idx_offset,
+                         scores.stride(0), cand.stride(0), out.stride(0),
                          RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
-                         SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, GROUPS=groups > 0, num_warps=SELECT_WARPS)
+                         SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, num_warps=SELECT_WARPS)

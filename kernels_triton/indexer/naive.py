@@ -112,46 +112,29 @@ def window_indices(positions: torch.Tensor, window: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------
 # the ops, with the kernel launchers' signatures
-def group_maxima(scores: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, groups: int) -> torch.Tensor:
-    """[n, groups] fp32: for query i and group g, the largest of its row's entries scores[i, t], lo_i <= t < hi_i,
-    whose key row t = g mod groups, NaN ranking lowest (NaN only if all are NaN, or there are none). Any such
-    partition of a row gives the selection its threshold: the K-th largest group maximum is at most the row's
-    K-th largest entry (kernel._select_kernel)."""
-    n, T = scores.shape
-    x = torch.where(visible(T, lo, hi), scores.float(), float("nan"))
-    x = torch.cat([x, x.new_full((n, -T % groups), float("nan"))], dim=1).view(n, -1, groups)
-    best = torch.where(torch.isnan(x), float("-inf"), x).amax(dim=1)
-    return torch.where((~torch.isnan(x)).any(dim=1), best, float("nan"))
-
-
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int, seg: Optional[torch.Tensor] = None, group_max: Optional[torch.Tensor] = None) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
     """out[:n, :T] = the masked scores of queries [s_first, s_first + n) (q [n,HI,DI], w [n,HI], k [T,DI]);
-    `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows); `group_max`
-    [>= n, G]: the rows' group maxima too (group_maxima)."""
+    `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows)."""
     n, T = q.shape[0], k.shape[0]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
-    scores = indexer_scores(q[None], w[None], k[None])[0]
-    store_scores(out, scores.masked_fill(~visible(T, lo, hi), float("-inf")), seg, lo, hi)
-    if group_max is not None:
-        group_max[:n] = group_maxima(scores, lo, hi, group_max.shape[1])
+    store_scores(out, indexer_scores(q[None], w[None], k[None])[0].masked_fill(~visible(T, lo, hi), float("-inf")),
+                 seg, lo, hi)
 
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                    seg: Optional[torch.Tensor] = None, group_max: Optional[torch.Tensor] = None) -> None:
+                    seg: Optional[torch.Tensor] = None) -> None:
     """score_chunk on the packed operands (quant.naive.pack_rows): the queries q8 * q_scale, the keys
     k8 * k_scale; fp32 math as score_chunk."""
-    score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg,
-                group_max=group_max)
+    score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg)
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
                  s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0,
-                 seg: Optional[torch.Tensor] = None, group_max: Optional[torch.Tensor] = None) -> None:
+                 seg: Optional[torch.Tensor] = None) -> None:
     """out[:, :window] = window ids, out[:, window:] = the selected rows + idx_offset (-1 padded); `seg`: a
-    packed batch's segment rows of the queries (each keeps to its own sequence; the ids are packed).
-    `group_max` is the kernel's threshold input: an exact top-k needs none, so it is not read here."""
+    packed batch's segment rows of the queries (each keeps to its own sequence; the ids are packed)."""
     n = out.shape[0]
     pos, tok0, lo, hi = row_ranges(n, s_first, ratio, seg, out.device)
     if window:

@@ -17,9 +17,8 @@ from .base import Impl, InputDef, IRSection, Op, StageKind, sized
 
 SCORE = Op(
     "indexer.score",
-    "fp32 scores of a query chunk against the key rows it can see, into `out` (never [S, T]); with `group_max`, "
-    "each row's group maxima for the selection",
-    writes=("out", "group_max"),
+    "fp32 scores of a query chunk against the key rows it can see, into `out` (never [S, T])",
+    writes=("out",),
     impls={
         "torch": Impl(naive.score_chunk, "torch einsum [n, HI, T]",
                       sized(cost.naive_score_temp_bytes, "chunk", "rows", "heads", "dim")),
@@ -32,7 +31,7 @@ SCORE = Op(
 SCORE_FP8 = Op(
     "indexer.score_fp8",
     "the same scores on the packed operands (quant.pack_queries, quant.pack_keys): FP8 MMAs, the scales outside",
-    writes=("out", "group_max"),
+    writes=("out",),
     impls={
         "torch": Impl(naive.score_chunk_fp8, "torch dequantise + einsum [n, HI, T]",
                       sized(cost.naive_score_fp8_temp_bytes, "chunk", "rows", "heads", "dim")),

@@ -2,7 +2,7 @@
 every output, so that the same script run on two trees (PYTHONPATH at each, one process each, alternating)
 compares them bit for bit and in time:
 
-    python benchmarks/gpu_groups_check.py OUT_DIR TAG
+    python benchmarks/gpu_groups_check.py OUT_DIR TAG [quick]
 
 Cases, on the last 2,048-query chunk of v4-flash at S = 262,144 (65,536 keys visible; the scores are the FP8
 kernel's on packed random operands): the score kernel alone without and with the group maxima (the same
@@ -39,7 +39,8 @@ class LastChunk:
         q, self.w, k = chunk_operands(N, T, self.s_first)
         (self.q8, self.qs), (self.k8, self.ks) = pack(q), pack(k)
         self.scores = torch.full((N, T + 64), float("nan"), device="cuda")
-        self.gm = torch.full((N, indexer_cost.score_groups(self.topk)), float("nan"), device="cuda")
+        self.gm = torch.full((N, indexer_cost.score_groups(self.topk)), float("nan"), device="cuda") \
+            if HAS_GROUPS else None
         self.ids = torch.empty(N, self.topk, dtype=torch.int32, device="cuda")
 
     def score(self, groups: bool):
@@ -93,12 +94,13 @@ def free_chunk() -> dict:
 
 def main():
     out_dir, tag = sys.argv[1], sys.argv[2]
+    quick = sys.argv[3:] == ["quick"]       # the kernels, v4-flash composed and its indexer only
     kernels = [lambda: score_case(False), lambda: select_case(False)]
     if HAS_GROUPS:
         kernels += [lambda: score_case(True), lambda: select_case(True)]
-    run_records(kernels + [free_chunk] + FORWARDS + [lambda: timed(forward_case("v4-pro 262144", "v4-pro", 262144,
-                                                                                 DEFAULT))],
-                "groups-check", out_dir, tag)
+    forwards = FORWARDS[:2] if quick else FORWARDS + [lambda: timed(forward_case("v4-pro 262144", "v4-pro", 262144,
+                                                                                 DEFAULT))]
+    run_records(kernels + [free_chunk] + forwards, "groups-check", out_dir, tag)
 
 
 if __name__ == "__main__":
