@@ -145,11 +145,6 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
             _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], q_ok, lo, nvis, t_start, t_end, T, stride_kt,
                          offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2, EMULATE)
     else:
-        # the walk's bound marked warp-uniform (redux.sync) as the packed walks' are: the key-tile counter then
-        # stays in 32 bits, where the compiled loop had kept it as a 64-bit pair of uniform registers and every
-        # mask compare copied the high half back (ISETP.EX and IMAD.U32 a key row). SASS of the loop (sm_90a): the
-        # FP8 walk 484 -> 453 instructions a tile and 224 -> 214 registers, the bf16 one 280 -> 273, v3.2's 313
-        t_end = warp_uniform(t_end, EMULATE)
         _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, 0, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok, BT, BQ,
                      HP, DP, DI, IEEE, QUANT, 0, EMULATE)
 
