@@ -7,8 +7,8 @@ import sys
 import torch
 import triton
 
+from gpu_score_check import pack
 from kernels_triton.indexer import kernel as K
-from kernels_triton.quant import kernel as Q
 
 S, n, HI, DI, m = 262144, 2048, 64, 128, 4
 T, s0 = S // m, S - n
@@ -16,11 +16,7 @@ g = torch.Generator(device="cuda").manual_seed(0)
 q = torch.randn(n, HI, DI, device="cuda", generator=g).bfloat16()
 w = torch.rand(n, HI, device="cuda", generator=g)
 k = torch.randn(T, DI, device="cuda", generator=g).bfloat16()
-k8 = torch.empty(T, DI, dtype=torch.float8_e4m3fn, device="cuda")
-ks = torch.empty(T, device="cuda")
-Q.pack_rows(k, k8, ks, fmt="e2m1", block=32)
-q8, qs = torch.empty(n, HI, DI, dtype=torch.float8_e4m3fn, device="cuda"), torch.empty(n, HI, device="cuda")
-Q.pack_rows(q, q8, qs, fmt="e2m1", block=32)       # the queries as the composed program packs them
+(k8, ks), (q8, qs) = pack(k), pack(q)               # keys and queries as the composed program packs them
 out = torch.empty(n, T + 256, device="cuda")
 res = []
 for quant in (False, True):
