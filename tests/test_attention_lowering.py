@@ -174,8 +174,9 @@ def test_seesaw_splits_the_work_evenly(variant):
 @pytest.mark.parametrize("packed", [False, True])
 def test_ring_window_kernel_lowers_to_a_persistent_loop(packed):
     """seesaw-ring: each CTA loops over its span of queries; per query both consumers run one Q K^T and two
-    P V wgmmas, the producer writes one 8-byte piece of the added row per thread (a whole refill only when a
-    sequence starts), and the output leaves as eight 64-channel TMA stores, waited for only two chunks later
+    P V wgmmas, chained as the listed seesaw's (WG0's first P V from registers, issued before it waits for
+    WG1's max; WG1's max taken over WG0's); the producer writes one 8-byte piece of the added row per
+    thread (a whole refill only when a sequence starts), and the output leaves as eight 64-channel TMA stores, waited for only two chunks later
     (wait_group.read 1), except before the rotated chunk. Packed: positions from the segment rows."""
     r = lower_sparse_mla_fwd(64, 512, 512, 128, True, variant="seesaw-ring-seg" if packed else "seesaw-ring",
                              arch="sm_90a", rope=(448, 64, packed))
@@ -184,7 +185,14 @@ def test_ring_window_kernel_lowers_to_a_persistent_loop(packed):
     assert threads == 384 and r["smem_bytes"] <= sm.SM90_SMEM_LIMIT and "span" in sig
     assert src.count("tl::warpgroup_reg_alloc<216>()") == 2 and "tl::warpgroup_reg_dealloc<72>()" in src
     assert len(re.findall(r"wgmma_ss<[^>]*, 64, 64, 16,", src)) == 2
-    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 4
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 3
+    assert len(re.findall(r"wgmma_rs<[^>]*, 64, 256, 16,", src)) == 1
+    loop = src[src.index("warpgroup_reg_alloc"):]
+    wg0 = loop[:loop.index("warpgroup_reg_alloc", 1)]
+    wg1 = loop[loop.index("warpgroup_reg_alloc", 1):]
+    assert wg0.index("wgmma_rs<") < wg0.index("bar_mx[1].wait(") < wg0.index("bar_p[0].arrive()")
+    assert wg1.index("bar_mx[0].wait(") < wg1.index("bar_mx[1].arrive()") and "bar_mx[1].wait(" not in wg1[
+        :wg1.index("bar_p[1].arrive()")]
     assert len(re.findall(r"for \(int i\w* = 0; i\w* < min\(span, \(Sq - ", src)) == 2    # the consumers
     assert "for (int i_" in src and re.search(r"for \(int i_\d+ = 1; i_\d+ < min\(span,", src)  # the producer
     assert "Indices" not in src and ("Seg[" in src) == packed

@@ -924,8 +924,9 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
 
     @T.macro
     def consumer(c, Q_s, K_s, P_s, X_s, mx_s, sum_s, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_blk,
-                 m_peer, l_i, inv, lse_frag, bar_q, bar_q_free, bar_kv_full, bar_kv_free, bar_mx, bar_p, scale2,
-                 s_begin, p_first, n_q, b_i, h0, P):
+                 m_peer, alpha, l_i, inv, lse_frag, bar_q, bar_q_free, bar_kv_full, bar_kv_free, bar_mx, bar_p, scale2,
+                 s_begin, p_first, n_q, b_i, h0, P, P_r):
+        # m_peer, alpha and P_r are WG0's alone (as in _build_seesaw): WG1 passes None for them
         for i in T.serial(n_q):
             s_i = s_begin + i
             s_pos, _ = position(Seg, s_i, p_first)
@@ -940,19 +941,34 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
             T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
             T.barrier_arrive(bar_q_free)
             T.reduce_max(acc_s, m_blk, dim=1, clear=True)
-            for h in T.Parallel(HB):
-                m_blk[h] = m_blk[h] * scale2
-                mx_s[c, i & 1, h] = m_blk[h]
-            T.barrier_arrive(bar_mx[c])
-            T.barrier_wait(bar_mx[1 - c], 0)
-            for h in T.Parallel(HB):
-                m_peer[h] = mx_s[1 - c, i & 1, h]
-            for h in T.Parallel(HB):
-                # one pair of blocks a query: the running max starts (and the output and sum) afresh
-                m_i[h] = T.max(M_INIT, T.max(m_blk[h], m_peer[h]))
+            # the listed seesaw's chain over its one pair of blocks (the running max starts afresh per query):
+            # m0 = max(M_INIT, block 0's max) from WG0, then m1 = max(m0, block 1's max) from WG1
+            if c == 0:
+                for h in T.Parallel(HB):
+                    m_i[h] = T.max(M_INIT, m_blk[h] * scale2)
+                    mx_s[0, i & 1, h] = m_i[h]
+                T.barrier_arrive(bar_mx[0])
+            else:
+                T.barrier_wait(bar_mx[0], 0)
+                for h in T.Parallel(HB):
+                    m_i[h] = T.max(mx_s[0, i & 1, h], m_blk[h] * scale2)
+                    mx_s[1, i & 1, h] = m_i[h]
+                T.barrier_arrive(bar_mx[1])
             for h, j in T.Parallel(HB, BI):
                 acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
             T.reduce_sum(acc_s, l_i, dim=1)
+            if c == 0:
+                # P0 V0 from registers at m0, under WG1's softmax; then P0 moved to m1 for WG1
+                T.copy(acc_s, P_r)
+                T.wgmma_gemm(P_r, K_s[0, :, 0:DH], acc_o, clear_accum=True)
+                T.barrier_wait(bar_mx[1], 0)
+                for h in T.Parallel(HB):
+                    m_peer[h] = mx_s[1, i & 1, h]                   # m1
+                    alpha[h] = T.exp2(m_i[h] - m_peer[h])           # the factor from m0 to m1
+                    m_i[h] = m_peer[h]
+                    l_i[h] = l_i[h] * alpha[h]
+                for h, j in T.Parallel(HB, BI):
+                    acc_s[h, j] = acc_s[h, j] * alpha[h]
             # P_s[c] also staged the previous query's output: those stores must have read it (the last group
             # is X_s[c]'s, except consumer 1's rotated chunk, stored from P_s[1])
             T.tma_store_wait(0 if c == 1 and ROPE_CHUNK == CHUNKS - 1 else 1)
@@ -960,9 +976,18 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
             T.copy(acc_s, P_s[c, :, :])
             T.fence_proxy_async()          # P_s is read by wgmma (the peer's too)
             T.barrier_arrive(bar_p[c])
-            T.gemm(P_s[c, :, :], K_s[c, :, c * DH:(c + 1) * DH], acc_o, clear_accum=True)
-            T.barrier_wait(bar_p[1 - c], i & 1)
-            T.gemm(P_s[1 - c, :, :], K_s[1 - c, :, c * DH:(c + 1) * DH], acc_o)
+            if c == 0:
+                T.wait_wgmma(0)
+                T.warpgroup_fence_operand(acc_o, num_regs=HB * DH // 128)
+                for h, d in T.Parallel(HB, DH):
+                    acc_o[h, d] *= alpha[h]
+                T.barrier_wait(bar_p[1], i & 1)
+                T.gemm(P_s[1, :, :], K_s[1, :, 0:DH], acc_o)
+            else:
+                # block 0 first, as the listed seesaw does
+                T.barrier_wait(bar_p[0], i & 1)
+                T.gemm(P_s[0, :, :], K_s[0, :, DH:D], acc_o, clear_accum=True)
+                T.gemm(P_s[1, :, :], K_s[1, :, DH:D], acc_o)
             T.barrier_arrive(bar_kv_free)
             for h in T.Parallel(HB):
                 sum_s[c, h] = l_i[h]
@@ -1016,13 +1041,14 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
             m_blk0 = T.alloc_fragment([HB], f32)
             m_blk1 = T.alloc_fragment([HB], f32)
             m_peer0 = T.alloc_fragment([HB], f32)
-            m_peer1 = T.alloc_fragment([HB], f32)
+            alpha0 = T.alloc_fragment([HB], f32)
             l_i0 = T.alloc_fragment([HB], f32)
             l_i1 = T.alloc_fragment([HB], f32)
             inv0 = T.alloc_fragment([HB], f32)
             inv1 = T.alloc_fragment([HB], f32)
             lse0 = T.alloc_fragment([HB], f32)
             lse1 = T.alloc_fragment([HB], f32)
+            P_r = T.alloc_fragment([HB, BI], bf16)
             row_r = T.alloc_local([VEC], bf16)
 
             bar_q = T.alloc_barrier(128)
@@ -1042,13 +1068,13 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
             if tx < 128:
                 T.set_max_nreg(216, 1)
                 consumer(0, Q_s, K_s, P_s, X_s, mx_s, sum_s, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
-                         m_i0, m_blk0, m_peer0, l_i0, inv0, lse0, bar_q, bar_q_free, bar_kv_full, bar_kv_free,
-                         bar_mx, bar_p, scale2, s_begin, pos0, n_q, b_i, h0, P)
+                         m_i0, m_blk0, m_peer0, alpha0, l_i0, inv0, lse0, bar_q, bar_q_free, bar_kv_full,
+                         bar_kv_free, bar_mx, bar_p, scale2, s_begin, pos0, n_q, b_i, h0, P, P_r)
             elif tx < 256:
                 T.set_max_nreg(216, 1)
                 consumer(1, Q_s, K_s, P_s, X_s, mx_s, sum_s, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
-                         m_i1, m_blk1, m_peer1, l_i1, inv1, lse1, bar_q, bar_q_free, bar_kv_full, bar_kv_free,
-                         bar_mx, bar_p, scale2, s_begin, pos0, n_q, b_i, h0, P)
+                         m_i1, m_blk1, None, None, l_i1, inv1, lse1, bar_q, bar_q_free, bar_kv_full,
+                         bar_kv_free, bar_mx, bar_p, scale2, s_begin, pos0, n_q, b_i, h0, P, None)
             else:
                 T.set_max_nreg(72, 0)
                 p = tx - 256
