@@ -66,9 +66,9 @@ def test_causal_bound_skips_only_empty_blocks(H, D, W, K, ratio, fresh_seed):
 def test_implicit_window_equals_the_listed_window(fresh_seed):
     """The per-query window kernel ("ws-window") gives the listed kernel's bits over the window in order; the
     persistent ring kernel (seesaw, W = 128) the listed kernel's bits over the same rows in its slot order
-    (ring_window_ids), and the in-order window's within rounding; a NaN row reaches exactly the queries whose
-    window holds it. Spans of 1, 7 and the default, B = 2, H = 128, a chunk mid-sequence, LSE too; the output
-    is NaN-poisoned first, so an unwritten row shows."""
+    (ring_window_ids), and the in-order window's within rounding (and as close to the fp32 reference); a NaN
+    row reaches exactly the queries whose window holds it. Spans of 1, 7 and the default, B = 2, H = 128, a
+    chunk mid-sequence, LSE too; the output is NaN-poisoned first, so an unwritten row shows."""
     g = torch.Generator(device="cuda").manual_seed(fresh_seed)
     S, D, W = 3000, 512, 128
     rot = rotary(csa_dsl.preset("v4-window").attention.inverse_rope)
@@ -106,7 +106,17 @@ def test_implicit_window_equals_the_listed_window(fresh_seed):
             assert torch.equal(nan_q, (pos >= 1500) & (pos < 1500 + W)), fresh_seed
             ok = ~torch.isnan(in_order.float())
             assert torch.equal(ok, ~torch.isnan(out.float()))
-            assert rel_err(out[ok], in_order[ok]) <= 1e-3, (rel_err(out[ok], in_order[ok]), fresh_seed)
+            # within rounding of the in-order window: both kernels round P to bf16 at a running max that
+            # depends on which keys share block 0 (the chained seesaw), so their outputs differ by P's
+            # roundings, about 2^-9 / sqrt(3) relative for random rows (measured 1.2e-3), under one bf16 ulp;
+            # and the ring is as close to the fp32 reference as the in-order kernel is
+            assert rel_err(out[ok], in_order[ok]) <= 2 ** -8, (rel_err(out[ok], in_order[ok]), fresh_seed)
+            ref = torch.empty_like(out)
+            for b in range(B):
+                att_naive.attend(qs[b], kv[b], canon[b], ref[b], sink, scale=D ** -0.5, v_dim=512, pos0=pos0,
+                                 rope_cos=cos, rope_sin=sin)
+            err_ring, err_in_order = rel_err(out[ok], ref[ok]), rel_err(in_order[ok], ref[ok])
+            assert err_ring <= 1.25 * err_in_order, (err_ring, err_in_order, fresh_seed)
 
 
 def test_selfindex_composed_16k(fresh_seed):
