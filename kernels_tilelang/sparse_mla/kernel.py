@@ -839,11 +839,10 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
     `span` consecutive queries (of one batch element and head group), so each query's window differs from the
     one before by one row: the KV tile is a ring of RING slots, row r of a sequence in slot r % RING (block
     (r % RING) // BI), and per query the producer writes the row the query adds over the row it drops.
-    Attention does not depend on the order of its keys, only its rounding does: this kernel is within rounding
-    of the window in order. It gave the bits of the listed kernel over the same rows in the same slots
-    (kernel.ring_window_ids) until the listed seesaw chained its running max (9eb3f2a) while this kernel kept
-    the symmetric exchange below: since then tests/test_layer_kinds_gpu.py's
-    test_implicit_window_equals_the_listed_window, which asserts those bits, fails (the chain here would mend it).
+    Attention does not depend on the order of its keys, only its rounding does: this kernel gives the bits of
+    the listed seesaw kernel over the same rows in the same slots (kernel.ring_window_ids), within rounding of
+    the window in order (checked on the GPU: tests/test_layer_kinds_gpu.py,
+    test_implicit_window_equals_the_listed_window). For those bits its softmax is the listed kernel's chain.
 
     Slot j of the query at position p holds row p - ((p - j) mod RING): a key while that is >= 0 (every slot
     once p >= RING - 1). The CTA's first query, and with `packed` (a packed batch: Seg gives each token's
@@ -866,8 +865,12 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
       bar_kv_free  both consumers' P V of query i done         -> producer may write query i + 1's row
       bar_mx[c]    c's block row max (parity 0), then c's row sum (parity 1)
       bar_p[c]     c wrote P_s[c] (+ fence)                    -> c' may multiply it
-    The exchange through mx_s / sum_s / P_s is the symmetric one _build_seesaw had before its chained
-    maxima: both consumers publish their block's max, and both take the larger, at once."""
+    The running max is _build_seesaw's chain over one pair of blocks, started afresh per query: WG0 publishes
+    m0 = its block's max and issues its first P V from registers at m0; WG1 takes m1 = max(m0, its block's max)
+    and publishes it; WG0 then moves its P to m1 for WG1 and rescales its output and row sum. (With the
+    symmetric exchange this kernel had before, both taking the larger of the two maxima at once, it took the
+    same 13.1-13.7 ms at S = 262,144, benchmarks/results/profile-h200/window-ring-chain/, but no longer gave
+    the listed kernel's bits once that kernel chained its max in 9eb3f2a.)"""
     import tilelang.language as T
 
     HB = BLOCK_HEADS
@@ -1433,8 +1436,8 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
     pos0: the position of query row 0 (the rows are positions pos0, pos0 + 1, ...).
     indices=None: the sliding window alone, `window` slots (row max(0, p-window+1) + j, valid while
       <= p): no key list exists (window-only layers). A window of RING rows on the seesaw split runs on the
-      persistent ring kernel, which holds the rows in slot order r % RING: within rounding of the in-order
-      window (and of the listed kernel over ring_window_ids, whose bits it gave before 9eb3f2a). With rope_seg (a packed batch, B = 1,
+      persistent ring kernel, which holds the rows in slot order r % RING: the bits of the listed kernel
+      over ring_window_ids, within rounding of the in-order window. With rope_seg (a packed batch, B = 1,
       query row s being kv row pos0 + s) each query's window is of its own sequence: position rope_seg[s, 0],
       rows from rope_seg[s, 1] (the ring kernel only, see ring_window).
     causal_bound=(k_sel, ratio): a promise that each list is `window` window slots then selected
