@@ -21,8 +21,9 @@ from kernels_tilelang.sparse_mla.cost import attention_flop
 from pipeline.lang.presets import preset
 
 
-def attention_alone(spec_name: str, n: int = 65536, rows_from: int = 0) -> dict:
-    """The attention on bench attention's inputs (seed 0); rows_from > 0 folds every key id into [0, rows_from)."""
+def attention_launch(spec_name: str, n: int = 65536, rows_from: int = 0) -> tuple:
+    """(run, keys): the default attention kernel on bench attention's inputs (seed 0), n queries; rows_from > 0
+    folds every key id into [0, rows_from). Also benchmarks/ncu_one_launch.py's."""
     spec = preset(spec_name)
     a = spec.attention
     q, kv, keys = attention_inputs(spec, n, n + n // spec.ratio, seed=0)
@@ -34,6 +35,13 @@ def attention_alone(spec_name: str, n: int = 65536, rows_from: int = 0) -> dict:
 
     def run():
         return sparse_mla.sparse_mla_fwd(q, kv, keys, a.softmax_scale, a.v_dim, sink=sink, out=out)
+    return run, keys
+
+
+def attention_alone(spec_name: str, n: int = 65536, rows_from: int = 0) -> dict:
+    """The attention on bench attention's inputs (seed 0); rows_from > 0 folds every key id into [0, rows_from)."""
+    a = preset(spec_name).attention
+    run, keys = attention_launch(spec_name, n, rows_from)
     ms = time_ms(run)
     valid = int((keys >= 0).sum())
     return {"case": f"attention {spec_name} {n}" + (f" rows<{rows_from}" if rows_from else ""),

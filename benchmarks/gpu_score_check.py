@@ -38,9 +38,9 @@ def pack(x: torch.Tensor) -> tuple:
     return x8, scale
 
 
-def score_alone(s_first: int, fp8: bool = True, S: int = 262144, n: int = 2048) -> dict:
-    """One chunk's scores on packed operands as the composed program makes them (quant.pack_rows, FP4 steps)."""
-    ix = preset("v4-flash").indexer
+def score_launch(s_first: int, fp8: bool = True, S: int = 262144, n: int = 2048) -> tuple:
+    """(run, out): one chunk's score launch on v4-flash operands (packed as the composed program packs them,
+    quant.pack_rows with FP4 steps, when fp8), into a NaN-poisoned out. Also benchmarks/ncu_one_launch.py's."""
     ratio, T = 4, S // 4
     q, w, k = chunk_operands(n, T, s_first)
     out = torch.full((n, (s_first + n) // ratio + 64), float("nan"), device="cuda")
@@ -52,6 +52,14 @@ def score_alone(s_first: int, fp8: bool = True, S: int = 262144, n: int = 2048) 
     else:
         def run():
             indexer_kernel.score_chunk(q, w, k, out, s_first=s_first, ratio=ratio)
+    return run, out
+
+
+def score_alone(s_first: int, fp8: bool = True, S: int = 262144, n: int = 2048) -> dict:
+    """One chunk's scores on packed operands as the composed program makes them (quant.pack_rows, FP4 steps)."""
+    ix = preset("v4-flash").indexer
+    ratio = 4
+    run, out = score_launch(s_first, fp8, S, n)
     run()
     flop = 2 * ix.heads * ix.dim * sum((s_first + i + 1) // ratio for i in range(n))
     ms = triton.testing.do_bench(run, warmup=20, rep=300, return_mode="median")
