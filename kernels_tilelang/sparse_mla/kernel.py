@@ -616,6 +616,51 @@ def _build_ws(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False
     return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
 
 
+def _chain_macros(T, HB, BI, DH, M_INIT):
+    """The seesaw's chained running max over a pair of key blocks (see _build_seesaw), one definition for the
+    listed kernel and the window ring kernel (_build_seesaw_ring), which must give the listed kernel's bits:
+      chain_max(c, ...)   WG0: m0 = max(m, block 0's max), published in mx_s[0, slot]; WG1: m1 = max(m0,
+                          block 1's max), published in mx_s[1, slot]. m is m_prev, or M_INIT with m_prev None
+                          (the ring kernel's max starts afresh each query).
+      p0_to_m1(...)       WG0's P0 V0 from registers at m0 (issued asynchronously, left in flight), then, once
+                          WG1 published m1, its max, row sum and P0 (acc_s) moved to m1; alpha = exp2(m0 - m1)
+                          is left for rescaling acc_o once that P V is done.
+    slot: the mx_s parity slot of this pair; phase: the parity of bar_mx's phase that publishes it."""
+
+    def start(m_prev, h):
+        return M_INIT if m_prev is None else m_prev[h]
+
+    @T.macro
+    def chain_max(c, m_i, m_prev, m_blk, mx_s, bar_mx, slot, phase, scale2):
+        if c == 0:
+            # m0 published at once: WG1's softmax waits on it alone
+            for h in T.Parallel(HB):
+                m_i[h] = T.max(start(m_prev, h), m_blk[h] * scale2)
+                mx_s[0, slot, h] = m_i[h]
+            T.barrier_arrive(bar_mx[0])
+        else:
+            T.barrier_wait(bar_mx[0], phase)
+            for h in T.Parallel(HB):
+                m_i[h] = T.max(mx_s[0, slot, h], m_blk[h] * scale2)     # m1 = max(m0, block 1's max)
+                mx_s[1, slot, h] = m_i[h]
+            T.barrier_arrive(bar_mx[1])
+
+    @T.macro
+    def p0_to_m1(acc_s, P_r, K_s, acc_o, m_i, m_peer, alpha, l_i, mx_s, bar_mx, slot, phase, clear):
+        T.copy(acc_s, P_r)
+        T.wgmma_gemm(P_r, K_s[0, :, 0:DH], acc_o, clear_accum=clear)
+        T.barrier_wait(bar_mx[1], phase)
+        for h in T.Parallel(HB):
+            m_peer[h] = mx_s[1, slot, h]                    # m1
+            alpha[h] = T.exp2(m_i[h] - m_peer[h])           # now the factor from m0 to m1
+            m_i[h] = m_peer[h]
+            l_i[h] = l_i[h] * alpha[h]
+        for h, j in T.Parallel(HB, BI):
+            acc_s[h, j] = acc_s[h, j] * alpha[h]
+
+    return chain_max, p0_to_m1
+
+
 def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
     """The "seesaw" split of the ws kernel (D == DV: no RoPE tail). Both consumer warpgroups compute
     Q K^T, on alternate key blocks (WG0 the even block of a pair, WG1 the odd one), and each accumulates
@@ -657,6 +702,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     M_INIT = -1.0e30              # finite: exp2(M_INIT - M_INIT) = 1, never inf - inf
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
     inverse_rope = _inverse_rope_macro(T, HB, rope)
+    chain_max, p0_to_m1 = _chain_macros(T, HB, BI, DH, M_INIT)
     RC, RD = rope[0], rope[1]
     key_row, key_ok = _key_fns(T, implicit_window)
     produce = _producer_macro(T, HB, BI, D, 0, key_row, key_ok)
@@ -684,18 +730,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
             T.reduce_max(acc_s, m_blk, dim=1, clear=True)
             T.copy(m_i, m_prev)
-            if c == 0:
-                # m0 = max(m, block 0's max), published at once: WG1's softmax waits on it alone
-                for h in T.Parallel(HB):
-                    m_i[h] = T.max(m_prev[h], m_blk[h] * scale2)
-                    mx_s[0, it & 1, h] = m_i[h]
-                T.barrier_arrive(bar_mx[0])
-            else:
-                T.barrier_wait(bar_mx[0], it & 1)
-                for h in T.Parallel(HB):
-                    m_i[h] = T.max(mx_s[0, it & 1, h], m_blk[h] * scale2)     # m1 = max(m0, block 1's max)
-                    mx_s[1, it & 1, h] = m_i[h]
-                T.barrier_arrive(bar_mx[1])
+            chain_max(c, m_i, m_prev, m_blk, mx_s, bar_mx, it & 1, it & 1, scale2)
             for h in T.Parallel(HB):
                 alpha[h] = T.exp2(m_prev[h] - m_i[h])
             for h, j in T.Parallel(HB, BI):
@@ -707,16 +742,7 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
                 acc_o[h, d] *= alpha[h]
             if c == 0:
                 # P0 V0 from registers at m0, under WG1's softmax; then P0 moved to m1 for WG1
-                T.copy(acc_s, P_r)
-                T.wgmma_gemm(P_r, K_s[0, :, 0:DH], acc_o)
-                T.barrier_wait(bar_mx[1], it & 1)
-                for h in T.Parallel(HB):
-                    m_peer[h] = mx_s[1, it & 1, h]                  # m1
-                    alpha[h] = T.exp2(m_i[h] - m_peer[h])           # now the factor from m0 to m1
-                    m_i[h] = m_peer[h]
-                    l_i[h] = l_i[h] * alpha[h]
-                for h, j in T.Parallel(HB, BI):
-                    acc_s[h, j] = acc_s[h, j] * alpha[h]
+                p0_to_m1(acc_s, P_r, K_s, acc_o, m_i, m_peer, alpha, l_i, mx_s, bar_mx, it & 1, it & 1, False)
                 T.copy(acc_s, P_s[0, :, :])
                 T.fence_proxy_async()
                 T.barrier_arrive(bar_p[0])
@@ -865,9 +891,10 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
       bar_kv_free  both consumers' P V of query i done         -> producer may write query i + 1's row
       bar_mx[c]    c's block row max (parity 0), then c's row sum (parity 1)
       bar_p[c]     c wrote P_s[c] (+ fence)                    -> c' may multiply it
-    The running max is _build_seesaw's chain over one pair of blocks, started afresh per query: WG0 publishes
-    m0 = its block's max and issues its first P V from registers at m0; WG1 takes m1 = max(m0, its block's max)
-    and publishes it; WG0 then moves its P to m1 for WG1 and rescales its output and row sum. (With the
+    The running max is _build_seesaw's chain (_chain_macros, the same code) over one pair of blocks, started
+    afresh per query: WG0 publishes m0 = its block's max and issues its first P V from registers at m0; WG1
+    takes m1 = max(m0, its block's max) and publishes it; WG0 then moves its P to m1 for WG1 and rescales its
+    output and row sum. (With the
     symmetric exchange this kernel had before, both taking the larger of the two maxima at once, it took the
     same 13.1-13.7 ms at S = 262,144, benchmarks/results/profile-h200/window-ring-chain/, but no longer gave
     the listed kernel's bits once that kernel chained its max in 9eb3f2a.)"""
@@ -880,6 +907,7 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
     M_INIT = -1.0e30
     finalize = _epilogue_macros(T, HB, with_sink, return_lse)
     inverse_rope = _inverse_rope_macro(T, HB, rope)
+    chain_max, p0_to_m1 = _chain_macros(T, HB, BI, DH, M_INIT)
     load_q = _q_load_macro(T, HB, D, 0)
     RC, RD = rope[0], rope[1]
     VEC = D // 128                # channels of the new row each producer thread moves (8 bytes)
@@ -944,34 +972,14 @@ def _build_seesaw_ring(heads, D, with_sink, return_lse, BI, rope=NO_ROPE, packed
             T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
             T.barrier_arrive(bar_q_free)
             T.reduce_max(acc_s, m_blk, dim=1, clear=True)
-            # the listed seesaw's chain over its one pair of blocks (the running max starts afresh per query):
-            # m0 = max(M_INIT, block 0's max) from WG0, then m1 = max(m0, block 1's max) from WG1
-            if c == 0:
-                for h in T.Parallel(HB):
-                    m_i[h] = T.max(M_INIT, m_blk[h] * scale2)
-                    mx_s[0, i & 1, h] = m_i[h]
-                T.barrier_arrive(bar_mx[0])
-            else:
-                T.barrier_wait(bar_mx[0], 0)
-                for h in T.Parallel(HB):
-                    m_i[h] = T.max(mx_s[0, i & 1, h], m_blk[h] * scale2)
-                    mx_s[1, i & 1, h] = m_i[h]
-                T.barrier_arrive(bar_mx[1])
+            # the listed seesaw's chain over its one pair of blocks (the running max starts afresh per query)
+            chain_max(c, m_i, None, m_blk, mx_s, bar_mx, i & 1, 0, scale2)
             for h, j in T.Parallel(HB, BI):
                 acc_s[h, j] = T.exp2(acc_s[h, j] * scale2 - m_i[h])
             T.reduce_sum(acc_s, l_i, dim=1)
             if c == 0:
                 # P0 V0 from registers at m0, under WG1's softmax; then P0 moved to m1 for WG1
-                T.copy(acc_s, P_r)
-                T.wgmma_gemm(P_r, K_s[0, :, 0:DH], acc_o, clear_accum=True)
-                T.barrier_wait(bar_mx[1], 0)
-                for h in T.Parallel(HB):
-                    m_peer[h] = mx_s[1, i & 1, h]                   # m1
-                    alpha[h] = T.exp2(m_i[h] - m_peer[h])           # the factor from m0 to m1
-                    m_i[h] = m_peer[h]
-                    l_i[h] = l_i[h] * alpha[h]
-                for h, j in T.Parallel(HB, BI):
-                    acc_s[h, j] = acc_s[h, j] * alpha[h]
+                p0_to_m1(acc_s, P_r, K_s, acc_o, m_i, m_peer, alpha, l_i, mx_s, bar_mx, i & 1, 0, True)
             # P_s[c] also staged the previous query's output: those stores must have read it (the last group
             # is X_s[c]'s, except consumer 1's rotated chunk, stored from P_s[1])
             T.tma_store_wait(0 if c == 1 and ROPE_CHUNK == CHUNKS - 1 else 1)
