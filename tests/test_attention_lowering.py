@@ -176,8 +176,9 @@ def test_ring_window_kernel_lowers_to_a_persistent_loop(packed):
     """seesaw-ring: each CTA loops over its span of queries; per query both consumers run one Q K^T and two
     P V wgmmas, chained as the listed seesaw's (WG0's first P V from registers, issued before it waits for
     WG1's max; WG1's max taken over WG0's); the producer writes one 8-byte piece of the added row per
-    thread (a whole refill only when a sequence starts), and the output leaves as eight 64-channel TMA stores, waited for only two chunks later
-    (wait_group.read 1), except before the rotated chunk. Packed: positions from the segment rows."""
+    thread (a whole refill only when a sequence starts), and the output leaves as eight 64-channel TMA
+    stores, waited for only two chunks later (wait_group.read 1), except before the rotated chunk. Packed:
+    positions from the segment rows."""
     r = lower_sparse_mla_fwd(64, 512, 512, 128, True, variant="seesaw-ring-seg" if packed else "seesaw-ring",
                              arch="sm_90a", rope=(448, 64, packed))
     src = r["cuda"]
