@@ -92,17 +92,24 @@ def same(rec, out, first) -> bool:
     return False
 
 
+def output_of(fwd, prog, inputs):
+    """One call of a case's variant, returning its output: the compiled forward's, or the ids of the standalone
+    indexer's program (fwd None, indexer_case)."""
+    if fwd is None:
+        return lambda: interpreter.execute(prog, inputs, torch.device("cuda"))["ids"]
+    return lambda: fwd.execute(prog, **inputs)
+
+
 def run_case(case, kind="overlap-check"):
     name, spec, S, inputs, runs, out_b = case
     recs, result, first = [], {}, None
 
     def call(fwd, prog):
+        run = output_of(fwd, prog, inputs)
+
         def fn():
             result.pop("out", None)
-            if fwd is None:
-                result["out"] = interpreter.execute(prog, inputs, torch.device("cuda"))["ids"]
-            else:
-                result["out"] = fwd.execute(prog, **inputs)
+            result["out"] = run()
         return fn
     for label, fwd, prog in runs:
         rec = base_record(kind, spec, 1, S, "composed")

@@ -16,9 +16,8 @@ import torch
 import triton
 
 from csa_dsl.benchmarks import base_record, time_ms
-from gpu_overlap_check import forward_case, indexer_case
+from gpu_overlap_check import forward_case, indexer_case, output_of
 from kernels_triton.indexer import kernel as indexer_kernel
-from pipeline import interpreter
 from pipeline.lang import defaults
 from pipeline.lang.presets import preset
 
@@ -56,11 +55,7 @@ def timed(case) -> dict:
     the standalone indexer's): the output's digest and the median time."""
     name, spec, S, inputs, runs, _ = case
     _, fwd, prog = runs[0]
-
-    def call():
-        if fwd is None:
-            return interpreter.execute(prog, inputs, torch.device("cuda"))["ids"]
-        return fwd.execute(prog, **inputs)
+    call = output_of(fwd, prog, inputs)
     return {"case": name, "digest": digest(call()), "median_ms": time_ms(call)}
 
 

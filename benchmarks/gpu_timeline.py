@@ -15,9 +15,8 @@ import torch
 
 from csa_dsl import timeline
 from csa_dsl.benchmarks import base_record
-from gpu_overlap_check import forward_case, indexer_case
+from gpu_overlap_check import forward_case, indexer_case, output_of
 from gpu_select_check import DEFAULT
-from pipeline import interpreter
 from pipeline.lang.presets import preset
 
 CASES = {
@@ -30,13 +29,10 @@ CASES = {
 
 
 def call_of(case):
-    """One call of a gpu_overlap_check case's first variant (the compiled forward, or the standalone indexer's
-    program)."""
+    """One call of a gpu_overlap_check case's first variant (gpu_overlap_check.output_of)."""
     _, _, _, inputs, runs, _ = case
     _, fwd, prog = runs[0]
-    if fwd is None:
-        return lambda: interpreter.execute(prog, inputs, torch.device("cuda"))
-    return lambda: fwd.execute(prog, **inputs)
+    return output_of(fwd, prog, inputs)
 
 
 def main():

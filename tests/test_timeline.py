@@ -5,12 +5,12 @@ from csa_dsl import timeline
 US = 1000.0     # the trace's unit is the microsecond: 1 ms
 
 
-def _kernel(name, stream, t0_ms, t1_ms):
+def _kernel(name, stream, t0_ms, t1_ms, correlation):
     return {"cat": "kernel", "name": name, "ts": t0_ms * US, "dur": (t1_ms - t0_ms) * US,
-            "args": {"stream": stream, "correlation": hash((name, t0_ms)) % 10**6}}
+            "args": {"stream": stream, "correlation": correlation}}
 
 
-def _launch(name, t_ms, correlation):
+def _launch(t_ms, correlation):
     return {"cat": "cuda_runtime", "name": "cuLaunchKernelEx", "ts": t_ms * US, "dur": 5.0,
             "args": {"correlation": correlation}}
 
@@ -26,11 +26,10 @@ def test_stage_of_names_the_kernels_the_programs_launch():
 
 def test_busy_and_concurrent_on_a_two_stream_trace():
     # stream 1: score 0-4, score 5-9; stream 2: select 3-6 (under both scores and the gap), attention 10-12
-    events = [_kernel("_score_kernel", 1, 0, 4), _kernel("_score_kernel", 1, 5, 9),
-              _kernel("_select_kernel", 2, 3, 6), _kernel("sparse_mla_fwd_kernel_kernel", 2, 10, 12)]
+    events = [_kernel("_score_kernel", 1, 0, 4, 1), _kernel("_score_kernel", 1, 5, 9, 2),
+              _kernel("_select_kernel", 2, 3, 6, 3), _kernel("sparse_mla_fwd_kernel_kernel", 2, 10, 12, 4)]
     host = {}
-    for i, ev in enumerate(list(events)):
-        events.append(_launch(ev["name"], ev["ts"] / US - 0.5 * (i + 1), ev["args"]["correlation"]))
+    events += [_launch(ev["ts"] / US - 0.5 * (i + 1), ev["args"]["correlation"]) for i, ev in enumerate(events)]
     ks = timeline.kernels_of(events, host)
     assert [k[0] for k in ks] == ["_score_kernel", "_select_kernel", "_score_kernel", "sparse_mla_fwd_kernel_kernel"]
     s = timeline.summary(ks)
