@@ -13,6 +13,7 @@ from typing import Dict, Iterable
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
 
 LEVELS = ("ttir", "ttgir", "llir", "ptx")
 
@@ -29,6 +30,13 @@ def compile_for_target(fn, signature: Dict[str, str], constexprs: Dict[str, obje
     if unknown:
         raise ValueError(f"divisibility hints for unknown arguments {unknown}")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
+    gluon = isinstance(fn, GluonJITFunction)
+    src = (GluonASTSource if gluon else ASTSource)(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
-    return {lvl: compiled.asm[lvl] for lvl in LEVELS if lvl in compiled.asm}
+    levels = {lvl: compiled.asm[lvl] for lvl in LEVELS if lvl in compiled.asm}
+    if gluon:
+        # a Gluon kernel has no ttir: it is written at the TritonGPU level, layouts included; its IR as written
+        # (before the GPU passes) stands in for the kernel as written
+        levels["ttir"] = (f"// Gluon kernel {fn.__name__}: no Triton IR (Gluon writes TritonGPU IR, layouts "
+                          f"included); this is its IR as written, before the GPU passes\n" + compiled.asm["source"])
+    return levels

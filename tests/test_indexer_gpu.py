@@ -105,3 +105,50 @@ def test_nan_scores_rank_last_on_the_gpu(fresh_seed):
     exact = _exact_scores(q, w, k, 7000, 7512, m)
     rec, det = tie_aware_recall(got[0, 7000:7512], torch.nan_to_num(exact, nan=float("-inf")), ix.topk)
     assert rec == 1.0 and det["duplicates"] == 0, det
+
+
+@pytest.mark.parametrize("S,s_first,n", [(262144, 262144 - 2048, 2048), (8192, 1000, 333), (4096, 0, 2048),
+                                         (65536, 65536 - 1037, 1037)])
+def test_gluon_score_walk_against_triton_and_fp64(S, s_first, n, fresh_seed):
+    """V4's FP8 score walk in Gluon (score_gluon.py) against the Triton walk on the same packed operands, both into
+    NaN-poisoned buffers: the same cells written (-inf past each query's visible rows, nothing past the block's last
+    row), the same NaN scores (a NaN key row, a NaN query), the numbers equal to fp32 rounding (the head sum adds in
+    another order), and both against an fp64 reference of the dequantised operands. Odd n: a partial last block."""
+    from kernels_triton.indexer import kernel as ki
+    from kernels_triton.quant import kernel as qk
+    ratio, T = 4, S // 4
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed)
+    q = torch.randn(n, 64, 128, device="cuda", generator=g).bfloat16()
+    w = torch.randn(n, 64, device="cuda", generator=g)
+    k = torch.randn(T, 128, device="cuda", generator=g).bfloat16()
+    k[7, 3] = float("nan")
+    q[n // 2, 5, 0] = float("nan")
+    q8, qs = torch.empty(q.shape, dtype=torch.float8_e4m3fn, device="cuda"), torch.empty(q.shape[:-1], device="cuda")
+    k8, ks = torch.empty(k.shape, dtype=torch.float8_e4m3fn, device="cuda"), torch.empty(T, device="cuda")
+    qk.pack_rows(q, q8, qs, fmt="e2m1", block=32)
+    qk.pack_rows(k, k8, ks, fmt="e2m1", block=32)
+    ld = (s_first + n) // ratio + 64
+    outs = {}
+    for walk in ("auto", "triton"):
+        outs[walk] = torch.full((n, ld), float("nan"), device="cuda")
+        ki.score_chunk_fp8(q8, qs, w, k8, ks, outs[walk], s_first=s_first, ratio=ratio, walk=walk)
+    a, b = outs["auto"], outs["triton"]
+    assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.isneginf(), b.isneginf()), fresh_seed
+    nvis = (s_first + torch.arange(n, device="cuda") + 1) // ratio
+    cols = torch.arange(ld, device="cuda")
+    assert a[n // 2, :nvis[n // 2]].isnan().all()                     # the NaN query: NaN wherever it sees
+    if nvis[0] > 7:
+        assert a[0, 7].isnan() and not a[0, :7].isnan().any()          # the NaN key row
+    fin = a.isfinite()
+    assert torch.equal(fin, (cols[None, :] < nvis[:, None]) & ~a.isnan())
+    assert ((a - b).abs()[fin] <= 1e-5 * b.abs().max()).all(), fresh_seed
+    rows = torch.tensor([0, n // 3, n - 1], device="cuda")
+    qd = q8[rows].double() * qs[rows].double()[..., None]
+    ref = (torch.einsum("rhd,td->rht", qd, k8.double() * ks.double()[:, None]).clamp_min(0)
+           * w[rows].double()[..., None]).sum(1)
+    for i, r in enumerate(rows.tolist()):
+        L = int(nvis[r])
+        keep = torch.arange(L, device="cuda") != 7
+        for out in (a, b):
+            x, y = out[r, :L][keep].double(), ref[i, :L][keep]
+            assert float((x - y).norm() / y.norm().clamp_min(1e-30)) < 1e-6, (fresh_seed, r)

@@ -1,6 +1,8 @@
 """The Triton indexer kernels in the interpreter (fp32 operands: the interpreter's bf16 tl.dot is wrong;
 the public csa_dsl.indexer_topk casts bf16 operands itself, tested with bf16 below)."""
+import os
 import re
+import tempfile
 
 import pytest
 import torch
@@ -235,12 +237,62 @@ def test_score_tiles_leave_without_shared_memory():
     shared-memory round trip and its two barriers a tile; 2.28 -> 2.12 ms a chunk unpacked, 0.56 -> 0.53 ms a
     packed one, docs/performance.md; no spill under the register cap, tests/test_varlen.py)."""
     from kernels_triton.indexer import ir as indexer_ir
-    for varlen, walks in ((False, 1), (True, 2)):
-        loops = _loops(indexer_ir.compile_ir("score_fp8", varlen=varlen)["ttgir"], "ttng.warp_group_dot ")
+    # unpacked: 64 dims, since V4's 64 x 128 unpacked walk is the Gluon kernel (test_gluon_score_walk_compiled)
+    for varlen, walks, dim in ((False, 1, 64), (True, 2, 128)):
+        loops = _loops(indexer_ir.compile_ir("score_fp8", dim=dim, varlen=varlen)["ttgir"], "ttng.warp_group_dot ")
         assert len(loops) == walks, varlen
         for walk in loops:
             assert "ttg.convert_layout" not in walk and "tt.store" not in walk
             assert walk.count("st.global.b32") == 1
+
+
+def _ptx_loop(ptx: str) -> str:
+    """The body of the PTX's innermost loop (from its 'Inner Loop Header' label to the loop's exit label)."""
+    start = ptx.index("Inner Loop Header")
+    return ptx[start:ptx.index("_crit_edge", start)]
+
+
+def test_gluon_score_walk_compiled():
+    """V4's FP8 score walk (64 heads x 128 dims, unpacked) is the Gluon kernel, compiled for sm_90a without a GPU:
+    one m64n256k32 e4m3 wgmma a K step on key tiles by cp.async; the head sum leaves with no shuffle (the quad's
+    partials cross lanes by one warp-local shared-memory transpose), and each thread stores 2 scores a tile, not
+    the 8 of the Triton walk (docs/performance.md, "The FP8 score walk in Gluon"); two programs fit an SM."""
+    import subprocess
+    from triton.backends.nvidia.compiler import get_ptxas
+    from kernels_triton.indexer import ir as indexer_ir
+    levels = indexer_ir.compile_ir("score_fp8")
+    assert levels["ttir"].startswith("// Gluon kernel _score_fp8_gluon")
+    ptx = levels["ptx"]
+    loop = _ptx_loop(ptx)
+    assert loop.count("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3") == 4       # K = 128
+    assert loop.count("cp.async.cg.shared.global") == 4                                    # a [64, 128] tile
+    assert "shfl.sync" not in loop and "ldmatrix" in loop
+    assert len(re.findall(r"\bst\.global\.b32\b", loop)) == 2
+    assert "bar.sync" in loop         # Gluon's barrier after the cp.async wait (each tile's data from all warps)
+    with tempfile.TemporaryDirectory() as d:
+        open(os.path.join(d, "k.ptx"), "w").write(ptx)
+        info = subprocess.run([get_ptxas(90).path, "-arch=sm_90a", "-v", os.path.join(d, "k.ptx"), "-o",
+                               os.path.join(d, "k.cubin")], capture_output=True, text=True, check=True).stderr
+    regs = int(re.search(r"Used (\d+) registers", info).group(1))
+    assert 2 * 128 * regs <= 65536 and "0 bytes spill stores" in info, info
+    # the kernels the other walks run stay Triton's: packed rows, other sizes
+    assert not indexer_ir.compile_ir("score_fp8", varlen=True)["ttir"].startswith("// Gluon")
+    assert not indexer_ir.compile_ir("score_fp8", heads=32)["ttir"].startswith("// Gluon")
+
+
+def test_gluon_walk_takes_v4_shapes_only():
+    """Which scores the Gluon walk takes (the rest go to _score_kernel), and a bad `walk` refused before launch."""
+    from kernels_triton.indexer import kernel as ki
+    from kernels_triton.indexer.score_gluon import gluon_walk_fits
+    fp8 = torch.float8_e4m3fn
+    assert gluon_walk_fits(64, 128, fp8, packed=False)
+    assert not gluon_walk_fits(64, 128, fp8, packed=True)
+    assert not gluon_walk_fits(64, 128, torch.bfloat16, packed=False)     # v3.2's FP8-step values as bf16
+    assert not gluon_walk_fits(32, 128, fp8, packed=False) and not gluon_walk_fits(64, 64, fp8, packed=False)
+    q8, qs, w = torch.zeros(4, 64, 128), torch.ones(4, 64), torch.zeros(4, 64)
+    k8, ks, out = torch.zeros(8, 128), torch.ones(8), torch.zeros(4, 64)
+    with pytest.raises(ValueError, match="walk must be"):
+        ki.score_chunk_fp8(q8, qs, w, k8, ks, out, s_first=0, ratio=4, walk="gluon")
 
 
 def test_select_pass2_stays_inside_warps():

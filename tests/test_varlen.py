@@ -224,8 +224,8 @@ def test_packed_kernels_cost_no_registers_or_spills():
     """Under the FP8 score's register cap neither walk spills (the packed one keeps a block's row base
     scalar), and the packed selection needs about the registers of the unpacked one (no per-row column
     base: 108 registers against 72 when it had one)."""
-    for varlen in (False, True):
-        regs, spills = _ptxas_usage(indexer_ir.compile_ir("score_fp8", varlen=varlen)["ptx"])
+    for varlen, dim in ((False, 64), (True, 128)):    # unpacked 64 x 128 is the Gluon walk (no cap, its own test)
+        regs, spills = _ptxas_usage(indexer_ir.compile_ir("score_fp8", dim=dim, varlen=varlen)["ptx"])
         assert spills == 0 and regs <= ikernel.SCORE_FP8_MAXNREG, (varlen, regs, spills)
     own, _ = _ptxas_usage(indexer_ir.compile_ir("select", window=128)["ptx"])
     packed, spills = _ptxas_usage(indexer_ir.compile_ir("select", window=128, varlen=True)["ptx"])
@@ -237,6 +237,6 @@ def test_packed_score_walks_keep_uniform_registers():
     warp-uniform (varlen.kernel.warp_uniform), so no loop moves a per-thread value into a uniform register for
     its wgmma, and none spills (before: 15 R2UR a tile, and 64 bytes of spill under the register cap once the
     packed walk stored from the MMA layout; that packed chunk took 0.62 against 0.52 ms unpacked)."""
-    for varlen, walks in ((False, 1), (True, 2)):
-        loops = _sass_loops(indexer_ir.compile_ir("score_fp8", varlen=varlen)["ptx"], "QGMMA")
+    for varlen, walks, dim in ((False, 1, 64), (True, 2, 128)):
+        loops = _sass_loops(indexer_ir.compile_ir("score_fp8", dim=dim, varlen=varlen)["ptx"], "QGMMA")
         assert len(loops) == walks and all("R2UR" not in body and "STL" not in body for body in loops), varlen

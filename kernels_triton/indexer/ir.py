@@ -12,6 +12,7 @@ from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim,
                      padded_heads, score_block_queries, score_launch_options)
+from .score_gluon import GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk_fits
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -19,7 +20,8 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False) -> dict:
     """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
     or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
-    variant (each query reads its segment row).
+    variant (each query reads its segment row). 'score_fp8' is the kernel score_chunk_fp8 runs for these sizes:
+    the Gluon walk (score_gluon.py) where it fits, else _score_kernel.
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -43,6 +45,12 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         fn, opts = _score_kernel, score_launch_options(operand)
         div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
                "stride_os"]
+        if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk kernel.score_chunk_fp8 runs
+            del sig["seg_ptr"]
+            const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS,
+                     "STAGES": GLUON_STAGES}
+            sig = dict({k: v for k, v in sig.items() if v != "constexpr"}, **{k: "constexpr" for k in const})
+            fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS}
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
                "n_q": "i32",

@@ -43,6 +43,7 @@ from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles, warp_uniform
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capacity
+from .score_gluon import gluon_walk_fits, score_chunk_fp8_gluon
 
 NEG_INF = tl.constexpr(float("-inf"))
 KEY_BIAS = tl.constexpr(2147483648)     # int32 order keys + 2^31: [0, 2^32) in int64, -1 = no value
@@ -519,14 +520,18 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                    seg: Optional[torch.Tensor] = None) -> None:
+                    seg: Optional[torch.Tensor] = None, walk: str = "auto") -> None:
     """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5), on operands
     packed by quant.kernel.pack_rows: q8 [n, HI, DI] / q_scale [n, HI] the queries (one power-of-two scale per
     (query, head)), k8 [T, DI] / k_scale [T] the keys. The values' dtype is the MMA's (quant.formats.keys_dtype:
     FP8 e4m3 for FP4 steps, bf16 for FP8 steps; fp32 in the interpreter). The dot of the packed values times
     both scales is the dot of the dequantised values (naive.score_chunk_fp8) up to fp32 accumulation
     rounding, wherever every value fits e4m3 at its row's scale (quant/naive.fp8_rows states the bound
-    otherwise)."""
+    otherwise).
+
+    `walk`: 'auto' runs the Gluon walk (score_gluon.py) where it fits (V4's 64 x 128 FP8 operands, unpacked
+    rows, on a GPU) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
+    the two)."""
     n, HI, DI = q8.shape
     T = k8.shape[0]
     if n == 0:
@@ -537,7 +542,12 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
                          f"{k8.dtype} (pack both with quant.kernel.pack_rows)")
     if not (q8.is_contiguous() and q_scale.is_contiguous()):
         raise ValueError("q8 and q_scale must be contiguous (quant.kernel.pack_rows writes them so)")
+    if walk not in ("auto", "triton"):
+        raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
     interp = kernels_interpreted(_score_kernel)
+    if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
+        score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio)
+        return
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)

@@ -37,7 +37,8 @@ SCORE_FP8 = Op(
                       sized(cost.naive_score_fp8_temp_bytes, "chunk", "rows", "heads", "dim")),
         "interpret": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT [interpreter, fp32 operands]",
                           sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
-        "cuda": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT: FP8 e4m3 wgmma over visible key tiles"),
+        "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_fp8_gluon (64 heads x 128 dims, unpacked rows; else "
+                     "triton _score_kernel QUANT): FP8 e4m3 wgmma over visible key tiles"),
     },
 )
 
@@ -103,8 +104,8 @@ KIND = StageKind(
     ops={"score": SCORE, "score_fp8": SCORE_FP8, "select": SELECT},
     inputs=_inputs,
     limits=_limits,
-    ir=(IRSection("indexer", "triton", "fused score: wgmma (FP8 with the quantisation) over visible key tiles, "
-                                       "ReLU-weighted head sum",
+    ir=(IRSection("indexer", "triton", "fused score: wgmma (FP8 with the quantisation; V4's in Gluon) over "
+                                       "visible key tiles, ReLU-weighted head sum",
                   TRITON_LEVELS, _emit_score),
         IRSection("topk", "triton", "partial top-k: window ids, group-max threshold, compaction, bitwise "
                                     "K-th-key select", TRITON_LEVELS, _emit_select)),
