@@ -10,12 +10,13 @@ writes its layouts itself, which Triton's tl.dot/tl.sum/tl.store do not let it d
   ends with all 8 (key, query) sums and stores all 8 (8 predicated stores, their masks and addresses). Here a
   thread first reduces its heads to one partial sum per (key, query, lane of the quad), then one warp-local
   transpose through shared memory (2 st.shared.v4 + 2 ldmatrix, no CTA barrier) gives each lane the 4
-  partials of 2 (key, query) pairs of its own: 6 adds, and 2 masks, addresses and stores instead of 8.
+  partials of 2 (key, query) pairs of its own: 6 adds, and 2 masks, addresses and stores instead of 8
+  (SASS, ptxas for sm_90a: 384 instructions a warp a 64-key tile against the Triton walk's 484).
 - no register cap: ptxas takes 238 registers, and two programs still fit an SM (2 x 128 x 238 <= 65,536).
 
-The sum's order differs from the Triton walk's (partials by lane, then across lanes), so scores agree with it to
-fp32 rounding, not bit for bit; both are checked against an fp64 reference of the dequantised operands
-(tests/test_indexer_gpu.py). Measured on an H200 (docs/performance.md, "The FP8 score walk in Gluon"): the last
+The sums are added in the Triton walk's order (each thread's heads in register order, then the quad's partials
+as its butterfly adds them), so the scores are bit for bit the Triton walk's: a packed batch, which the Triton
+walk scores, still equals its sequences run alone (tests/test_indexer_gpu.py and test_varlen_gpu.py check both). Measured on an H200 (docs/performance.md, "The FP8 score walk in Gluon"): the last
 2,048-query chunk of v4-flash at 262,144 1.975 against 2.11 ms.
 
 Sizes: 64 heads and 128 dims, the V4 presets' indexer; the packed (varlen) walks, other sizes, bf16 operands
@@ -123,7 +124,11 @@ def _score_fp8_gluon(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, s_first, n_q,
         # into one partial a (key, query), move the quad's 4 partials of a (key, query) into one lane, add them
         part = gl.sum(gl.reshape(gl.permute(gl.reshape(x, [BT, BQ, HI // 8, 4, 2]), (0, 1, 3, 2, 4)),
                                  [BT, BQ, 4, HI // 4]), axis=3)
-        sc = gl.convert_layout(gl.sum(gl.convert_layout(part, quad_l), axis=2), out_l, assert_trivial=True)
+        # then (p0 + p2) + (p1 + p3) over the partials p_l of lanes l: the order of Triton's butterfly (xor 2, then
+        # xor 1), so that the sums are bit for bit those of the Triton walk (the packed walks' and the bf16 one's)
+        p_lo, p_hi = gl.split(gl.permute(gl.reshape(gl.convert_layout(part, quad_l), [BT, BQ, 2, 2]), (0, 1, 3, 2)))
+        s_0, s_1 = gl.split(p_lo + p_hi)
+        sc = gl.convert_layout(s_0 + s_1, out_l, assert_trivial=True)
         sc = sc * k_scale[:, None]              # exact: a power of two (NaN for a non-finite key)
         vals = gl.where(t_o[:, None] < nvis[None, :], sc, float("-inf"))
         gl.store(out_rows + t_o[:, None], vals, mask=(t_o < t_end)[:, None] & q_ok[None, :])
