@@ -12,7 +12,7 @@ from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim,
                      padded_heads, score_block_queries, score_launch_options)
-from .score_gluon import GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk_fits
+from .score_gluon import GLUON_BLOCK_QUERIES, GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk_fits
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
@@ -47,7 +47,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "stride_os"]
         if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk kernel.score_chunk_fp8 runs
             del sig["seg_ptr"]
-            const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS,
+            const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": GLUON_BLOCK_QUERIES, "BT": SCORE_TILE_KEYS,
                      "STAGES": GLUON_STAGES}
             sig = dict({k: v for k, v in sig.items() if v != "constexpr"}, **{k: "constexpr" for k in const})
             fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS}

@@ -12,12 +12,13 @@ writes its layouts itself, which Triton's tl.dot/tl.sum/tl.store do not let it d
   transpose through shared memory (2 st.shared.v4 + 2 ldmatrix, no CTA barrier) gives each lane the 4
   partials of 2 (key, query) pairs of its own: 6 adds, and 2 masks, addresses and stores instead of 8
   (SASS, ptxas for sm_90a: 384 instructions a warp a 64-key tile against the Triton walk's 484).
-- no register cap: ptxas takes 238 registers, and two programs still fit an SM (2 x 128 x 238 <= 65,536).
+- no register cap: ptxas takes 239 registers, and two programs still fit an SM (2 x 128 x 239 <= 65,536).
 
 The sums are added in the Triton walk's order (each thread's heads in register order, then the quad's partials
 as its butterfly adds them), so the scores are bit for bit the Triton walk's: a packed batch, which the Triton
-walk scores, still equals its sequences run alone (tests/test_indexer_gpu.py and test_varlen_gpu.py check both). Measured on an H200 (docs/performance.md, "The FP8 score walk in Gluon"): the last
-2,048-query chunk of v4-flash at 262,144 1.975 against 2.11 ms.
+walk scores, still equals its sequences run alone (tests/test_indexer_gpu.py and test_varlen_gpu.py check both).
+Measured on an H200 (docs/performance.md, "The FP8 score walk in Gluon"): the last 2,048-query chunk of v4-flash
+at 262,144 1.99-2.00 against 2.09-2.10 ms; the indexer 167.8-168.5 against 174.1-174.7 ms.
 
 Sizes: 64 heads and 128 dims, the V4 presets' indexer; the packed (varlen) walks, other sizes, bf16 operands
 and the interpreter take kernel._score_kernel (kernel.score_chunk_fp8 picks)."""
@@ -34,8 +35,9 @@ from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma, warp
 from .cost import SCORE_TILE_KEYS
 
 GLUON_HEADS = 64        # N = 4 queries x 64 heads = 256, the widest wgmma; the quad transpose below assumes it
+GLUON_BLOCK_QUERIES = 256 // GLUON_HEADS    # BQ: queries a program
 GLUON_DIM = 128         # the MMA's K: four k32 FP8 steps; q [256, 128] e4m3 is 32 KiB of shared memory
-GLUON_STAGES = 3        # key tiles in flight (measured: 2, 3, 4 stages 1.99, 1.975, 1.98 ms a chunk)
+GLUON_STAGES = 3        # key tiles in flight (measured, best of 3: 2, 3, 4 stages 1.985, 1.974, 1.977 ms a chunk)
 GLUON_WARPS = 4         # one warpgroup a program, two programs an SM
 
 
@@ -139,7 +141,7 @@ def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tens
                           k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int) -> None:
     """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands)."""
     n = q8.shape[0]
-    BQ = 256 // GLUON_HEADS
+    BQ = GLUON_BLOCK_QUERIES
     _score_fp8_gluon[(triton.cdiv(n, BQ),)](
         q8, q_scale, w, k8, k_scale, out, s_first, n, k8.shape[0], q8.stride(0), w.stride(0), k8.stride(0),
         out.stride(0), RATIO=ratio, HI=GLUON_HEADS, DI=GLUON_DIM, BQ=BQ, BT=SCORE_TILE_KEYS, STAGES=GLUON_STAGES,
