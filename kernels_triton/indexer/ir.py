@@ -38,19 +38,19 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         sig = {"q_ptr": packed if fp8 else "*bf16", "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_ptr": packed,
                "ks_ptr": "*fp32", "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32",
                "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
-        const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
-                 "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
-                 "OPERAND": operand, "VARLEN": varlen, "EMULATE": False}
-        sig.update({k: "constexpr" for k in const})
-        fn, opts = _score_kernel, score_launch_options(operand)
-        div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
-               "stride_os"]
-        if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk kernel.score_chunk_fp8 runs
-            del sig["seg_ptr"]
+        if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
+            del sig["seg_ptr"]          # unpacked rows only
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": GLUON_BLOCK_QUERIES, "BT": SCORE_TILE_KEYS,
                      "STAGES": GLUON_STAGES}
-            sig = dict({k: v for k, v in sig.items() if v != "constexpr"}, **{k: "constexpr" for k in const})
             fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS}
+        else:
+            const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
+                     "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
+                     "OPERAND": operand, "VARLEN": varlen, "EMULATE": False}
+            fn, opts = _score_kernel, score_launch_options(operand)
+        sig.update({k: "constexpr" for k in const})
+        div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
+               "stride_os"]
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
                "n_q": "i32",
