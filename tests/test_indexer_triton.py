@@ -1,8 +1,6 @@
 """The Triton indexer kernels in the interpreter (fp32 operands: the interpreter's bf16 tl.dot is wrong;
 the public csa_dsl.indexer_topk casts bf16 operands itself, tested with bf16 below)."""
-import os
 import re
-import tempfile
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ import torch
 import csa_dsl
 from kernels_triton.indexer import naive as ref
 from pipeline.metrics import tie_aware_recall
+from ptxas_report import ptxas_usage
 
 pytestmark = pytest.mark.interpret
 
@@ -257,8 +256,6 @@ def test_gluon_score_walk_compiled():
     one m64n256k32 e4m3 wgmma a K step on key tiles by cp.async; the head sum leaves with no shuffle (the quad's
     partials cross lanes by one warp-local shared-memory transpose), and each thread stores 2 scores a tile, not
     the 8 of the Triton walk (docs/performance.md, "The FP8 score walk in Gluon"); two programs fit an SM."""
-    import subprocess
-    from triton.backends.nvidia.compiler import get_ptxas
     from kernels_triton.indexer import ir as indexer_ir
     levels = indexer_ir.compile_ir("score_fp8")
     assert levels["ttir"].startswith("// Gluon kernel _score_fp8_gluon")
@@ -269,12 +266,8 @@ def test_gluon_score_walk_compiled():
     assert "shfl.sync" not in loop and "ldmatrix" in loop
     assert len(re.findall(r"\bst\.global\.b32\b", loop)) == 2
     assert "bar.sync" in loop         # Gluon's barrier after the cp.async wait (each tile's data from all warps)
-    with tempfile.TemporaryDirectory() as d:
-        open(os.path.join(d, "k.ptx"), "w").write(ptx)
-        info = subprocess.run([get_ptxas(90).path, "-arch=sm_90a", "-v", os.path.join(d, "k.ptx"), "-o",
-                               os.path.join(d, "k.cubin")], capture_output=True, text=True, check=True).stderr
-    regs = int(re.search(r"Used (\d+) registers", info).group(1))
-    assert 2 * 128 * regs <= 65536 and "0 bytes spill stores" in info, info
+    regs, spills = ptxas_usage(ptx)
+    assert 2 * 128 * regs <= 65536 and spills == 0, (regs, spills)
     # the kernels the other walks run stay Triton's: packed rows, other sizes
     assert not indexer_ir.compile_ir("score_fp8", varlen=True)["ttir"].startswith("// Gluon")
     assert not indexer_ir.compile_ir("score_fp8", heads=32)["ttir"].startswith("// Gluon")

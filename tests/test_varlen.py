@@ -1,15 +1,10 @@
 """Packed variable-length batches (docs/semantics.md section 8): fwd.varlen against each sequence's own
 B = 1 run, bit for bit, for every layer family, on the PyTorch backend and the Triton kernels in the
 interpreter; cu_seqlens validation before any launch; the packed program on every path."""
-import functools
-import os
 import re
-import subprocess
-import tempfile
 
 import pytest
 import torch
-from triton.backends.nvidia.compiler import get_ptxas
 
 import csa_dsl
 from csa_dsl import Packed, Schedule
@@ -18,6 +13,7 @@ from kernels_triton.indexer import kernel as ikernel
 from kernels_triton.varlen import kernel as varlen_kernel
 from kernels_triton.varlen import naive as varlen_naive
 from pipeline.lang.errors import InputError
+from ptxas_report import assembled, ptxas_usage
 
 from test_reference import small_family
 
@@ -182,33 +178,9 @@ def test_packed_kernel_variants_compile_for_hopper(kernel):
     assert "ptx" in ir and ("wgmma" in ir["ptx"] if kernel == "score_fp8" else True)
 
 
-@functools.lru_cache(maxsize=None)
-def _assembled(ptx: str) -> tuple:
-    """One kernel's PTX assembled once for sm_90a by the ptxas Triton ships: (ptxas -v's report, the SASS lines
-    from the nvdisasm beside it)."""
-    ptxas = get_ptxas(90).path
-    with tempfile.TemporaryDirectory() as d:
-        src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
-        with open(src, "w") as f:
-            f.write(ptx)
-        info = subprocess.run([ptxas, "-v", "-arch=sm_90a", src, "-o", cubin],
-                              capture_output=True, text=True, check=True).stderr
-        sass = subprocess.run([os.path.join(os.path.dirname(ptxas), "nvdisasm"), "-c", cubin],
-                              capture_output=True, text=True, check=True).stdout.splitlines()
-    return info, sass
-
-
-def _ptxas_usage(ptx: str) -> tuple:
-    """(registers, spill bytes) of one kernel's PTX, for sm_90a."""
-    info = _assembled(ptx)[0]
-    regs = int(re.search(r"Used (\d+) registers", info).group(1))
-    spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", info))
-    return regs, spills
-
-
 def _sass_loops(ptx: str, holding: str) -> list:
     """The SASS of one kernel's loops (a label to the branch back to it) that hold `holding`, for sm_90a."""
-    lines = _assembled(ptx)[1]
+    lines = assembled(ptx)[1]
     labels = {m.group(1): i for i, ln in enumerate(lines) for m in [re.match(r"(\.L_x_\d+):", ln.strip())] if m}
     loops = []
     for i, ln in enumerate(lines):
@@ -225,10 +197,10 @@ def test_packed_kernels_cost_no_registers_or_spills():
     scalar), and the packed selection needs about the registers of the unpacked one (no per-row column
     base: 108 registers against 72 when it had one)."""
     for varlen, dim in ((False, 64), (True, 128)):    # unpacked 64 x 128 is the Gluon walk (no cap, its own test)
-        regs, spills = _ptxas_usage(indexer_ir.compile_ir("score_fp8", dim=dim, varlen=varlen)["ptx"])
+        regs, spills = ptxas_usage(indexer_ir.compile_ir("score_fp8", dim=dim, varlen=varlen)["ptx"])
         assert spills == 0 and regs <= ikernel.SCORE_FP8_MAXNREG, (varlen, regs, spills)
-    own, _ = _ptxas_usage(indexer_ir.compile_ir("select", window=128)["ptx"])
-    packed, spills = _ptxas_usage(indexer_ir.compile_ir("select", window=128, varlen=True)["ptx"])
+    own, _ = ptxas_usage(indexer_ir.compile_ir("select", window=128)["ptx"])
+    packed, spills = ptxas_usage(indexer_ir.compile_ir("select", window=128, varlen=True)["ptx"])
     assert spills == 0 and packed <= own + 8, (own, packed)
 
 
