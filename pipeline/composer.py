@@ -36,11 +36,12 @@ from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 from .lang import defaults
 from .lang.errors import SpecError
 from .lang.spec import Pipeline, Quant, SelfIndex
-from .program import Buffer, Call, E, Expr, Loop, Node, Program, R
+from .program import Buffer, Call, E, Expr, Loop, Node, Program, R, Ref
 from .stages import OPS, stages_of
 from .stages.attention import implicit_window
 from .stages.compressor import params as compressor_params
 from .stages.compressor import role_quant, rotary
+from .stages.indexer import writes_group_maxima
 from .stages.quant import index_quant
 
 PATH_IMPLS = ("composed", "reference", "materialize")
@@ -237,7 +238,8 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     ring = score_ring(impl, overlap, K if ix is not None else 0, S, C)
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring,
-                            quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0)):
+                            quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0),
+                            packed=packed is not None):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
@@ -246,7 +248,8 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     keys = "indices[b, s0:s1]" if return_indices else ("keys[0:s1 - s0]" if listed else None)
     inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, s0:s1]", idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]",
                         k=f"{k_name}[b]", kv=f"{kv_rows}[b]", keys=keys, out="out[b, s0:s1]", idx_offset=off,
-                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None, ring=ring)
+                        has_cand="cand" in bufs, consts=consts, seg="tok_seg[s0:s1]" if packed else None, ring=ring,
+                        has_gmax="gmax" in bufs)
     n_chunks = -(-S // C)
     body.append(Loop("b", E(0), E("B"), E(1), [
         Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring),
@@ -314,13 +317,14 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
 def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str, idx_q: str, idx_w: str, k: str,
                 kv: str, keys: str, out: str, idx_offset: int, has_cand: bool, consts: Dict[str, object],
                 between_select_and_attend: Optional[List[Node]] = None, seg: Optional[str] = None,
-                ring: int = 1) -> List[Node]:
+                ring: int = 1, has_gmax: bool = False) -> List[Node]:
     """The calls of one query chunk [s0, s1): the key lists (score + select with an indexer, hca.keys
     for HCA, none window-only: `keys` None), attend, inverse RoPE. The single-GPU program and every
     context-parallel rank's program run exactly these (with their own refs).
     `between_select_and_attend`: calls a transform inserts after the key lists are written.
     `seg`: the chunk's rows of a packed batch's segment table (every position-dependent call reads them).
-    `ring`: score buffers (score_ring); with 2 the scores go to scores[p] on the score stream."""
+    `ring`: score buffers (score_ring); with 2 the scores go to scores[p] on the score stream.
+    `has_gmax`: the score writes the selection's group maxima (chunk_buffers' `gmax`)."""
     ix, W = spec.indexer, spec.attention.window
     calls: List[Node] = []
     k_eff = consts["K"]
@@ -341,7 +345,8 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
     elif ix is not None:
         calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
                              k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
-                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg, ring=ring)
+                             idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg, ring=ring,
+                             has_gmax=has_gmax)
     elif keys is not None:
         rows = k_eff if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
         calls = [OPS["hca.keys"].call(
@@ -360,13 +365,14 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
 def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
                  idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
                  has_cand: bool, quant: Optional[Quant] = None, seg: Optional[str] = None,
-                 ring: int = 1) -> List[Node]:
+                 ring: int = 1, has_gmax: bool = False) -> List[Node]:
     """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows).
-    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg` and
-    `ring` as in chunk_calls."""
+    With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg`, `ring`
+    and `has_gmax` as in chunk_calls."""
     calls: List[Node] = []
     sg = {"seg": R(seg)} if seg else {}
     scores, stream = score_slot(ring)
+    gmax = gmax_slot(ring, has_gmax)
     if k_eff > 0 and quant is not None:
         # the chunk's queries packed on the score's stream, so the score (their only reader) follows in order
         calls.append(OPS["quant.pack_queries"].call(
@@ -379,9 +385,11 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
         calls.append(OPS["indexer.score_fp8"].call(
             impl["indexer.score_fp8"],
             {"q8": R("q8[0:s1 - s0]"), "q_scale": R("q_scale[0:s1 - s0]"), "w": R(idx_w), "k8": R("k8[b]"),
-             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg},
+             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg,
+             **({"gmax": gmax} if gmax else {})},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            "FP8 MMAs on the packed operands; visible 64-key tiles only", stream))
+            "FP8 MMAs on the packed operands; visible 64-key tiles only"
+            + ("; each row's group maxima for the selection" if gmax else ""), stream))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
@@ -389,23 +397,25 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
             dict(chunk=C, rows=T, heads=heads, dim=dim),
             "visible 64-key tiles only; diagonal tiles masked in-kernel", stream))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
-                             window=window, has_cand=has_cand, seg=seg, scores=scores))
+                             window=window, has_cand=has_cand, seg=seg, scores=scores,
+                             gmax=gmax if k_eff > 0 else None))
     return calls
 
 
 def select_call(impl: Dict[str, str], *, topk: int, ratio: int, k_eff: int, T: int, C: int, keys: str,
                 idx_offset: int, window: int, has_cand: bool, seg: Optional[str] = None,
-                scores: str = "scores") -> Call:
+                scores: str = "scores", gmax: Optional[Ref] = None) -> Call:
     """The top-k of one query chunk's scores (any index's; `scores` the ref they are in): its key lists,
-    window ids first."""
+    window ids first; `gmax`: the group maxima the score wrote beside them."""
     return OPS["indexer.select"].call(
         impl["indexer.select"],
         {"scores": R(scores) if k_eff > 0 else None, "out": R(keys), "cand": R("cand") if has_cand else None,
          "s_first": E("s0"), "ratio": ratio, "k_eff": E("K"), "topk": topk, "idx_offset": idx_offset,
-         "window": window, **({"seg": R(seg)} if seg else {})},
+         "window": window, **({"seg": R(seg)} if seg else {}), **({"gmax": gmax} if gmax else {})},
         dict(chunk=C, rows=T),
         (f"window ids max(0, s-{window - 1})..s, then " if window else "")
-        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone"))
+        + (f"top-{k_eff} ids + {idx_offset}, -1 padded" if k_eff else "no compressed row yet: the window alone")
+        + (" (threshold from the score's group maxima)" if gmax else ""))
 
 
 def attend_calls(spec: Pipeline, impl: Dict[str, str], consts: Dict[str, object], *, C: int, q: str, kv: str,
@@ -451,6 +461,11 @@ def score_slot(ring: int) -> Tuple[str, str]:
     return ("scores[p]", SCORE_STREAM) if ring > 1 else ("scores", "")
 
 
+def gmax_slot(ring: int, has_gmax: bool) -> Optional[Ref]:
+    """The ref a chunk's group maxima go to (the slot beside its scores), None without them."""
+    return (R("gmax[p]") if ring > 1 else R("gmax")) if has_gmax else None
+
+
 def chunk_binds(ring: int) -> Dict[str, Expr]:
     """The names a chunk loop binds per iteration: s1, and the ring slot p of a score ring."""
     binds = {"s1": E("min(s0 + C, S)")}
@@ -469,9 +484,10 @@ def overlap_note(scores: Buffer) -> str:
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
                   window: int = 0, ring: int = 1, quant: Optional[Quant] = None, heads: int = 0,
-                  dim: int = 0) -> List[Buffer]:
+                  dim: int = 0, packed: bool = False) -> List[Buffer]:
     """The chunk-scope scratch every iteration reuses: the packed queries (with the indexer's `quant`, `heads`
-    x `dim`), scores (`ring` of them), candidates, key lists (keys_width > 0)."""
+    x `dim`), scores (`ring` of them), the selection's group maxima where the score writes them (`ring` too;
+    `packed`: a packed batch's, whose score walk does not), candidates, key lists (keys_width > 0)."""
     out = []
     if k_eff > 0 and quant is not None:
         out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant), "chunk",
@@ -482,6 +498,11 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
         shape = (C, indexer_cost.score_ld(T))
         out.append(Buffer("scores", (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
                           "fp32 scores of the chunk's visible key tiles" + (f", a ring of {ring}" if ring > 1 else "")))
+        if writes_group_maxima(impl, quant, heads, dim, topk, packed):
+            gm = (C, indexer_cost.select_capacity(topk))
+            out.append(Buffer("gmax", (ring,) + gm if ring > 1 else gm, torch.float32, "chunk",
+                              f"each row's {gm[1]:,} group maxima, written by the score for the selection's "
+                              f"threshold" + (f", a ring of {ring}" if ring > 1 else "")))
         if impl["indexer.select"] != "torch":
             out.append(Buffer("cand", (C, indexer_cost.candidate_slots(topk)), torch.int32, "chunk",
                               "top-k candidates: the columns >= tau of each row segment"))
@@ -586,7 +607,8 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
         body.append(pcall)
     inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,
                          idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]", k="idx_k[b]", keys="ids[b, s0:s1]",
-                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant, ring=ring) if K > 0 else []
+                         idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant, ring=ring,
+                         has_gmax="gmax" in bufs) if K > 0 else []
     if inner:
         body.append(Loop("b", E(0), E("B"), E(1), [
             Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring), progress=True)]))

@@ -224,7 +224,7 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
         inner = chunk_calls(spec, impl, T=T, C=C, q="q[b, ls:le]", idx_q="idx_q[b, ls:le]", idx_w="idx_w[b, ls:le]",
                             k=f"{k_name}[b]", kv=kv_ref, keys="keys[0:s1 - s0]", out=f"{out_local}[b, ls:le]",
                             idx_offset=sel_off, has_cand="cand" in bufs, consts=consts,
-                            between_select_and_attend=extra)
+                            between_select_and_attend=extra, has_gmax="gmax" in bufs)
         if idx_local is not None:
             inner.append(OPS["cp.global_ids"].call(
                 impl["cp.global_ids"], {"keys": R("keys[0:s1 - s0]"), "out": R(f"{idx_local}[b, ls:le]"), "window": W,

@@ -30,3 +30,28 @@ def ptxas_usage(ptx: str) -> tuple:
     regs = int(re.search(r"Used (\d+) registers", info).group(1))
     spills = sum(int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", info))
     return regs, spills
+
+
+def sass_loops(sass: list) -> list:
+    """The innermost loops of a kernel's SASS (nvdisasm lines): for each backward branch that encloses no other,
+    the opcodes from its target to it (predicates and modifiers dropped: 'FFMA', 'QGMMA', ...)."""
+    labels, code, pending = {}, [], []
+    for line in sass:
+        m = re.match(r"^\.(L\w+):", line)
+        if m:
+            pending.append(m.group(1))
+            continue
+        m = re.match(r"\s+/\*([0-9a-f]+)\*/\s+(.*?)\s*;", line)
+        if m:
+            addr = int(m.group(1), 16)
+            labels.update({name: addr for name in pending})
+            pending = []
+            code.append((addr, m.group(2)))
+    spans = []
+    for addr, text in code:
+        m = re.search(r"\bBRA\b.*?\.?(L\w+)", text)
+        if m and labels.get(m.group(1), addr + 1) < addr:
+            spans.append((labels[m.group(1)], addr))
+    inner = [(a, b) for a, b in spans if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in spans)]
+    return [[re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for x, t in code if a <= x <= b]
+            for a, b in sorted(set(inner))]

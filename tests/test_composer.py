@@ -11,7 +11,7 @@ import csa_dsl
 from csa_dsl import Schedule
 from kernels_triton.indexer.cost import visible_pairs
 from pipeline import interpreter, planner
-from pipeline.composer import compose, compose_indexer
+from pipeline.composer import compose, compose_indexer, walk_calls
 from pipeline.lang.errors import InputError, PlanError, SpecError
 from pipeline.program import Call, E, Loop, Program, R
 
@@ -136,6 +136,14 @@ def test_planner_bytes_v4_flash_262k():
     b = prog.buffers
     assert b["scores"].shape == (2048, T) and b["scores"].nbytes == 512 * 2**20
     assert b["cand"].nbytes == 2048 * 4 * 1024 * 4          # CAP int32 slots for each of 4 row segments
+    # the Gluon score walk keeps each row's CAP group maxima for the selection; both calls carry them
+    assert b["gmax"].shape == (2048, 1024) and b["gmax"].dtype == torch.float32
+    calls = {c.op: c for c in walk_calls(prog.body)}
+    assert calls["indexer.score_fp8"].args["gmax"].text == calls["indexer.select"].args["gmax"].text == "gmax"
+    # not where the score is another kernel's: the CPU backends, the bf16 variant, a packed batch
+    assert "gmax" not in compose(spec, 1, 4096, 512, "interpret").buffers
+    assert "gmax" not in compose(csa_dsl.preset("v4-flash-bf16"), 1, 4096, 512, "cuda").buffers
+    assert "gmax" not in compose(spec, 1, 4096, 512, "cuda", packed=csa_dsl.Packed(4, 1024)).buffers
     assert b["keys"].shape == (2048, 640)
     assert b["kv_all"].nbytes == (S + T) * 512 * 2 and b["k_idx"].nbytes == T * 128 * 2
     assert b["out"].nbytes == planner.output_bytes(spec, 1, S) == S * 64 * 512 * 2
@@ -147,15 +155,17 @@ def test_planner_bytes_v4_flash_262k():
     from kernels_triton.rope.tables import tables_temp_bytes
     assert prog.transient_bytes == tables_temp_bytes(S, 64)
     assert planner.plan(spec, 1, S, "cuda", 8 * 2**30, overlap=False).chunk == 2048
-    # the chunk scratch scales with C: scores, candidates, key lists, the packed queries (64 x 128 e4m3 + 64 scales)
+    # the chunk scratch scales with C: scores, group maxima, candidates, key lists, the packed queries (64 x 128
+    # e4m3 + 64 scales)
     assert b["q8"].shape == (2048, 64, 128) and b["q8"].dtype == torch.float8_e4m3fn and b["q_scale"].shape == (2048, 64)
-    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 4 * 1024 * 4 + 640 * 4 + 64 * 128 + 64 * 4)
+    at512 = prog.peak_bytes - (2048 - 512) * (T * 4 + 1024 * 4 + 4 * 1024 * 4 + 640 * 4 + 64 * 128 + 64 * 4)
     assert compose(spec, 1, S, 512, "cuda", overlap=False).peak_bytes == at512
     assert planner.plan(spec, 1, S, "cuda", at512, overlap=False).chunk == 512   # the largest chunk that fits
     assert planner.plan(spec, 1, S, "cuda", at512 - 1, overlap=False).chunk == 256
     # with the score overlap (the default) the ring's second buffer counts too
     ring = compose(spec, 1, S, 512, "cuda")
-    assert ring.peak_bytes == at512 + 512 * T * 4 and ring.buffers["scores"].shape == (2, 512, T)
+    assert ring.peak_bytes == at512 + 512 * (T + 1024) * 4 and ring.buffers["scores"].shape == (2, 512, T)
+    assert ring.buffers["gmax"].shape == (2, 512, 1024)
     assert planner.plan(spec, 1, S, "cuda", ring.peak_bytes).chunk == 512
 
 

@@ -114,7 +114,10 @@ def test_gluon_score_walk_against_triton_and_fp64(S, s_first, n, fresh_seed):
     NaN-poisoned buffers: the same cells written (-inf past each query's visible rows, nothing past the block's last
     row), the same NaN scores (a NaN key row, a NaN query), every other score bit for bit (the head sum adds in the
     Triton walk's order, so a packed batch, which takes the Triton walk, still equals its sequences run alone), and
-    both against an fp64 reference of the dequantised operands. Odd n: a partial last block."""
+    both against an fp64 reference of the dequantised operands. Odd n: a partial last block. The same walk with
+    the selection's group maxima (`gmax`, v4-flash's and v4-pro's CAP): the same scores, the maxima equal to
+    naive.group_maxima of them (rows seeing more than CAP rows), and the selection's lists with them equal to its
+    lists without (its own pass 1)."""
     from kernels_triton.indexer import kernel as ki
     from kernels_triton.quant import kernel as qk
     ratio, T = 4, S // 4
@@ -153,3 +156,22 @@ def test_gluon_score_walk_against_triton_and_fp64(S, s_first, n, fresh_seed):
         for out in (a, b):
             x, y = out[r, :L][keep].double(), ref[i, :L][keep]
             assert float((x - y).norm() / y.norm().clamp_min(1e-30)) < 1e-6, (fresh_seed, r)
+    from kernels_triton.indexer import naive
+    from kernels_triton.indexer.cost import candidate_slots, select_capacity
+    for topk in (512, 1024):
+        cap = select_capacity(topk)
+        c = torch.full((n, ld), float("nan"), device="cuda")
+        gm = torch.full((n, cap), float("nan"), device="cuda")
+        ki.score_chunk_fp8(q8, qs, w, k8, ks, c, s_first=s_first, ratio=ratio, gmax=gm)
+        assert torch.equal(c.view(torch.int32), a.view(torch.int32)), fresh_seed
+        long = nvis > cap
+        exp = naive.group_maxima(a, s_first, ratio, cap)
+        assert torch.equal(gm[long].isnan(), exp[long].isnan()), fresh_seed
+        assert torch.equal(gm[long].nan_to_num(), exp[long].nan_to_num()), fresh_seed
+        lists = []
+        for gmax in (None, gm):
+            out = torch.full((n, topk), -7, dtype=torch.int32, device="cuda")
+            cand = torch.empty(n, candidate_slots(topk), dtype=torch.int32, device="cuda")
+            ki.select_chunk(a, out, cand, s_first=s_first, ratio=ratio, k_eff=topk, topk=topk, gmax=gmax)
+            lists.append(out)
+        assert torch.equal(lists[0], lists[1]), fresh_seed

@@ -252,22 +252,32 @@ def _ptx_loop(ptx: str) -> str:
 
 
 def test_gluon_score_walk_compiled():
-    """V4's FP8 score walk (64 heads x 128 dims, unpacked) is the Gluon kernel, compiled for sm_90a without a GPU:
-    one m64n256k32 e4m3 wgmma a K step on key tiles by cp.async; the head sum leaves with no shuffle (the quad's
-    partials cross lanes by one warp-local shared-memory transpose), and each thread stores 2 scores a tile, not
-    the 8 of the Triton walk (docs/performance.md, "The FP8 score walk in Gluon"); two programs fit an SM."""
+    """V4's FP8 score walk (64 heads x 128 dims, unpacked) is the Gluon kernel, compiled for sm_90a without a GPU,
+    as the composed program runs it (with the selection's group maxima) and without them: two consumer
+    warpgroups, each loop one m64n256k32 e4m3 wgmma a K step on key tiles a producer warp brings by TMA (no
+    cp.async, no key-tile addresses in the consumers); the head sum leaves with no shuffle (the quad's partials
+    cross lanes by one warp-local shared-memory transpose) and each thread stores 2 scores a tile, not the 8 of the
+    Triton walk, and with the maxima 2 more where a phase ends (docs/performance.md, "Two warpgroups, TMA and the
+    group maxima"); setmaxnreg gives the consumers 240 registers and the producer 24, and nothing spills."""
     from kernels_triton.indexer import ir as indexer_ir
-    levels = indexer_ir.compile_ir("score_fp8")
-    assert levels["ttir"].startswith("// Gluon kernel _score_fp8_gluon")
-    ptx = levels["ptx"]
-    loop = _ptx_loop(ptx)
-    assert loop.count("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3") == 4       # K = 128
-    assert loop.count("cp.async.cg.shared.global") == 4                                    # a [64, 128] tile
-    assert "shfl.sync" not in loop and "ldmatrix" in loop
-    assert len(re.findall(r"\bst\.global\.b32\b", loop)) == 2
-    assert "bar.sync" in loop         # Gluon's barrier after the cp.async wait (each tile's data from all warps)
-    regs, spills = ptxas_usage(ptx)
-    assert 2 * 128 * regs <= 65536 and spills == 0, (regs, spills)
+    from ptxas_report import assembled, sass_loops
+    for gm, stores in ((True, 4), (False, 2)):
+        levels = indexer_ir.compile_ir("score_fp8", group_maxima=gm)
+        assert levels["ttir"].startswith("// Gluon kernel _score_fp8_gluon")
+        ptx = levels["ptx"]
+        assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3") == 8        # 2 x (K = 128)
+        assert "cp.async.cg" not in ptx
+        assert {"240", "24"} <= set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx))
+        regs, spills = ptxas_usage(ptx)
+        assert 12 * 32 * regs <= 65536 and spills == 0, (regs, spills)    # 9 warps, by warpgroup: 12
+        loops = sass_loops(assembled(ptx)[1])
+        consumers = [lp for lp in loops if "QGMMA" in lp]
+        producer = [lp for lp in loops if "UTMALDG" in lp]
+        assert len(consumers) == 2 and len(producer) == 1, [len(lp) for lp in loops]
+        for lp in consumers:
+            assert lp.count("QGMMA") == 4 and "LDGSTS" not in lp and "SHFL" not in lp and "LDSM" in lp
+            assert lp.count("STG") == stores, lp.count("STG")
+            assert len(lp) <= 384, len(lp)          # the one-warpgroup cp.async walk it replaced took 384
     # the kernels the other walks run stay Triton's: packed rows, other sizes
     assert not indexer_ir.compile_ir("score_fp8", varlen=True)["ttir"].startswith("// Gluon")
     assert not indexer_ir.compile_ir("score_fp8", heads=32)["ttir"].startswith("// Gluon")
@@ -286,6 +296,40 @@ def test_gluon_walk_takes_v4_shapes_only():
     k8, ks, out = torch.zeros(8, 128), torch.ones(8), torch.zeros(4, 64)
     with pytest.raises(ValueError, match="walk must be"):
         ki.score_chunk_fp8(q8, qs, w, k8, ks, out, s_first=0, ratio=4, walk="gluon")
+    # the group maxima come from the Gluon walk only (here the interpreter's Triton walk would run)
+    with pytest.raises(ValueError, match="gmax is written by the Gluon walk only"):
+        ki.score_chunk_fp8(q8, qs, w, k8, ks, out, s_first=0, ratio=4, gmax=torch.zeros(4, 1024))
+    from kernels_triton.indexer.score_gluon import group_maxima_fit
+    assert group_maxima_fit(64, 128, fp8, False, 512) and group_maxima_fit(64, 128, fp8, False, 1024)
+    assert not group_maxima_fit(64, 128, fp8, False, 16)          # CAP 32: not whole 64-key tiles a phase
+    assert not group_maxima_fit(64, 128, fp8, True, 512)
+
+
+def test_select_takes_the_scores_group_maxima():
+    """select_chunk with `gmax` (the group maxima the Gluon walk keeps) skips its pass 1 and gives the same lists:
+    gmax from naive.group_maxima (NaN rows, NaN groups, -0.0, rows shorter and longer than CAP), and a gmax
+    that is not the maxima changes them (so the kernel reads it)."""
+    from kernels_triton.indexer import kernel as ki
+    from kernels_triton.indexer.cost import candidate_slots, select_capacity
+    topk, m, s_first, n = 8, 1, 5, 40
+    cap = select_capacity(topk)                 # 16: rows from 17 visible columns on take the threshold path
+    g = torch.Generator().manual_seed(3)
+    sc = torch.randn(n, 64, generator=g)
+    sc[3] = float("nan")                        # a row of NaN: every group NaN
+    sc[10, ::16] = float("nan")                 # group 0 of row 10 all NaN
+    sc[20, :30] = -0.0
+    gm = ref.group_maxima(sc, s_first, m, cap)
+    assert gm[3].isnan().all() and gm[10, 0].isnan()
+    lists = []
+    for gmax in (None, gm, torch.full_like(gm, 1e30)):
+        out = torch.full((n, topk), -7, dtype=torch.int32)
+        ki.select_chunk(sc, out, torch.empty(n, candidate_slots(topk), dtype=torch.int32), s_first=s_first,
+                        ratio=m, k_eff=topk, topk=topk, gmax=gmax)
+        lists.append(out)
+    assert torch.equal(lists[0], lists[1])
+    assert not torch.equal(lists[0], lists[2])        # tau above every score: too few candidates, other lists
+    with pytest.raises(ValueError, match="gmax must be fp32"):
+        ki.select_chunk(sc, lists[0], None, s_first=s_first, ratio=m, k_eff=topk, topk=topk, gmax=gm[:, :8])
 
 
 def test_select_pass2_stays_inside_warps():

@@ -68,15 +68,15 @@ def test_program_prints_and_keeps_the_streams():
     spec = csa_dsl.preset("v4-flash")
     prog = compose(spec, 1, 65536, 2048, "cuda")
     text = str(prog)
-    assert "[stream score] scores[p] <- indexer.score_fp8@cuda(" in text
+    assert "[stream score] scores[p], gmax[p] <- indexer.score_fp8@cuda(" in text
     assert "p = s0 // C % 2" in text and "overlap: each chunk's scores run on stream 'score'" in text
     assert prog.streams == ("score",) and prog.buffers["scores"].shape == (2, 2048, 16384)
-    assert shared_buffers(prog) == {"scores", "k8", "k_scale"}
+    assert shared_buffers(prog) == {"scores", "gmax", "k8", "k_scale"}
     again = Program.from_json(prog.to_json())
     assert str(again) == text and again.streams == ("score",)
     off = compose(spec, 1, 65536, 2048, "cuda", overlap=False)
     assert off.streams == () and off.buffers["scores"].shape == (2048, 16384)
-    assert prog.peak_bytes - off.peak_bytes == off.buffers["scores"].nbytes
+    assert prog.peak_bytes - off.peak_bytes == off.buffers["scores"].nbytes + off.buffers["gmax"].nbytes
     # no ring where it cannot overlap anything: one chunk, the CPU backends, no indexer
     assert compose(spec, 1, 2048, 2048, "cuda").streams == ()
     assert compose(spec, 1, 65536, 256, "interpret").streams == ()

@@ -12,16 +12,21 @@ from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim,
                      padded_heads, score_block_queries, score_launch_options)
-from .score_gluon import GLUON_BLOCK_QUERIES, GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk_fits
+from .score_gluon import (GLUON_BLOCK_QUERIES, GLUON_MAXNREG, GLUON_STAGES, GLUON_WARPS, GLUON_WORKER_REGS,
+                          GLUON_WORKER_WARPS, _score_fp8_gluon, gluon_walk_fits, group_maxima_fit)
+from .score_gluon import layouts as gluon_layouts
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
-               window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False) -> dict:
+               window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False,
+               group_maxima: bool = False) -> dict:
     """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
     or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
     variant (each query reads its segment row). 'score_fp8' is the kernel score_chunk_fp8 runs for these sizes:
-    the Gluon walk (score_gluon.py) where it fits, else _score_kernel.
+    the Gluon walk (score_gluon.py) where it fits, else _score_kernel. `group_maxima`: the variants that write
+    (score_fp8, where group_maxima_fit) and read (select) the selection's group maxima, as the composed program
+    runs them on the GPU (pipeline/stages/indexer.writes_group_maxima).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -30,7 +35,8 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     if kernels_interpreted(_score_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.indexer.ir", dict(kernel=kernel, heads=heads, dim=dim,
                                                                       ratio=ratio, topk=topk, window=window,
-                                                                      arch=arch, q_format=q_format, varlen=varlen))
+                                                                      arch=arch, q_format=q_format, varlen=varlen,
+                                                                      group_maxima=group_maxima))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
@@ -39,10 +45,22 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "ks_ptr": "*fp32", "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32",
                "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
-            del sig["seg_ptr"]          # unpacked rows only
+            # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
+            q_l, k_l = gluon_layouts()
+            sig = {"q_desc": f"tensordesc<fp8e4nv[{GLUON_BLOCK_QUERIES * heads}, {dim}],{q_l!r}>",
+                   "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_desc": f"tensordesc<fp8e4nv[{SCORE_TILE_KEYS}, {dim}],"
+                   f"{k_l!r}>", "ks_ptr": "*fp32", "out_ptr": "*fp32", "gm_ptr": "*fp32", "s_first": "i32",
+                   "n_q": "i32", "T": "i32", "stride_ws": "i32", "stride_os": "i32", "stride_gs": "i32"}
+            groups = (select_capacity(topk) // SCORE_TILE_KEYS
+                      if group_maxima and group_maxima_fit(heads, dim, keys_dtype(q_format), varlen, topk) else 1)
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": GLUON_BLOCK_QUERIES, "BT": SCORE_TILE_KEYS,
-                     "STAGES": GLUON_STAGES}
-            fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS}
+                     "STAGES": GLUON_STAGES, "G": groups, "WORKER_WARPS": GLUON_WORKER_WARPS,
+                     "WORKER_REGS": GLUON_WORKER_REGS}
+            sig.update({k: "constexpr" for k in const})
+            return compile_for_target(_score_fp8_gluon, sig, const, ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr",
+                                                                     "gm_ptr", "stride_ws", "stride_os",
+                                                                     "stride_gs"],
+                                      arch=arch, num_warps=GLUON_WARPS, maxnreg=GLUON_MAXNREG)
         else:
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
                      "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
@@ -52,15 +70,17 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
                "stride_os"]
     elif kernel == "select":
-        sig = {"sc_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32", "s_first": "i32",
-               "n_q": "i32",
-               "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32", "stride_c": "i32", "stride_o": "i32",
+        sig = {"sc_ptr": "*fp32", "gm_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32",
+               "s_first": "i32", "n_q": "i32", "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32",
+               "stride_g": "i32", "stride_c": "i32", "stride_o": "i32",
                "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
-               "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr"}
+               "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr",
+               "HAS_GM": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
-                 "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK}
+                 "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK,
+                 "HAS_GM": group_maxima}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
-        div = ["sc_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_c", "stride_o"]
+        div = ["sc_ptr", "gm_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_g", "stride_c", "stride_o"]
     else:
         raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, score_fp8, select")
     return compile_for_target(fn, sig, const, div, arch=arch, **opts)

@@ -263,11 +263,12 @@ def _compact_tile(x, cols, L, tau, cnt, seg_slots, CAP: tl.constexpr, EMULATE: t
 
 
 @triton.jit
-def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
+def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                    s_first, n_q, k_eff, idx_offset,
-                   stride_s, stride_c, stride_o,
+                   stride_s, stride_g, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
-                   EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr):
+                   EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr,
+                   HAS_GM: tl.constexpr):
     # EMULATE: in the interpreter (no PTX; its maximum propagates NaN), the plain-Triton forms of two steps
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
@@ -299,14 +300,18 @@ def _select_kernel(sc_ptr, cand_ptr, out_ptr, seg_ptr,
             _write_topk(u, offs, k_eff, orow, idx_offset)
         else:
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
-            # non-empty since L > CAP), two blocks in flight per iteration. Padding and the
-            # initial value are NaN, the lowest rank, so every group's maximum is one of its
-            # own elements' keys (a group of NaN scores has a NaN maximum)
-            gm = tl.full([CAP], float("nan"), tl.float32)
-            for b0 in range(0, L, 2 * CAP):
-                x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
-                x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
-                gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
+            # non-empty since L > CAP). Padding and the initial value are NaN, the lowest rank, so every
+            # group's maximum is one of its own elements' keys (a group of NaN scores has a NaN maximum)
+            if HAS_GM:
+                # the score kernel kept them as it wrote the row (score_gluon.py): one read of CAP values
+                gm = tl.load(gm_ptr + r.to(tl.int64) * stride_g + offs)
+            else:
+                # two blocks in flight per iteration
+                gm = tl.full([CAP], float("nan"), tl.float32)
+                for b0 in range(0, L, 2 * CAP):
+                    x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
+                    x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
+                    gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value
             tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
@@ -520,7 +525,8 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                    seg: Optional[torch.Tensor] = None, walk: str = "auto") -> None:
+                    seg: Optional[torch.Tensor] = None, walk: str = "auto",
+                    gmax: Optional[torch.Tensor] = None) -> None:
     """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5), on operands
     packed by quant.kernel.pack_rows: q8 [n, HI, DI] / q_scale [n, HI] the queries (one power-of-two scale per
     (query, head)), k8 [T, DI] / k_scale [T] the keys. The values' dtype is the MMA's (quant.formats.keys_dtype:
@@ -531,7 +537,9 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
 
     `walk`: 'auto' runs the Gluon walk (score_gluon.py) where it fits (V4's 64 x 128 FP8 operands, unpacked
     rows, on a GPU) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
-    the two)."""
+    the two). `gmax` [n, CAP] fp32 (select_chunk's, CAP = cost.select_capacity(topk)): the Gluon walk also
+    writes every row's CAP group maxima there, so that select_chunk(..., gmax=gmax) skips its pass 1; only where
+    the Gluon walk runs (score_gluon.group_maxima_fit)."""
     n, HI, DI = q8.shape
     T = k8.shape[0]
     if n == 0:
@@ -546,8 +554,11 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
         raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
     interp = kernels_interpreted(_score_kernel)
     if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
-        score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio)
+        score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio, gmax=gmax)
         return
+    if gmax is not None:
+        raise ValueError("gmax is written by the Gluon walk only (V4's 64 x 128 FP8 operands, unpacked rows, "
+                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)
@@ -561,7 +572,7 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
                  s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0,
-                 seg: Optional[torch.Tensor] = None) -> None:
+                 seg: Optional[torch.Tensor] = None, gmax: Optional[torch.Tensor] = None) -> None:
     """Key lists of queries [s_first, s_first + n), n = len(out): out[:, :window] = the sliding window
     ids, out[:, window:window + k_eff] = the top-k_eff visible rows of `scores` + idx_offset (int32,
     -1 padded; NaN scores rank below every number; ties to the smaller row). With k_eff = 0 only the
@@ -583,8 +594,14 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
                          f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
                          f"{tuple(cand.shape)}")
-    _select_kernel[(n,)](scores, cand, out, segments_arg(seg, n, out), s_first, n, k_eff, idx_offset,
-                         scores.stride(0), cand.stride(0), out.stride(0),
-                         RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
+    if gmax is not None and (gmax.dtype != torch.float32 or gmax.dim() != 2 or gmax.shape[0] < n
+                             or gmax.shape[1] != cap or gmax.stride(1) != 1 or seg is not None):
+        raise ValueError(f"gmax must be fp32 [>= {n}, {cap}] with contiguous rows (the group maxima the Gluon "
+                         f"score walk writes, unpacked rows only), got {gmax.dtype} {tuple(gmax.shape)}"
+                         + (" with seg" if seg is not None else ""))
+    _select_kernel[(n,)](scores, scores if gmax is None else gmax, cand, out, segments_arg(seg, n, out), s_first, n,
+                         k_eff, idx_offset, scores.stride(0), 0 if gmax is None else gmax.stride(0), cand.stride(0),
+                         out.stride(0), RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
-                         SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, num_warps=SELECT_WARPS)
+                         SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, HAS_GM=gmax is not None,
+                         num_warps=SELECT_WARPS)

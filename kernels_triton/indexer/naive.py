@@ -122,19 +122,38 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
                  seg, lo, hi)
 
 
+def group_maxima(scores: torch.Tensor, s_first: int, ratio: int, cap: int) -> torch.Tensor:
+    """[n, cap]: the maximum of each row's visible scores in each of cap strided groups (column i joins group
+    i % cap), NaN not counted (NaN when a group holds no number, e.g. when the row sees fewer than cap rows): the
+    selection's pass 1 (kernel._select_kernel), which the Gluon score walk can keep for it (its `gmax`)."""
+    n = scores.shape[0]
+    L = (s_first + torch.arange(n, device=scores.device) + 1) // ratio
+    cols = torch.arange(scores.shape[1], device=scores.device)
+    x = torch.where(cols[None, :] < L[:, None], scores, float("nan"))
+    x = torch.nn.functional.pad(x, (0, (-x.shape[1]) % cap), value=float("nan")).view(n, -1, cap)
+    best = torch.nan_to_num(x, nan=float("-inf")).amax(1)
+    return torch.where(torch.isnan(x).all(1), float("nan"), best)
+
+
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                    seg: Optional[torch.Tensor] = None) -> None:
+                    seg: Optional[torch.Tensor] = None, gmax: Optional[torch.Tensor] = None) -> None:
     """score_chunk on the packed operands (quant.naive.pack_rows): the queries q8 * q_scale, the keys
-    k8 * k_scale; fp32 math as score_chunk."""
+    k8 * k_scale; fp32 math as score_chunk. `gmax` [n, cap] (unpacked rows): also every row's group_maxima."""
     score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg)
+    if gmax is not None:
+        if seg is not None:
+            raise ValueError("gmax is for unpacked rows only")
+        n = q8.shape[0]
+        gmax[:n].copy_(group_maxima(out[:n, :max(1, (s_first + n) // ratio)], s_first, ratio, gmax.shape[1]))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,
                  s_first: int, ratio: int, k_eff: int, topk: int, idx_offset: int = 0, window: int = 0,
-                 seg: Optional[torch.Tensor] = None) -> None:
+                 seg: Optional[torch.Tensor] = None, gmax: Optional[torch.Tensor] = None) -> None:
     """out[:, :window] = window ids, out[:, window:] = the selected rows + idx_offset (-1 padded); `seg`: a
-    packed batch's segment rows of the queries (each keeps to its own sequence; the ids are packed)."""
+    packed batch's segment rows of the queries (each keeps to its own sequence; the ids are packed). `gmax`
+    (the kernel's group maxima) is not needed here: the exact top-k has no threshold."""
     n = out.shape[0]
     pos, tok0, lo, hi = row_ranges(n, s_first, ratio, seg, out.device)
     if window:

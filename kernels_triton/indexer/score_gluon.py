@@ -1,49 +1,76 @@
 """The FP8 score walk of the V4 indexer (64 heads x 128 dims, unpacked rows) in Gluon.
 
 It computes what kernel._score_kernel computes with QUANT and FP8 operands (the same packed operands, the same
-tiles, the same -inf past a query's visible rows, nothing written past the block's last visible row), but
-writes its layouts itself, which Triton's tl.dot/tl.sum/tl.store do not let it do:
+64-key tiles, the same -inf past a query's visible rows, nothing written past the last row a block of 4 queries
+sees), but writes its layouts and its warps' roles itself, which Triton's tl.dot/tl.sum/tl.store do not let it:
 
 - the head sum. A tile's MMA leaves [64 keys x 256 (query, head)] fp32 sums in the wgmma layout: a thread
   holds 16 of a query's 64 heads for 2 keys, and the 4 lanes of a quad hold the other 48. Triton's tl.sum
   adds within the thread and then all-reduces over the quad (16 shuffles and 16 adds a thread), so every lane
-  ends with all 8 (key, query) sums and stores all 8 (8 predicated stores, their masks and addresses). Here a
-  thread first reduces its heads to one partial sum per (key, query, lane of the quad), then one warp-local
-  transpose through shared memory (2 st.shared.v4 + 2 ldmatrix, no CTA barrier) gives each lane the 4
-  partials of 2 (key, query) pairs of its own: 6 adds, and 2 masks, addresses and stores instead of 8
-  (SASS, ptxas for sm_90a: 384 instructions a warp a 64-key tile against the Triton walk's 484).
-- no register cap: ptxas takes 239 registers, and two programs still fit an SM (2 x 128 x 239 <= 65,536).
+  ends with all 8 (key, query) sums and stores all 8. Here a thread first reduces its heads to one partial sum
+  per (key, query, lane of the quad), then one warp-local transpose through shared memory (2 st.shared.v4 +
+  2 ldmatrix, no CTA barrier) gives each lane the 4 partials of 2 (key, query) pairs of its own: 6 adds, and
+  2 masks, addresses and stores instead of 8.
+- the warps' roles (gl.warp_specialize). A CTA scores 8 queries with two consumer warpgroups (4 queries each,
+  one m64n256k32 e4m3 wgmma a K step) that share each key tile; one producer warp brings the queries once and
+  the key tiles into a ring of GLUON_STAGES slots by TMA, with mbarriers for "tile ready" and "slot free". The
+  consumers' loops hold no key-tile address math and no CTA barrier (SASS, ptxas for sm_90a: 364 instructions
+  a warp a tile, 384 for the one-warpgroup cp.async walk before it, 484 for the Triton walk).
+- the selection's pass 1 (optional, `gmax`). The selection's threshold is the K-th largest of the maxima of CAP
+  strided groups of a row (key row mod CAP, kernel._select_kernel). The walk visits the key tiles phase by
+  phase (phase p: tiles p, p + G, p + 2G, ... with G = CAP / 64), so a thread's 2 (key, query) scores stay in
+  groups 64p + r and 64p + r + 8 through a phase: their running maxima are 2 registers, stored when the phase
+  ends. The selection then reads CAP values a row instead of the whole row (gm bit for bit its own pass 1's).
 
 The sums are added in the Triton walk's order (each thread's heads in register order, then the quad's partials
 as its butterfly adds them), so the scores are bit for bit the Triton walk's: a packed batch, which the Triton
 walk scores, still equals its sequences run alone (tests/test_indexer_gpu.py and test_varlen_gpu.py check both).
-Measured on an H200 (docs/performance.md, "The FP8 score walk in Gluon"): the last 2,048-query chunk of v4-flash
-at 262,144 1.99-2.00 against 2.09-2.10 ms; the indexer 167.8-168.5 against 174.1-174.7 ms.
+Measured on an H200: docs/performance.md, "The FP8 score walk in Gluon" and "Two warpgroups, TMA and the group
+maxima".
 
 Sizes: 64 heads and 128 dims, the V4 presets' indexer; the packed (varlen) walks, other sizes, bf16 operands
 and the interpreter take kernel._score_kernel (kernel.score_chunk_fp8 picks)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from .cost import SCORE_TILE_KEYS
+from .cost import SCORE_TILE_KEYS, select_capacity
 
 GLUON_HEADS = 64        # N = 4 queries x 64 heads = 256, the widest wgmma; the quad transpose below assumes it
-GLUON_BLOCK_QUERIES = 256 // GLUON_HEADS    # BQ: queries a program
-GLUON_DIM = 128         # the MMA's K: four k32 FP8 steps; q [256, 128] e4m3 is 32 KiB of shared memory
-GLUON_STAGES = 3        # key tiles in flight (measured, best of 3: 2, 3, 4 stages 1.985, 1.974, 1.977 ms a chunk)
-GLUON_WARPS = 4         # one warpgroup a program, two programs an SM
+GLUON_BLOCK_QUERIES = 256 // GLUON_HEADS    # BQ: queries a consumer warpgroup
+GLUON_DIM = 128         # the MMA's K: four k32 FP8 steps; q [256, 128] e4m3 is 32 KiB of shared memory a consumer
+GLUON_STAGES = 3        # key tiles in flight (H200, last chunk at 262,144: 2, 3, 4 slots 1.93-1.98 ms alike)
+GLUON_WARPS = 4         # the default partition: consumer 0's warpgroup
+# the workers: consumer 1 (a warpgroup) and the TMA producer (one warp, scalars only). Registers are handed out
+# by warpgroup: 3 of them at launch (the producer's warp rounds up to one), 168 a thread = 64,512 of the SM's
+# 65,536; then setmaxnreg gives each consumer 240 (ptxas's own choice was 239) and the producer 24
+GLUON_WORKER_WARPS = (4, 1)
+GLUON_WORKER_REGS = (240, 24)
+GLUON_MAXNREG = 168
 
 
 def gluon_walk_fits(heads: int, dim: int, operand_dtype: torch.dtype, packed: bool) -> bool:
     """Does the Gluon walk take these scores (else kernel._score_kernel does)?"""
     return heads == GLUON_HEADS and dim == GLUON_DIM and operand_dtype == torch.float8_e4m3fn and not packed
+
+
+def group_maxima_fit(heads: int, dim: int, operand_dtype: torch.dtype, packed: bool, topk: int) -> bool:
+    """Can the Gluon walk also write the selection's group maxima (CAP strided groups, whole key tiles a phase)?"""
+    return gluon_walk_fits(heads, dim, operand_dtype, packed) and select_capacity(topk) % SCORE_TILE_KEYS == 0
+
+
+def layouts():
+    """The shared-memory layouts of the queries' [256, 128] and a key tile's [64, 128] e4m3 blocks (TMA's too)."""
+    return (gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK_QUERIES * GLUON_HEADS, GLUON_DIM], gl.float8e4nv),
+            gl.NVMMASharedLayout.get_default_for([SCORE_TILE_KEYS, GLUON_DIM], gl.float8e4nv))
 
 
 @gluon.constexpr_function
@@ -63,26 +90,43 @@ def _scores_layout(BT, BQ):
 
 
 @gluon.jit
-def _score_fp8_gluon(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, s_first, n_q, T,
-                     stride_qs, stride_ws, stride_kt, stride_os,
-                     RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
-                     STAGES: gl.constexpr):
+def _walk_next(p, m, n_tiles, G: gl.constexpr):
+    # the tile after p + G * m in the phase order (phase p: tiles p, p + G, p + 2G, ... < n_tiles); G = 1 is the
+    # plain order
+    m = m + 1
+    wrap = p + G * m >= n_tiles
+    return gl.where(wrap, p + 1, p), gl.where(wrap, 0, m)
+
+
+@gluon.jit
+def _key_loader(q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0, n_tiles,
+                HI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr):
+    # the producer warp: both consumers' (query, head) rows once (rows past the chunk read as zeros), then the key
+    # tiles in the consumers' order
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [q0 * HI, 0], q_bar, q_smem.index(0))
+    tma.async_copy_global_to_shared(q_desc, [(q0 + BQ) * HI, 0], q_bar, q_smem.index(1))
+    p = 0
+    m = 0
+    for j in range(n_tiles):
+        s = j % STAGES
+        # slot s is free once both consumers' MMAs of tile j - STAGES are done (a fresh barrier passes phase 1)
+        mbarrier.wait(free.index(s), ((j // STAGES) & 1) ^ 1)
+        mbarrier.expect(ready.index(s), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [(p + G * m) * BT, 0], ready.index(s), k_ring.index(s))
+        p, m = _walk_next(p, m, n_tiles, G)
+
+
+@gluon.jit
+def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first, n_q,
+                    T, n_tiles, stride_ws, stride_os, stride_gs, RATIO: gl.constexpr, HI: gl.constexpr,
+                    BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr, WHICH: gl.constexpr):
+    # one consumer warpgroup: queries q0c + WHICH * BQ ... + BQ - 1 against every key tile of the CTA
     N: gl.constexpr = BQ * HI
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, 32])
-    rows16: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [4, 1], [1, 0])    # 16-byte pieces of rows
     quad_l: gl.constexpr = _quad_partials_layout(BT, BQ)
     out_l: gl.constexpr = _scores_layout(BT, BQ)
-
-    pid = gl.program_id(0)
-    q0 = pid * BQ
-    # the block's (query, head) rows of q, once, into shared memory as the MMA's B operand ([N, DI], K-major)
-    offs_n = gl.arange(0, N, layout=gl.SliceLayout(1, rows16))
-    offs_d = gl.arange(0, DI, layout=gl.SliceLayout(0, rows16))
-    qrow = q0 + offs_n // HI
-    qv = gl.load(q_ptr + qrow.to(gl.int64)[:, None] * stride_qs + (offs_n % HI)[:, None] * DI + offs_d[None, :],
-                 mask=(qrow < n_q)[:, None], other=0.0)
-    q_smem = gl.allocate_shared_memory(gl.float8e4nv, [N, DI], gl.NVMMASharedLayout.get_default_for(
-        [N, DI], gl.float8e4nv), qv)
+    q0 = q0c + WHICH * BQ
     # head weight times the query's scale (ReLU(x * s) * w = ReLU(x) * (w * s), s a power of two > 0), in the
     # accumulator's column layout; padding queries: weight 0
     offs_w = gl.arange(0, N, layout=gl.SliceLayout(0, mma))
@@ -95,31 +139,25 @@ def _score_fp8_gluon(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, s_first, n_q,
     q_ok = q0 + offs_q < n_q
     nvis = gl.where(q_ok, (s_first + q0 + offs_q + 1) // RATIO, 0)    # rows query i sees
     out_rows = out_ptr + (q0 + offs_q).to(gl.int64)[None, :] * stride_os
-    # the rows the block's last query sees (kernel.visible_tiles): tiles past them are neither computed nor written
+    gm_rows = gm_ptr + (q0 + offs_q).to(gl.int64)[None, :] * stride_gs
+    # the rows this warpgroup's last query sees (kernel.visible_tiles): nothing is written past them (the CTA's
+    # tiles go on to its other warpgroup's last query, at most one tile further)
     t_end = (s_first + gl.minimum(q0 + BQ, n_q)) // RATIO
-    offs_tk = gl.arange(0, BT, layout=gl.SliceLayout(1, rows16))
     offs_to = gl.arange(0, BT, layout=gl.SliceLayout(1, out_l))
-    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BT, DI],
-                                       gl.NVMMASharedLayout.get_default_for([BT, DI], gl.float8e4nv))
-    for i in gl.static_range(STAGES - 1):
-        t = i * BT + offs_tk
-        async_copy.async_copy_global_to_shared(k_ring.index(i), k_ptr + t.to(gl.int64)[:, None] * stride_kt
-                                               + offs_d[None, :], mask=(t < t_end)[:, None])
-        async_copy.commit_group()
+    q_b = q_smem.index(WHICH)
+    mbarrier.wait(q_bar, 0)
     acc = gl.zeros([BT, N], gl.float32, layout=mma)
-    for t0 in range(0, t_end, BT):
-        j = t0 // BT
-        async_copy.wait_group(STAGES - 2)       # tile j is in (Gluon's barrier pass adds the CTA barrier)
-        acc = warpgroup_mma(k_ring.index(j % STAGES), q_smem.permute((1, 0)), acc, use_acc=False, is_async=True)
-        # the tile STAGES - 1 ahead goes to the slot tile j - 1 used: its MMA was waited for last iteration
-        t = t0 + (STAGES - 1) * BT + offs_tk
-        async_copy.async_copy_global_to_shared(k_ring.index((j + STAGES - 1) % STAGES),
-                                               k_ptr + t.to(gl.int64)[:, None] * stride_kt + offs_d[None, :],
-                                               mask=(t < t_end)[:, None])
-        async_copy.commit_group()
-        t_o = t0 + offs_to
+    gmax = gl.full([BT, BQ], float("nan"), gl.float32, layout=out_l)
+    p = 0
+    m = 0
+    for j in range(n_tiles):
+        s = j % STAGES
+        mbarrier.wait(ready.index(s), (j // STAGES) & 1)
+        acc = warpgroup_mma(k_ring.index(s), q_b.permute((1, 0)), acc, use_acc=False, is_async=True)
+        t_o = (p + G * m) * BT + offs_to
         k_scale = gl.load(ks_ptr + t_o, mask=t_o < T, other=0.0)    # issued before the wait: hidden by the MMA
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(free.index(s), count=1)
         # ReLU that keeps NaN (a NaN operand gives a NaN score, ranked last by the selection), times the weight
         x = gl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
         # head h of a query = 8 * (h // 8) + 2 * lane + (h % 2) for a lane of the quad: sum a thread's 16 heads
@@ -132,17 +170,69 @@ def _score_fp8_gluon(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, s_first, n_q,
         s_0, s_1 = gl.split(p_lo + p_hi)
         sc = gl.convert_layout(s_0 + s_1, out_l, assert_trivial=True)
         sc = sc * k_scale[:, None]              # exact: a power of two (NaN for a non-finite key)
-        vals = gl.where(t_o[:, None] < nvis[None, :], sc, float("-inf"))
-        gl.store(out_rows + t_o[:, None], vals, mask=(t_o < t_end)[:, None] & q_ok[None, :])
-    async_copy.wait_group(0)
+        vis = t_o[:, None] < nvis[None, :]
+        gl.store(out_rows + t_o[:, None], gl.where(vis, sc, float("-inf")),
+                 mask=(t_o < t_end)[:, None] & q_ok[None, :])
+        if G > 1:
+            # the running maxima of groups 64p + r: max.f32 drops NaN, so the invisible rows (NaN here) do not
+            # count and a group of NaN scores stays NaN (kernel._max_nan_last, the selection's own pass 1)
+            gmax = gl.maximum(gmax, gl.where(vis, sc, float("nan")))
+            p_next, m_next = _walk_next(p, m, n_tiles, G)
+            if p_next != p:
+                gl.store(gm_rows + p * BT + offs_to[:, None], gmax, mask=q_ok[None, :])
+                gmax = gl.full([BT, BQ], float("nan"), gl.float32, layout=out_l)
+            p = p_next
+            m = m_next
+        else:
+            m = m + 1
+
+
+@gluon.jit
+def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_first, n_q, T,
+                     stride_ws, stride_os, stride_gs,
+                     RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
+                     STAGES: gl.constexpr, G: gl.constexpr, WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr):
+    q0c = gl.program_id(0) * (2 * BQ)
+    q_smem = gl.allocate_shared_memory(gl.float8e4nv, [2, BQ * HI, DI], q_desc.layout)
+    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BT, DI], k_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(free.index(i), count=2)      # one arrival from each consumer
+    # both consumers walk the tiles the CTA's last query sees (kernel.visible_tiles), each storing up to its own
+    n_tiles = gl.cdiv((s_first + gl.minimum(q0c + 2 * BQ, n_q)) // RATIO, BT)
+    gl.warp_specialize([
+        (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first,
+                           n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES, G, 0)),
+        (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first,
+                           n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES, G, 1)),
+        (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G)),
+    ], WORKER_WARPS, WORKER_REGS)
 
 
 def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
-                          k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int) -> None:
-    """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands)."""
+                          k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
+                          gmax: Optional[torch.Tensor] = None) -> None:
+    """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands); `gmax`
+    [n, CAP] fp32 (CAP a multiple of 64): also the selection's group maxima of every row (kernel.select_chunk)."""
     n = q8.shape[0]
-    BQ = GLUON_BLOCK_QUERIES
-    _score_fp8_gluon[(triton.cdiv(n, BQ),)](
-        q8, q_scale, w, k8, k_scale, out, s_first, n, k8.shape[0], q8.stride(0), w.stride(0), k8.stride(0),
-        out.stride(0), RATIO=ratio, HI=GLUON_HEADS, DI=GLUON_DIM, BQ=BQ, BT=SCORE_TILE_KEYS, STAGES=GLUON_STAGES,
-        num_warps=GLUON_WARPS)
+    BQ, BT = GLUON_BLOCK_QUERIES, SCORE_TILE_KEYS
+    if k8.stride(1) != 1 or k8.stride(0) % 16 or k8.data_ptr() % 16 or q8.data_ptr() % 16:
+        raise ValueError("the Gluon walk's TMA needs 16-byte aligned key rows (quant.kernel.pack_rows writes them "
+                         f"so); got k8 strides {k8.stride()}")
+    if gmax is not None and (gmax.dtype != torch.float32 or gmax.dim() != 2 or gmax.shape[0] < n
+                             or gmax.shape[1] % BT or gmax.stride(1) != 1):
+        raise ValueError(f"gmax must be fp32 [>= {n}, CAP] with CAP a multiple of {BT} and contiguous rows, got "
+                         f"{gmax.dtype} {tuple(gmax.shape)}")
+    q_l, k_l = layouts()
+    q_desc = TensorDescriptor.from_tensor(q8.view(n * GLUON_HEADS, GLUON_DIM), [BQ * GLUON_HEADS, GLUON_DIM], q_l)
+    k_desc = TensorDescriptor.from_tensor(k8, [BT, GLUON_DIM], k_l)
+    _score_fp8_gluon[(triton.cdiv(n, 2 * BQ),)](
+        q_desc, q_scale, w, k_desc, k_scale, out, out if gmax is None else gmax, s_first, n, k8.shape[0],
+        w.stride(0), out.stride(0), 0 if gmax is None else gmax.stride(0), RATIO=ratio, HI=GLUON_HEADS,
+        DI=GLUON_DIM, BQ=BQ, BT=BT, STAGES=GLUON_STAGES, G=1 if gmax is None else gmax.shape[1] // BT,
+        WORKER_WARPS=GLUON_WORKER_WARPS, WORKER_REGS=GLUON_WORKER_REGS, num_warps=GLUON_WARPS,
+        maxnreg=GLUON_MAXNREG)

@@ -10,8 +10,10 @@ import torch
 
 from kernels_triton._compile import LEVELS as TRITON_LEVELS
 from kernels_triton.indexer import cost, ir, kernel, naive
+from kernels_triton.indexer.score_gluon import group_maxima_fit
+from kernels_triton.quant.formats import keys_dtype
 
-from ..lang.spec import Indexer, Pipeline
+from ..lang.spec import Indexer, Pipeline, Quant
 from .base import Impl, InputDef, IRSection, Op, StageKind, sized
 
 
@@ -30,15 +32,17 @@ SCORE = Op(
 
 SCORE_FP8 = Op(
     "indexer.score_fp8",
-    "the same scores on the packed operands (quant.pack_queries, quant.pack_keys): FP8 MMAs, the scales outside",
-    writes=("out",),
+    "the same scores on the packed operands (quant.pack_queries, quant.pack_keys): FP8 MMAs, the scales outside; "
+    "with `gmax`, each row's group maxima for the selection too",
+    writes=("out", "gmax"),
     impls={
         "torch": Impl(naive.score_chunk_fp8, "torch dequantise + einsum [n, HI, T]",
                       sized(cost.naive_score_fp8_temp_bytes, "chunk", "rows", "heads", "dim")),
         "interpret": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT [interpreter, fp32 operands]",
                           sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
-        "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_fp8_gluon (64 heads x 128 dims, unpacked rows; else "
-                     "triton _score_kernel QUANT): FP8 e4m3 wgmma over visible key tiles"),
+        "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_fp8_gluon (64 heads x 128 dims, unpacked rows: two "
+                     "consumer warpgroups, keys by TMA, group maxima; else triton _score_kernel QUANT): FP8 e4m3 "
+                     "wgmma over visible key tiles"),
     },
 )
 
@@ -50,9 +54,18 @@ SELECT = Op(
         "torch": Impl(naive.select_chunk, "torch topk on packed keys",
                       sized(cost.naive_select_temp_bytes, "chunk", "rows")),
         "interpret": Impl(kernel.select_chunk, "triton _select_kernel [interpreter]"),
-        "cuda": Impl(kernel.select_chunk, "triton _select_kernel: group-max threshold, radix select"),
+        "cuda": Impl(kernel.select_chunk, "triton _select_kernel: group-max threshold (the score's `gmax` when "
+                     "given), radix select"),
     },
 )
+
+
+def writes_group_maxima(impl: Dict[str, str], quant: Optional[Quant], heads: int, dim: int, topk: int,
+                        packed: bool) -> bool:
+    """Does the FP8 score write the selection's group maxima (`gmax`), so that the selection skips its pass 1?
+    The Gluon walk does (score_gluon.group_maxima_fit), with both ops on the GPU kernels."""
+    return (quant is not None and impl.get("indexer.score_fp8") == "cuda" and impl.get("indexer.select") == "cuda"
+            and group_maxima_fit(heads, dim, keys_dtype(quant.format), packed, topk))
 
 
 def _inputs(pipe: Pipeline, ix: Indexer, role: str) -> Dict[str, InputDef]:
@@ -83,7 +96,7 @@ def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
         return _no_indexer(pipe)
     if ix.quant is not None:
         return {"": ir.compile_ir("score_fp8", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
-                                  q_format=ix.quant.format)[level]}
+                                  q_format=ix.quant.format, group_maxima=_gpu_group_maxima(ix))[level]}
     return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch)[level]}
 
 
@@ -94,7 +107,13 @@ def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     # a self-index has no heads/dim of its own: the selection kernel does not depend on them
     sizes = dict(heads=ix.heads, dim=ix.dim) if isinstance(ix, Indexer) else {}
     return {"": ir.compile_ir("select", ratio=pipe.ratio, topk=ix.topk, window=pipe.attention.window, arch=arch,
-                              **sizes)[level]}
+                              group_maxima=isinstance(ix, Indexer) and _gpu_group_maxima(ix), **sizes)[level]}
+
+
+def _gpu_group_maxima(ix: Indexer) -> bool:
+    # the kernels a B = 1 run on the GPU backend takes (the IR is of those)
+    return writes_group_maxima({"indexer.score_fp8": "cuda", "indexer.select": "cuda"}, ix.quant, ix.heads, ix.dim,
+                               ix.topk, packed=False)
 
 
 KIND = StageKind(
