@@ -578,7 +578,9 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     -1 padded; NaN scores rank below every number; ties to the smaller row). With k_eff = 0 only the
     window is written and `scores` is not read. `seg` (a packed batch, as in score_chunk): each query
     selects among its own sequence's columns and its window stays inside its sequence; the ids are
-    packed (token ids; packed row + idx_offset)."""
+    packed (token ids; packed row + idx_offset). `gmax` [>= n, CAP] fp32 (unpacked rows): each row's CAP group
+    maxima as score_chunk_fp8's Gluon walk keeps them (naive.group_maxima); the threshold then comes from them
+    instead of a pass over the row (the same lists)."""
     n = out.shape[0]
     if n == 0:
         return
