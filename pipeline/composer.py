@@ -397,8 +397,7 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
             dict(chunk=C, rows=T, heads=heads, dim=dim),
             "visible 64-key tiles only; diagonal tiles masked in-kernel", stream))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
-                             window=window, has_cand=has_cand, seg=seg, scores=scores,
-                             gmax=gmax if k_eff > 0 else None))
+                             window=window, has_cand=has_cand, seg=seg, scores=scores, gmax=gmax))
     return calls
 
 
@@ -456,14 +455,19 @@ def score_ring(impl: Dict[str, str], overlap: bool, k_eff: int, seq_len: int, ch
     return 2 if overlap and cuda and k_eff > 0 and seq_len > chunk else 1
 
 
+def ring_slot(name: str, ring: int) -> str:
+    """The ref of a chunk's slot of a ring buffer (score_ring): slot p of `name`, or all of it without a ring."""
+    return f"{name}[p]" if ring > 1 else name
+
+
 def score_slot(ring: int) -> Tuple[str, str]:
     """The ref a chunk's scores go to and the stream their call is issued on."""
-    return ("scores[p]", SCORE_STREAM) if ring > 1 else ("scores", "")
+    return ring_slot("scores", ring), (SCORE_STREAM if ring > 1 else "")
 
 
 def gmax_slot(ring: int, has_gmax: bool) -> Optional[Ref]:
     """The ref a chunk's group maxima go to (the slot beside its scores), None without them."""
-    return (R("gmax[p]") if ring > 1 else R("gmax")) if has_gmax else None
+    return R(ring_slot("gmax", ring)) if has_gmax else None
 
 
 def chunk_binds(ring: int) -> Dict[str, Expr]:
@@ -495,14 +499,15 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
                 Buffer("q_scale", (C, heads), torch.float32, "chunk",
                        "index queries packed: a power-of-two scale per (query, head)")]
     if k_eff > 0:
-        shape = (C, indexer_cost.score_ld(T))
-        out.append(Buffer("scores", (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
-                          "fp32 scores of the chunk's visible key tiles" + (f", a ring of {ring}" if ring > 1 else "")))
+        def ringed(name: str, shape: Tuple[int, ...], note: str) -> Buffer:
+            # the score's outputs: one slot per ring entry (score_ring), the chunk's slot ring_slot(name, ring)
+            return Buffer(name, (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
+                          note + (f", a ring of {ring}" if ring > 1 else ""))
+        out.append(ringed("scores", (C, indexer_cost.score_ld(T)), "fp32 scores of the chunk's visible key tiles"))
         if writes_group_maxima(impl, quant, heads, dim, topk, packed):
-            gm = (C, indexer_cost.select_capacity(topk))
-            out.append(Buffer("gmax", (ring,) + gm if ring > 1 else gm, torch.float32, "chunk",
-                              f"each row's {gm[1]:,} group maxima, written by the score for the selection's "
-                              f"threshold" + (f", a ring of {ring}" if ring > 1 else "")))
+            cap = indexer_cost.select_capacity(topk)
+            out.append(ringed("gmax", (C, cap), f"each row's {cap:,} group maxima, written by the score for the "
+                                                f"selection's threshold"))
         if impl["indexer.select"] != "torch":
             out.append(Buffer("cand", (C, indexer_cost.candidate_slots(topk)), torch.int32, "chunk",
                               "top-k candidates: the columns >= tau of each row segment"))

@@ -40,10 +40,6 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
-        packed = "*fp8e4nv" if operand == 2 else "*bf16"
-        sig = {"q_ptr": packed if fp8 else "*bf16", "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_ptr": packed,
-               "ks_ptr": "*fp32", "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32", "T": "i32",
-               "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
         if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             q_l, k_l = gluon_layouts()
@@ -56,19 +52,20 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": GLUON_BLOCK_QUERIES, "BT": SCORE_TILE_KEYS,
                      "STAGES": GLUON_STAGES, "G": groups, "WORKER_WARPS": GLUON_WORKER_WARPS,
                      "WORKER_REGS": GLUON_WORKER_REGS}
-            sig.update({k: "constexpr" for k in const})
-            return compile_for_target(_score_fp8_gluon, sig, const, ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr",
-                                                                     "gm_ptr", "stride_ws", "stride_os",
-                                                                     "stride_gs"],
-                                      arch=arch, num_warps=GLUON_WARPS, maxnreg=GLUON_MAXNREG)
+            fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS, "maxnreg": GLUON_MAXNREG}
+            div = ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr", "gm_ptr", "stride_ws", "stride_os", "stride_gs"]
         else:
+            packed = "*fp8e4nv" if operand == 2 else "*bf16"
+            sig = {"q_ptr": packed if fp8 else "*bf16", "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_ptr": packed,
+                   "ks_ptr": "*fp32", "out_ptr": "*fp32", "seg_ptr": "*i32", "s_first": "i32", "n_q": "i32",
+                   "T": "i32", "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
                      "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
                      "OPERAND": operand, "VARLEN": varlen, "EMULATE": False}
             fn, opts = _score_kernel, score_launch_options(operand)
+            div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
+                   "stride_os"]
         sig.update({k: "constexpr" for k in const})
-        div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
-               "stride_os"]
     elif kernel == "select":
         sig = {"sc_ptr": "*fp32", "gm_ptr": "*fp32", "cand_ptr": "*i32", "out_ptr": "*i32", "seg_ptr": "*i32",
                "s_first": "i32", "n_q": "i32", "k_eff": "i32", "idx_offset": "i32", "stride_s": "i32",

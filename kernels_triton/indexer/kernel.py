@@ -523,6 +523,20 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
                         **score_launch_options(1))
 
 
+def check_group_maxima(gmax: Optional[torch.Tensor], n: int, seg: Optional[torch.Tensor], cap: int = 0) -> None:
+    """Refuse, before any launch, group maxima the kernels cannot take: fp32 [>= n, CAP] with contiguous rows, for
+    unpacked rows only; CAP the selection's own (`cap`), or for the score walk (cap 0) whole key tiles (its
+    phases)."""
+    if gmax is None:
+        return
+    if (gmax.dtype != torch.float32 or gmax.dim() != 2 or gmax.shape[0] < n or gmax.stride(1) != 1
+            or (gmax.shape[1] != cap if cap else gmax.shape[1] % SCORE_TILE_KEYS) or seg is not None):
+        want = f"{cap}" if cap else f"CAP, a multiple of {SCORE_TILE_KEYS}"
+        raise ValueError(f"gmax must be fp32 [>= {n}, {want}] with contiguous rows (the group maxima the Gluon "
+                         f"score walk writes, unpacked rows only), got {gmax.dtype} {tuple(gmax.shape)}"
+                         + (" with seg" if seg is not None else ""))
+
+
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
                     seg: Optional[torch.Tensor] = None, walk: str = "auto",
@@ -554,6 +568,7 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
         raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
     interp = kernels_interpreted(_score_kernel)
     if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
+        check_group_maxima(gmax, n, seg)
         score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio, gmax=gmax)
         return
     if gmax is not None:
@@ -596,11 +611,7 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
                          f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
                          f"{tuple(cand.shape)}")
-    if gmax is not None and (gmax.dtype != torch.float32 or gmax.dim() != 2 or gmax.shape[0] < n
-                             or gmax.shape[1] != cap or gmax.stride(1) != 1 or seg is not None):
-        raise ValueError(f"gmax must be fp32 [>= {n}, {cap}] with contiguous rows (the group maxima the Gluon "
-                         f"score walk writes, unpacked rows only), got {gmax.dtype} {tuple(gmax.shape)}"
-                         + (" with seg" if seg is not None else ""))
+    check_group_maxima(gmax, n, seg, cap)
     _select_kernel[(n,)](scores, scores if gmax is None else gmax, cand, out, segments_arg(seg, n, out), s_first, n,
                          k_eff, idx_offset, scores.stride(0), 0 if gmax is None else gmax.stride(0), cand.stride(0),
                          out.stride(0), RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
