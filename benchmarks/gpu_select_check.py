@@ -4,7 +4,8 @@ run on two trees (PYTHONPATH at each, one process each, alternating) compares th
     python benchmarks/gpu_select_check.py OUT_DIR TAG
 
 Cases: the selection alone on the last 2,048-query chunk of v4-flash at S = 262,144 (65,536 visible random
-fp32 scores a row; v4-pro's top-1,024 and v3.2's top-2,048 the same way); v4-flash composed at 262,144, its
+fp32 scores a row; v4-pro's top-1,024 and v3.2's top-2,048 the same way); the packing of a chunk's index
+queries (pack_alone); v4-flash composed at 262,144, its
 standalone indexer, a packed batch of 4 x 65,536 and one sequence of 65,536; v3.2 composed at 131,072.
 Medians of `triton.testing.do_bench` (or 3 event-timed runs for calls over 400 ms). Writes
 OUT_DIR/select-check-TAG.json and prints a table last."""
@@ -18,6 +19,7 @@ import triton
 from csa_dsl.benchmarks import base_record, time_ms
 from gpu_overlap_check import forward_case, indexer_case, output_of
 from kernels_triton.indexer import kernel as indexer_kernel
+from kernels_triton.quant import kernel as quant_kernel
 from pipeline.lang import defaults
 from pipeline.lang.presets import preset
 
@@ -47,6 +49,22 @@ def select_alone(topk: int, S: int = 262144, ratio: int = 4, n: int = 2048) -> d
         indexer_kernel.select_chunk(scores, out, s_first=S - n, ratio=ratio, k_eff=topk, topk=topk)
     run()
     return {"case": f"select alone, top-{topk}, {n} rows of ~{T} scores", "digest": digest(out),
+            "median_ms": triton.testing.do_bench(run, warmup=20, rep=200, return_mode="median")}
+
+
+def pack_alone(S: int = 262144, n: int = 2048) -> dict:
+    """The FP4-step packing of one 2,048-query chunk of v4-flash's index queries (quant.pack_rows, as the composed
+    program packs them before the score): the digest of the e4m3 values and scales."""
+    ix = preset("v4-flash").indexer
+    g = torch.Generator(device="cuda").manual_seed(S)
+    q = torch.randn(n, ix.heads, ix.dim, device="cuda", generator=g).bfloat16()
+    q8 = torch.empty(q.shape, dtype=torch.float8_e4m3fn, device="cuda")
+    qs = torch.empty(q.shape[:-1], device="cuda")
+
+    def run():
+        quant_kernel.pack_rows(q, q8, qs, fmt="e2m1", block=32)
+    run()
+    return {"case": f"pack queries alone, {n} x {ix.heads} x {ix.dim}", "digest": digest(q8) + digest(qs),
             "median_ms": triton.testing.do_bench(run, warmup=20, rep=200, return_mode="median")}
 
 
@@ -87,7 +105,8 @@ def run_records(cases, bench: str, out_dir: str, tag: str) -> list:
 
 def main():
     out_dir, tag = sys.argv[1], sys.argv[2]
-    run_records([lambda: select_alone(512), lambda: select_alone(1024), lambda: select_alone(2048)] + FORWARDS,
+    run_records([lambda: select_alone(512), lambda: select_alone(1024), lambda: select_alone(2048), pack_alone]
+                + FORWARDS,
                 "select-check", out_dir, tag)
 
 

@@ -227,38 +227,54 @@ def _max_nan_last(a, b, EMULATE: tl.constexpr):
 
 
 @triton.jit
-def _kth_largest_key(u, k):
-    # u: int64 keys biased to [0, 2^32) (-1 = no value). Bisect, bit by bit from the top,
-    # the largest v with #(u >= v) >= k: the k-th largest key. 32 counts, no sort.
-    v = tl.full([], 0, tl.int64)
+def _rank_key(x):
+    # the order key as uint32 (signed order moved to unsigned: NaN 0, +inf 2^32 - 2^23 - 1): 32-bit compares below
+    return (_order_key(x) ^ INT32_MIN).to(tl.uint32, bitcast=True)
+
+
+@triton.jit
+def _kth_largest_key(u, has, k):
+    # u: uint32 rank keys, `has` the ones that count. Bisect, bit by bit from the top, the largest v with
+    # #(u >= v) >= k: the k-th largest key. 32 counts, no sort.
+    v = tl.full([], 0, tl.uint32)
     for i in range(32):
-        probe = v + (tl.full([], 1, tl.int64) << (31 - i))
-        n = tl.sum((u >= probe).to(tl.int32), axis=0)
+        probe = v | (tl.full([], 1, tl.uint32) << (31 - i))
+        n = tl.sum(((u >= probe) & has).to(tl.int32), axis=0)
         v = tl.where(n >= k, probe, v)
     return v
 
 
 @triton.jit
-def _write_topk(u, idx, k, orow, idx_offset):
-    # The k largest of u (candidates in index order, -1 = none), ties to the smaller index:
-    # all above the k-th key, then the first ties in index order. Output order is free.
-    v = _kth_largest_key(u, k)
-    need = k - tl.sum((u > v).to(tl.int32), axis=0)
-    eq = u == v
-    take = (u > v) | (eq & (tl.cumsum(eq.to(tl.int32), axis=0) <= need))
+def _write_topk(u, has, idx, k, orow, idx_offset):
+    # The k largest of u (candidates in index order, `has` the real ones), ties to the smaller index: all above
+    # the k-th key, then the first ties in index order. Output order is free.
+    v = _kth_largest_key(u, has, k)
+    gt = (u > v) & has
+    need = k - tl.sum(gt.to(tl.int32), axis=0)
+    eq = (u == v) & has
+    take = gt | (eq & (tl.cumsum(eq.to(tl.int32), axis=0) <= need))
     slot = tl.cumsum(take.to(tl.int32), axis=0) - 1
     tl.store(orow + slot, idx + idx_offset, mask=take)
 
 
 @triton.jit
-def _compact_tile(x, cols, L, tau, cnt, seg_slots, CAP: tl.constexpr, EMULATE: tl.constexpr):
+def _key_value(key):
+    # the float whose order key (_order_key) is `key`, for any key but INT32_MIN (NaN's)
+    return tl.where(key >= 0, key, key ^ 0x7FFFFFFF).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _compact_tile(x, cols, L, tau_f, cnt, seg_slots, CAP: tl.constexpr, EMULATE: tl.constexpr):
     """Pass 2's step over one [SEGS, SEG_BLK] tile of scores x at columns cols (a segment a row, each inside
-    one warp): the columns < L whose order key is >= tau go to their segment's next slots, in index order;
-    returns the segments' counts. Slots past CAP are not written (the row then has too many candidates)."""
-    keep = (_order_key(x) >= tau) & (cols < L)
+    one warp): the columns < L whose order key is >= tau's go to their segment's next slots, in index order;
+    returns the segments' counts. The keys are compared as floats: x >= tau_f (tau's own value, tau not NaN's
+    key) is key(x) >= tau for every x, since the order key is monotone, NaN compares false as its key is the
+    lowest, and -0.0 >= +0.0 as their keys are equal. A segment's candidates past its CAP slots all land on its
+    last slot (the row then has more than CAP and takes the exact walk)."""
+    keep = (x >= tau_f) & (cols < L)
     k = keep.to(tl.int32)
-    slot = cnt[:, None] + tl.cumsum(k, axis=1) - 1
-    _store_where(seg_slots + slot, cols, keep & (slot < CAP), EMULATE)
+    slot = tl.minimum(cnt[:, None] + tl.cumsum(k, axis=1) - 1, CAP - 1)
+    _store_where(seg_slots + slot, cols, keep, EMULATE)
     return cnt + tl.sum(k, axis=1)
 
 
@@ -296,8 +312,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
     else:
         if L <= CAP:
             x = tl.load(row + offs, mask=offs < L, other=NEG_INF)
-            u = tl.where(offs < L, _order_key(x).to(tl.int64) + KEY_BIAS, -1)
-            _write_topk(u, offs, k_eff, orow, idx_offset)
+            _write_topk(_rank_key(x), offs < L, offs, k_eff, orow, idx_offset)
         else:
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
             # non-empty since L > CAP). Padding and the initial value are NaN, the lowest rank, so every
@@ -313,7 +328,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                     x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
                     gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value
-            tau = _kth_largest_key(_order_key(gm).to(tl.int64) + KEY_BIAS, k_eff) - KEY_BIAS
+            tau = _kth_largest_key(_rank_key(gm), offs < CAP, k_eff)
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
             # walked side by side in [SEGS, SEG_BLK] tiles, one warp a segment (axis 1 lies inside a warp), so
             # the count and the scan of each tile are warp shuffles: no barrier, no shared memory. A segment's
@@ -325,20 +340,27 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             cols0 = segs[:, None] * seg_len + tl.arange(0, SEG_BLK)[None, :]
             seg_slots = cand + segs[:, None] * CAP
             cnt = tl.zeros([SEGS], tl.int32)
+            tau_k = tau.to(tl.int32, bitcast=True) ^ INT32_MIN
+            tau_f = _key_value(tau_k)
+            L4 = tl.cdiv(L, 4)
             for b0 in range(0, seg_len, 2 * SEG_BLK):
-                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used)
+                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used);
+                # whole 16-byte groups of 4 columns are read (the row's width is a multiple of 4: select_chunk),
+                # the columns past L then left out by _compact_tile
                 cols1 = cols0 + b0
                 cols2 = cols1 + SEG_BLK
-                x1 = tl.load(row + cols1, mask=cols1 < L, other=NEG_INF)
-                x2 = tl.load(row + cols2, mask=cols2 < L, other=NEG_INF)
-                cnt = _compact_tile(x1, cols1, L, tau, cnt, seg_slots, CAP, EMULATE)
-                cnt = _compact_tile(x2, cols2, L, tau, cnt, seg_slots, CAP, EMULATE)
+                x1 = tl.load(row + cols1, mask=cols1 // 4 < L4, other=NEG_INF)
+                x2 = tl.load(row + cols2, mask=cols2 // 4 < L4, other=NEG_INF)
+                cnt = _compact_tile(x1, cols1, L, tau_f, cnt, seg_slots, CAP, EMULATE)
+                cnt = _compact_tile(x2, cols2, L, tau_f, cnt, seg_slots, CAP, EMULATE)
             # the candidates were stored by other threads of this program: make them visible before
             # reading them back (bar.sync orders global memory within the CTA; without it a thread could
             # read a slot before another warp's store lands and take a stale candidate)
             tl.debug_barrier()
             total = tl.sum(cnt, axis=0)
-            if total <= CAP:
+            # (tau is NaN's key where fewer than K groups hold a number: then every column is a candidate, and
+            # the exact walk takes the row)
+            if (total <= CAP) & (tau_k != INT32_MIN):
                 # candidate j of the segments in order is slot j - start[g] of the last segment g with
                 # start[g] <= j (an empty segment shares its start with the next one, which then wins)
                 j = offs
@@ -350,8 +372,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                 has = j < total
                 c = tl.load(cand + src, mask=has, other=0)
                 x = tl.load(row + c, mask=has, other=NEG_INF)
-                u = tl.where(has, _order_key(x).to(tl.int64) + KEY_BIAS, -1)
-                _write_topk(u, c, k_eff, orow, idx_offset)
+                _write_topk(_rank_key(x), has, c, k_eff, orow, idx_offset)
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
 

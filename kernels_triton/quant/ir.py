@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from .._compile import compile_for_target
 from .._env import compile_ir_elsewhere, kernels_interpreted
+from .formats import keys_dtype
 from .kernel import (PACK_ELEMS, PACK_WARPS, ROWS_WARPS, _pack_kernel, _rows_kernel, _rows_tile, format_constexprs,
                      kernel_limits)
 
@@ -27,9 +30,10 @@ def compile_ir(kernel: str = "rows", fmt: str = "e4m3", block: int = 64, dim: in
         const = dict(D=dim, DP=dp, BR=br, QB=block, QN=channels, **fc)
         fn, div, warps = _rows_kernel, ["src_ptr", "out_ptr", "stride_sr", "stride_or"], ROWS_WARPS
     elif kernel == "pack":
-        sig = {"k_ptr": "*bf16", "k8_ptr": "*fp8e4nv", "s_ptr": "*fp32", "n_rows": "i32"}
+        fp8 = keys_dtype(fmt) == torch.float8_e4m3fn     # the values' dtype on the GPU (pack_rows's cast rounds)
+        sig = {"k_ptr": "*bf16", "k8_ptr": "*fp8e4nv" if fp8 else "*bf16", "s_ptr": "*fp32", "n_rows": "i32"}
         dp, br = _rows_tile(dim, PACK_ELEMS)
-        const = dict(D=dim, DP=dp, BR=br, QB=block, **fc)
+        const = dict(D=dim, DP=dp, BR=br, QB=block, CAST_ROUNDS=fp8, **fc)
         fn, div, warps = _pack_kernel, ["k_ptr", "k8_ptr", "s_ptr"], PACK_WARPS
     else:
         raise ValueError(f"unknown quantisation kernel {kernel!r}; valid: rows, pack")

@@ -3,8 +3,8 @@
 Helpers (exact on the GPU and in the interpreter; integer bit ops and one rounding trick, no
 `.to(float8)`: the interpreter's fp32 -> fp8 cast does not round to nearest even):
   `scale_exponent(amax)`   ceil(log2(amax / qmax)) from the bits of amax (no rounded division)
-  `round_to_grid(y)`       the nearest grid value, ties to even: y * 2^(mant - e) is rounded to an
-                           integer by adding and subtracting 1.5 * 2^23 (exact for |t| < 2^22)
+  `round_to_grid(y)`       the nearest grid value, ties to even: adding and subtracting 1.5 * 2^23 grid
+                           spacings at y rounds it (exact for |y| < 2^22 spacings)
   `qdq_blocks(x3)`         quantise-dequantise a [R, NB, QB] tile, blocks along the last axis
   `qdq_rows(y)`            the same on [R, DP] rows: channels [0, QN) in blocks of QB
   `fp8_pack(y)`            rows on FP4/FP8 grids -> e4m3 grid values times one power-of-two scale per row
@@ -65,11 +65,14 @@ def scale_exponent(amax, QEXP: tl.constexpr, QMANT: tl.constexpr):
 def round_to_grid(y, MANT: tl.constexpr, MIN_EXP: tl.constexpr):
     """The nearest value of a grid with MANT mantissa bits and normal exponents from MIN_EXP (subnormal
     spacing below), ties to even; |y| at most the grid's largest value."""
-    e = tl.maximum(((tl.abs(y).to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127, MIN_EXP)
-    t = y * exp2i(MANT - e)                          # exact: a power of two
-    r = (t + 12582912.0) - 12582912.0                # 1.5 * 2^23: round to an integer, ties to even
-    r = tl.where(r == 0.0, t * 0.0, r)               # a zero keeps the sign of y (-0.0 as a cast gives)
-    return r * exp2i(e - MANT)
+    # the spacing at y is 2^(e - MANT), e = max(y's exponent, MIN_EXP); 2^e is y's exponent bits alone (a float
+    # op on them, no integer shifts). y + m with m = 1.5 * 2^23 spacings has exactly that spacing as its ulp, so
+    # the addition rounds y onto the grid, ties to even, and subtracting m is exact
+    p = tl.maximum((y.to(tl.int32, bitcast=True) & 0x7F800000).to(tl.float32, bitcast=True),
+                   exp2i(tl.full([], MIN_EXP, tl.int32)))
+    m = p * (exp2i(tl.full([], 23 - MANT, tl.int32)) * 1.5)
+    r = (y + m) - m
+    return tl.where(r == 0.0, y * 0.0, r)          # a zero keeps the sign of y (-0.0 as a cast gives)
 
 
 @triton.jit
@@ -102,10 +105,12 @@ def qdq_rows(y, R: tl.constexpr, DP: tl.constexpr, QB: tl.constexpr, QN: tl.cons
 
 
 @triton.jit
-def fp8_pack(y, AXIS: tl.constexpr):
+def fp8_pack(y, AXIS: tl.constexpr, ROUND: tl.constexpr = True):
     """Rows of y (reduced along AXIS, 0 or 1 of a 2-D tile) -> (v, scale): v on the e4m3 grid (fp32),
     scale = 2^k per row with the row's amax <= 448 * scale; y = v * scale wherever the value fits e4m3
-    at that scale (naive.fp8_rows states the bound otherwise). A non-finite row has scale NaN."""
+    at that scale (naive.fp8_rows states the bound otherwise). A non-finite row has scale NaN.
+    ROUND False leaves v = y / scale unrounded (|v| <= 448) for a caller that casts it to e4m3 on the GPU:
+    cvt.rn.satfinite.e4m3x2.f32 rounds to nearest even onto the same grid, subnormals included."""
     ay = tl.abs(y)
     finite = ay < float("inf")
     bad = tl.max(tl.where(finite, 0, 1), axis=AXIS)
@@ -115,9 +120,11 @@ def fp8_pack(y, AXIS: tl.constexpr):
     k = scale_exponent(amax, 8, 0x600000)
     inv = exp2i(-k)
     if AXIS == 0:
-        v = round_to_grid(tl.where(finite, y, 0.0) * inv[None, :], 3, -6)
+        v = tl.where(finite, y, 0.0) * inv[None, :]
     else:
-        v = round_to_grid(tl.where(finite, y, 0.0) * inv[:, None], 3, -6)
+        v = tl.where(finite, y, 0.0) * inv[:, None]
+    if ROUND:
+        v = round_to_grid(v, 3, -6)
     return v, tl.where(bad > 0, float("nan"), exp2i(k))
 
 
@@ -143,7 +150,7 @@ def _rows_kernel(src_ptr, out_ptr, n_rows, rows_per_b, stride_sb, stride_sr, str
 @triton.jit
 def _pack_kernel(k_ptr, k8_ptr, s_ptr, n_rows, D: tl.constexpr, DP: tl.constexpr, BR: tl.constexpr,
                  QB: tl.constexpr, QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr,
-                 MANT: tl.constexpr, MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr):
+                 MANT: tl.constexpr, MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr, CAST_ROUNDS: tl.constexpr):
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     r_ok = r < n_rows
     d = tl.arange(0, DP)
@@ -151,8 +158,9 @@ def _pack_kernel(k_ptr, k8_ptr, s_ptr, n_rows, D: tl.constexpr, DP: tl.constexpr
     offs = r.to(tl.int64)[:, None] * D + d[None, :]
     x = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     y = qdq_rows(x, BR, DP, QB, D, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
-    v, s = fp8_pack(y, 1)
-    # v is already an e4m3 grid value: the cast (FP8, bf16 or fp32) is exact, no rounding left to it
+    # CAST_ROUNDS (FP8 e4m3 values, on the GPU): the cast itself rounds onto the e4m3 grid (fp8_pack); else v is
+    # already an e4m3 grid value and the cast (bf16, or fp32 in the interpreter) is exact
+    v, s = fp8_pack(y, 1, not CAST_ROUNDS)
     tl.store(k8_ptr + offs, v.to(k8_ptr.dtype.element_ty), mask=mask)
     tl.store(s_ptr + r, s, mask=r_ok)
 
@@ -222,7 +230,8 @@ def pack_rows(x: torch.Tensor, x8: torch.Tensor, x_scale: torch.Tensor, *, fmt: 
         return
     dp, br = _rows_tile(D, PACK_ELEMS)
     _pack_kernel[(triton.cdiv(n, br),)](x, x8, x_scale, n, D=D, DP=dp, BR=br, QB=block, num_warps=PACK_WARPS,
-                                        **format_constexprs(fmt))
+                                        CAST_ROUNDS=x8.dtype == torch.float8_e4m3fn and not kernels_interpreted(
+                                            _pack_kernel), **format_constexprs(fmt))
 
 
 def packed_dtype(fmt: str) -> torch.dtype:
