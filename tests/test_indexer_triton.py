@@ -137,7 +137,8 @@ def test_select_rows_over_every_segment(dist):
 
 
 def test_select_refuses_a_candidate_buffer_too_small():
-    """A caller's candidate buffer of the old layout (CAP int64 slots a row) is refused before any launch."""
+    """A caller's candidate buffer of the old layout (CAP int64 slots a row), or score rows of a width pass 2 cannot
+    read in groups of 4, are refused before any launch."""
     from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.cost import candidate_slots, select_capacity
     scores, out = torch.zeros(4, 64), torch.zeros(4, 8, dtype=torch.int32)
@@ -145,6 +146,10 @@ def test_select_refuses_a_candidate_buffer_too_small():
                                                                                    dtype=torch.int32)):
         with pytest.raises(ValueError, match="cand must be int32"):
             ki.select_chunk(scores, out, bad, s_first=60, ratio=1, k_eff=8, topk=8)
+    # rows whose width is no multiple of 4 (pass 2 reads 16-byte groups of 4 columns past a row's last visible one)
+    for bad in (torch.zeros(4, 62), torch.zeros(4, 64)[:, :62]):
+        with pytest.raises(ValueError, match="multiple of 4 columns"):
+            ki.select_chunk(bad, out, s_first=40, ratio=1, k_eff=8, topk=8)
 
 
 def test_select_negative_zero_and_short_rows():

@@ -632,6 +632,10 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
                          f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
                          f"{tuple(cand.shape)}")
+    if k_eff and (scores.shape[1] % 4 or scores.stride(1) != 1):
+        raise ValueError(f"scores must have contiguous rows of a multiple of 4 columns (the selection reads 16-byte "
+                         f"groups of 4; the composer's score buffers are whole key tiles), got {tuple(scores.shape)} "
+                         f"with strides {scores.stride()}")
     check_group_maxima(gmax, n, seg, cap)
     _select_kernel[(n,)](scores, scores if gmax is None else gmax, cand, out, segments_arg(seg, n, out), s_first, n,
                          k_eff, idx_offset, scores.stride(0), 0 if gmax is None else gmax.stride(0), cand.stride(0),
