@@ -77,6 +77,33 @@ def test_select_ties_and_fallback():
         assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
 
 
+def test_select_any_row_width_and_a_nan_threshold():
+    """Pass 2 reads 16-byte groups of 4 columns where the rows are a multiple of 4 wide, and single columns
+    otherwise: the same lists from a 62-column and a 64-column copy of the scores (rows longer than CAP: the
+    threshold path, its float compare included), equal to the exact top-k (NaN below every number, ties to the
+    smaller row). A row where fewer than K of the CAP groups hold a number has NaN's key as threshold: it takes
+    the exact walk."""
+    from kernels_triton.indexer import kernel as ki
+    n, K, s_first = 12, 8, 40                      # CAP 16; rows see 41..52 of 62 columns
+    g = torch.Generator().manual_seed(5)
+    wide = torch.randn(n, 64, generator=g).round(decimals=1)      # ties as well
+    wide[3, :] = float("nan")
+    wide[3, [2, 9, 30, 44]] = torch.tensor([1.0, -3.0, 0.5, 7.0])    # 4 numbers: < K groups hold one
+    wide[5, ::3] = -0.0
+    narrow = wide[:, :62].clone()
+    lists = []
+    for scores in (narrow, wide, wide[:, :62]):
+        out = torch.full((n, K), -7, dtype=torch.int32)
+        ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
+        lists.append(out)
+    for r in range(n):
+        L = s_first + r + 1
+        row = [float("-inf") if v != v else v for v in wide[r, :L].tolist()]     # NaN: lowest, by index after
+        exp = sorted(range(L), key=lambda t: (-row[t], wide[r, t].isnan().item(), t))[:K]
+        for out in lists:
+            assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
+
+
 @pytest.mark.parametrize("dist", ["normal", "sorted_up", "sorted_down", "few_values"])
 def test_select_long_rows_every_branch(dist):
     """Rows far longer than CAP (K = 4 -> CAP = 16): L <= K, L <= CAP, the threshold path with an odd
@@ -137,8 +164,7 @@ def test_select_rows_over_every_segment(dist):
 
 
 def test_select_refuses_a_candidate_buffer_too_small():
-    """A caller's candidate buffer of the old layout (CAP int64 slots a row), or score rows of a width pass 2 cannot
-    read in groups of 4, are refused before any launch."""
+    """A caller's candidate buffer of the old layout (CAP int64 slots a row) is refused before any launch."""
     from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.cost import candidate_slots, select_capacity
     scores, out = torch.zeros(4, 64), torch.zeros(4, 8, dtype=torch.int32)
@@ -146,10 +172,6 @@ def test_select_refuses_a_candidate_buffer_too_small():
                                                                                    dtype=torch.int32)):
         with pytest.raises(ValueError, match="cand must be int32"):
             ki.select_chunk(scores, out, bad, s_first=60, ratio=1, k_eff=8, topk=8)
-    # rows whose width is no multiple of 4 (pass 2 reads 16-byte groups of 4 columns past a row's last visible one)
-    for bad in (torch.zeros(4, 62), torch.zeros(4, 64)[:, :62]):
-        with pytest.raises(ValueError, match="multiple of 4 columns"):
-            ki.select_chunk(bad, out, s_first=40, ratio=1, k_eff=8, topk=8)
 
 
 def test_select_negative_zero_and_short_rows():
@@ -341,7 +363,8 @@ def test_select_pass2_stays_inside_warps():
     """The compiled selection (sm_90, no GPU) walks pass 2 in [4, 128] tiles of a layout that puts one row
     segment in one warp, and its loop holds no layout conversion (shared memory and barriers): the scans and
     counts are warp shuffles and the candidates leave by predicated st.global. What made it 0.67 -> 0.40 ms
-    (benchmarks/results/select-h200/)."""
+    (benchmarks/results/select-h200/); then 16-byte loads and float compares, 0.39 -> 0.33 ms
+    (benchmarks/results/select2-h200/)."""
     from kernels_triton.indexer import ir as indexer_ir
     ttgir = indexer_ir.compile_ir("select", window=128)["ttgir"]
     layouts = dict(re.findall(r"^(#blocked\d*) = (#ttg\.blocked<.*>)$", ttgir, re.M))
@@ -352,3 +375,12 @@ def test_select_pass2_stays_inside_warps():
     assert f"tensor<4x128xf32, {seg[0]}>" in body
     assert "ttg.convert_layout" not in body and "tt.store" not in body
     assert body.count("st.global.b32") == 2          # two tiles a step
+    # in SASS (ptxas for sm_90a): one 16-byte load a lane and tile (rows of whole 16-byte groups: VEC4), the
+    # candidates compared as floats (no 64-bit key arithmetic); 271 instructions a step before f3cb2fd, 180 after
+    from ptxas_report import assembled, sass_loops
+    for gm in (False, True):
+        # pass 2: 4 columns a lane and tile, each a predicated store, 2 tiles a step (the exact walk's last loop
+        # stores 8 a step too, and is the longer)
+        p2 = min((lp for lp in sass_loops(assembled(indexer_ir.compile_ir("select", group_maxima=gm)["ptx"])[1])
+                  if lp.count("STG") == 8), key=len)
+        assert p2.count("LDG") == 2 and p2.count("FSETP") == 8 and len(p2) <= 200, len(p2)

@@ -72,10 +72,10 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "stride_g": "i32", "stride_c": "i32", "stride_o": "i32",
                "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
                "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr",
-               "HAS_GM": "constexpr"}
+               "HAS_GM": "constexpr", "VEC4": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
                  "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK,
-                 "HAS_GM": group_maxima}
+                 "HAS_GM": group_maxima, "VEC4": True}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "gm_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_g", "stride_c", "stride_o"]
     else:

@@ -284,7 +284,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                    stride_s, stride_g, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
                    EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr,
-                   HAS_GM: tl.constexpr):
+                   HAS_GM: tl.constexpr, VEC4: tl.constexpr):
     # EMULATE: in the interpreter (no PTX; its maximum propagates NaN), the plain-Triton forms of two steps
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
@@ -344,13 +344,17 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             tau_f = _key_value(tau_k)
             L4 = tl.cdiv(L, 4)
             for b0 in range(0, seg_len, 2 * SEG_BLK):
-                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used);
-                # whole 16-byte groups of 4 columns are read (the row's width is a multiple of 4: select_chunk),
-                # the columns past L then left out by _compact_tile
+                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used).
+                # VEC4 (rows of a multiple of 4 columns: the composer's whole key tiles): whole 16-byte groups of 4
+                # columns are read, one load a lane, the columns past L then left out by _compact_tile
                 cols1 = cols0 + b0
                 cols2 = cols1 + SEG_BLK
-                x1 = tl.load(row + cols1, mask=cols1 // 4 < L4, other=NEG_INF)
-                x2 = tl.load(row + cols2, mask=cols2 // 4 < L4, other=NEG_INF)
+                if VEC4:
+                    x1 = tl.load(row + cols1, mask=cols1 // 4 < L4, other=NEG_INF)
+                    x2 = tl.load(row + cols2, mask=cols2 // 4 < L4, other=NEG_INF)
+                else:
+                    x1 = tl.load(row + cols1, mask=cols1 < L, other=NEG_INF)
+                    x2 = tl.load(row + cols2, mask=cols2 < L, other=NEG_INF)
                 cnt = _compact_tile(x1, cols1, L, tau_f, cnt, seg_slots, CAP, EMULATE)
                 cnt = _compact_tile(x2, cols2, L, tau_f, cnt, seg_slots, CAP, EMULATE)
             # the candidates were stored by other threads of this program: make them visible before
@@ -632,14 +636,11 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
         raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
                          f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
                          f"{tuple(cand.shape)}")
-    if k_eff and (scores.shape[1] % 4 or scores.stride(1) != 1):
-        raise ValueError(f"scores must have contiguous rows of a multiple of 4 columns (the selection reads 16-byte "
-                         f"groups of 4; the composer's score buffers are whole key tiles), got {tuple(scores.shape)} "
-                         f"with strides {scores.stride()}")
     check_group_maxima(gmax, n, seg, cap)
     _select_kernel[(n,)](scores, scores if gmax is None else gmax, cand, out, segments_arg(seg, n, out), s_first, n,
                          k_eff, idx_offset, scores.stride(0), 0 if gmax is None else gmax.stride(0), cand.stride(0),
                          out.stride(0), RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
                          SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, HAS_GM=gmax is not None,
+                         VEC4=scores.shape[1] % 4 == 0 and scores.stride(1) == 1,
                          num_warps=SELECT_WARPS)
