@@ -228,7 +228,7 @@ def _max_nan_last(a, b, EMULATE: tl.constexpr):
 
 @triton.jit
 def _rank_key(x):
-    # the order key as uint32 (signed order moved to unsigned: NaN 0, +inf 2^32 - 2^23 - 1): 32-bit compares below
+    # the order key as uint32 (signed order moved to unsigned: NaN 0, +inf 2^32 - 2^23): 32-bit compares below
     return (_order_key(x) ^ INT32_MIN).to(tl.uint32, bitcast=True)
 
 

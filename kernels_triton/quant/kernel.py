@@ -1,7 +1,7 @@
 """Quantisation on Triton: @triton.jit helpers the other kernels fuse, and two small kernels.
 
-Helpers (exact on the GPU and in the interpreter; integer bit ops and one rounding trick, no
-`.to(float8)`: the interpreter's fp32 -> fp8 cast does not round to nearest even):
+Helpers (exact on the GPU and in the interpreter; bit ops and one rounding trick; `.to(float8)` rounds only
+in `_pack_kernel` on the GPU, since the interpreter's fp32 -> fp8 cast does not round to nearest even):
   `scale_exponent(amax)`   ceil(log2(amax / qmax)) from the bits of amax (no rounded division)
   `round_to_grid(y)`       the nearest grid value, ties to even: adding and subtracting 1.5 * 2^23 grid
                            spacings at y rounds it (exact for |y| < 2^22 spacings)
