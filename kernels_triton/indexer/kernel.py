@@ -46,7 +46,6 @@ from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capa
 from .score_gluon import gluon_walk_fits, score_chunk_fp8_gluon
 
 NEG_INF = tl.constexpr(float("-inf"))
-KEY_BIAS = tl.constexpr(2147483648)     # int32 order keys + 2^31: [0, 2^32) in int64, -1 = no value
 INT32_MIN = tl.constexpr(-2147483648)
 
 
@@ -342,19 +341,16 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             cnt = tl.zeros([SEGS], tl.int32)
             tau_k = tau.to(tl.int32, bitcast=True) ^ INT32_MIN
             tau_f = _key_value(tau_k)
-            L4 = tl.cdiv(L, 4)
+            # VEC4 (rows of a multiple of 4 columns: the composer's whole key tiles): whole 16-byte groups of 4
+            # columns are read, one load a lane, the columns past L then left out by _compact_tile; else 1 column
+            GROUP: tl.constexpr = 4 if VEC4 else 1
+            L_groups = tl.cdiv(L, GROUP)
             for b0 in range(0, seg_len, 2 * SEG_BLK):
-                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used).
-                # VEC4 (rows of a multiple of 4 columns: the composer's whole key tiles): whole 16-byte groups of 4
-                # columns are read, one load a lane, the columns past L then left out by _compact_tile
+                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used)
                 cols1 = cols0 + b0
                 cols2 = cols1 + SEG_BLK
-                if VEC4:
-                    x1 = tl.load(row + cols1, mask=cols1 // 4 < L4, other=NEG_INF)
-                    x2 = tl.load(row + cols2, mask=cols2 // 4 < L4, other=NEG_INF)
-                else:
-                    x1 = tl.load(row + cols1, mask=cols1 < L, other=NEG_INF)
-                    x2 = tl.load(row + cols2, mask=cols2 < L, other=NEG_INF)
+                x1 = tl.load(row + cols1, mask=cols1 // GROUP < L_groups, other=NEG_INF)
+                x2 = tl.load(row + cols2, mask=cols2 // GROUP < L_groups, other=NEG_INF)
                 cnt = _compact_tile(x1, cols1, L, tau_f, cnt, seg_slots, CAP, EMULATE)
                 cnt = _compact_tile(x2, cols2, L, tau_f, cnt, seg_slots, CAP, EMULATE)
             # the candidates were stored by other threads of this program: make them visible before
@@ -382,30 +378,27 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
 
 @triton.jit
 def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
-    # Exact fallback: bisect the K-th largest order key bit by bit (keys biased to
-    # [0, 2^32) in int64), then take everything above it and the first ties in
-    # index order.
+    # Exact fallback: bisect the K-th largest rank key (_rank_key, as _kth_largest_key does) bit by bit over the
+    # whole row, then take everything above it and the first ties in index order.
     offs = tl.arange(0, BLK)
-    v = tl.full([], 0, tl.int64)
+    v = tl.full([], 0, tl.uint32)
     for i in range(32):
-        probe = v + (tl.full([], 1, tl.int64) << (31 - i))
+        probe = v | (tl.full([], 1, tl.uint32) << (31 - i))
         n = tl.full([], 0, tl.int32)
         for b0 in range(0, L, BLK):
             x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-            u = _order_key(x).to(tl.int64) + KEY_BIAS
-            n += tl.sum(((u >= probe) & (b0 + offs < L)).to(tl.int32), axis=0)
+            n += tl.sum(((_rank_key(x) >= probe) & (b0 + offs < L)).to(tl.int32), axis=0)
         v = tl.where(n >= k_eff, probe, v)
     n_gt = tl.full([], 0, tl.int32)
     for b0 in range(0, L, BLK):
         x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-        u = _order_key(x).to(tl.int64) + KEY_BIAS
-        n_gt += tl.sum(((u > v) & (b0 + offs < L)).to(tl.int32), axis=0)
+        n_gt += tl.sum(((_rank_key(x) > v) & (b0 + offs < L)).to(tl.int32), axis=0)
     need_eq = k_eff - n_gt
     wr = tl.full([], 0, tl.int32)
     eq_seen = tl.full([], 0, tl.int32)
     for b0 in range(0, L, BLK):
         x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-        u = _order_key(x).to(tl.int64) + KEY_BIAS
+        u = _rank_key(x)
         inb = b0 + offs < L
         eq = (u == v) & inb
         eq_rank = eq_seen + tl.cumsum(eq.to(tl.int32), axis=0)   # 1-based rank among ties
