@@ -280,31 +280,35 @@ def _ptx_loop(ptx: str) -> str:
 
 def test_gluon_score_walk_compiled():
     """V4's FP8 score walk (64 heads x 128 dims, unpacked) is the Gluon kernel, compiled for sm_90a without a GPU,
-    as the composed program runs it (with the selection's group maxima) and without them: two consumer
-    warpgroups, each loop one m64n256k32 e4m3 wgmma a K step on key tiles a producer warp brings by TMA (no
-    cp.async, no key-tile addresses in the consumers); the head sum leaves with no shuffle (the quad's partials
-    cross lanes by one warp-local shared-memory transpose) and each thread stores 2 scores a tile, not the 8 of the
-    Triton walk, and with the maxima 2 more where a phase ends (docs/performance.md, "Two warpgroups, TMA and the
-    group maxima"); setmaxnreg gives the consumers 240 registers and the producer 24, and nothing spills."""
+    as the composed program runs it (with the selection's group maxima) and without them: consumer warpgroups
+    that share each key tile a producer warp brings by TMA (no cp.async, no key-tile addresses in the consumers),
+    each loop one e4m3 wgmma a K step. With the maxima four consumers of 2 queries (m64n128k32, 112-120 registers
+    by setmaxnreg), without them two of 4 (m64n256k32, 240; docs/performance.md, "Four consumer warpgroups"). The
+    head sum leaves with no shuffle (the quad's partials cross lanes by one warp-local shared-memory transpose);
+    a thread stores BQ / 2 scores a tile, not the 8 of the Triton walk, and as many maxima where a phase ends; the
+    producer keeps 24 registers, and nothing spills."""
     from kernels_triton.indexer import ir as indexer_ir
     from ptxas_report import assembled, sass_loops
-    for gm, stores in ((True, 4), (False, 2)):
+    # (maxima, consumers, MMA shape, setmaxnreg values, warps by warpgroup, stores a loop, most instructions a loop)
+    for gm, nc, mma, maxnreg, warps, stores, most in ((True, 4, "m64n128k32", {"120", "112", "24"}, 20, 2, 210),
+                                                      (False, 2, "m64n256k32", {"240", "24"}, 12, 2, 350)):
         levels = indexer_ir.compile_ir("score_fp8", group_maxima=gm)
         assert levels["ttir"].startswith("// Gluon kernel _score_fp8_gluon")
         ptx = levels["ptx"]
-        assert ptx.count("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e4m3") == 8        # 2 x (K = 128)
+        assert ptx.count(f"wgmma.mma_async.sync.aligned.{mma}.f32.e4m3.e4m3") == 4 * nc        # K = 128: 4 steps
         assert "cp.async.cg" not in ptx
-        assert {"240", "24"} <= set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx))
+        assert set(re.findall(r"setmaxnreg\.\w+\.sync\.aligned\.u32\s+(\d+)", ptx)) >= maxnreg
         regs, spills = ptxas_usage(ptx)
-        assert 12 * 32 * regs <= 65536 and spills == 0, (regs, spills)    # 9 warps, by warpgroup: 12
+        assert warps * 32 * regs <= 65536 and spills == 0, (regs, spills)     # the producer's warp: a warpgroup
         loops = sass_loops(assembled(ptx)[1])
         consumers = [lp for lp in loops if "QGMMA" in lp]
         producer = [lp for lp in loops if "UTMALDG" in lp]
-        assert len(consumers) == 2 and len(producer) == 1, [len(lp) for lp in loops]
+        assert len(consumers) == nc and len(producer) == 1, [len(lp) for lp in loops]
         for lp in consumers:
             assert lp.count("QGMMA") == 4 and "LDGSTS" not in lp and "SHFL" not in lp and "LDSM" in lp
+            assert "STL" not in lp and "LDL" not in lp
             assert lp.count("STG") == stores, lp.count("STG")
-            assert len(lp) <= 384, len(lp)          # the one-warpgroup cp.async walk it replaced took 384
+            assert len(lp) <= most, len(lp)     # 2 x 4: 342; the one-warpgroup cp.async walk before it took 384
     # the kernels the other walks run stay Triton's: packed rows, other sizes
     assert not indexer_ir.compile_ir("score_fp8", varlen=True)["ttir"].startswith("// Gluon")
     assert not indexer_ir.compile_ir("score_fp8", heads=32)["ttir"].startswith("// Gluon")

@@ -4,35 +4,39 @@ It computes what kernel._score_kernel computes with QUANT and FP8 operands (the 
 64-key tiles, the same -inf past a query's visible rows, nothing written past the last row a block of 4 queries
 sees), but writes its layouts and its warps' roles itself, which Triton's tl.dot/tl.sum/tl.store do not let it:
 
-- the head sum. A tile's MMA leaves [64 keys x 256 (query, head)] fp32 sums in the wgmma layout: a thread
-  holds 16 of a query's 64 heads for 2 keys, and the 4 lanes of a quad hold the other 48. Triton's tl.sum
-  adds within the thread and then all-reduces over the quad (16 shuffles and 16 adds a thread), so every lane
-  ends with all 8 (key, query) sums and stores all 8. Here a thread first reduces its heads to one partial sum
-  per (key, query, lane of the quad), then one warp-local transpose through shared memory (2 st.shared.v4 +
-  2 ldmatrix, no CTA barrier) gives each lane the 4 partials of 2 (key, query) pairs of its own: 6 adds, and
-  2 masks, addresses and stores instead of 8.
-- the warps' roles (gl.warp_specialize). A CTA scores 8 queries with two consumer warpgroups (4 queries each,
-  one m64n256k32 e4m3 wgmma a K step) that share each key tile; one producer warp brings the queries once and
-  the key tiles into a ring of GLUON_STAGES slots by TMA, with mbarriers for "tile ready" and "slot free". The
-  consumers' loops hold no key-tile address math and no CTA barrier (SASS, ptxas for sm_90a: 364 instructions
-  a warp a tile, 384 for the one-warpgroup cp.async walk before it, 484 for the Triton walk).
+- the head sum. A consumer's MMA leaves [64 keys x 64 BQ (query, head)] fp32 sums of a tile in the wgmma
+  layout: a thread holds 16 of a query's 64 heads for 2 keys, and the 4 lanes of a quad hold the other 48.
+  Triton's tl.sum adds within the thread and then all-reduces over the quad (16 shuffles and 16 adds a thread
+  at BQ = 4), so every lane ends with all 2 BQ (key, query) sums and stores them all. Here a thread first
+  reduces its heads to one partial sum per (key, query, lane of the quad), then one warp-local transpose
+  through shared memory (st.shared.v4 + ldmatrix, no CTA barrier) gives each lane the 4 partials of BQ / 2
+  (key, query) pairs of its own: 3 adds a pair, and BQ / 2 masks, addresses and stores.
+- the warps' roles (gl.warp_specialize). A CTA scores 8 queries with consumer warpgroups that share each key
+  tile (WalkShape): four of 2 queries (one m64n128k32 e4m3 wgmma a K step) where the walk writes the group
+  maxima, as the composed program runs it, two of 4 (m64n256k32) otherwise (gluon_walk). One producer warp
+  brings the queries once and the key tiles into a ring of GLUON_STAGES slots by TMA, with mbarriers for "tile
+  ready" and "slot free". The consumers' loops hold no key-tile address math and no CTA barrier (SASS, ptxas for
+  sm_90a: 202 instructions a warp a tile for 2 queries, 342 for 4, 384 for the one-warpgroup cp.async walk
+  before them, 484 for the Triton walk). A consumer's period is its MMA and then its epilogue, which is the
+  longer; four consumers of half the work keep the tensor core busier than two.
 - the selection's pass 1 (optional, `gmax`). The selection's threshold is the K-th largest of the maxima of CAP
   strided groups of a row (key row mod CAP, kernel._select_kernel). The walk visits the key tiles phase by
-  phase (phase p: tiles p, p + G, p + 2G, ... with G = CAP / 64), so a thread's 2 (key, query) scores stay in
-  groups 64p + r and 64p + r + 8 through a phase: their running maxima are 2 registers, stored when the phase
-  ends. The selection then reads CAP values a row instead of the whole row (gm bit for bit its own pass 1's).
+  phase (phase p: tiles p, p + G, p + 2G, ... with G = CAP / 64), so a thread's BQ / 2 (key, query) scores
+  stay in groups 64p + r (and 64p + r + 8) through a phase: their running maxima are BQ / 2 registers, stored
+  when the phase ends. The selection then reads CAP values a row instead of the whole row (gm bit for bit its
+  own pass 1's).
 
 The sums are added in the Triton walk's order (each thread's heads in register order, then the quad's partials
 as its butterfly adds them), so the scores are bit for bit the Triton walk's: a packed batch, which the Triton
 walk scores, still equals its sequences run alone (tests/test_indexer_gpu.py and test_varlen_gpu.py check both).
-Measured on an H200: docs/performance.md, "The FP8 score walk in Gluon" and "Two warpgroups, TMA and the group
-maxima".
+Measured on an H200: docs/performance.md, "The FP8 score walk in Gluon", "Two warpgroups, TMA and the group
+maxima" and "Four consumer warpgroups".
 
 Sizes: 64 heads and 128 dims, the V4 presets' indexer; the packed (varlen) walks, other sizes, bf16 operands
 and the interpreter take kernel._score_kernel (kernel.score_chunk_fp8 picks)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import triton
@@ -44,17 +48,50 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .cost import SCORE_TILE_KEYS, select_capacity
 
-GLUON_HEADS = 64        # N = 4 queries x 64 heads = 256, the widest wgmma; the quad transpose below assumes it
-GLUON_BLOCK_QUERIES = 256 // GLUON_HEADS    # BQ: queries a consumer warpgroup
-GLUON_DIM = 128         # the MMA's K: four k32 FP8 steps; q [256, 128] e4m3 is 32 KiB of shared memory a consumer
-GLUON_STAGES = 3        # key tiles in flight (H200, last chunk at 262,144: 2, 3, 4 slots 1.93-1.98 ms alike)
+GLUON_HEADS = 64        # a query's 64 heads are 64 of the MMA's N columns
+GLUON_DIM = 128         # the MMA's K: four k32 FP8 steps
+GLUON_STAGES = 3        # key tiles in flight (H200, last chunk at 262,144: 2, 3, 4 slots alike for both shapes)
 GLUON_WARPS = 4         # the default partition: consumer 0's warpgroup
-# the workers: consumer 1 (a warpgroup) and the TMA producer (one warp, scalars only). Registers are handed out
-# by warpgroup: 3 of them at launch (the producer's warp rounds up to one), 168 a thread = 64,512 of the SM's
-# 65,536; then setmaxnreg gives each consumer 240 (ptxas's own choice was 239) and the producer 24
-GLUON_WORKER_WARPS = (4, 1)
-GLUON_WORKER_REGS = (240, 24)
-GLUON_MAXNREG = 168
+# the Triton walk's query block at 64 heads (kernel.score_block_queries): a consumer writes -inf up to the rows the
+# last query of its block of 4 sees, as the Triton walk does, so that both walks write the same cells
+GLUON_STORE_QUERIES = 256 // GLUON_HEADS
+
+
+class WalkShape(NamedTuple):
+    """How a CTA's queries are shared out: `consumers` warpgroups of `block_queries` queries each (one
+    m64n(64 * block_queries)k32 wgmma a K step), then the TMA producer (one warp, scalars only). Registers are
+    handed out by warpgroup (the producer's warp rounds up to one): `maxnreg` a thread at launch, then
+    setmaxnreg gives the workers (consumers 1... and the producer) `worker_regs` and the default partition
+    (consumer 0) what is left."""
+    consumers: int
+    block_queries: int
+    worker_regs: tuple
+    maxnreg: int
+
+    @property
+    def worker_warps(self) -> tuple:
+        return (4,) * (self.consumers - 1) + (1,)
+
+    @property
+    def queries(self) -> int:       # a CTA's
+        return self.consumers * self.block_queries
+
+
+# 2 x 4 queries: 3 warpgroups at 168 = 64,512 registers of the SM's 65,536; 240 a consumer (ptxas's own choice
+# was 239), 24 the producer
+WALK_2X4 = WalkShape(2, 4, (240, 24), 168)
+# 4 x 2 queries: 5 warpgroups at 96 = 61,440; 112 for consumers 1-3, 24 the producer, 120 for consumer 0. Four
+# consumers of half the epilogue each keep the tensor core busier than two (H200, the last chunk at 262,144 with
+# the maxima: 1.89 ms against 2.00-2.05); without the maxima ptxas spills in the loop at 112 registers and the
+# walk is no faster than 2 x 4 (1.99-2.05 against 1.92-2.01 ms), so it keeps 2 x 4 there
+WALK_4X2 = WalkShape(4, 2, (112, 112, 112, 24), 96)
+WALKS = {"2x4": WALK_2X4, "4x2": WALK_4X2}
+
+
+def gluon_walk(group_maxima: bool) -> WalkShape:
+    """The shape the walk takes, with or without the selection's group maxima (docs/performance.md, "Four
+    consumer warpgroups")."""
+    return WALK_4X2 if group_maxima else WALK_2X4
 
 
 def gluon_walk_fits(heads: int, dim: int, operand_dtype: torch.dtype, packed: bool) -> bool:
@@ -67,25 +104,37 @@ def group_maxima_fit(heads: int, dim: int, operand_dtype: torch.dtype, packed: b
     return gluon_walk_fits(heads, dim, operand_dtype, packed) and select_capacity(topk) % SCORE_TILE_KEYS == 0
 
 
-def layouts():
-    """The shared-memory layouts of the queries' [256, 128] and a key tile's [64, 128] e4m3 blocks (TMA's too)."""
-    return (gl.NVMMASharedLayout.get_default_for([GLUON_BLOCK_QUERIES * GLUON_HEADS, GLUON_DIM], gl.float8e4nv),
+def layouts(walk: WalkShape):
+    """The shared-memory layouts of a consumer's [BQ * 64, 128] queries and a key tile's [64, 128] e4m3 blocks (TMA's
+    too)."""
+    return (gl.NVMMASharedLayout.get_default_for([walk.block_queries * GLUON_HEADS, GLUON_DIM], gl.float8e4nv),
             gl.NVMMASharedLayout.get_default_for([SCORE_TILE_KEYS, GLUON_DIM], gl.float8e4nv))
 
 
 @gluon.constexpr_function
+def _quad_bases(BQ):
+    # a warp's [16 keys, BQ queries] (key, query) pairs over the 2 lane bits of a quad and the register: the
+    # queries first (BQ = 4: both lane bits; BQ = 2: the first), then key rows r and r + 8 of the wgmma layout
+    # (the second lane bit for BQ = 2, else a register); lanes 2-4 and the warps pick the keys as in the wgmma layout
+    if BQ == 4:
+        return [[8, 0]], [[0, 1], [0, 2]]
+    return [], [[0, 1], [8, 0]]
+
+
+@gluon.constexpr_function
 def _quad_partials_layout(BT, BQ):
-    # [BT keys, BQ queries, 4 partials]: one (key, query)'s 4 partials in one thread; lanes 0-1 of a quad pick the
-    # query, lanes 2-4 and the warps the keys as in the wgmma layout (rows r and r + 8 of a warp's 16)
-    return gl.DistributedLinearLayout(reg_bases=[[8, 0, 0], [0, 0, 1], [0, 0, 2]],
-                                      lane_bases=[[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+    # [BT keys, BQ queries, 4 partials]: one (key, query)'s 4 partials in one thread
+    regs, quad = _quad_bases(BQ)
+    return gl.DistributedLinearLayout(reg_bases=[r + [0] for r in regs] + [[0, 0, 1], [0, 0, 2]],
+                                      lane_bases=[q + [0] for q in quad] + [[1, 0, 0], [2, 0, 0], [4, 0, 0]],
                                       warp_bases=[[16, 0, 0], [32, 0, 0]], block_bases=[], shape=[BT, BQ, 4])
 
 
 @gluon.constexpr_function
 def _scores_layout(BT, BQ):
     # [BT keys, BQ queries], each element in one thread only (the quad's lanes hold different queries)
-    return gl.DistributedLinearLayout(reg_bases=[[8, 0]], lane_bases=[[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]],
+    regs, quad = _quad_bases(BQ)
+    return gl.DistributedLinearLayout(reg_bases=regs, lane_bases=quad + [[1, 0], [2, 0], [4, 0]],
                                       warp_bases=[[16, 0], [32, 0]], block_bases=[], shape=[BT, BQ])
 
 
@@ -99,18 +148,18 @@ def _walk_next(p, m, n_tiles, G: gl.constexpr):
 
 
 @gluon.jit
-def _key_loader(q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0, n_tiles,
-                HI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr):
-    # the producer warp: both consumers' (query, head) rows once (rows past the chunk read as zeros), then the key
+def _key_loader(q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0, n_tiles, HI: gl.constexpr,
+                BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr, NC: gl.constexpr):
+    # the producer warp: every consumer's (query, head) rows once (rows past the chunk read as zeros), then the key
     # tiles in the consumers' order
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q0 * HI, 0], q_bar, q_smem.index(0))
-    tma.async_copy_global_to_shared(q_desc, [(q0 + BQ) * HI, 0], q_bar, q_smem.index(1))
+    mbarrier.expect(q_bar, NC * q_desc.block_type.nbytes)
+    for c in gl.static_range(NC):
+        tma.async_copy_global_to_shared(q_desc, [(q0 + c * BQ) * HI, 0], q_bar, q_smem.index(c))
     p = 0
     m = 0
     for j in range(n_tiles):
         s = j % STAGES
-        # slot s is free once both consumers' MMAs of tile j - STAGES are done (a fresh barrier passes phase 1)
+        # slot s is free once every consumer's MMA of tile j - STAGES is done (a fresh barrier passes phase 1)
         mbarrier.wait(free.index(s), ((j // STAGES) & 1) ^ 1)
         mbarrier.expect(ready.index(s), k_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(k_desc, [(p + G * m) * BT, 0], ready.index(s), k_ring.index(s))
@@ -120,7 +169,8 @@ def _key_loader(q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0, n_tiles,
 @gluon.jit
 def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first, n_q,
                     T, n_tiles, stride_ws, stride_os, stride_gs, RATIO: gl.constexpr, HI: gl.constexpr,
-                    BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr, WHICH: gl.constexpr):
+                    BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr,
+                    WHICH: gl.constexpr):
     # one consumer warpgroup: queries q0c + WHICH * BQ ... + BQ - 1 against every key tile of the CTA
     N: gl.constexpr = BQ * HI
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, 32])
@@ -140,9 +190,9 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
     nvis = gl.where(q_ok, (s_first + q0 + offs_q + 1) // RATIO, 0)    # rows query i sees
     out_rows = out_ptr + (q0 + offs_q).to(gl.int64)[None, :] * stride_os
     gm_rows = gm_ptr + (q0 + offs_q).to(gl.int64)[None, :] * stride_gs
-    # the rows this warpgroup's last query sees (kernel.visible_tiles): nothing is written past them (the CTA's
-    # tiles go on to its other warpgroup's last query, at most one tile further)
-    t_end = (s_first + gl.minimum(q0 + BQ, n_q)) // RATIO
+    # the rows the last query of this warpgroup's block of SQ queries sees (kernel.visible_tiles): nothing is written
+    # past them (the CTA's tiles go on to its last query, at most one tile further)
+    t_end = (s_first + gl.minimum((q0 // SQ + 1) * SQ, n_q)) // RATIO
     offs_to = gl.arange(0, BT, layout=gl.SliceLayout(1, out_l))
     q_b = q_smem.index(WHICH)
     mbarrier.wait(q_bar, 0)
@@ -191,9 +241,10 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
 def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_first, n_q, T,
                      stride_ws, stride_os, stride_gs,
                      RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
-                     STAGES: gl.constexpr, G: gl.constexpr, WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr):
-    q0c = gl.program_id(0) * (2 * BQ)
-    q_smem = gl.allocate_shared_memory(gl.float8e4nv, [2, BQ * HI, DI], q_desc.layout)
+                     STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr, NC: gl.constexpr,
+                     WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr):
+    q0c = gl.program_id(0) * (NC * BQ)
+    q_smem = gl.allocate_shared_memory(gl.float8e4nv, [NC, BQ * HI, DI], q_desc.layout)
     k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BT, DI], k_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -201,35 +252,58 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
     mbarrier.init(q_bar, count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(free.index(i), count=2)      # one arrival from each consumer
-    # both consumers walk the tiles the CTA's last query sees (kernel.visible_tiles), each storing up to its own
-    n_tiles = gl.cdiv((s_first + gl.minimum(q0c + 2 * BQ, n_q)) // RATIO, BT)
-    gl.warp_specialize([
-        (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first,
-                           n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES, G, 0)),
-        (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first,
-                           n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES, G, 1)),
-        (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G)),
-    ], WORKER_WARPS, WORKER_REGS)
+        mbarrier.init(free.index(i), count=NC)     # one arrival from each consumer
+    # every consumer walks the tiles the CTA's last query sees (kernel.visible_tiles), each storing up to its own
+    n_tiles = gl.cdiv((s_first + gl.minimum(q0c + NC * BQ, n_q)) // RATIO, BT)
+    if NC == 2:
+        gl.warp_specialize([
+            (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
+                               s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
+                               G, SQ, 0)),
+            (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
+                               s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
+                               G, SQ, 1)),
+            (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G,
+                           NC)),
+        ], WORKER_WARPS, WORKER_REGS)
+    else:
+        gl.static_assert(NC == 4, "2 or 4 consumer warpgroups")
+        gl.warp_specialize([
+            (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
+                               s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
+                               G, SQ, 0)),
+            (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
+                               s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
+                               G, SQ, 1)),
+            (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
+                               s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
+                               G, SQ, 2)),
+            (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
+                               s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
+                               G, SQ, 3)),
+            (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G,
+                           NC)),
+        ], WORKER_WARPS, WORKER_REGS)
 
 
 def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                           k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                          gmax: Optional[torch.Tensor] = None) -> None:
+                          gmax: Optional[torch.Tensor] = None, walk: Optional[WalkShape] = None) -> None:
     """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands and `gmax`);
     `gmax` [n, CAP] fp32 (CAP a multiple of 64): also the selection's group maxima of every row
     (kernel.select_chunk)."""
     n = q8.shape[0]
-    BQ, BT = GLUON_BLOCK_QUERIES, SCORE_TILE_KEYS
+    walk = walk or gluon_walk(gmax is not None)
+    BQ, BT = walk.block_queries, SCORE_TILE_KEYS
     if k8.stride(1) != 1 or k8.stride(0) % 16 or k8.data_ptr() % 16 or q8.data_ptr() % 16:
         raise ValueError("the Gluon walk's TMA needs 16-byte aligned key rows (quant.kernel.pack_rows writes them "
                          f"so); got k8 strides {k8.stride()}")
-    q_l, k_l = layouts()
+    q_l, k_l = layouts(walk)
     q_desc = TensorDescriptor.from_tensor(q8.view(n * GLUON_HEADS, GLUON_DIM), [BQ * GLUON_HEADS, GLUON_DIM], q_l)
     k_desc = TensorDescriptor.from_tensor(k8, [BT, GLUON_DIM], k_l)
-    _score_fp8_gluon[(triton.cdiv(n, 2 * BQ),)](
+    _score_fp8_gluon[(triton.cdiv(n, walk.queries),)](
         q_desc, q_scale, w, k_desc, k_scale, out, out if gmax is None else gmax, s_first, n, k8.shape[0],
         w.stride(0), out.stride(0), 0 if gmax is None else gmax.stride(0), RATIO=ratio, HI=GLUON_HEADS,
         DI=GLUON_DIM, BQ=BQ, BT=BT, STAGES=GLUON_STAGES, G=1 if gmax is None else gmax.shape[1] // BT,
-        WORKER_WARPS=GLUON_WORKER_WARPS, WORKER_REGS=GLUON_WORKER_REGS, num_warps=GLUON_WARPS,
-        maxnreg=GLUON_MAXNREG)
+        SQ=GLUON_STORE_QUERIES, NC=walk.consumers, WORKER_WARPS=walk.worker_warps, WORKER_REGS=walk.worker_regs,
+        num_warps=GLUON_WARPS, maxnreg=walk.maxnreg)
