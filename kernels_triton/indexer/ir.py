@@ -10,8 +10,8 @@ import torch
 
 from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
-from .kernel import (SELECT_SEG_BLOCK, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits, padded_dim,
-                     padded_heads, score_block_queries, score_launch_options)
+from .kernel import (SELECT_SEG_BLOCK, SELECT_STEP_TILES, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
+                     padded_dim, padded_heads, score_block_queries, score_launch_options)
 from .score_gluon import (GLUON_STAGES, GLUON_STORE_QUERIES, GLUON_WARPS, WALKS, _score_fp8_gluon,
                           gluon_walk_fits, group_maxima_fit)
 from .score_gluon import gluon_walk as gluon_walk_shape
@@ -77,10 +77,10 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "stride_g": "i32", "stride_c": "i32", "stride_o": "i32",
                "RATIO": "constexpr", "CAP": "constexpr", "W": "constexpr", "WP": "constexpr",
                "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr",
-               "HAS_GM": "constexpr", "VEC4": "constexpr"}
+               "HAS_GM": "constexpr", "VEC4": "constexpr", "STEP": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
                  "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK,
-                 "HAS_GM": group_maxima, "VEC4": True}
+                 "HAS_GM": group_maxima, "VEC4": True, "STEP": SELECT_STEP_TILES}
         fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
         div = ["sc_ptr", "gm_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_g", "stride_c", "stride_o"]
     else:

@@ -283,7 +283,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                    stride_s, stride_g, stride_c, stride_o,
                    RATIO: tl.constexpr, CAP: tl.constexpr, W: tl.constexpr, WP: tl.constexpr,
                    EMULATE: tl.constexpr, VARLEN: tl.constexpr, SEGS: tl.constexpr, SEG_BLK: tl.constexpr,
-                   HAS_GM: tl.constexpr, VEC4: tl.constexpr):
+                   HAS_GM: tl.constexpr, VEC4: tl.constexpr, STEP: tl.constexpr):
     # EMULATE: in the interpreter (no PTX; its maximum propagates NaN), the plain-Triton forms of two steps
     r = tl.program_id(0)
     row = sc_ptr + r.to(tl.int64) * stride_s
@@ -334,7 +334,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             # candidate columns go, in index order, to its own CAP slots; the segments in order are then all
             # candidates in index order. (One scan over 1,024-slot blocks of the whole CTA, two barriers each,
             # took 70 % of the selection: docs/performance.md.)
-            seg_len = tl.cdiv(tl.cdiv(L, SEGS), 2 * SEG_BLK) * 2 * SEG_BLK
+            seg_len = tl.cdiv(tl.cdiv(L, SEGS), STEP * SEG_BLK) * STEP * SEG_BLK
             segs = tl.arange(0, SEGS)
             cols0 = segs[:, None] * seg_len + tl.arange(0, SEG_BLK)[None, :]
             seg_slots = cand + segs[:, None] * CAP
@@ -345,14 +345,22 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             # columns are read, one load a lane, the columns past L then left out by _compact_tile; else 1 column
             GROUP: tl.constexpr = 4 if VEC4 else 1
             L_groups = tl.cdiv(L, GROUP)
-            for b0 in range(0, seg_len, 2 * SEG_BLK):
-                # two tiles in flight a step (the selection is memory-bound: loads issued before either is used)
+            for b0 in range(0, seg_len, STEP * SEG_BLK):
+                # STEP tiles in flight a step (the selection waits on its loads: all issued before any is used)
                 cols1 = cols0 + b0
                 cols2 = cols1 + SEG_BLK
                 x1 = tl.load(row + cols1, mask=cols1 // GROUP < L_groups, other=NEG_INF)
                 x2 = tl.load(row + cols2, mask=cols2 // GROUP < L_groups, other=NEG_INF)
+                if STEP == 4:
+                    cols3 = cols2 + SEG_BLK
+                    cols4 = cols3 + SEG_BLK
+                    x3 = tl.load(row + cols3, mask=cols3 // GROUP < L_groups, other=NEG_INF)
+                    x4 = tl.load(row + cols4, mask=cols4 // GROUP < L_groups, other=NEG_INF)
                 cnt = _compact_tile(x1, cols1, L, tau_f, cnt, seg_slots, CAP, EMULATE)
                 cnt = _compact_tile(x2, cols2, L, tau_f, cnt, seg_slots, CAP, EMULATE)
+                if STEP == 4:
+                    cnt = _compact_tile(x3, cols3, L, tau_f, cnt, seg_slots, CAP, EMULATE)
+                    cnt = _compact_tile(x4, cols4, L, tau_f, cnt, seg_slots, CAP, EMULATE)
             # the candidates were stored by other threads of this program: make them visible before
             # reading them back (bar.sync orders global memory within the CTA; without it a thread could
             # read a slot before another warp's store lands and take a stale candidate)
@@ -423,7 +431,13 @@ SCORE_FP8_WARPS = 4
 # (216 spills in the packed walk, ptxas -v; 224 spills in neither).
 SCORE_FP8_MAXNREG = 224
 SELECT_WARPS = SELECT_SEGMENTS   # pass 2 walks one row segment a warp
-SELECT_SEG_BLOCK = 128           # pass 2's columns per segment and step: 32 lanes x 4 (one 16-byte load a lane)
+SELECT_SEG_BLOCK = 128           # pass 2's columns per segment and tile: 32 lanes x 4 (one 16-byte load a lane)
+# pass 2's tiles a step, all loaded before any is compacted: it waits on its loads (Nsight Compute: 29 % of its
+# samples at the first compare after them). H200, last chunk at 262,144: top-1,024 0.46 -> 0.43 ms, top-2,048
+# 0.81 -> 0.73 for 4 rather than 2; top-512 0.332 both ways (64 registers instead of 56: 8 programs an SM, not 9;
+# and with the group maxima ptxas reuses the first tile's registers for the fourth, so it waits for the first load
+# before it issues the last two)
+SELECT_STEP_TILES = 4
 
 
 def score_launch_options(operand: int) -> dict:
@@ -635,5 +649,5 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
                          out.stride(0), RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
                          SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, HAS_GM=gmax is not None,
-                         VEC4=scores.shape[1] % 4 == 0 and scores.stride(1) == 1,
+                         VEC4=scores.shape[1] % 4 == 0 and scores.stride(1) == 1, STEP=SELECT_STEP_TILES,
                          num_warps=SELECT_WARPS)
