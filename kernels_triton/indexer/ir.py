@@ -28,8 +28,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     the Gluon walk (score_gluon.py) where it fits, else _score_kernel. `group_maxima`: the variants that write
     (score_fp8, where group_maxima_fit) and read (select) the selection's group maxima, as the composed program
     runs them on the GPU (pipeline/stages/indexer.writes_group_maxima). `gluon_walk`: how the Gluon walk shares a
-    CTA's queries out (a key of score_gluon.WALKS; by default the one
-    score_chunk_fp8 takes, score_gluon.gluon_walk).
+    CTA's queries out (a key of score_gluon.WALKS; by default the one score_chunk_fp8 takes, score_gluon.gluon_walk).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)

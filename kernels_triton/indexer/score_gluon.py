@@ -82,7 +82,7 @@ class WalkShape(NamedTuple):
 WALK_2X4 = WalkShape(2, 4, (240, 24), 168)
 # 4 x 2 queries: 5 warpgroups at 96 = 61,440; 112 for consumers 1-3, 24 the producer, 120 for consumer 0. Four
 # consumers of half the epilogue each keep the tensor core busier than two (H200, the last chunk at 262,144 with
-# the maxima: 1.89 ms against 2.00-2.05); without the maxima ptxas spills in the loop at 112 registers and the
+# the maxima: 1.89 ms against 2.00-2.03); without the maxima ptxas spills in the loop at 112 registers and the
 # walk is no faster than 2 x 4 (1.99-2.05 against 1.92-2.01 ms), so it keeps 2 x 4 there
 WALK_4X2 = WalkShape(4, 2, (112, 112, 112, 24), 96)
 WALKS = {"2x4": WALK_2X4, "4x2": WALK_4X2}
@@ -116,6 +116,7 @@ def _quad_bases(BQ):
     # a warp's [16 keys, BQ queries] (key, query) pairs over the 2 lane bits of a quad and the register: the
     # queries first (BQ = 4: both lane bits; BQ = 2: the first), then key rows r and r + 8 of the wgmma layout
     # (the second lane bit for BQ = 2, else a register); lanes 2-4 and the warps pick the keys as in the wgmma layout
+    assert BQ in (2, 4), BQ
     if BQ == 4:
         return [[8, 0]], [[0, 1], [0, 2]]
     return [], [[0, 1], [8, 0]]
@@ -255,6 +256,7 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
         mbarrier.init(free.index(i), count=NC)     # one arrival from each consumer
     # every consumer walks the tiles the CTA's last query sees (kernel.visible_tiles), each storing up to its own
     n_tiles = gl.cdiv((s_first + gl.minimum(q0c + NC * BQ, n_q)) // RATIO, BT)
+    # (Gluon takes no tuple arithmetic here, so each consumer's arguments are written out, its index last)
     if NC == 2:
         gl.warp_specialize([
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
