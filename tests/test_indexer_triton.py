@@ -104,6 +104,46 @@ def test_select_any_row_width_and_a_nan_threshold():
             assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
 
 
+def test_select_threshold_top_bits_and_the_shared_prefix():
+    """The threshold is bisected to its top TAU_BITS bits only (a lower bound: a few more candidates), and the
+    K-th key among the candidates from the bits it shares with the largest one: the same lists as the exact
+    top-k. Rows where clearing the threshold's low bits would leave the floats (a threshold of -inf, or of
+    -3.4e38, within 4,096 keys of it) take -inf instead, so every column is a candidate and the exact walk
+    writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them."""
+    from kernels_triton.indexer import kernel as ki
+    assert ki.TAU_BITS < 32
+    n, K, s_first = 6, 8, 40                       # CAP 16; rows see 41..46 columns
+    g = torch.Generator().manual_seed(11)
+    scores = torch.randn(n, 64, generator=g) * 100
+    scores[0, :] = float("-inf")
+    scores[0, [3, 20, 33]] = torch.tensor([1.0, 2.0, -5.0])          # 3 numbers, 13 groups of -inf
+    scores[1, :] = -1.0
+    scores[1, :11] = 5.0                              # 11 groups hold 5.0: all candidates share its key
+    scores[2, :] = torch.finfo(torch.float32).min     # -3.4e38, one key above -inf's
+    scores[2, [7, 30]] = torch.tensor([0.25, -0.5])
+    scores[3] = scores[3].abs() + 1e-3                # positive: candidates over several exponents
+    out = torch.full((n, K), -7, dtype=torch.int32)
+    ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
+    for r in range(n):
+        L = s_first + r + 1
+        row = scores[r, :L].tolist()
+        exp = sorted(range(L), key=lambda t: (-row[t], t))[:K]
+        assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
+    assert sorted(out[1].tolist()) == list(range(K))
+    # the K-th key far above the threshold, sharing only the sign bit with it: group 0 (every 16th column) holds
+    # the K + 1 largest (the smallest of them first, so that taking all K + 1 would show), groups 1-15 one value
+    # 1 + g/64 each, the rest 0: the threshold is 1 + 9/64, 16 candidates
+    wide = torch.zeros(2, 256)
+    wide[:, 0:144:16] = 100.0 + torch.arange(9.0)
+    wide[:, 1:16] = 1.0 + torch.arange(1, 16) / 64
+    wide[1] = -wide[1]              # all at or below 0: the K largest are the 0.0 ties, by index
+    out = torch.full((2, K), -7, dtype=torch.int32)
+    ki.select_chunk(wide, out, s_first=200, ratio=1, k_eff=K, topk=K)
+    assert sorted(out[0].tolist()) == list(range(16, 144, 16)), out[0].tolist()
+    zeros = [t for t in range(201) if wide[1, t] == 0][:K]
+    assert sorted(out[1].tolist()) == zeros, out[1].tolist()
+
+
 @pytest.mark.parametrize("dist", ["normal", "sorted_up", "sorted_down", "few_values"])
 def test_select_long_rows_every_branch(dist):
     """Rows far longer than CAP (K = 4 -> CAP = 16): L <= K, L <= CAP, the threshold path with an odd

@@ -15,10 +15,12 @@ Per query chunk (rows [s_first, s_first + n)):
    - pass 1 keeps the running max of P = CAP strided groups (element i joins group
      i % P). The K-th largest group max tau is a LOWER bound of the row's K-th largest
      value (those K maxima are K distinct elements >= tau), so {x >= tau} holds the
-     top K; for i.i.d. scores about P*ln2 = 1.4K elements, whatever the row length;
+     top K; for i.i.d. scores about P*ln2 = 1.4K elements, whatever the row length
+     (tau is bisected to its top TAU_BITS bits only: still a lower bound);
    - pass 2 compacts those candidates' columns in index order (per warp: the row is cut into 4 segments);
-   - the K-th largest key among them is found by bisecting its 32 bits (32 counts, no
-     sort), then everything above it and the first ties in index order are written.
+   - the K-th largest key among them is found by bisecting its bits below those it shares with tau and
+     the largest candidate (a count a bit, no sort), then everything above it and the first ties in
+     index order are written.
    Rows of <= CAP visible entries skip the passes. If more than CAP values tie above
    tau (adversarial input), the same bisection streams over the whole row (34 passes):
    slow but always right. Two reads of the visible scores in all.
@@ -232,11 +234,25 @@ def _rank_key(x):
 
 
 @triton.jit
-def _kth_largest_key(u, has, k):
+def _kth_largest_key(u, has, k, lo, FROM_LO: tl.constexpr, BITS: tl.constexpr):
     # u: uint32 rank keys, `has` the ones that count. Bisect, bit by bit from the top, the largest v with
-    # #(u >= v) >= k: the k-th largest key. 32 counts, no sort.
+    # #(u >= v) >= k: the k-th largest key. No sort: one count a bit.
+    # FROM_LO: lo is a key known to be <= the answer (at least k counted keys are >= lo). The answer then lies in
+    # [lo, hi], hi the largest counted key, so it has their bits above the highest bit where they differ, and
+    # the bisection starts below that bit (one reduction for hi saves a count for each bit they share).
+    # BITS < 32: the bisection stops after the top BITS bits, and v is the answer with the rest cleared (<= it).
     v = tl.full([], 0, tl.uint32)
-    for i in range(32):
+    i0 = 0
+    if FROM_LO:
+        hi = tl.max(tl.where(has, u, 0), axis=0)
+        # the highest bit where lo and hi differ, from the exponent of their xor as a float (rounding can only
+        # raise it: a count more); -127 where they are equal
+        top = ((lo ^ hi).to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127
+        free = tl.minimum(tl.maximum(top + 1, 0), 32)           # the low bits left to bisect
+        keep = tl.where(free >= 32, 0, tl.full([], 0xFFFFFFFF, tl.uint32) << tl.minimum(free, 31).to(tl.uint32))
+        v = lo & keep
+        i0 = 32 - free
+    for i in range(i0, BITS):
         probe = v | (tl.full([], 1, tl.uint32) << (31 - i))
         n = tl.sum(((u >= probe) & has).to(tl.int32), axis=0)
         v = tl.where(n >= k, probe, v)
@@ -244,10 +260,10 @@ def _kth_largest_key(u, has, k):
 
 
 @triton.jit
-def _write_topk(u, has, idx, k, orow, idx_offset):
+def _write_topk(u, has, idx, k, orow, idx_offset, lo, FROM_LO: tl.constexpr):
     # The k largest of u (candidates in index order, `has` the real ones), ties to the smaller index: all above
-    # the k-th key, then the first ties in index order. Output order is free.
-    v = _kth_largest_key(u, has, k)
+    # the k-th key, then the first ties in index order. Output order is free. (lo, FROM_LO: _kth_largest_key.)
+    v = _kth_largest_key(u, has, k, lo, FROM_LO, 32)
     gt = (u > v) & has
     need = k - tl.sum(gt.to(tl.int32), axis=0)
     eq = (u == v) & has
@@ -311,7 +327,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
     else:
         if L <= CAP:
             x = tl.load(row + offs, mask=offs < L, other=NEG_INF)
-            _write_topk(_rank_key(x), offs < L, offs, k_eff, orow, idx_offset)
+            _write_topk(_rank_key(x), offs < L, offs, k_eff, orow, idx_offset, 0, False)
         else:
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
             # non-empty since L > CAP). Padding and the initial value are NaN, the lowest rank, so every
@@ -326,8 +342,13 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                     x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
                     x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
                     gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
-            # tau: the K-th largest group max, a lower bound of the row's K-th largest value
-            tau = _kth_largest_key(_rank_key(gm), offs < CAP, k_eff)
+            # tau: the K-th largest group max, a lower bound of the row's K-th largest value; its top TAU_BITS bits
+            # are enough (a lower bound still: a few more candidates, in a band of 2^(TAU_BITS - 31) of its value)
+            tau = _kth_largest_key(_rank_key(gm), offs < CAP, k_eff, 0, False, TAU_BITS)
+            # (a key less than 2^(32 - TAU_BITS) above -inf's falls below it when its low bits are cleared, among
+            # NaN's bit patterns: it takes -inf's key instead)
+            key_neg_inf = _rank_key(tl.full([], NEG_INF, tl.float32))
+            tau = tl.where((tau != 0) & (tau < key_neg_inf), key_neg_inf, tau)
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
             # walked side by side in [SEGS, SEG_BLK] tiles, one warp a segment (axis 1 lies inside a warp), so
             # the count and the scan of each tile are warp shuffles: no barrier, no shared memory. A segment's
@@ -380,7 +401,9 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                 has = j < total
                 c = tl.load(cand + src, mask=has, other=0)
                 x = tl.load(row + c, mask=has, other=NEG_INF)
-                _write_topk(_rank_key(x), has, c, k_eff, orow, idx_offset)
+                # every candidate's key is >= tau: the K-th largest shares the bits of tau and the largest above
+                # the first one where they differ
+                _write_topk(_rank_key(x), has, c, k_eff, orow, idx_offset, tau, True)
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
 
@@ -438,6 +461,9 @@ SELECT_SEG_BLOCK = 128           # pass 2's columns per segment and tile: 32 lan
 # and with the group maxima ptxas reuses the first tile's registers for the fourth, so it waits for the first load
 # before it issues the last two)
 SELECT_STEP_TILES = 4
+# the selection's threshold tau (a lower bound of a row's K-th largest score) to its top 20 bits: 12 counts fewer,
+# and the band below tau it adds is 2^-11 of its value (a rank key's low bits are the float's mantissa's)
+TAU_BITS = tl.constexpr(20)
 
 
 def score_launch_options(operand: int) -> dict:
