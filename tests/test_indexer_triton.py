@@ -59,22 +59,28 @@ def test_score_kernel_tiles():
         assert torch.isnan(buf[r, t_end:]).all()             # invisible tiles: never written
 
 
+def _select_exactly(scores: torch.Tensor, K: int, s_first: int) -> torch.Tensor:
+    """select_chunk's lists of `scores` (ratio 1: row r sees s_first + r + 1 columns), each checked against the
+    exact top-K of its row (ties to the smaller column)."""
+    from kernels_triton.indexer import kernel as ki
+    out = torch.full((scores.shape[0], K), -7, dtype=torch.int32)
+    ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
+    for r in range(scores.shape[0]):
+        L = s_first + r + 1
+        row = scores[r, :L].tolist()
+        exp = sorted(range(L), key=lambda t: (-row[t], t))[:K]
+        assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
+    return out
+
+
 def test_select_ties_and_fallback():
     """Many equal values: ties go to the smaller index, also in the exact bisection fallback."""
-    from kernels_triton.indexer import kernel as ki
     n, T, K = 6, 200, 8
     scores = torch.zeros(n, 256)
     scores[:, :T] = torch.randint(0, 3, (n, T)).float()   # > CAP candidates tie at the threshold
     scores[1, :T] = 1.0                                   # a row of one value
     scores[2, 50] = 5.0
-    out = torch.full((n, K), -7, dtype=torch.int32)
-    s_first = T - n          # m = 1: row r sees T - n + r + 1 rows
-    ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
-    for r in range(n):
-        L = s_first + r + 1
-        row = scores[r, :L].tolist()
-        exp = sorted(range(L), key=lambda t: (-row[t], t))[:K]
-        assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
+    _select_exactly(scores, K, s_first=T - n)          # m = 1: row r sees T - n + r + 1 rows
 
 
 def test_select_any_row_width_and_a_nan_threshold():
@@ -122,13 +128,7 @@ def test_select_threshold_top_bits_and_the_shared_prefix():
     scores[2, :] = torch.finfo(torch.float32).min     # -3.4e38, one key above -inf's
     scores[2, [7, 30]] = torch.tensor([0.25, -0.5])
     scores[3] = scores[3].abs() + 1e-3                # positive: candidates over several exponents
-    out = torch.full((n, K), -7, dtype=torch.int32)
-    ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
-    for r in range(n):
-        L = s_first + r + 1
-        row = scores[r, :L].tolist()
-        exp = sorted(range(L), key=lambda t: (-row[t], t))[:K]
-        assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
+    out = _select_exactly(scores, K, s_first)
     assert sorted(out[1].tolist()) == list(range(K))
     # the K-th key far above the threshold, sharing only the sign bit with it: group 0 (every 16th column) holds
     # the K + 1 largest (the smallest of them first, so that taking all K + 1 would show), groups 1-15 one value
