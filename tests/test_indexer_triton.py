@@ -128,6 +128,8 @@ def test_select_threshold_top_bits_and_the_shared_prefix():
     scores[2, :] = torch.finfo(torch.float32).min     # -3.4e38, one key above -inf's
     scores[2, [7, 30]] = torch.tensor([0.25, -0.5])
     scores[3] = scores[3].abs() + 1e-3                # positive: candidates over several exponents
+    scores[5] = -scores[5].abs() - 1                  # a negative threshold, 2 positive candidates: the keys
+    scores[5, [2, 17]] = torch.tensor([3.0, 4.0])     # differ in their top bit (9 candidates: the fast path)
     out = _select_exactly(scores, K, s_first)
     assert sorted(out[1].tolist()) == list(range(K))
     # the K-th key far above the threshold, sharing only the sign bit with it: group 0 (every 16th column) holds
