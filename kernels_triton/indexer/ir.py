@@ -12,23 +12,21 @@ from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_STEP_TILES, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
                      padded_dim, padded_heads, score_block_queries, score_launch_options)
-from .score_gluon import (GLUON_STAGES, GLUON_STORE_QUERIES, GLUON_WARPS, WALKS, _score_fp8_gluon,
-                          gluon_walk_fits, group_maxima_fit)
-from .score_gluon import gluon_walk as gluon_walk_shape
+from .score_gluon import (GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk, gluon_walk_fits,
+                          group_maxima_fit)
 from .score_gluon import layouts as gluon_layouts
 
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
                window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False,
-               group_maxima: bool = False, gluon_walk: str = "") -> dict:
+               group_maxima: bool = False) -> dict:
     """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
     or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
     variant (each query reads its segment row). 'score_fp8' is the kernel score_chunk_fp8 runs for these sizes:
     the Gluon walk (score_gluon.py) where it fits, else _score_kernel. `group_maxima`: the variants that write
     (score_fp8, where group_maxima_fit) and read (select) the selection's group maxima, as the composed program
-    runs them on the GPU (pipeline/stages/indexer.writes_group_maxima). `gluon_walk`: how the Gluon walk shares a
-    CTA's queries out (a key of score_gluon.WALKS; by default the one score_chunk_fp8 takes, score_gluon.gluon_walk).
+    runs them on the GPU (pipeline/stages/indexer.writes_group_maxima).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -38,8 +36,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         return compile_ir_elsewhere("kernels_triton.indexer.ir", dict(kernel=kernel, heads=heads, dim=dim,
                                                                       ratio=ratio, topk=topk, window=window,
                                                                       arch=arch, q_format=q_format, varlen=varlen,
-                                                                      group_maxima=group_maxima,
-                                                                      gluon_walk=gluon_walk))
+                                                                      group_maxima=group_maxima))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
@@ -47,14 +44,14 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             groups = (select_capacity(topk) // SCORE_TILE_KEYS
                       if group_maxima and group_maxima_fit(heads, dim, keys_dtype(q_format), varlen, topk) else 1)
-            walk = WALKS[gluon_walk] if gluon_walk else gluon_walk_shape(groups > 1)
+            walk = gluon_walk(groups > 1)
             q_l, k_l = gluon_layouts(walk)
             sig = {"q_desc": f"tensordesc<fp8e4nv[{walk.block_queries * heads}, {dim}],{q_l!r}>",
                    "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_desc": f"tensordesc<fp8e4nv[{SCORE_TILE_KEYS}, {dim}],"
                    f"{k_l!r}>", "ks_ptr": "*fp32", "out_ptr": "*fp32", "gm_ptr": "*fp32", "s_first": "i32",
                    "n_q": "i32", "T": "i32", "stride_ws": "i32", "stride_os": "i32", "stride_gs": "i32"}
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": walk.block_queries, "BT": SCORE_TILE_KEYS,
-                     "STAGES": GLUON_STAGES, "G": groups, "SQ": GLUON_STORE_QUERIES, "NC": walk.consumers,
+                     "STAGES": GLUON_STAGES, "G": groups, "SQ": score_block_queries(heads), "NC": walk.consumers,
                      "WORKER_WARPS": walk.worker_warps, "WORKER_REGS": walk.worker_regs}
             fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS, "maxnreg": walk.maxnreg}
             div = ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr", "gm_ptr", "stride_ws", "stride_os", "stride_gs"]

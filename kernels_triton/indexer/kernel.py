@@ -627,7 +627,8 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     interp = kernels_interpreted(_score_kernel)
     if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
         check_group_maxima(gmax, n, seg)
-        score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio, gmax=gmax)
+        score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio,
+                              store_queries=score_block_queries(HI), gmax=gmax)
         return
     if gmax is not None:
         raise ValueError("gmax is written by the Gluon walk only (V4's 64 x 128 FP8 operands, unpacked rows, "

@@ -52,9 +52,6 @@ GLUON_HEADS = 64        # a query's 64 heads are 64 of the MMA's N columns
 GLUON_DIM = 128         # the MMA's K: four k32 FP8 steps
 GLUON_STAGES = 3        # key tiles in flight (H200, last chunk at 262,144: 2, 3, 4 slots alike for both shapes)
 GLUON_WARPS = 4         # the default partition: consumer 0's warpgroup
-# the Triton walk's query block at 64 heads (kernel.score_block_queries): a consumer writes -inf up to the rows the
-# last query of its block of 4 sees, as the Triton walk does, so that both walks write the same cells
-GLUON_STORE_QUERIES = 256 // GLUON_HEADS
 
 
 class WalkShape(NamedTuple):
@@ -85,7 +82,6 @@ WALK_2X4 = WalkShape(2, 4, (240, 24), 168)
 # the maxima: 1.89 ms against 2.00-2.03); without the maxima ptxas spills in the loop at 112 registers and the
 # walk is no faster than 2 x 4 (1.99-2.05 against 1.92-2.01 ms), so it keeps 2 x 4 there
 WALK_4X2 = WalkShape(4, 2, (112, 112, 112, 24), 96)
-WALKS = {"2x4": WALK_2X4, "4x2": WALK_4X2}
 
 
 def gluon_walk(group_maxima: bool) -> WalkShape:
@@ -290,13 +286,19 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
 
 def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                           k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                          gmax: Optional[torch.Tensor] = None, walk: Optional[WalkShape] = None) -> None:
+                          store_queries: int, gmax: Optional[torch.Tensor] = None,
+                          walk: Optional[WalkShape] = None) -> None:
     """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands and `gmax`);
     `gmax` [n, CAP] fp32 (CAP a multiple of 64): also the selection's group maxima of every row
-    (kernel.select_chunk)."""
+    (kernel.select_chunk). `store_queries`: the Triton walk's query block (kernel.score_block_queries); a consumer
+    writes -inf up to the rows the last query of its block sees, as that walk does, so both write the same cells.
+    `walk`: a shape other than gluon_walk's (benchmarks compare them)."""
     n = q8.shape[0]
     walk = walk or gluon_walk(gmax is not None)
     BQ, BT = walk.block_queries, SCORE_TILE_KEYS
+    if store_queries % BQ or walk.queries % store_queries:
+        raise ValueError(f"a block of {store_queries} queries must be whole consumers' ({BQ}) in a CTA's "
+                         f"{walk.queries}")
     if k8.stride(1) != 1 or k8.stride(0) % 16 or k8.data_ptr() % 16 or q8.data_ptr() % 16:
         raise ValueError("the Gluon walk's TMA needs 16-byte aligned key rows (quant.kernel.pack_rows writes them "
                          f"so); got k8 strides {k8.stride()}")
@@ -307,5 +309,5 @@ def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tens
         q_desc, q_scale, w, k_desc, k_scale, out, out if gmax is None else gmax, s_first, n, k8.shape[0],
         w.stride(0), out.stride(0), 0 if gmax is None else gmax.stride(0), RATIO=ratio, HI=GLUON_HEADS,
         DI=GLUON_DIM, BQ=BQ, BT=BT, STAGES=GLUON_STAGES, G=1 if gmax is None else gmax.shape[1] // BT,
-        SQ=GLUON_STORE_QUERIES, NC=walk.consumers, WORKER_WARPS=walk.worker_warps, WORKER_REGS=walk.worker_regs,
+        SQ=store_queries, NC=walk.consumers, WORKER_WARPS=walk.worker_warps, WORKER_REGS=walk.worker_regs,
         num_warps=GLUON_WARPS, maxnreg=walk.maxnreg)

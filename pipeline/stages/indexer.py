@@ -40,9 +40,9 @@ SCORE_FP8 = Op(
                       sized(cost.naive_score_fp8_temp_bytes, "chunk", "rows", "heads", "dim")),
         "interpret": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT [interpreter, fp32 operands]",
                           sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
-        "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_fp8_gluon (64 heads x 128 dims, unpacked rows: two "
-                     "consumer warpgroups, keys by TMA, group maxima; else triton _score_kernel QUANT): FP8 e4m3 "
-                     "wgmma over visible key tiles"),
+        "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_fp8_gluon (64 heads x 128 dims, unpacked rows: four "
+                     "consumer warpgroups of 2 queries with the group maxima, two of 4 without, keys by TMA; else "
+                     "triton _score_kernel QUANT): FP8 e4m3 wgmma over visible key tiles"),
     },
 )
 
