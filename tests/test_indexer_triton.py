@@ -380,7 +380,7 @@ def test_gluon_walk_takes_v4_shapes_only():
 
 def test_select_takes_the_scores_group_maxima():
     """select_chunk with `gmax` (the group maxima the Gluon walk keeps) skips its pass 1 and gives the same lists:
-    gmax from naive.group_maxima (NaN rows, NaN groups, -0.0, rows shorter and longer than CAP), and a gmax
+    gmax from naive.group_maxima (NaN rows, NaN groups, -0.0, infinite maxima, rows shorter and longer than CAP), and a gmax
     that is not the maxima changes them (so the kernel reads it)."""
     from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.cost import candidate_slots, select_capacity
@@ -391,8 +391,11 @@ def test_select_takes_the_scores_group_maxima():
     sc[3] = float("nan")                        # a row of NaN: every group NaN
     sc[10, ::16] = float("nan")                 # group 0 of row 10 all NaN
     sc[20, :30] = -0.0
+    sc[30] = float("-inf")                      # -inf groups and one +inf: infinite maxima, not the largest floats
+    sc[30, 20] = float("inf")
     gm = ref.group_maxima(sc, s_first, m, cap)
     assert gm[3].isnan().all() and gm[10, 0].isnan()
+    assert gm[30, 4] == float("inf") and (gm[30, torch.arange(cap) != 4] == float("-inf")).all()
     lists = []
     for gmax in (None, gm, torch.full_like(gm, 1e30)):
         out = torch.full((n, topk), -7, dtype=torch.int32)

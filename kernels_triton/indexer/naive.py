@@ -131,7 +131,7 @@ def group_maxima(scores: torch.Tensor, s_first: int, ratio: int, cap: int) -> to
     cols = torch.arange(scores.shape[1], device=scores.device)
     x = torch.where(cols[None, :] < L[:, None], scores, float("nan"))
     x = torch.nn.functional.pad(x, (0, (-x.shape[1]) % cap), value=float("nan")).view(n, -1, cap)
-    best = torch.nan_to_num(x, nan=float("-inf")).amax(1)
+    best = torch.where(torch.isnan(x), float("-inf"), x).amax(1)   # (nan_to_num would clip +-inf to finite too)
     return torch.where(torch.isnan(x).all(1), float("nan"), best)
 
 
