@@ -380,8 +380,8 @@ def test_gluon_walk_takes_v4_shapes_only():
 
 def test_select_takes_the_scores_group_maxima():
     """select_chunk with `gmax` (the group maxima the Gluon walk keeps) skips its pass 1 and gives the same lists:
-    gmax from naive.group_maxima (NaN rows, NaN groups, -0.0, infinite maxima, rows shorter and longer than CAP), and a gmax
-    that is not the maxima changes them (so the kernel reads it)."""
+    gmax from naive.group_maxima (NaN rows, NaN groups, -0.0, infinite maxima, rows shorter and longer than CAP),
+    and a gmax that is not the maxima changes them (so the kernel reads it)."""
     from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.cost import candidate_slots, select_capacity
     topk, m, s_first, n = 8, 1, 5, 40
