@@ -2,6 +2,7 @@
 PyTorch reference against a plain float64 implementation of the section, the Triton kernels (interpreter)
 against the reference bit for bit, the compressor's fused step, the FP8 score kernel, and the spec."""
 import math
+import re
 
 import pytest
 import torch
@@ -83,6 +84,29 @@ def hard_rows(D, seed):
     return x.to(torch.bfloat16)
 
 
+def wide_rows(D, block, seed):
+    """bf16 rows whose blocks lie decades apart (1e-38..1e38, zero blocks among them): a packed row's small
+    blocks then sit far below its e4m3 scale, down to and past the bottom of fp32's exponents."""
+    g = torch.Generator().manual_seed(seed)
+    nb = D // block
+    mag = 10.0 ** (torch.rand(16, nb, 1, generator=g) * 76 - 38)
+    x = torch.randn(16, nb, block, generator=g) * mag
+    x[0, 0] = 1e38
+    x[0, 1:] = 1e-38
+    x[1, ::2] = 0.0
+    x[2, -1] = -1e-30
+    x[3, -1, 0] = 3.0e38                                      # FP4's step rounds it up to 2^128: the row is not finite
+    return x.reshape(16, D).to(torch.bfloat16)
+
+
+def same_packing(k8, ks, r8, rs):
+    """Packed rows equal: the scales (NaN where the row is not finite), and the values bit for bit (signed
+    zeros count) in every row whose scale is finite; no score reads the values of the other rows."""
+    ok = ~rs.isnan()
+    return (torch.equal(ks.nan_to_num(-1.0), rs.nan_to_num(-1.0))
+            and torch.equal(k8.float()[ok].view(torch.int32), r8.float()[ok].view(torch.int32)))
+
+
 @pytest.mark.parametrize("fmt,block,channels", [("e2m1", 32, 128), ("e4m3", 64, 448), ("e4m3", 128, 128),
                                                 ("e2m1", 8, 16)])
 def test_reference_quantiser_is_section_5(fmt, block, channels):
@@ -113,14 +137,16 @@ def test_kernels_match_reference_bitwise(fmt, block, channels, D):
     kernel.quant_rows(x2, big[:, 3:27], fmt=fmt, block=block, channels=channels)
     assert same(big[:, 3:27], naive.quant_dequant(x2, fmt, block, channels)) and (big[:, :3] == 0).all()
     if channels == D:
-        k8 = torch.empty(x.shape, dtype=kernel.packed_dtype(fmt))
-        ks = torch.empty(x.shape[:-1])
-        kernel.pack_rows(x.contiguous(), k8, ks, fmt=fmt, block=block)
-        r8 = torch.empty(x.shape, dtype=torch.float8_e4m3fn)
-        rs = torch.empty(x.shape[:-1])
-        naive.pack_rows(x, r8, rs, fmt=fmt, block=block)
-        assert torch.equal(k8.float().nan_to_num(), r8.float().nan_to_num())
-        assert torch.equal(ks.nan_to_num(-1.0), rs.nan_to_num(-1.0))
+        for wide, rows in ((False, x[0]), (True, wide_rows(D, block, seed=D))):
+            k8 = torch.empty(rows.shape, dtype=kernel.packed_dtype(fmt))
+            ks = torch.empty(rows.shape[:-1])
+            kernel.pack_rows(rows.contiguous(), k8, ks, fmt=fmt, block=block)
+            r8 = torch.empty(rows.shape, dtype=torch.float8_e4m3fn)
+            rs = torch.empty(rows.shape[:-1])
+            naive.pack_rows(rows, r8, rs, fmt=fmt, block=block)
+            assert same_packing(k8, ks, r8, rs)
+            # the NaN and inf rows; the row FP4's step overflows (the e4m3 grid's step cannot: 448 * 2^120 > 2^128)
+            assert rs[3].isnan() == (fmt == "e2m1") if wide else rs[6:8].isnan().all()
 
 
 def test_fp8_packing_is_exact_on_grid_values_and_bounded_otherwise():
@@ -256,8 +282,24 @@ def test_quant_spec_errors():
 
 
 def test_fp8_pack_literals_are_the_e4m3_format():
-    """kernel.fp8_pack spells the e4m3 grid and the packing floor as literals (the interpreter cannot mix
+    """kernel._pack_kernel spells the e4m3 grid and the packing floor as literals (the interpreter cannot mix
     constexpr globals into tensor arithmetic): they must stay those of formats.E4M3."""
     from kernels_triton.quant.formats import E4M3, PACK_AMAX_FLOOR
     assert (E4M3.qmax_exp, E4M3.qmax_mant_bits, E4M3.mant, E4M3.min_exp) == (8, 0x600000, 3, -6)
     assert PACK_AMAX_FLOOR == 2.0 ** -118
+
+
+def test_pack_kernel_compiled():
+    """The packing of V4's index queries (FP4 step, then e4m3 values and a scale a row) compiled for sm_90a, no GPU:
+    one-warp programs of 2,048 elements with 16-byte loads, no spill, and at most 16 SASS instructions an element
+    (984 for 64 a thread; the two-pass form before it took 33: docs/performance.md, "The query packing's
+    instructions")."""
+    from kernels_triton.quant import ir, kernel
+    from ptxas_report import assembled, ptxas_usage
+    ptx = ir.compile_ir("pack", fmt="e2m1", block=32, dim=128, channels=128)["ptx"]
+    regs, spills = ptxas_usage(ptx)
+    sass = [ln for ln in assembled(ptx)[1] if re.match(r"\s+/\*[0-9a-f]+\*/\s+\S", ln)]
+    per_thread = kernel.PACK_ELEMS // (32 * kernel.PACK_WARPS)
+    assert spills == 0 and regs <= 128, (regs, spills)
+    assert sum("LDG.E.128" in ln for ln in sass) == per_thread // 8        # 8 bf16 a load
+    assert len(sass) <= 16 * per_thread, len(sass)

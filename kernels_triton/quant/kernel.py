@@ -1,18 +1,18 @@
 """Quantisation on Triton: @triton.jit helpers the other kernels fuse, and two small kernels.
 
-Helpers (exact on the GPU and in the interpreter; bit ops and one rounding trick; `.to(float8)` rounds only
-in `_pack_kernel` on the GPU, since the interpreter's fp32 -> fp8 cast does not round to nearest even):
+Helpers (exact on the GPU and in the interpreter; bit ops and one rounding trick):
   `scale_exponent(amax)`   ceil(log2(amax / qmax)) from the bits of amax (no rounded division)
   `round_to_grid(y)`       the nearest grid value, ties to even: adding and subtracting 1.5 * 2^23 grid
                            spacings at y rounds it (exact for |y| < 2^22 spacings)
   `qdq_blocks(x3)`         quantise-dequantise a [R, NB, QB] tile, blocks along the last axis
   `qdq_rows(y)`            the same on [R, DP] rows: channels [0, QN) in blocks of QB
-  `fp8_pack(y)`            rows on FP4/FP8 grids -> e4m3 grid values times one power-of-two scale per row
 Kernels:
   `_rows_kernel`   out <- src with the first QN channels of every row quantise-dequantised: the raw
                    `kv` rows' FP8 step fused into the copy the composer makes anyway (kv -> kv_all)
-  `_pack_kernel`   index keys -> quantise-dequantise (idempotent on a compressor's output) -> FP8 e4m3
-                   values + one fp32 power-of-two scale per row, for the FP8 score kernel
+  `_pack_kernel`   index keys or queries -> quantise-dequantise (idempotent on a compressor's output) -> FP8
+                   e4m3 values + one fp32 power-of-two scale per row, for the FP8 score kernel (naive.pack_rows;
+                   its `.to(float8)` rounds on the GPU only: the interpreter's fp32 -> fp8 cast does not round to
+                   nearest even, so there the values are rounded first)
 
 The format enters as constexprs (`format_constexprs`): QMAX, QEXP and QMANT (qmax = (1 + QMANT/2^23)
 * 2^QEXP), MANT (mantissa bits), MIN_EXP (smallest normal exponent), AMAX_FLOOR.
@@ -24,14 +24,14 @@ import triton
 import triton.language as tl
 
 from .._env import kernels_interpreted, next_pow2
-from .formats import E4M3, PACK_AMAX_FLOOR, get, keys_dtype
+from .formats import get, keys_dtype
 
 ROWS_WARPS = 4
 ROW_ELEMS = 8192            # elements of one program's [BR, DP] tile
-# the packing kernel: small programs (measured on an H200, benchmarks/results/selfindex-h200/pack-tiles.json:
-# a chunk's idx_q [2,048, 64, 128] 46.3 us with 64-row, 4-warp programs, 39.8 us with 4-row, 1-warp ones)
+# the packing kernel: one-warp programs of 2,048 elements (an H200, one chunk's idx_q [2,048, 64, 128]: 18.7 us, against
+# 24.8 at 512 elements and 19.1-19.4 at 1,024-4,096 with 1-4 warps; benchmarks/results/pack-h200/)
 PACK_WARPS = 1
-PACK_ELEMS = 512
+PACK_ELEMS = 2048
 MAX_DIM = 4096
 
 
@@ -41,8 +41,6 @@ def format_constexprs(fmt: str) -> dict:
     return dict(QMAX=f.qmax, QEXP=f.qmax_exp, QMANT=f.qmax_mant_bits, MANT=f.mant, MIN_EXP=f.min_exp,
                 AMAX_FLOOR=f.amax_floor)
 
-
-E4M3_CONSTS = format_constexprs(E4M3.name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,7 +70,8 @@ def round_to_grid(y, MANT: tl.constexpr, MIN_EXP: tl.constexpr):
                    exp2i(tl.full([], MIN_EXP, tl.int32)))
     m = p * (exp2i(tl.full([], 23 - MANT, tl.int32)) * 1.5)
     r = (y + m) - m
-    return tl.where(r == 0.0, y * 0.0, r)          # a zero keeps the sign of y (-0.0 as a cast gives)
+    # a zero keeps the sign of y (-0.0 as a cast gives): y's sign bit or-ed in, which a non-zero r already has
+    return (r.to(tl.int32, bitcast=True) | (y.to(tl.int32, bitcast=True) & -2147483648)).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -104,30 +103,6 @@ def qdq_rows(y, R: tl.constexpr, DP: tl.constexpr, QB: tl.constexpr, QN: tl.cons
     return tl.reshape(tl.where(in_q, z, x3), (R, DP))
 
 
-@triton.jit
-def fp8_pack(y, AXIS: tl.constexpr, ROUND: tl.constexpr = True):
-    """Rows of y (reduced along AXIS, 0 or 1 of a 2-D tile) -> (v, scale): v on the e4m3 grid (fp32),
-    scale = 2^k per row with the row's amax <= 448 * scale; y = v * scale wherever the value fits e4m3
-    at that scale (naive.fp8_rows states the bound otherwise). A non-finite row has scale NaN.
-    ROUND False leaves v = y / scale unrounded (|v| <= 448) for a caller that casts it to e4m3 on the GPU:
-    cvt.rn.satfinite.e4m3x2.f32 rounds to nearest even onto the same grid, subnormals included."""
-    ay = tl.abs(y)
-    finite = ay < float("inf")
-    bad = tl.max(tl.where(finite, 0, 1), axis=AXIS)
-    # literals (the interpreter cannot mix constexpr globals into tensor arithmetic): formats.E4M3
-    # (qmax 448 = 1.75 * 2^8, 3 mantissa bits, normal exponents from -6) and formats.PACK_AMAX_FLOOR
-    amax = tl.maximum(tl.max(tl.where(finite, ay, 0.0), axis=AXIS), 2.0 ** -118)
-    k = scale_exponent(amax, 8, 0x600000)
-    inv = exp2i(-k)
-    if AXIS == 0:
-        v = tl.where(finite, y, 0.0) * inv[None, :]
-    else:
-        v = tl.where(finite, y, 0.0) * inv[:, None]
-    if ROUND:
-        v = round_to_grid(v, 3, -6)
-    return v, tl.where(bad > 0, float("nan"), exp2i(k))
-
-
 # ---------------------------------------------------------------------------------------
 # kernels
 @triton.jit
@@ -148,21 +123,52 @@ def _rows_kernel(src_ptr, out_ptr, n_rows, rows_per_b, stride_sb, stride_sr, str
 
 
 @triton.jit
+def _max_keep_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _pack_kernel(k_ptr, k8_ptr, s_ptr, n_rows, D: tl.constexpr, DP: tl.constexpr, BR: tl.constexpr,
                  QB: tl.constexpr, QMAX: tl.constexpr, QEXP: tl.constexpr, QMANT: tl.constexpr,
                  MANT: tl.constexpr, MIN_EXP: tl.constexpr, AMAX_FLOOR: tl.constexpr, CAST_ROUNDS: tl.constexpr):
+    # naive.fp8_rows(naive.quant_dequant(x)) in one pass, bit for bit, with the work an element cut to what the
+    # values need (15 SASS instructions, 33 as qdq_rows then a second pass for the row's scale; docs/performance.md,
+    # "The query packing's instructions"):
+    # - no clamp: the block's scale makes |x| / 2^kb <= QMAX, a grid value, and rounding is monotone;
+    # - the row's e4m3 scale from the blocks alone: the largest |value| of a block after the step is its amax's
+    #   own rounding (monotone again), so the row's amax needs no pass over the elements; that value is also the
+    #   one compare a block needs for finiteness (the amax kept NaN by max.NaN): NaN for a block with a NaN or an
+    #   infinity, an infinity where the step itself overflows (|x| within 1/8 of fp32's largest rounds up to
+    #   2^128). Such a block packs as zeros and its row's scale is NaN (fp8_rows zeroes only the non-finite values
+    #   of an overflowing block; no score reads the values of a row whose scale is NaN);
+    # - one multiply by 2^(kb - kr) instead of 2^kb then 2^-kr: exact where the exponent is >= -126 (the step's
+    #   values have at most 4 significant bits and kb >= -126), and below that both give a value under 2^-100,
+    #   which the e4m3 rounding takes to a signed zero either way.
+    NB: tl.constexpr = DP // QB
     r = tl.program_id(0) * BR + tl.arange(0, BR)
     r_ok = r < n_rows
     d = tl.arange(0, DP)
     mask = r_ok[:, None] & (d < D)[None, :]
     offs = r.to(tl.int64)[:, None] * D + d[None, :]
-    x = tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    y = qdq_rows(x, BR, DP, QB, D, QMAX, QEXP, QMANT, MANT, MIN_EXP, AMAX_FLOOR)
-    # CAST_ROUNDS (FP8 e4m3 values, on the GPU): the cast itself rounds onto the e4m3 grid (fp8_pack); else v is
-    # already an e4m3 grid value and the cast (bf16, or fp32 in the interpreter) is exact
-    v, s = fp8_pack(y, 1, not CAST_ROUNDS)
+    x = tl.reshape(tl.load(k_ptr + offs, mask=mask, other=0.0).to(tl.float32), (BR, NB, QB))
+    amax = tl.reduce(tl.abs(x), 2, _max_keep_nan)                   # [BR, NB]; NaN if the block holds one
+    kb = scale_exponent(tl.maximum(amax, AMAX_FLOOR), QEXP, QMANT)
+    q = round_to_grid(x * exp2i(-kb)[:, :, None], MANT, MIN_EXP)     # the block's grid values, |q| <= QMAX
+    # the block's largest |value| after the step (NaN: a NaN or an infinity in the block; inf: the step overflows)
+    top = round_to_grid(amax * exp2i(-kb), MANT, MIN_EXP) * exp2i(kb)
+    bad = ~(top < float("inf"))
+    # formats.E4M3 (qmax 448 = 1.75 * 2^8) and formats.PACK_AMAX_FLOOR, as literals (the interpreter cannot mix
+    # constexpr globals into tensor arithmetic)
+    kr = scale_exponent(tl.maximum(tl.max(tl.where(bad, 0.0, top), axis=1), 2.0 ** -118), 8, 0x600000)
+    mult = exp2i(tl.maximum(kb - kr[:, None], -126))
+    v = tl.reshape(tl.where(bad[:, :, None], 0.0, q * mult[:, :, None]), (BR, DP))
+    # CAST_ROUNDS (FP8 e4m3 values, on the GPU): the cast rounds onto the e4m3 grid, ties to even, subnormals
+    # included; else v is rounded here, and the cast (bf16, or fp32 in the interpreter) is exact
+    if not CAST_ROUNDS:
+        v = round_to_grid(v, 3, -6)
     tl.store(k8_ptr + offs, v.to(k8_ptr.dtype.element_ty), mask=mask)
-    tl.store(s_ptr + r, s, mask=r_ok)
+    row_bad = tl.max(bad.to(tl.int32), axis=1) > 0
+    tl.store(s_ptr + r, tl.where(row_bad, float("nan"), exp2i(kr)), mask=r_ok)
 
 
 # ---------------------------------------------------------------------------------------
