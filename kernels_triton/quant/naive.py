@@ -82,7 +82,9 @@ def quant_rows(src: torch.Tensor, out: torch.Tensor, *, fmt: str, block: int, ch
 def pack_rows(x: torch.Tensor, x8: torch.Tensor, x_scale: torch.Tensor, *, fmt: str, block: int) -> None:
     """Rows [..., DI] (the index keys, or a chunk's index queries) -> quantise-dequantised (fmt, block;
     idempotent on keys a compressor already quantised) and packed: x8 [..., DI] (e4m3 grid values, in x8's
-    dtype), x_scale [...] fp32."""
+    dtype), x_scale [...] fp32. No score reads the values of a row whose scale is NaN, and the kernel
+    (quant.kernel._pack_kernel) writes zeros for a whole block whose step overflows fp32, where this zeroes only
+    the overflowing values."""
     v, s = fp8_rows(quant_dequant(x, fmt, block))
     x8.copy_(v)
     x_scale.copy_(s)
