@@ -145,7 +145,8 @@ def test_kernels_match_reference_bitwise(fmt, block, channels, D):
             rs = torch.empty(rows.shape[:-1])
             naive.pack_rows(rows, r8, rs, fmt=fmt, block=block)
             assert same_packing(k8, ks, r8, rs)
-            # the NaN and inf rows; the row FP4's step overflows (the e4m3 grid's step cannot: 448 * 2^120 > 2^128)
+            # the NaN and inf rows; the row whose FP4 step overflows (3.0e38 = 3.53 * 2^126 rounds to 4 * 2^126 =
+            # 2^128; on the e4m3 grid it rounds to 224 * 2^120 and stays finite)
             assert rs[3].isnan() == (fmt == "e2m1") if wide else rs[6:8].isnan().all()
 
 

@@ -10,6 +10,7 @@ from kernels_triton.indexer import kernel as ikernel
 from kernels_triton.indexer import naive as inaive
 from kernels_triton.quant import kernel, naive
 from pipeline.metrics import tie_aware_recall
+from test_quant import same_packing
 
 pytestmark = pytest.mark.gpu
 
@@ -17,13 +18,6 @@ pytestmark = pytest.mark.gpu
 def _same(a, b):
     both_nan = a.isnan() & b.isnan()
     return bool(((a.view(torch.int16) == b.view(torch.int16)) | both_nan).all())
-
-
-def _same_packing(k8, ks, r8, rs):
-    # the scales, and the values bit for bit in the rows whose scale is finite (test_quant.same_packing)
-    ok = ~rs.isnan()
-    return (torch.equal(ks.nan_to_num(-1), rs.nan_to_num(-1))
-            and torch.equal(k8.float()[ok].view(torch.int32), r8.float()[ok].view(torch.int32)))
 
 
 @pytest.mark.parametrize("fmt,block,channels,D", [("e4m3", 64, 448, 512), ("e2m1", 32, 128, 128),
@@ -43,7 +37,7 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
         ks = torch.empty(x.shape[:-1], device="cuda")
         kernel.pack_rows(x, k8, ks, fmt=fmt, block=block)
         r8, rs = naive.fp8_rows(naive.quant_dequant(x, fmt, block))
-        assert _same_packing(k8, ks, r8, rs), fresh_seed
+        assert same_packing(k8, ks, r8, rs), fresh_seed
         # blocks decades apart in a row (1e-38..1e38): the small ones far below the row's e4m3 scale
         w = (torch.randn(S, D // block, block, device="cuda", generator=g)
              * 10.0 ** (torch.rand(S, D // block, 1, device="cuda", generator=g) * 76 - 38)).reshape(S, D).bfloat16()
@@ -51,7 +45,7 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
         ws = torch.empty(S, device="cuda")
         kernel.pack_rows(w, w8, ws, fmt=fmt, block=block)
         r8, rs = naive.fp8_rows(naive.quant_dequant(w, fmt, block))
-        assert _same_packing(w8, ws, r8, rs), fresh_seed
+        assert same_packing(w8, ws, r8, rs), fresh_seed
 
 
 @pytest.mark.parametrize("name", ["v4-flash", "v3.2"])
