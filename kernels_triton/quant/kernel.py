@@ -124,6 +124,7 @@ def _rows_kernel(src_ptr, out_ptr, n_rows, rows_per_b, stride_sb, stride_sr, str
 
 @triton.jit
 def _max_keep_nan(a, b):
+    # max.NaN.f32: a block's amax is NaN if any of its values is (plain max.f32 returns the other operand)
     return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
 
