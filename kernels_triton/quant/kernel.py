@@ -42,7 +42,6 @@ def format_constexprs(fmt: str) -> dict:
                 AMAX_FLOOR=f.amax_floor)
 
 
-
 # ---------------------------------------------------------------------------------------
 # helpers
 @triton.jit
