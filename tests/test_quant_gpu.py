@@ -37,7 +37,7 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
         ks = torch.empty(x.shape[:-1], device="cuda")
         kernel.pack_rows(x, k8, ks, fmt=fmt, block=block)
         r8, rs = naive.fp8_rows(naive.quant_dequant(x, fmt, block))
-        assert same_packing(k8, ks, r8, rs), fresh_seed
+        assert same_packing(x, k8, ks, r8, rs), fresh_seed
         # blocks decades apart in a row (1e-38..1e38): the small ones far below the row's e4m3 scale
         w = (torch.randn(S, D // block, block, device="cuda", generator=g)
              * 10.0 ** (torch.rand(S, D // block, 1, device="cuda", generator=g) * 76 - 38)).reshape(S, D).bfloat16()
@@ -45,7 +45,7 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
         ws = torch.empty(S, device="cuda")
         kernel.pack_rows(w, w8, ws, fmt=fmt, block=block)
         r8, rs = naive.fp8_rows(naive.quant_dequant(w, fmt, block))
-        assert same_packing(w8, ws, r8, rs), fresh_seed
+        assert same_packing(w, w8, ws, r8, rs), fresh_seed
 
 
 @pytest.mark.parametrize("name", ["v4-flash", "v3.2"])
