@@ -199,11 +199,13 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
                 rec["seed"] = S
                 q, w, k = indexer_inputs(spec, batch, S, seed=S).values()
                 rec["quant"] = ix.quant.format if ix.quant is not None else None
+                rec["score_rounding"] = ix.score_rounding
                 if path == "triton":
-                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant)
+                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant,
+                                              score_rounding=ix.score_rounding)
                 else:
                     fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S,
-                                              quant=ix.quant)
+                                              quant=ix.quant, score_rounding=ix.score_rounding)
                 rec["peak_gib"] = peak_above(fn)
                 rec["median_ms"] = time_ms(fn)
                 rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
@@ -224,7 +226,8 @@ def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
     B, S = q.shape[:2]
     T = k.shape[1]
     chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
-    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, B, S, chunk, "cuda", quant=ix.quant)
+    prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, B, S, chunk, "cuda", quant=ix.quant,
+                           score_rounding=ix.score_rounding)
     inputs = {"idx_q": q, "idx_w": w, "idx_k": k}
     interpreter.execute(prog, inputs, q.device)                 # warm-up
     prof: Dict[str, float] = {}

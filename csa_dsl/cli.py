@@ -24,6 +24,7 @@ from pipeline.lang.errors import SpecError
 from pipeline.lang.presets import MODEL_COMPRESS_RATIOS, PRESET_NAMES
 from pipeline.stages import IR_SECTIONS
 from pipeline.lang.schedule import PATHS, Schedule, parse_bytes
+from pipeline.lang.spec import SCORE_ROUNDINGS
 from pipeline.metrics import tensor_stats
 from pipeline.program import fmt_bytes
 
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None, help="write the result record to this file")
     r.add_argument("--nproc", type=_positive("--nproc"), default=1,
                    help="context-parallel ranks (starts one local process per rank)")
+    _score_rounding_arg(r)
     r.add_argument("--no-check-inputs", dest="check_inputs", action="store_false",
                    help="skip the scan of the inputs for NaN/Inf (on by default)")
 
@@ -129,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, help="write records (JSON list) to this file")
     b.add_argument("--plot", default=None, help="write a log-log plot (PNG) to this file")
     b.add_argument("--nproc", type=_positive("--nproc"), default=1, help="context-parallel ranks (composed only)")
+    _score_rounding_arg(b)
 
     i = sub.add_parser("ir", help="show generated IR at every level (no GPU needed)",
                        description="Generated IR of a pipeline, without a GPU. Levels: spec, plan (pipeline); "
@@ -151,7 +154,14 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("-o", "--out-dir", default=None, help="write one file per stage and level into DIR, "
                    "named <pipeline>.<stage>[-<part>].<level> (e.g. v4-flash.indexer.ttgir)")
     i.add_argument("--list", action="store_true", help="list stages, their backends and levels")
+    _score_rounding_arg(i)
     return p
+
+
+def _score_rounding_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--score-rounding", default=None, choices=sorted(SCORE_ROUNDINGS),
+                   help="the index score's rounding (default: the spec's, fp32 in the presets; bf16: the official "
+                        "code's, which it then ranks as, ties aside)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -179,7 +189,7 @@ def _rss_peak_bytes() -> int:
 
 
 def cmd_run(args) -> int:
-    spec = load_pipeline(args.pipeline)
+    spec = load_pipeline(args.pipeline, args.score_rounding)
     have_gpu = torch.cuda.is_available()
     device = args.device or ("cuda" if have_gpu else "cpu")
     if device == "cuda" and not have_gpu:
@@ -294,7 +304,9 @@ def _run_cp(args, spec, seq: int) -> int:
 
 
 def cmd_bench(args) -> int:
-    spec = load_pipeline(args.preset)
+    if args.what == "model" and args.score_rounding:
+        raise SpecError("--score-rounding applies to one pipeline's benchmarks, not to `bench model`'s layers")
+    spec = load_pipeline(args.preset, args.score_rounding)
     if not torch.cuda.is_available():
         raise SpecError("benchmarks time GPU kernels and need a CUDA GPU; none is visible here "
                         "(`csa-dsl run PRESET` runs the CPU reference)")
@@ -346,7 +358,7 @@ def cmd_ir(args) -> int:
     if not 0 <= args.rank < args.nproc:
         raise SpecError(f"--rank must be in [0, --nproc = {args.nproc}), got {args.rank}")
     irgen.plan_items(args.level, args.stage)  # unknown level/stage: fail before loading anything
-    spec = load_pipeline(args.pipeline)
+    spec = load_pipeline(args.pipeline, args.score_rounding)
     sections = irgen.generate(spec, args.level, args.stage, seq_len=args.seq, batch=args.batch, arch=args.arch,
                               as_json=args.json, budget=args.budget, nproc=args.nproc, rank=args.rank)
     if args.out_dir:

@@ -5,7 +5,8 @@
     csa_dsl::forward_varlen(str pipeline, Tensor cu_seqlens, Tensor[] inputs, SymInt? max_seqlen,
                             bool return_indices, bool? check_inputs) -> Tensor[]
     csa_dsl::forward_varlen_out(..., Tensor(a!)[] outs, ...) -> ()
-    csa_dsl::indexer_topk(Tensor idx_q, Tensor idx_w, Tensor idx_k, int topk, int ratio, ...) -> Tensor
+    csa_dsl::indexer_topk(Tensor idx_q, Tensor idx_w, Tensor idx_k, int topk, int ratio, ..., str score_rounding)
+        -> Tensor
     csa_dsl::sparse_attention(Tensor q, Tensor kv, Tensor indices, Tensor? sink, float scale, int v_dim) -> Tensor
 
 A compiled pipeline is named by a string handle (torch ops take no Python objects): `register` files it
@@ -188,26 +189,28 @@ def call_varlen(fwd, cu_seqlens, inputs, max_seqlen, return_indices: bool, check
 # -- single stages --------------------------------------------------------------------------------
 @torch.library.custom_op("csa_dsl::indexer_topk", mutates_args=(), device_types=DEVICES)
 def _indexer_topk_op(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
-                     backend: str, chunk: Optional[int], quant_format: Optional[str], quant_block: int) -> torch.Tensor:
+                     backend: str, chunk: Optional[int], quant_format: Optional[str], quant_block: int,
+                     score_rounding: str) -> torch.Tensor:
     quant = Quant(quant_format, quant_block) if quant_format is not None else None
-    return stage_functions.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend=backend, chunk=chunk, quant=quant)
+    return stage_functions.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend=backend, chunk=chunk, quant=quant,
+                                        score_rounding=score_rounding)
 
 
 @_indexer_topk_op.register_fake
-def _indexer_topk_fake(idx_q, idx_w, idx_k, topk, ratio, backend, chunk, quant_format, quant_block):
+def _indexer_topk_fake(idx_q, idx_w, idx_k, topk, ratio, backend, chunk, quant_format, quant_block, score_rounding):
     B, S, HI, DI, T = check_indexer_shapes(idx_q, idx_w, idx_k, topk, ratio, allow_fp32=True, require_cuda=False)
     return idx_q.new_empty((B, S, min(topk, T)), dtype=torch.int32)
 
 
 def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
                  backend: str = "auto", chunk: Optional[int] = None, progress: bool = False,
-                 quant: Optional[Quant] = None) -> torch.Tensor:
+                 quant: Optional[Quant] = None, score_rounding: str = "fp32") -> torch.Tensor:
     if traced(idx_q):
         return torch.ops.csa_dsl.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend, chunk,
                                               None if quant is None else quant.format,
-                                              0 if quant is None else quant.block)
+                                              0 if quant is None else quant.block, score_rounding)
     return stage_functions.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend=backend, chunk=chunk,
-                                        progress=progress, quant=quant)
+                                        progress=progress, quant=quant, score_rounding=score_rounding)
 
 
 indexer_topk.__doc__ = stage_functions.indexer_topk.__doc__

@@ -9,16 +9,31 @@ a `csa_dsl.Pipeline` (or, failing that, exactly one Pipeline object under any na
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import runpy
 import traceback
+from typing import Optional
 
 from pipeline.lang.errors import SpecError
 from pipeline.lang.presets import PRESET_NAMES, preset
-from pipeline.lang.spec import Pipeline
+from pipeline.lang.spec import Indexer, Pipeline
 
 
-def load_pipeline(ref: str) -> Pipeline:
+def load_pipeline(ref: str, score_rounding: Optional[str] = None) -> Pipeline:
+    """The pipeline of a preset name or a SPEC.py; `score_rounding` (None: the spec's own) replaces its lightning
+    indexer's Indexer.score_rounding."""
+    spec = _load(ref)
+    if score_rounding is None:
+        return spec
+    if not isinstance(spec.indexer, Indexer):
+        raise SpecError(f"score_rounding is the lightning indexer's; pipeline {spec.name!r} has "
+                        + ("a self-index" if spec.indexer is not None else f"no indexer (a {spec.layer.upper()} "
+                                                                             f"layer)"))
+    return spec.replace(indexer=dataclasses.replace(spec.indexer, score_rounding=score_rounding))
+
+
+def _load(ref: str) -> Pipeline:
     if ref in PRESET_NAMES:
         return preset(ref)
     if ref.endswith(".py") or os.path.sep in ref:

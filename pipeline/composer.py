@@ -35,13 +35,13 @@ from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 
 from .lang import defaults
 from .lang.errors import SpecError
-from .lang.spec import Pipeline, Quant, SelfIndex
+from .lang.spec import Indexer, Pipeline, Quant, SelfIndex
 from .program import Buffer, Call, E, Expr, Loop, Node, Program, R, Ref
 from .stages import OPS, stages_of
 from .stages.attention import implicit_window
 from .stages.compressor import params as compressor_params
 from .stages.compressor import role_quant, rotary
-from .stages.indexer import writes_group_maxima
+from .stages.indexer import bf16_scores, writes_group_maxima
 from .stages.quant import index_quant
 
 PATH_IMPLS = ("composed", "reference", "materialize")
@@ -239,7 +239,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring,
                             quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0),
-                            packed=packed is not None):
+                            packed=packed is not None, round_bf16=bf16_scores(spec)):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
@@ -346,7 +346,7 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
         calls = select_calls(impl, heads=ix.heads, dim=ix.dim, topk=ix.topk, ratio=spec.ratio,
                              k_eff=k_eff, T=T, C=C, idx_q=idx_q, idx_w=idx_w, k=k, keys=keys,
                              idx_offset=idx_offset, window=W, has_cand=has_cand, quant=ix.quant, seg=seg, ring=ring,
-                             has_gmax=has_gmax)
+                             has_gmax=has_gmax, round_bf16=bf16_scores(spec))
     elif keys is not None:
         rows = k_eff if spec.layer == "hca" else 0      # window-only with returned lists: the window alone
         calls = [OPS["hca.keys"].call(
@@ -365,12 +365,15 @@ def chunk_calls(spec: Pipeline, impl: Dict[str, str], *, T: int, C: int, q: str,
 def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio: int, k_eff: int, T: int, C: int,
                  idx_q: str, idx_w: str, k: str, keys: str, idx_offset: int, window: int,
                  has_cand: bool, quant: Optional[Quant] = None, seg: Optional[str] = None,
-                 ring: int = 1, has_gmax: bool = False) -> List[Node]:
+                 ring: int = 1, has_gmax: bool = False, round_bf16: bool = False) -> List[Node]:
     """score + select of one query chunk [s0, s1): the key lists `keys` (window ids, then the top-k rows).
     With `quant` the score reads the packed keys (k8[b], k_scale[b]: pack_keys) instead of `k`; `seg`, `ring`
-    and `has_gmax` as in chunk_calls."""
+    and `has_gmax` as in chunk_calls; `round_bf16`: the score is the official code's bf16 score
+    (Indexer.score_rounding)."""
     calls: List[Node] = []
     sg = {"seg": R(seg)} if seg else {}
+    rb = {"round_bf16": True} if round_bf16 else {}     # absent by default: the fp32 score's calls read as before
+    rounded = "; rounded to bf16 as the official code's score" if round_bf16 else ""
     scores, stream = score_slot(ring)
     gmax = gmax_slot(ring, has_gmax)
     if k_eff > 0 and quant is not None:
@@ -385,17 +388,18 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
         calls.append(OPS["indexer.score_fp8"].call(
             impl["indexer.score_fp8"],
             {"q8": R("q8[0:s1 - s0]"), "q_scale": R("q_scale[0:s1 - s0]"), "w": R(idx_w), "k8": R("k8[b]"),
-             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg,
+             "k_scale": R("k_scale[b]"), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg, **rb,
              **({"gmax": gmax} if gmax else {})},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
             "FP8 MMAs on the packed operands; visible 64-key tiles only"
-            + ("; each row's group maxima for the selection" if gmax else ""), stream))
+            + ("; each row's group maxima for the selection" if gmax else "") + rounded, stream))
     elif k_eff > 0:
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
-            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg},
+            {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg,
+             **rb},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            "visible 64-key tiles only; diagonal tiles masked in-kernel", stream))
+            "visible 64-key tiles only; diagonal tiles masked in-kernel" + rounded, stream))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
                              window=window, has_cand=has_cand, seg=seg, scores=scores, gmax=gmax))
     return calls
@@ -488,10 +492,11 @@ def overlap_note(scores: Buffer) -> str:
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
                   window: int = 0, ring: int = 1, quant: Optional[Quant] = None, heads: int = 0,
-                  dim: int = 0, packed: bool = False) -> List[Buffer]:
+                  dim: int = 0, packed: bool = False, round_bf16: bool = False) -> List[Buffer]:
     """The chunk-scope scratch every iteration reuses: the packed queries (with the indexer's `quant`, `heads`
     x `dim`), scores (`ring` of them), the selection's group maxima where the score writes them (`ring` too;
-    `packed`: a packed batch's, whose score walk does not), candidates, key lists (keys_width > 0)."""
+    `packed`: a packed batch's, whose score walk does not, nor does the bf16 score's, `round_bf16`), candidates,
+    key lists (keys_width > 0)."""
     out = []
     if k_eff > 0 and quant is not None:
         out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant), "chunk",
@@ -504,7 +509,7 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
             return Buffer(name, (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
                           note + (f", a ring of {ring}" if ring > 1 else ""))
         out.append(ringed("scores", (C, indexer_cost.score_ld(T)), "fp32 scores of the chunk's visible key tiles"))
-        if writes_group_maxima(impl, quant, heads, dim, topk, packed):
+        if writes_group_maxima(impl, quant, heads, dim, topk, packed, round_bf16):
             cap = indexer_cost.select_capacity(topk)
             out.append(ringed("gmax", (C, cap), f"each row's {cap:,} group maxima, written by the score for the "
                                                 f"selection's threshold"))
@@ -585,11 +590,15 @@ def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int
 
 def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
                     backend: str = "cuda", dtype: torch.dtype = torch.bfloat16,
-                    quant: Optional[Quant] = None, overlap: bool = defaults.OVERLAP_SCORES) -> Program:
+                    quant: Optional[Quant] = None, overlap: bool = defaults.OVERLAP_SCORES,
+                    score_rounding: str = "fp32") -> Program:
     """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
     [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
-    through it; the score runs on FP8 operands). `overlap`: as in compose."""
+    through it; the score runs on FP8 operands). `overlap`: as in compose. `score_rounding`: as
+    Indexer.score_rounding."""
+    round_bf16 = Indexer(heads=heads, dim=dim, topk=topk, quant=quant,
+                         score_rounding=score_rounding).score_rounding == "bf16"   # validated as a spec's
     B, S = batch, seq_len
     T = S // ratio
     K = min(topk, T)
@@ -603,7 +612,8 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     }
     impl = {name: backend for name in OPS}
     ring = score_ring(impl, overlap, K, S, C)
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim):
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim,
+                            round_bf16=round_bf16):
         bufs[bf.name] = bf
     body: List[Node] = []
     if quant is not None and K > 0:
@@ -613,7 +623,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,
                          idx_q="idx_q[b, s0:s1]", idx_w="idx_w[b, s0:s1]", k="idx_k[b]", keys="ids[b, s0:s1]",
                          idx_offset=0, window=0, has_cand="cand" in bufs, quant=quant, ring=ring,
-                         has_gmax="gmax" in bufs) if K > 0 else []
+                         has_gmax="gmax" in bufs, round_bf16=round_bf16) if K > 0 else []
     if inner:
         body.append(Loop("b", E(0), E("B"), E(1), [
             Loop("s0", E(0), E("S"), E("C"), inner, chunk_binds(ring), progress=True)]))

@@ -16,6 +16,7 @@ import pytest
 
 import csa_dsl
 from csa_dsl.cli import main
+from pipeline.composer import walk_calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = csa_dsl.PRESET_NAMES
@@ -202,6 +203,24 @@ def test_ir_plan_json(capsys):
     prog = json.loads(out)
     assert prog["consts"]["S"] == 65536 and prog["materialize_bytes"] and prog["workspace_bytes"]
     assert csa_dsl.Program.from_dict(prog).to_dict() == prog          # the JSON is the program
+
+
+def test_score_rounding_option(capsys):
+    """--score-rounding bf16 replaces the spec's Indexer.score_rounding: the plan's score call then rounds (and
+    writes no group maxima); a pipeline without a lightning indexer refuses it, saying why."""
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "plan", "--seq", "65536", "--score-rounding", "bf16",
+                         "--json")
+    assert rc == 0, err
+    prog = csa_dsl.Program.from_dict(json.loads(out))
+    calls = [c for c in walk_calls(prog.body) if c.op == "indexer.score_fp8"]
+    assert len(calls) == 1 and calls[0].args["round_bf16"] is True and "gmax" not in prog.buffers
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "spec", "--score-rounding", "bf16", "--json")
+    assert rc == 0 and csa_dsl.Pipeline.from_json(out).indexer.score_rounding == "bf16", err
+    for name, why in (("v4-flash-hca", "no indexer (a HCA layer)"), ("v4-flash-selfindex", "a self-index")):
+        rc, out, err = _main(capsys, "ir", name, "--level", "spec", "--score-rounding", "bf16")
+        assert rc == 2 and "score_rounding is the lightning indexer's" in err and why in err, err
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "spec", "--score-rounding", "fp16")
+    assert rc == 2 and "fp16" in err and "bf16" in err and "fp32" in err, err
 
 
 def test_ir_list(capsys):

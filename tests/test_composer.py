@@ -35,7 +35,7 @@ def test_composed_torch_backend_vs_dense_oracle(family):
 
 
 @pytest.mark.interpret
-@pytest.mark.parametrize("family", ["v4-flash", "v3.2", "v4-flash-quant", "v3.2-quant"])
+@pytest.mark.parametrize("family", ["v4-flash", "v3.2", "v4-flash-quant", "v3.2-quant", "v4-flash-bf16-scores"])
 def test_composed_interpret_backend_vs_dense_oracle(family):
     """The Triton kernels (interpreter) in the composed program against the dense oracle."""
     spec = small_family(family)

@@ -106,11 +106,14 @@ def test_hadamard_is_orthonormal():
     assert torch.allclose(h @ h.T, torch.eye(64), atol=1e-6)
 
 
-def dense_scores(q, w, k):
+def dense_scores(q, w, k, round_bf16=False):
+    """The index scores in float64; `round_bf16` (Indexer.score_rounding "bf16"): each head's dot, the weight,
+    each weighted term and the head sum rounded to bf16 (through fp32, where the official code sums)."""
+    bf = (lambda x: x.float().bfloat16().double()) if round_bf16 else (lambda x: x)
     out = torch.zeros(q.shape[0], q.shape[1], k.shape[1], dtype=torch.float64)
     for h in range(q.shape[2]):
-        out += w[:, :, h, None].double() * torch.relu(q[:, :, h].double() @ k.double().transpose(1, 2))
-    return out
+        out += bf(bf(w[:, :, h, None].double()) * torch.relu(bf(q[:, :, h].double() @ k.double().transpose(1, 2))))
+    return bf(out)
 
 
 def test_indexer_scores_vs_dense():
@@ -211,6 +214,10 @@ def small_family(name: str) -> Pipeline:
     if name == "v3.2-quant":     # V3.2's FP8 indexer: one scale per index row
         return small_family("v3.2").replace(name="tiny-v3.2-quant", indexer=Indexer(heads=8, dim=16, topk=12,
                                                                                     quant=Quant("e4m3", 16)))
+    if name == "v4-flash-bf16-scores":    # V4's steps, and the index score rounded as the official code's
+        p = small_family("v4-flash-quant")
+        return p.replace(name="tiny-v4-flash-bf16-scores",
+                         indexer=dataclasses.replace(p.indexer, score_rounding="bf16"))
     if name == "v4-flash-quant":  # V4's steps: FP8 on the non-RoPE kv channels, FP4 on idx_q and index keys
         p = small_family("v4-flash")
         return p.replace(name="tiny-v4-flash-quant",
@@ -247,7 +254,7 @@ def dense_allowed(spec, inp, S):
     elif spec.indexer is not None:
         k_idx = inp["idx_k"] if spec.compressor is None else dense_compress(
             inp["idx_kv"], inp["idx_gate"], inp["idx_ape"], inp["idx_norm"], spec.indexer.compressor)
-        sc = dense_scores(xq(inp["idx_q"]), inp["idx_w"], xq(k_idx))
+        sc = dense_scores(xq(inp["idx_q"]), inp["idx_w"], xq(k_idx), spec.indexer.score_rounding == "bf16")
     T = S // spec.ratio if spec.layer != "window" else 0
     allowed = torch.zeros(B, S, rows.shape[1], dtype=torch.bool)
     for b in range(B):
@@ -277,7 +284,8 @@ def dense_forward(spec, inp):
     return out
 
 
-@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2", "v4-flash-quant", "v3.2-quant"])
+@pytest.mark.parametrize("family", ["v4-flash", "v4-pro", "v3.2", "v4-flash-quant", "v3.2-quant",
+                                    "v4-flash-bf16-scores"])
 def test_forward_vs_dense(family):
     spec = small_family(family)
     S = 45

@@ -20,13 +20,14 @@ from .score_gluon import layouts as gluon_layouts
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
                window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False,
-               group_maxima: bool = False) -> dict:
+               group_maxima: bool = False, round_bf16: bool = False) -> dict:
     """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
     or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
     variant (each query reads its segment row). 'score_fp8' is the kernel score_chunk_fp8 runs for these sizes:
     the Gluon walk (score_gluon.py) where it fits, else _score_kernel. `group_maxima`: the variants that write
     (score_fp8, where group_maxima_fit) and read (select) the selection's group maxima, as the composed program
-    runs them on the GPU (pipeline/stages/indexer.writes_group_maxima).
+    runs them on the GPU (pipeline/stages/indexer.writes_group_maxima). `round_bf16`: the scores rounded to bf16
+    as the official code's (_score_kernel's ROUND; the Gluon walk does not take it).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -36,11 +37,12 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
         return compile_ir_elsewhere("kernels_triton.indexer.ir", dict(kernel=kernel, heads=heads, dim=dim,
                                                                       ratio=ratio, topk=topk, window=window,
                                                                       arch=arch, q_format=q_format, varlen=varlen,
-                                                                      group_maxima=group_maxima))
+                                                                      group_maxima=group_maxima,
+                                                                      round_bf16=round_bf16))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
-        if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
+        if fp8 and not round_bf16 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             groups = (select_capacity(topk) // SCORE_TILE_KEYS
                       if group_maxima and group_maxima_fit(heads, dim, keys_dtype(q_format), varlen, topk) else 1)
@@ -62,7 +64,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                    "T": "i32", "stride_qs": "i32", "stride_ws": "i32", "stride_kt": "i32", "stride_os": "i32"}
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "HP": padded_heads(heads), "DP": padded_dim(dim),
                      "BQ": score_block_queries(heads), "BT": SCORE_TILE_KEYS, "IEEE": False, "QUANT": fp8,
-                     "OPERAND": operand, "VARLEN": varlen, "EMULATE": False}
+                     "OPERAND": operand, "VARLEN": varlen, "EMULATE": False, "ROUND": round_bf16}
             fn, opts = _score_kernel, score_launch_options(operand)
             div = ["q_ptr", "qs_ptr", "w_ptr", "k_ptr", "ks_ptr", "out_ptr", "stride_qs", "stride_ws", "stride_kt",
                    "stride_os"]

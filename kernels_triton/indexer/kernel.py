@@ -75,13 +75,27 @@ def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
 # ---------------------------------------------------------------------------------------
 # score kernel
 @triton.jit
+def _round_bf16(x, EMULATE: tl.constexpr):
+    """fp32 x rounded to the nearest bf16 (ties to even; NaN, infinities and overflow as the cast gives them),
+    kept as fp32. On the GPU the cast is one cvt.rn.bf16.f32; the interpreter's cast truncates, so there the
+    rounding is written out on the bits (a NaN passed through as it is)."""
+    if EMULATE:
+        b = x.to(tl.uint32, bitcast=True)
+        r = ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+        return tl.where(x != x, x, r)
+    else:
+        return x.to(tl.bfloat16).to(tl.float32)
+
+
+@triton.jit
 def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
                   s_first, n_q, T,
                   stride_qs, stride_ws, stride_kt, stride_os,
                   RATIO: tl.constexpr, HI: tl.constexpr, DI: tl.constexpr,
                   HP: tl.constexpr, DP: tl.constexpr,
                   BQ: tl.constexpr, BT: tl.constexpr, IEEE: tl.constexpr,
-                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr, EMULATE: tl.constexpr):
+                  QUANT: tl.constexpr, OPERAND: tl.constexpr, VARLEN: tl.constexpr, EMULATE: tl.constexpr,
+                  ROUND: tl.constexpr):
     # HP, DP: heads and dims padded to powers of two inside the kernel (masked loads give
     # zero queries, keys and weights there, which add exactly 0 to every score).
     # QUANT: both operands come packed by quant.kernel.pack_rows (the official quantise-dequantise
@@ -93,6 +107,8 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
     # (q was once quantised here, in each program's prologue: 256 fp32 values a thread for the block
     # maxima spilled 6.8 KB a thread and took ~16k instructions a program; packing it once per chunk
     # instead took v4-flash at 262,144 from 271.6 to 247.0 ms, docs/performance.md.)
+    # ROUND: the official code's bf16 score (Indexer.score_rounding "bf16", naive.indexer_scores): the weight is
+    # rounded to bf16 first, then each head's dot, each weighted term and the head sum (_score_tiles).
     pid = tl.program_id(0)
     q0 = pid * BQ
     N: tl.constexpr = BQ * HP
@@ -115,6 +131,8 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
     else:
         qT = tl.load(q_ptrs, mask=qvalid[None, :] & d_ok[:, None], other=0.0)
     w = tl.load(w_ptr + qrow.to(tl.int64) * stride_ws + hi, mask=qvalid, other=0.0).to(tl.float32)
+    if ROUND:
+        w = _round_bf16(w, EMULATE)
     if QUANT:
         # ReLU(x * s) * w = ReLU(x) * (w * s) for s > 0 (a NaN scale, a non-finite row, gives NaN scores);
         # padded heads: scale 1, weight 0
@@ -142,23 +160,25 @@ def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
         t_end = warp_uniform(t_end, EMULATE)
         if lo_min == tl.max(tl.where(q_ok, lo, lo_min), axis=0):
             _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo_min, q_ok, lo_min, nvis, t_start, t_end, T, stride_kt,
-                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1, EMULATE)
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 1, EMULATE, ROUND)
         else:
             _score_tiles(qT, w, k_ptr, ks_ptr, out_rows - lo[None, :], q_ok, lo, nvis, t_start, t_end, T, stride_kt,
-                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2, EMULATE)
+                         offs_d, d_ok, BT, BQ, HP, DP, DI, IEEE, QUANT, 2, EMULATE, ROUND)
     else:
         _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, 0, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok, BT, BQ,
-                     HP, DP, DI, IEEE, QUANT, 0, EMULATE)
+                     HP, DP, DI, IEEE, QUANT, 0, EMULATE, ROUND)
 
 
 @triton.jit
 def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end, T, stride_kt, offs_d, d_ok,
                  BT: tl.constexpr, BQ: tl.constexpr, HP: tl.constexpr, DP: tl.constexpr, DI: tl.constexpr,
-                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr, EMULATE: tl.constexpr):
+                 IEEE: tl.constexpr, QUANT: tl.constexpr, ROWS: tl.constexpr, EMULATE: tl.constexpr,
+                 ROUND: tl.constexpr):
     """The key-tile walk of one score program: tiles [t_start, t_end), query i's visible rows [lo_i, nvis_i)
     (q_ok false and nvis 0 for padding queries), stored at out_rows + t. ROWS says how a row is laid out:
     0 unpacked, column t, -inf past nvis_i up to t_end; 1 packed with one lo for the block (a scalar);
-    2 packed with a lo per query; packed rows store their visible columns only (out_rows shifted by -lo)."""
+    2 packed with a lo per query; packed rows store their visible columns only (out_rows shifted by -lo).
+    ROUND: the bf16 score (w already rounded to bf16, times q's scale)."""
     if QUANT:   # the key scales of the first tile; later tiles' are fetched one iteration ahead
         ks_next = tl.load(ks_ptr + t_start + tl.arange(0, BT), mask=t_start + tl.arange(0, BT) < T, other=0.0)
     if ROWS == 2:
@@ -179,10 +199,19 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
             # a small load issued a tile ahead: its latency hides behind this tile's MMA and epilogue
             k_scale = ks_next
             ks_next = tl.load(ks_ptr + BT + offs_t, mask=BT + offs_t < T, other=0.0)
+        if ROUND:
+            # the official bf16 score. The scales are powers of two, so rounding the dot of the packed values
+            # and scaling it afterwards (q's in w, the key's after the head sum) is rounding the dot of the
+            # dequantised values, wherever no value leaves bf16's normal range (docs/semantics.md)
+            acc = _round_bf16(acc, EMULATE)
         # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
         # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
         acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
+        if ROUND:
+            acc = _round_bf16(acc, EMULATE)
         sc = tl.sum(tl.reshape(acc, (BT, BQ, HP)), axis=2)   # head sum: within a thread + quad
+        if ROUND:
+            sc = _round_bf16(sc, EMULATE)
         if QUANT:
             sc = sc * k_scale[:, None]                  # exact: a power of two (NaN for a non-finite key)
         vis = offs_t[:, None] < nvis[None, :]           # causal mask from indices (diagonal tiles)
@@ -555,7 +584,7 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
 
 
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None, round_bf16: bool = False) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
     q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with ld >= the
@@ -563,7 +592,9 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     tile range are -inf; further columns are not written. `seg` (a packed batch): the queries'
     rows of the segment table (varlen/naive.py, [n, 4] int32); each query then sees its own
     sequence's rows [row0, row0 + (pos+1)//m), and its column j holds packed row row0 + j (only those
-    columns are written; ld = varlen.naive.score_columns(T, max_seqlen, m) suffices)."""
+    columns are written; ld = varlen.naive.score_columns(T, max_seqlen, m) suffices). `round_bf16`: the
+    official code's bf16 score (naive.indexer_scores: each head's dot, each weighted term and the head sum
+    rounded to bf16)."""
     n, HI, DI = q.shape
     T = k.shape[0]
     if n == 0:
@@ -578,7 +609,7 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
                         k.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
                         OPERAND=1, VARLEN=seg is not None, EMULATE=kernels_interpreted(_score_kernel),
-                        **score_launch_options(1))
+                        ROUND=round_bf16, **score_launch_options(1))
 
 
 def check_group_maxima(gmax: Optional[torch.Tensor], n: int, seg: Optional[torch.Tensor], cap: int = 0) -> None:
@@ -598,7 +629,7 @@ def check_group_maxima(gmax: Optional[torch.Tensor], n: int, seg: Optional[torch
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
                     seg: Optional[torch.Tensor] = None, walk: str = "auto",
-                    gmax: Optional[torch.Tensor] = None) -> None:
+                    gmax: Optional[torch.Tensor] = None, round_bf16: bool = False) -> None:
     """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5), on operands
     packed by quant.kernel.pack_rows: q8 [n, HI, DI] / q_scale [n, HI] the queries (one power-of-two scale per
     (query, head)), k8 [T, DI] / k_scale [T] the keys. The values' dtype is the MMA's (quant.formats.keys_dtype:
@@ -608,10 +639,11 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     otherwise).
 
     `walk`: 'auto' runs the Gluon walk (score_gluon.py) where it fits (V4's 64 x 128 FP8 operands, unpacked
-    rows, on a GPU) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
+    rows, on a GPU, the fp32 score) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
     the two). `gmax` [n, CAP] fp32 (select_chunk's, CAP = cost.select_capacity(topk)): the Gluon walk also
     writes every row's CAP group maxima there, so that select_chunk(..., gmax=gmax) skips its pass 1; only where
-    the Gluon walk runs (score_gluon.group_maxima_fit)."""
+    the Gluon walk runs (score_gluon.group_maxima_fit). `round_bf16`: the official code's bf16 score (score_chunk;
+    _score_kernel only)."""
     n, HI, DI = q8.shape
     T = k8.shape[0]
     if n == 0:
@@ -625,14 +657,15 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     if walk not in ("auto", "triton"):
         raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
     interp = kernels_interpreted(_score_kernel)
-    if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
+    if walk == "auto" and not interp and not round_bf16 and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
         check_group_maxima(gmax, n, seg)
         score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio,
                               store_queries=score_block_queries(HI), gmax=gmax)
         return
     if gmax is not None:
         raise ValueError("gmax is written by the Gluon walk only (V4's 64 x 128 FP8 operands, unpacked rows, "
-                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
+                         "walk='auto', on a GPU, the fp32 score); pass gmax=None here and select_chunk finds the "
+                         "maxima itself")
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)
@@ -641,7 +674,7 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     _score_kernel[grid](q8, q_scale, w, k8, k_scale, out, segments_arg(seg, n, w), s_first, n, T, q8.stride(0),
                         w.stride(0), k8.stride(0), out.stride(0), RATIO=ratio, HI=HI, DI=DI, HP=padded_heads(HI),
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=interp, QUANT=True, OPERAND=operand,
-                        VARLEN=seg is not None, EMULATE=interp, **score_launch_options(operand))
+                        VARLEN=seg is not None, EMULATE=interp, ROUND=round_bf16, **score_launch_options(operand))
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,

@@ -21,10 +21,21 @@ def visible_rows(positions: torch.Tensor, ratio: int) -> torch.Tensor:
     return (positions + 1) // ratio
 
 
-def indexer_scores(idx_q: torch.Tensor, idx_w: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """score[b,s,t] = sum_h w[b,s,h] * ReLU(q[b,s,h,:] . k[b,t,:]), fp32, unmasked. [B, s, T]. NaN propagates."""
+def indexer_scores(idx_q: torch.Tensor, idx_w: torch.Tensor, k: torch.Tensor, round_bf16: bool = False) -> torch.Tensor:
+    """score[b,s,t] = sum_h w[b,s,h] * ReLU(q[b,s,h,:] . k[b,t,:]), fp32, unmasked. [B, s, T]. NaN propagates.
+    `round_bf16` (Indexer.score_rounding "bf16", the official code's score): each head's dot (fp32 sum) rounded
+    to bf16, ReLU, times the head weight rounded to bf16 (the product rounded to bf16), the head sum (fp32)
+    rounded to bf16; every rounding to nearest even, the result kept as fp32."""
     logits = torch.einsum("bshd,btd->bsht", idx_q.float(), k.float())
-    return (logits.relu_() * idx_w.float().unsqueeze(-1)).sum(dim=2)
+    if not round_bf16:
+        return (logits.relu_() * idx_w.float().unsqueeze(-1)).sum(dim=2)
+    terms = _to_bf16(_to_bf16(logits).relu_() * _to_bf16(idx_w.float()).unsqueeze(-1))
+    return _to_bf16(terms.sum(dim=2))
+
+
+def _to_bf16(x: torch.Tensor) -> torch.Tensor:
+    """x (fp32) rounded to the nearest bf16 (ties to even; NaN and infinities kept), as fp32."""
+    return x.to(torch.bfloat16).float()
 
 
 def row_ranges(n: int, s_first: int, ratio: int, seg: Optional[torch.Tensor], device):
@@ -113,13 +124,14 @@ def window_indices(positions: torch.Tensor, window: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # the ops, with the kernel launchers' signatures
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int, seg: Optional[torch.Tensor] = None) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None, round_bf16: bool = False) -> None:
     """out[:n, :T] = the masked scores of queries [s_first, s_first + n) (q [n,HI,DI], w [n,HI], k [T,DI]);
-    `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows)."""
+    `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows); `round_bf16`: the
+    official code's bf16 score (indexer_scores)."""
     n, T = q.shape[0], k.shape[0]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
-    store_scores(out, indexer_scores(q[None], w[None], k[None])[0].masked_fill(~visible(T, lo, hi), float("-inf")),
-                 seg, lo, hi)
+    sc = indexer_scores(q[None], w[None], k[None], round_bf16)[0]
+    store_scores(out, sc.masked_fill(~visible(T, lo, hi), float("-inf")), seg, lo, hi)
 
 
 def group_maxima(scores: torch.Tensor, s_first: int, ratio: int, cap: int) -> torch.Tensor:
@@ -137,10 +149,13 @@ def group_maxima(scores: torch.Tensor, s_first: int, ratio: int, cap: int) -> to
 
 def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                     k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
-                    seg: Optional[torch.Tensor] = None, gmax: Optional[torch.Tensor] = None) -> None:
+                    seg: Optional[torch.Tensor] = None, gmax: Optional[torch.Tensor] = None,
+                    round_bf16: bool = False) -> None:
     """score_chunk on the packed operands (quant.naive.pack_rows): the queries q8 * q_scale, the keys
-    k8 * k_scale; fp32 math as score_chunk. `gmax` [n, cap] (unpacked rows): also every row's group_maxima."""
-    score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg)
+    k8 * k_scale; fp32 math as score_chunk (`round_bf16` as there). `gmax` [n, cap] (unpacked rows): also every
+    row's group_maxima."""
+    score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg,
+                round_bf16=round_bf16)
     if gmax is not None:
         if seg is not None:
             raise ValueError("gmax is for unpacked rows only")

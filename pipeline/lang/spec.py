@@ -165,6 +165,13 @@ class Compressor:
         return self.coff * self.ratio
 
 
+SCORE_ROUNDINGS = {
+    "fp32": "each head's dot, the weighted terms and the head sum stay fp32 (csa-dsl's default)",
+    "bf16": "as the official inference code: each head's dot rounded to bf16, ReLU, times the bf16-rounded "
+            "head weight rounded to bf16, the head sum (fp32) rounded to bf16",
+}
+
+
 @dataclass(frozen=True)
 class Indexer:
     """Lightning indexer: score[s,t] = sum_h w[s,h] * ReLU(q[s,h,:] . k[t,:]); keep the top-k."""
@@ -176,6 +183,10 @@ class Indexer:
     # quantise-dequantise idx_q (per head) and every index key, all `dim` channels (V4: FP4 e2m1 in blocks
     # of 32, V3.2: FP8 e4m3, one block per row); the score then runs on FP8 tensor cores
     quant: Optional[Quant] = None
+    # how the score is rounded (SCORE_ROUNDINGS, docs/semantics.md): "bf16" reproduces the official code's
+    # bf16 score and so its ranking up to the order of ties (ties then abound: a row's K-th score is usually
+    # shared); the selection keeps its rule, ties to the smaller row
+    score_rounding: str = "fp32"
 
     def __post_init__(self):
         _check_int("Indexer", "heads", self.heads, 1)
@@ -189,6 +200,8 @@ class Indexer:
                    f"Indexer.compressor.dim = {self.compressor.dim} must equal Indexer.dim = {self.dim} "
                    f"(the compressed rows are the index keys)")
         _check_quant("Indexer.quant", self.quant, self.dim, "every channel of idx_q and of the index keys")
+        _check(self.score_rounding in SCORE_ROUNDINGS,
+               f"Indexer.score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {self.score_rounding!r}")
 
 
 @dataclass(frozen=True)
@@ -451,7 +464,8 @@ def _fmt_indexer(p: Pipeline) -> str:
                 f"top-{ix.topk}")
     return (f"{ix.heads} heads x dim {ix.dim}, top-{ix.topk}; keys: "
             + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)")
-            + f"; idx_q and keys {_fmt_quant(ix.quant)}")
+            + f"; idx_q and keys {_fmt_quant(ix.quant)}"
+            + ("; scores rounded to bf16 (the official code's)" if ix.score_rounding == "bf16" else ""))
 
 
 def _fmt_quant(q: Optional[Quant]) -> str:
