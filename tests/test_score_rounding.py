@@ -143,12 +143,12 @@ def test_spec_program_and_ir():
     prog = compose(p, 1, 65536, 1024, "cuda")
     assert "gmax" not in prog.buffers and "gmax" in compose(spec, 1, 65536, 1024, "cuda").buffers
     assert "round_bf16=True" in str(prog) and "round_bf16" not in str(compose(spec, 1, 65536, 1024, "cuda"))
-    # the IR shown is the kernel that runs: _score_kernel rounding each dot, term and sum, two values an F2FP
-    # (F2F, one a value on the conversion unit, had made it three times slower), no spill
+    # the IR shown is the kernel that runs: _score_kernel rounding each dot, term and sum two values an F2FP, its
+    # terms in bf16x2 arithmetic (F2F, one value on the conversion unit, had made it three times slower), no spill
     for kind in ("score_fp8", "score"):
         levels = indexer_ir.compile_ir(kind, round_bf16=True)
         assert not levels["ttir"].startswith("// Gluon") and "cvt.rn.bf16x2.f32" in levels["ptx"]
         assert ptxas_usage(levels["ptx"])[1] == 0
         loop = max(sass_loops(assembled(levels["ptx"])[1]), key=len)
-        assert "F2FP" in loop and "F2F" not in loop, sorted(set(loop))
+        assert "F2FP" in loop and "HMUL2" in loop and "F2F" not in loop, sorted(set(loop))
         assert "cvt.rn.bf16" not in indexer_ir.compile_ir("score")["ptx"]

@@ -92,6 +92,23 @@ def _round_bf16(x, EMULATE: tl.constexpr):
 
 
 @triton.jit
+def _relu_times_bf16(d, w_b, EMULATE: tl.constexpr):
+    """The official score's term of each fp32 dot d: bf16(ReLU(bf16(d)) * w), w_b the weights as bf16 ([1, N]),
+    as fp32; NaN kept (docs/semantics.md section 9). On the GPU two terms at a time in bf16x2 arithmetic: the two
+    dots rounded by one cvt.rn.bf16x2.f32, the ReLU one max.NaN.bf16x2 and the product one mul.rn.bf16x2, which
+    rounds the exact product of two bf16 values to nearest even as the official code's bf16 product does; then a
+    shift and a mask back to fp32. (Rounding in fp32 with _round_bf16 twice took 6 instructions a term.)"""
+    if EMULATE:
+        r = tl.maximum(_round_bf16(d, EMULATE), 0.0, propagate_nan=tl.PropagateNan.ALL)
+        return _round_bf16(r * w_b.to(tl.float32), EMULATE)
+    else:
+        return tl.inline_asm_elementwise(
+            "{ .reg .b32 t, z; mov.b32 z, 0; cvt.rn.bf16x2.f32 t, $3, $2; max.NaN.bf16x2 t, t, z; "
+            "mul.rn.bf16x2 t, t, $4; shl.b32 $0, t, 16; and.b32 $1, t, 0xffff0000; }",
+            "=r,=r,r,r,r", [d, tl.broadcast_to(w_b, d.shape)], dtype=tl.float32, is_pure=True, pack=2)
+
+
+@triton.jit
 def _score_kernel(q_ptr, qs_ptr, w_ptr, k_ptr, ks_ptr, out_ptr, seg_ptr,
                   s_first, n_q, T,
                   stride_qs, stride_ws, stride_kt, stride_os,
@@ -188,6 +205,8 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
     if ROWS == 2:
         # t visible iff 0 <= t - lo < span: one unsigned compare (span 0 for padding queries: nvis 0, lo T)
         span = tl.where(nvis > lo, nvis - lo, 0).to(tl.uint32)[None, :]
+    if ROUND:   # the weights as bf16 (exact: bf16 values times a power of two), the operand of the bf16 product
+        w_b = w.to(tl.bfloat16)[None, :]
     for t0 in range(t_start, t_end, BT):
         offs_t = t0 + tl.arange(0, BT)
         k_ptrs = k_ptr + offs_t.to(tl.int64)[:, None] * stride_kt + offs_d[None, :]
@@ -207,12 +226,11 @@ def _score_tiles(qT, w, k_ptr, ks_ptr, out_rows, q_ok, lo, nvis, t_start, t_end,
             # the official bf16 score. The scales are powers of two, so rounding the dot of the packed values
             # and scaling it afterwards (q's in w, the key's after the head sum) is rounding the dot of the
             # dequantised values, wherever no value leaves bf16's normal range (docs/semantics.md)
-            acc = _round_bf16(acc, EMULATE)
-        # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
-        # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
-        acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
-        if ROUND:
-            acc = _round_bf16(acc, EMULATE)
+            acc = _relu_times_bf16(acc, w_b, EMULATE)
+        else:
+            # ReLU that keeps NaN (a NaN operand must give a NaN score, which then ranks last):
+            # plain tl.maximum is max.f32 on the GPU, which returns the non-NaN operand
+            acc = tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
         sc = tl.sum(tl.reshape(acc, (BT, BQ, HP)), axis=2)   # head sum: within a thread + quad
         if ROUND:
             sc = _round_bf16(sc, EMULATE)
