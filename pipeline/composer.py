@@ -35,7 +35,7 @@ from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 
 from .lang import defaults
 from .lang.errors import SpecError
-from .lang.spec import Indexer, Pipeline, Quant, SelfIndex
+from .lang.spec import SCORE_ROUNDINGS, Pipeline, Quant, SelfIndex
 from .program import Buffer, Call, E, Expr, Loop, Node, Program, R, Ref
 from .stages import OPS, stages_of
 from .stages.attention import implicit_window
@@ -597,8 +597,9 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
     through it; the score runs on FP8 operands). `overlap`: as in compose. `score_rounding`: as
     Indexer.score_rounding."""
-    round_bf16 = Indexer(heads=heads, dim=dim, topk=topk, quant=quant,
-                         score_rounding=score_rounding).score_rounding == "bf16"   # validated as a spec's
+    if score_rounding not in SCORE_ROUNDINGS:
+        raise SpecError(f"score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {score_rounding!r}")
+    round_bf16 = score_rounding == "bf16"
     B, S = batch, seq_len
     T = S // ratio
     K = min(topk, T)

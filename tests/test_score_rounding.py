@@ -135,6 +135,9 @@ def test_spec_program_and_ir():
     assert "scores rounded to bf16" in str(p) and "rounded to bf16" not in str(spec)
     with pytest.raises(SpecError, match="score_rounding must be one of"):
         dataclasses.replace(spec.indexer, score_rounding="fp16")
+    q, w, k = _inputs(1, 8, 2, 16, 2, seed=1)
+    with pytest.raises(SpecError, match="score_rounding must be one of"):
+        csa_dsl.indexer_topk(q, w, k, 2, 4, score_rounding="fp16")
     # the Gluon walk keeps the fp32 score: the bf16 one runs on _score_kernel, which leaves the group maxima to
     # the selection's pass 1
     gpu = {"indexer.score_fp8": "cuda", "indexer.select": "cuda"}
