@@ -239,7 +239,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring,
                             quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0),
-                            packed=packed is not None, round_bf16=bf16_scores(spec)):
+                            packed=packed is not None):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
@@ -492,11 +492,10 @@ def overlap_note(scores: Buffer) -> str:
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
                   window: int = 0, ring: int = 1, quant: Optional[Quant] = None, heads: int = 0,
-                  dim: int = 0, packed: bool = False, round_bf16: bool = False) -> List[Buffer]:
+                  dim: int = 0, packed: bool = False) -> List[Buffer]:
     """The chunk-scope scratch every iteration reuses: the packed queries (with the indexer's `quant`, `heads`
     x `dim`), scores (`ring` of them), the selection's group maxima where the score writes them (`ring` too;
-    `packed`: a packed batch's, whose score walk does not, nor does the bf16 score's, `round_bf16`), candidates,
-    key lists (keys_width > 0)."""
+    `packed`: a packed batch's, whose score walk does not), candidates, key lists (keys_width > 0)."""
     out = []
     if k_eff > 0 and quant is not None:
         out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant), "chunk",
@@ -509,7 +508,7 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
             return Buffer(name, (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
                           note + (f", a ring of {ring}" if ring > 1 else ""))
         out.append(ringed("scores", (C, indexer_cost.score_ld(T)), "fp32 scores of the chunk's visible key tiles"))
-        if writes_group_maxima(impl, quant, heads, dim, topk, packed, round_bf16):
+        if writes_group_maxima(impl, quant, heads, dim, topk, packed):
             cap = indexer_cost.select_capacity(topk)
             out.append(ringed("gmax", (C, cap), f"each row's {cap:,} group maxima, written by the score for the "
                                                 f"selection's threshold"))
@@ -613,8 +612,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     }
     impl = {name: backend for name in OPS}
     ring = score_ring(impl, overlap, K, S, C)
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim,
-                            round_bf16=round_bf16):
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim):
         bufs[bf.name] = bf
     body: List[Node] = []
     if quant is not None and K > 0:

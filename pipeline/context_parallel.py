@@ -42,7 +42,6 @@ from .program import Buffer, E, Loop, Node, Program, R, fmt_bytes
 from .stages import OPS
 from .stages.compressor import params as compressor_params
 from .stages.compressor import role_quant
-from .stages.indexer import bf16_scores
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,7 +204,7 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
         bufs.update({bf.name: bf for bf in pbufs})
         body.append(pcall)
     for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=W + K, window=W, quant=ix.quant,
-                            heads=ix.heads, dim=ix.dim, round_bf16=bf16_scores(spec)):
+                            heads=ix.heads, dim=ix.dim):
         bufs[bf.name] = bf
 
     # 4. the chunk loop over each owned block's queries, at their global positions

@@ -25,7 +25,9 @@ def test_bf16_score_kernel_on_the_gpu(fmt, fresh_seed):
     """The last 1,024 queries at S = 32,768 (v4-flash's 64 x 128 operands; v3.2's e4m3 packing on its m = 1),
     NaN-poisoned: every visible score written and a bf16 value, -inf past the visible rows; against the
     reference on the same operands: the same bits but where a fp32 sum rounds differently for its order, there
-    within an ulp of the score and of the row's largest (at most 1 in 1,000 scores)."""
+    within an ulp of the score and of the row's largest (at most 1 in 1,000 scores). On v4-flash's operands the
+    Gluon walk ran: the Triton walk gives the same cells and bits, and so does the walk with the group maxima,
+    which are those of its scores."""
     S, n, HI, DI = 32768, 1024, 64, 128
     m = 1 if fmt == "e4m3" else 4
     s0, T = S - n, S // m
@@ -56,6 +58,18 @@ def test_bf16_score_kernel_on_the_gpu(fmt, fresh_seed):
     row_max = torch.where(vis, b.abs(), 0).amax(1, keepdim=True).expand_as(b)[vis]
     bound = _ulp(b[vis].abs()) + _ulp(row_max)
     assert same >= 0.999 and ((a[vis] - b[vis]).abs() <= bound).all(), (float(same), fresh_seed)
+    if fmt == "e2m1":   # v4-flash's: the Gluon walk ran; the Triton walk writes the same cells and bits
+        tri = torch.full_like(got, float("nan"))
+        ikernel.score_chunk_fp8(q8, qs, w, k8, ks, tri, s_first=s0, ratio=m, round_bf16=True, walk="triton")
+        assert torch.equal(tri.isnan(), got.isnan()), fresh_seed
+        assert torch.equal(tri[~tri.isnan()].view(torch.int32), got[~got.isnan()].view(torch.int32)), fresh_seed
+        # and with the selection's group maxima: the same scores, the maxima of them
+        cap = icost.select_capacity(512)
+        gm, again = torch.full((n, cap), float("nan"), device="cuda"), torch.full_like(got, float("nan"))
+        ikernel.score_chunk_fp8(q8, qs, w, k8, ks, again, s_first=s0, ratio=m, round_bf16=True, gmax=gm)
+        assert torch.equal(again.view(torch.int32), got.view(torch.int32)), fresh_seed
+        exp_gm = inaive.group_maxima(got, s0, m, cap)
+        assert torch.equal(gm.nan_to_num(), exp_gm.nan_to_num()), fresh_seed
 
 
 def test_bf16_score_selection_on_the_gpu(fresh_seed):

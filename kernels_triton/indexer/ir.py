@@ -27,7 +27,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     the Gluon walk (score_gluon.py) where it fits, else _score_kernel. `group_maxima`: the variants that write
     (score_fp8, where group_maxima_fit) and read (select) the selection's group maxima, as the composed program
     runs them on the GPU (pipeline/stages/indexer.writes_group_maxima). `round_bf16`: the scores rounded to bf16
-    as the official code's (_score_kernel's ROUND; the Gluon walk does not take it).
+    as the official code's (both walks' ROUND).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -42,7 +42,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
         operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
-        if fp8 and not round_bf16 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
+        if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             groups = (select_capacity(topk) // SCORE_TILE_KEYS
                       if group_maxima and group_maxima_fit(heads, dim, keys_dtype(q_format), varlen, topk) else 1)
@@ -54,7 +54,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                    "n_q": "i32", "T": "i32", "stride_ws": "i32", "stride_os": "i32", "stride_gs": "i32"}
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": walk.block_queries, "BT": SCORE_TILE_KEYS,
                      "STAGES": GLUON_STAGES, "G": groups, "SQ": score_block_queries(heads), "NC": walk.consumers,
-                     "WORKER_WARPS": walk.worker_warps, "WORKER_REGS": walk.worker_regs}
+                     "WORKER_WARPS": walk.worker_warps, "WORKER_REGS": walk.worker_regs, "ROUND": round_bf16}
             fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS, "maxnreg": walk.maxnreg}
             div = ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr", "gm_ptr", "stride_ws", "stride_os", "stride_gs"]
         else:

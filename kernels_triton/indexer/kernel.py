@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._bits import BF16X2_ROUND_PTX, BF16X2_TERMS_PTX, round_bf16
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles, warp_uniform
@@ -76,36 +77,25 @@ def _store_where(ptrs, values, mask, EMULATE: tl.constexpr):
 # score kernel
 @triton.jit
 def _round_bf16(x, EMULATE: tl.constexpr):
-    """fp32 x rounded to the nearest bf16 (ties to even; NaN, infinities and overflow as IEEE says), kept as fp32.
-    On the GPU two values at a time: one cvt.rn.bf16x2.f32 (F2FP.PACK_AB), then a shift and a mask back to fp32.
-    (The cast x.to(tl.bfloat16) is one F2F.BF16.F32 a value, on the conversion unit's 16 lanes an SM: it took
-    the score of v4-flash's last chunk at 262,144 from 2.11 to 6.31 ms, docs/performance.md.) The interpreter's
-    cast truncates, so there the rounding is written out on the bits (a NaN passed through as it is)."""
+    """fp32 x rounded to the nearest bf16 (ties to even; NaN kept), as fp32: two values an instruction on the GPU
+    (_bits.BF16X2_ROUND_PTX), the bits' integer rounding in the interpreter (whose cast truncates)."""
     if EMULATE:
-        b = x.to(tl.uint32, bitcast=True)
-        r = ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
-        return tl.where(x != x, x, r)
+        return round_bf16(x)
     else:
-        return tl.inline_asm_elementwise(
-            "{ .reg .b32 t; cvt.rn.bf16x2.f32 t, $3, $2; shl.b32 $0, t, 16; and.b32 $1, t, 0xffff0000; }",
-            "=r,=r,r,r", [x], dtype=tl.float32, is_pure=True, pack=2)
+        return tl.inline_asm_elementwise(BF16X2_ROUND_PTX, "=r,=r,r,r", [x], dtype=tl.float32, is_pure=True, pack=2)
 
 
 @triton.jit
 def _relu_times_bf16(d, w_b, EMULATE: tl.constexpr):
     """The official score's term of each fp32 dot d: bf16(ReLU(bf16(d)) * w), w_b the weights as bf16 ([1, N]),
-    as fp32; NaN kept (docs/semantics.md section 9). On the GPU two terms at a time in bf16x2 arithmetic: the two
-    dots rounded by one cvt.rn.bf16x2.f32, the ReLU one max.NaN.bf16x2 and the product one mul.rn.bf16x2, which
-    rounds the exact product of two bf16 values to nearest even as the official code's bf16 product does; then a
-    shift and a mask back to fp32. (Rounding in fp32 with _round_bf16 twice took 6 instructions a term.)"""
+    as fp32; NaN kept (docs/semantics.md section 9). On the GPU two terms at a time in bf16x2 arithmetic
+    (_bits.BF16X2_TERMS_PTX: 7 instructions for two terms, where rounding in fp32 twice took 12)."""
     if EMULATE:
         r = tl.maximum(_round_bf16(d, EMULATE), 0.0, propagate_nan=tl.PropagateNan.ALL)
         return _round_bf16(r * w_b.to(tl.float32), EMULATE)
     else:
-        return tl.inline_asm_elementwise(
-            "{ .reg .b32 t, z; mov.b32 z, 0; cvt.rn.bf16x2.f32 t, $3, $2; max.NaN.bf16x2 t, t, z; "
-            "mul.rn.bf16x2 t, t, $4; shl.b32 $0, t, 16; and.b32 $1, t, 0xffff0000; }",
-            "=r,=r,r,r,r", [d, tl.broadcast_to(w_b, d.shape)], dtype=tl.float32, is_pure=True, pack=2)
+        return tl.inline_asm_elementwise(BF16X2_TERMS_PTX, "=r,=r,r,r,r", [d, w_b], dtype=tl.float32, is_pure=True,
+                                         pack=2)
 
 
 @triton.jit
@@ -661,11 +651,11 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     otherwise).
 
     `walk`: 'auto' runs the Gluon walk (score_gluon.py) where it fits (V4's 64 x 128 FP8 operands, unpacked
-    rows, on a GPU, the fp32 score) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
+    rows, on a GPU) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
     the two). `gmax` [n, CAP] fp32 (select_chunk's, CAP = cost.select_capacity(topk)): the Gluon walk also
     writes every row's CAP group maxima there, so that select_chunk(..., gmax=gmax) skips its pass 1; only where
     the Gluon walk runs (score_gluon.group_maxima_fit). `round_bf16`: the official code's bf16 score (score_chunk;
-    _score_kernel only)."""
+    both walks, the same bits)."""
     n, HI, DI = q8.shape
     T = k8.shape[0]
     if n == 0:
@@ -679,15 +669,14 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     if walk not in ("auto", "triton"):
         raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
     interp = kernels_interpreted(_score_kernel)
-    if walk == "auto" and not interp and not round_bf16 and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
+    if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
         check_group_maxima(gmax, n, seg)
         score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio,
-                              store_queries=score_block_queries(HI), gmax=gmax)
+                              store_queries=score_block_queries(HI), gmax=gmax, round_bf16=round_bf16)
         return
     if gmax is not None:
         raise ValueError("gmax is written by the Gluon walk only (V4's 64 x 128 FP8 operands, unpacked rows, "
-                         "walk='auto', on a GPU, the fp32 score); pass gmax=None here and select_chunk finds the "
-                         "maxima itself")
+                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)

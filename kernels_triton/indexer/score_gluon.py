@@ -46,6 +46,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from .._bits import BF16X2_TERMS_PTX
 from .cost import SCORE_TILE_KEYS, select_capacity
 
 GLUON_HEADS = 64        # a query's 64 heads are 64 of the MMA's N columns
@@ -167,8 +168,9 @@ def _key_loader(q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0, n_tiles,
 def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first, n_q,
                     T, n_tiles, stride_ws, stride_os, stride_gs, RATIO: gl.constexpr, HI: gl.constexpr,
                     BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr,
-                    WHICH: gl.constexpr):
-    # one consumer warpgroup: queries q0c + WHICH * BQ ... + BQ - 1 against every key tile of the CTA
+                    ROUND: gl.constexpr, WHICH: gl.constexpr):
+    # one consumer warpgroup: queries q0c + WHICH * BQ ... + BQ - 1 against every key tile of the CTA; ROUND: the
+    # official code's bf16 score (kernel._score_kernel's ROUND, the same bits)
     N: gl.constexpr = BQ * HI
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, 32])
     quad_l: gl.constexpr = _quad_partials_layout(BT, BQ)
@@ -180,7 +182,11 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
     qrow_w = q0 + offs_w // HI
     ok_w = qrow_w < n_q
     w = gl.load(w_ptr + qrow_w.to(gl.int64) * stride_ws + offs_w % HI, mask=ok_w, other=0.0)
+    if ROUND:   # the weights as the official code's bf16 values (one cast a weight)
+        w = w.to(gl.bfloat16).to(gl.float32)
     w = w * gl.load(qs_ptr + qrow_w.to(gl.int64) * HI + offs_w % HI, mask=ok_w, other=1.0)
+    if ROUND:   # the bf16 products' operand (exact: a bf16 value times a power of two)
+        w_b = w.to(gl.bfloat16)
 
     offs_q = gl.arange(0, BQ, layout=gl.SliceLayout(0, out_l))
     q_ok = q0 + offs_q < n_q
@@ -205,8 +211,12 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
         k_scale = gl.load(ks_ptr + t_o, mask=t_o < T, other=0.0)    # issued before the wait: hidden by the MMA
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(free.index(s), count=1)
-        # ReLU that keeps NaN (a NaN operand gives a NaN score, ranked last by the selection), times the weight
-        x = gl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
+        if ROUND:   # bf16(ReLU(bf16(dot)) * w), two terms at a time in bf16x2 arithmetic (_bits)
+            x = gl.inline_asm_elementwise(BF16X2_TERMS_PTX, "=r,=r,r,r,r", [acc, w_b[None, :]], dtype=gl.float32,
+                                          is_pure=True, pack=2)
+        else:
+            # ReLU that keeps NaN (a NaN operand gives a NaN score, ranked last by the selection), times the weight
+            x = gl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL) * w[None, :]
         # head h of a query = 8 * (h // 8) + 2 * lane + (h % 2) for a lane of the quad: sum a thread's 16 heads
         # into one partial a (key, query), move the quad's 4 partials of a (key, query) into one lane, add them
         part = gl.sum(gl.reshape(gl.permute(gl.reshape(x, [BT, BQ, HI // 8, 4, 2]), (0, 1, 3, 2, 4)),
@@ -216,6 +226,8 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
         p_lo, p_hi = gl.split(gl.permute(gl.reshape(gl.convert_layout(part, quad_l), [BT, BQ, 2, 2]), (0, 1, 3, 2)))
         s_0, s_1 = gl.split(p_lo + p_hi)
         sc = gl.convert_layout(s_0 + s_1, out_l, assert_trivial=True)
+        if ROUND:   # the head sum (one value a thread here: the cast, once a (key, query) against 64 terms)
+            sc = sc.to(gl.bfloat16).to(gl.float32)
         sc = sc * k_scale[:, None]              # exact: a power of two (NaN for a non-finite key)
         vis = t_o[:, None] < nvis[None, :]
         gl.store(out_rows + t_o[:, None], gl.where(vis, sc, float("-inf")),
@@ -239,7 +251,7 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
                      stride_ws, stride_os, stride_gs,
                      RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
                      STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr, NC: gl.constexpr,
-                     WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr):
+                     WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr, ROUND: gl.constexpr):
     q0c = gl.program_id(0) * (NC * BQ)
     q_smem = gl.allocate_shared_memory(gl.float8e4nv, [NC, BQ * HI, DI], q_desc.layout)
     k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BT, DI], k_desc.layout)
@@ -257,10 +269,10 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
         gl.warp_specialize([
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, 0)),
+                               G, SQ, ROUND, 0)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, 1)),
+                               G, SQ, ROUND, 1)),
             (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G,
                            NC)),
         ], WORKER_WARPS, WORKER_REGS)
@@ -269,16 +281,16 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
         gl.warp_specialize([
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, 0)),
+                               G, SQ, ROUND, 0)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, 1)),
+                               G, SQ, ROUND, 1)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, 2)),
+                               G, SQ, ROUND, 2)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, 3)),
+                               G, SQ, ROUND, 3)),
             (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G,
                            NC)),
         ], WORKER_WARPS, WORKER_REGS)
@@ -287,12 +299,13 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
 def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
                           k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
                           store_queries: int, gmax: Optional[torch.Tensor] = None,
-                          walk: Optional[WalkShape] = None) -> None:
+                          walk: Optional[WalkShape] = None, round_bf16: bool = False) -> None:
     """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands and `gmax`);
     `gmax` [n, CAP] fp32 (CAP a multiple of 64): also the selection's group maxima of every row
     (kernel.select_chunk). `store_queries`: the Triton walk's query block (kernel.score_block_queries); a consumer
     writes -inf up to the rows the last query of its block sees, as that walk does, so both write the same cells.
-    `walk`: a shape other than gluon_walk's (benchmarks compare them)."""
+    `walk`: a shape other than gluon_walk's (benchmarks compare them). `round_bf16`: the official code's bf16 score
+    (kernel.score_chunk)."""
     n = q8.shape[0]
     walk = walk or gluon_walk(gmax is not None)
     BQ, BT = walk.block_queries, SCORE_TILE_KEYS
@@ -310,4 +323,4 @@ def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tens
         w.stride(0), out.stride(0), 0 if gmax is None else gmax.stride(0), RATIO=ratio, HI=GLUON_HEADS,
         DI=GLUON_DIM, BQ=BQ, BT=BT, STAGES=GLUON_STAGES, G=1 if gmax is None else gmax.shape[1] // BT,
         SQ=store_queries, NC=walk.consumers, WORKER_WARPS=walk.worker_warps, WORKER_REGS=walk.worker_regs,
-        num_warps=GLUON_WARPS, maxnreg=walk.maxnreg)
+        ROUND=round_bf16, num_warps=GLUON_WARPS, maxnreg=walk.maxnreg)

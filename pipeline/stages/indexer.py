@@ -41,8 +41,8 @@ SCORE_FP8 = Op(
         "interpret": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT [interpreter, fp32 operands]",
                           sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
         "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_fp8_gluon (64 heads x 128 dims, unpacked rows: four "
-                     "consumer warpgroups of 2 queries with the group maxima, two of 4 without, keys by TMA; else, and "
-                     "for the bf16 score, triton _score_kernel QUANT): FP8 e4m3 wgmma over visible key tiles"),
+                     "consumer warpgroups of 2 queries with the group maxima, two of 4 without, keys by TMA; else "
+                     "triton _score_kernel QUANT): FP8 e4m3 wgmma over visible key tiles"),
     },
 )
 
@@ -61,12 +61,10 @@ SELECT = Op(
 
 
 def writes_group_maxima(impl: Dict[str, str], quant: Optional[Quant], heads: int, dim: int, topk: int,
-                        packed: bool, round_bf16: bool = False) -> bool:
+                        packed: bool) -> bool:
     """Does the FP8 score write the selection's group maxima (`gmax`), so that the selection skips its pass 1?
-    The Gluon walk does (score_gluon.group_maxima_fit), with both ops on the GPU kernels, for the fp32 score
-    (the bf16 score, `round_bf16`, runs on _score_kernel)."""
-    return (quant is not None and not round_bf16 and impl.get("indexer.score_fp8") == "cuda"
-            and impl.get("indexer.select") == "cuda"
+    The Gluon walk does (score_gluon.group_maxima_fit), with both ops on the GPU kernels."""
+    return (quant is not None and impl.get("indexer.score_fp8") == "cuda" and impl.get("indexer.select") == "cuda"
             and group_maxima_fit(heads, dim, keys_dtype(quant.format), packed, topk))
 
 
@@ -123,7 +121,7 @@ def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
 def _gpu_group_maxima(ix: Indexer) -> bool:
     # the kernels a B = 1 run on the GPU backend takes (the IR is of those)
     return writes_group_maxima({"indexer.score_fp8": "cuda", "indexer.select": "cuda"}, ix.quant, ix.heads, ix.dim,
-                               ix.topk, packed=False, round_bf16=ix.score_rounding == "bf16")
+                               ix.topk, packed=False)
 
 
 KIND = StageKind(
