@@ -9,8 +9,8 @@ same inputs, same process:
    (a pick counts when its official score is >= the official K-th), the share of queries whose whole list passes
    (their key set is the official one up to the order of ties), and the share of queries whose list equals the
    other mode's.
-2. The cost: the score of the last 2,048-query chunk at 262,144 (the Gluon walk, the Triton walk, the Triton walk
-   rounding to bf16) and the selection on each's scores; the v4-flash indexer and composed forward at 262,144 in
+2. The cost: the score of the last 2,048-query chunk at 262,144 (the Gluon walk with and without the selection's
+   group maxima, the Triton walk; each with the fp32 and the bf16 score) and the selection on each one's scores; the v4-flash indexer and composed forward at 262,144 in
    both modes (median ms, peak GiB above inputs and output).
 Writes OUT_DIR/score-rounding-TAG.json and prints a table last."""
 import dataclasses
@@ -84,13 +84,17 @@ def last_chunk(S: int = 262144, n: int = 2048) -> list:
     out = torch.empty(n, icost.score_ld(T), device="cuda")
     ids = torch.empty(n, ix.topk, dtype=torch.int32, device="cuda")
     recs = []
-    for label, kw in (("gluon walk (fp32 score)", {}), ("triton walk (fp32 score)", {"walk": "triton"}),
-                      ("triton walk, bf16 score", {"round_bf16": True})):
+    gm = torch.empty(n, icost.select_capacity(ix.topk), device="cuda")
+    for label, kw in (("gluon walk + maxima, fp32 score", {"gmax": gm}),
+                      ("gluon walk + maxima, bf16 score", {"gmax": gm, "round_bf16": True}),
+                      ("gluon walk, fp32 score", {}), ("gluon walk, bf16 score", {"round_bf16": True}),
+                      ("triton walk, fp32 score", {"walk": "triton"}),
+                      ("triton walk, bf16 score", {"walk": "triton", "round_bf16": True})):
         def score():
             ikernel.score_chunk_fp8(q8, qs, w, k8, ks, out, s_first=s0, ratio=m, **kw)
 
         def select():
-            ikernel.select_chunk(out, ids, s_first=s0, ratio=m, k_eff=ix.topk, topk=ix.topk)
+            ikernel.select_chunk(out, ids, s_first=s0, ratio=m, k_eff=ix.topk, topk=ix.topk, gmax=kw.get("gmax"))
         score()
         ms = triton.testing.do_bench(score, warmup=20, rep=200, return_mode="median")
         sel = triton.testing.do_bench(select, warmup=20, rep=200, return_mode="median")
