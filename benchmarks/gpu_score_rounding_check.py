@@ -10,8 +10,9 @@ same inputs, same process:
    (their key set is the official one up to the order of ties), and the share of queries whose list equals the
    other mode's.
 2. The cost: the score of the last 2,048-query chunk at 262,144 (the Gluon walk with and without the selection's
-   group maxima, the Triton walk; each with the fp32 and the bf16 score) and the selection on each one's scores; the v4-flash indexer and composed forward at 262,144 in
-   both modes (median ms, peak GiB above inputs and output).
+   group maxima, the Triton walk; each with the fp32 and the bf16 score) and the selection on each one's scores;
+   the v4-flash indexer and composed forward at 262,144 in both modes (median ms, peak GiB above inputs and
+   output).
 Writes OUT_DIR/score-rounding-TAG.json and prints a table last."""
 import dataclasses
 import json
