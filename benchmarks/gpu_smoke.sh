@@ -7,9 +7,10 @@
 # Steps:
 #   warm    compile the preset attention kernels in parallel processes into TileLang's disk cache
 #           (each later process then loads them in about a second)
-#   cli     the README's main job `csa-dsl run v4-flash` (S = 262,144 on a GPU),
-#           `csa-dsl run v4-pro --seq 262144`, `csa-dsl run v3.2 --seq 131072`, a packed batch
-#           `csa-dsl run v4-flash --varlen 70000,130000,62144`, each with --json
+#   cli     the README's main job `csa-dsl run v4-flash` (S = 262,144 on a GPU), the same with the official
+#           code's bf16 index score (`--score-rounding bf16`), `csa-dsl run v4-pro --seq 262144`,
+#           `csa-dsl run v3.2 --seq 131072`, a packed batch `csa-dsl run v4-flash --varlen 70000,130000,62144`,
+#           each with --json
 #   bench   one `csa-dsl bench` of each kind at a small S, and `bench model` (every V4-Flash layer kind
 #           at S = 262,144)
 #   ir      `csa-dsl ir PRESET --level all -o DIR` for every preset (PRESET_NAMES)
@@ -64,6 +65,8 @@ print('precompiled', len(r), 'kernels', {k: v[1] for k, v in r.items()})
 raise SystemExit(1 if bad else 0)" ;;
     cli)
       step run-v4-flash "${CSA[@]}" run v4-flash --json "$OUT/run-v4-flash.json"
+      step run-v4-flash-bf16-scores "${CSA[@]}" run v4-flash --score-rounding bf16 \
+        --json "$OUT/run-v4-flash-bf16-scores.json"
       step run-v4-pro "${CSA[@]}" run v4-pro --seq 262144 --json "$OUT/run-v4-pro.json"
       step run-v3.2 "${CSA[@]}" run v3.2 --seq 131072 --json "$OUT/run-v3.2.json"
       step run-v4-flash-varlen "${CSA[@]}" run v4-flash --varlen 70000,130000,62144 \

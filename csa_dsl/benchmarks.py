@@ -90,7 +90,10 @@ def device_name() -> str:
 def base_record(bench: str, spec: Pipeline, batch: int, seq_len: int, path: str) -> dict:
     return {"bench": bench, "preset": spec.name, "batch": batch, "seq_len": seq_len, "device": device_name(),
             "path": path, "commit": commit(), "versions": versions(), "status": "ok",
-            "median_ms": None, "peak_gib": None, "tflops": None}
+            "median_ms": None, "peak_gib": None, "tflops": None,
+            # the index score's rounding (Indexer.score_rounding; None: no lightning indexer), which the preset's
+            # name does not say once --score-rounding replaced it
+            "score_rounding": getattr(spec.indexer, "score_rounding", None)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,7 +202,6 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
                 rec["seed"] = S
                 q, w, k = indexer_inputs(spec, batch, S, seed=S).values()
                 rec["quant"] = ix.quant.format if ix.quant is not None else None
-                rec["score_rounding"] = ix.score_rounding
                 if path == "triton":
                     fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant,
                                               score_rounding=ix.score_rounding)
