@@ -4,7 +4,8 @@ from a CUDA trace, by stage, and the time each set of stages runs at once):
     python benchmarks/gpu_timeline.py OUT_DIR [CASE ...]
 
 CASE: v4-flash (composed, 262,144, the default schedule), v4-flash-one-stream (the same without the score
-overlap), indexer (v4-flash's standalone indexer at 262,144), hca (v4-flash-hca, 262,144). Default: all four.
+overlap), indexer (v4-flash's standalone indexer at 262,144), hca (v4-flash-hca, 262,144), v3.2-one-stream
+(v3.2 composed at 131,072 without the score overlap). Default: all five.
 Writes OUT_DIR/timeline-CASE.json and a Gantt plot of the middle 12 ms, OUT_DIR/timeline-CASE.png, and prints
 a table last. The profiler adds its own launch gaps, so the span can exceed a timed run's median a little."""
 import json
@@ -25,6 +26,8 @@ CASES = {
                                                 [("one stream", False, None)]),
     "indexer": lambda: indexer_case("v4-flash", 262144, DEFAULT),
     "hca": lambda: forward_case("v4-flash-hca composed 262144", "v4-flash-hca", 262144, DEFAULT),
+    "v3.2-one-stream": lambda: forward_case("v3.2 composed 131072, one stream", "v3.2", 131072,
+                                            [("one stream", False, None)]),
 }
 
 
