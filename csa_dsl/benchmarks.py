@@ -91,9 +91,10 @@ def base_record(bench: str, spec: Pipeline, batch: int, seq_len: int, path: str)
     return {"bench": bench, "preset": spec.name, "batch": batch, "seq_len": seq_len, "device": device_name(),
             "path": path, "commit": commit(), "versions": versions(), "status": "ok",
             "median_ms": None, "peak_gib": None, "tflops": None,
-            # the index score's rounding (Indexer.score_rounding; None: no lightning indexer), which the preset's
-            # name does not say once --score-rounding replaced it
-            "score_rounding": getattr(spec.indexer, "score_rounding", None)}
+            # the index score's rounding and MMA (Indexer.score_rounding, fp8_mma; None: no lightning indexer),
+            # which the preset's name does not say once --score-rounding or --fp8-mma replaced them
+            "score_rounding": getattr(spec.indexer, "score_rounding", None),
+            "fp8_mma": getattr(spec.indexer, "fp8_mma", None)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,10 +205,10 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
                 rec["quant"] = ix.quant.format if ix.quant is not None else None
                 if path == "triton":
                     fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant,
-                                              score_rounding=ix.score_rounding)
+                                              score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
                 else:
                     fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S,
-                                              quant=ix.quant, score_rounding=ix.score_rounding)
+                                              quant=ix.quant, score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
                 rec["peak_gib"] = peak_above(fn)
                 rec["median_ms"] = time_ms(fn)
                 rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
@@ -229,7 +230,7 @@ def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
     T = k.shape[1]
     chunk = min(S, default_chunk(T, defaults.INDEXER_SCORE_BUFFER, defaults.INDEXER_MIN_CHUNK))
     prog = compose_indexer(ix.heads, ix.dim, ix.topk, spec.ratio, B, S, chunk, "cuda", quant=ix.quant,
-                           score_rounding=ix.score_rounding)
+                           score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
     inputs = {"idx_q": q, "idx_w": w, "idx_k": k}
     interpreter.execute(prog, inputs, q.device)                 # warm-up
     prof: Dict[str, float] = {}

@@ -161,7 +161,10 @@ def _parser() -> argparse.ArgumentParser:
 def _score_rounding_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-rounding", default=None, choices=sorted(SCORE_ROUNDINGS),
                    help="the index score's rounding (default: the spec's, fp32 in the presets; bf16: the official "
-                        "code's, which it then ranks as, ties aside)")
+                        "V4 code's, which it then ranks as, ties aside)")
+    p.add_argument("--fp8-mma", action="store_true", default=None,
+                   help="V3.2's e4m3 index operands multiplied on FP8 tensor cores as the official V3.2 kernel does "
+                        "(faster; the FP8 accumulator's rounding) instead of as bf16 (exact)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -189,7 +192,7 @@ def _rss_peak_bytes() -> int:
 
 
 def cmd_run(args) -> int:
-    spec = load_pipeline(args.pipeline, args.score_rounding)
+    spec = load_pipeline(args.pipeline, args.score_rounding, args.fp8_mma)
     have_gpu = torch.cuda.is_available()
     device = args.device or ("cuda" if have_gpu else "cpu")
     if device == "cuda" and not have_gpu:
@@ -304,9 +307,10 @@ def _run_cp(args, spec, seq: int) -> int:
 
 
 def cmd_bench(args) -> int:
-    if args.what == "model" and args.score_rounding:
-        raise SpecError("--score-rounding applies to one pipeline's benchmarks, not to `bench model`'s layers")
-    spec = load_pipeline(args.preset, args.score_rounding)
+    if args.what == "model" and (args.score_rounding or args.fp8_mma):
+        raise SpecError("--score-rounding and --fp8-mma apply to one pipeline's benchmarks, not to `bench model`'s "
+                        "layers")
+    spec = load_pipeline(args.preset, args.score_rounding, args.fp8_mma)
     if not torch.cuda.is_available():
         raise SpecError("benchmarks time GPU kernels and need a CUDA GPU; none is visible here "
                         "(`csa-dsl run PRESET` runs the CPU reference)")
@@ -358,7 +362,7 @@ def cmd_ir(args) -> int:
     if not 0 <= args.rank < args.nproc:
         raise SpecError(f"--rank must be in [0, --nproc = {args.nproc}), got {args.rank}")
     irgen.plan_items(args.level, args.stage)  # unknown level/stage: fail before loading anything
-    spec = load_pipeline(args.pipeline, args.score_rounding)
+    spec = load_pipeline(args.pipeline, args.score_rounding, args.fp8_mma)
     sections = irgen.generate(spec, args.level, args.stage, seq_len=args.seq, batch=args.batch, arch=args.arch,
                               as_json=args.json, budget=args.budget, nproc=args.nproc, rank=args.rank)
     if args.out_dir:

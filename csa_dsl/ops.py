@@ -5,8 +5,8 @@
     csa_dsl::forward_varlen(str pipeline, Tensor cu_seqlens, Tensor[] inputs, SymInt? max_seqlen,
                             bool return_indices, bool? check_inputs) -> Tensor[]
     csa_dsl::forward_varlen_out(..., Tensor(a!)[] outs, ...) -> ()
-    csa_dsl::indexer_topk(Tensor idx_q, Tensor idx_w, Tensor idx_k, int topk, int ratio, ..., str score_rounding)
-        -> Tensor
+    csa_dsl::indexer_topk(Tensor idx_q, Tensor idx_w, Tensor idx_k, int topk, int ratio, ..., str score_rounding,
+                          bool fp8_mma) -> Tensor
     csa_dsl::sparse_attention(Tensor q, Tensor kv, Tensor indices, Tensor? sink, float scale, int v_dim) -> Tensor
 
 A compiled pipeline is named by a string handle (torch ops take no Python objects): `register` files it
@@ -190,27 +190,28 @@ def call_varlen(fwd, cu_seqlens, inputs, max_seqlen, return_indices: bool, check
 @torch.library.custom_op("csa_dsl::indexer_topk", mutates_args=(), device_types=DEVICES)
 def _indexer_topk_op(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
                      backend: str, chunk: Optional[int], quant_format: Optional[str], quant_block: int,
-                     score_rounding: str) -> torch.Tensor:
+                     score_rounding: str, fp8_mma: bool) -> torch.Tensor:
     quant = Quant(quant_format, quant_block) if quant_format is not None else None
     return stage_functions.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend=backend, chunk=chunk, quant=quant,
-                                        score_rounding=score_rounding)
+                                        score_rounding=score_rounding, fp8_mma=fp8_mma)
 
 
 @_indexer_topk_op.register_fake
-def _indexer_topk_fake(idx_q, idx_w, idx_k, topk, ratio, backend, chunk, quant_format, quant_block, score_rounding):
+def _indexer_topk_fake(idx_q, idx_w, idx_k, topk, ratio, backend, chunk, quant_format, quant_block, score_rounding,
+                       fp8_mma):
     B, S, HI, DI, T = check_indexer_shapes(idx_q, idx_w, idx_k, topk, ratio, allow_fp32=True, require_cuda=False)
     return idx_q.new_empty((B, S, min(topk, T)), dtype=torch.int32)
 
 
 def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
                  backend: str = "auto", chunk: Optional[int] = None, progress: bool = False,
-                 quant: Optional[Quant] = None, score_rounding: str = "fp32") -> torch.Tensor:
+                 quant: Optional[Quant] = None, score_rounding: str = "fp32", fp8_mma: bool = False) -> torch.Tensor:
     if traced(idx_q):
         return torch.ops.csa_dsl.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend, chunk,
                                               None if quant is None else quant.format,
-                                              0 if quant is None else quant.block, score_rounding)
+                                              0 if quant is None else quant.block, score_rounding, fp8_mma)
     return stage_functions.indexer_topk(idx_q, idx_w, idx_k, topk, ratio, backend=backend, chunk=chunk,
-                                        progress=progress, quant=quant, score_rounding=score_rounding)
+                                        progress=progress, quant=quant, score_rounding=score_rounding, fp8_mma=fp8_mma)
 
 
 indexer_topk.__doc__ = stage_functions.indexer_topk.__doc__

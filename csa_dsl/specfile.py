@@ -20,17 +20,19 @@ from pipeline.lang.presets import PRESET_NAMES, preset
 from pipeline.lang.spec import Indexer, Pipeline
 
 
-def load_pipeline(ref: str, score_rounding: Optional[str] = None) -> Pipeline:
-    """The pipeline of a preset name or a SPEC.py; `score_rounding` (None: the spec's own) replaces its lightning
-    indexer's Indexer.score_rounding."""
+def load_pipeline(ref: str, score_rounding: Optional[str] = None, fp8_mma: Optional[bool] = None) -> Pipeline:
+    """The pipeline of a preset name or a SPEC.py; `score_rounding` and `fp8_mma` (None: the spec's own) replace
+    its lightning indexer's Indexer.score_rounding and Indexer.fp8_mma."""
     spec = _load(ref)
-    if score_rounding is None:
+    changes = {k: v for k, v in (("score_rounding", score_rounding), ("fp8_mma", fp8_mma)) if v is not None}
+    if not changes:
         return spec
     if not isinstance(spec.indexer, Indexer):
-        raise SpecError(f"score_rounding is the lightning indexer's; pipeline {spec.name!r} has "
+        raise SpecError(f"{' and '.join(changes)} {'is' if len(changes) == 1 else 'are'} the lightning indexer's; "
+                        f"pipeline {spec.name!r} has "
                         + ("a self-index" if spec.indexer is not None else f"no indexer (a {spec.layer.upper()} "
                                                                              f"layer)"))
-    return spec.replace(indexer=dataclasses.replace(spec.indexer, score_rounding=score_rounding))
+    return spec.replace(indexer=dataclasses.replace(spec.indexer, **changes))
 
 
 def _load(ref: str) -> Pipeline:

@@ -22,11 +22,12 @@ from .progress import progress_bar
 
 def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, topk: int, ratio: int,
                  backend: str = "auto", chunk: Optional[int] = None, progress: bool = False,
-                 quant: Optional[Quant] = None, score_rounding: str = "fp32") -> torch.Tensor:
+                 quant: Optional[Quant] = None, score_rounding: str = "fp32", fp8_mma: bool = False) -> torch.Tensor:
     """Top-k compressed row ids per query: int32 [B, S, min(topk, T)], -1 padded, ties to the smaller id,
     NaN scores below every number. `quant` (e.g. preset('v4-flash').indexer.quant): idx_q and idx_k go
     through that quantisation step first and the score runs on FP8 operands (docs/semantics.md section 5).
-    `score_rounding` (Indexer.score_rounding): 'bf16' ranks by the official code's bf16 score.
+    `score_rounding` (Indexer.score_rounding): 'bf16' ranks by the official code's bf16 score. `fp8_mma`
+    (Indexer.fp8_mma, with an e4m3 `quant`): the score multiplies on FP8 tensor cores, as the official V3.2 kernel.
 
     idx_q [B,S,HI,DI] bf16, idx_w [B,S,HI] fp32, idx_k [B,T,DI] bf16 (T = S // ratio).
     backend 'auto': the Triton kernels on CUDA tensors, the PyTorch reference on CPU tensors;
@@ -44,7 +45,7 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
     if quant is not None and (not isinstance(quant, Quant) or DI % quant.block):
         raise SpecError(f"quant must be a Quant whose block divides the index dim {DI}, got {quant!r}")
     program = compose_indexer(HI, DI, topk, ratio, B, S, chunk, impl, dtype=idx_q.dtype, quant=quant,
-                              score_rounding=score_rounding)
+                              score_rounding=score_rounding, fp8_mma=fp8_mma)
     inputs = {"idx_q": idx_q, "idx_w": idx_w, "idx_k": idx_k}
     bar = progress_bar(f"indexer S={S:,}") if progress else None
     return interpreter.execute(program, inputs, idx_q.device, progress=bar)["ids"]

@@ -210,7 +210,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
         k_name = "k_idx"
     iq = index_quant(spec)
     if iq is not None:
-        pbufs, pcall = pack_keys(impl, k_name, B, T, ix.dim, iq)
+        pbufs, pcall = pack_keys(impl, k_name, B, T, ix.dim, iq, ix.fp8_mma)
         bufs.update({bf.name: bf for bf in pbufs})
         body.append(pcall)
     if isinstance(ix, SelfIndex):
@@ -239,7 +239,7 @@ def compose(spec: Pipeline, batch: int, seq_len: int, chunk: int, backend: str =
     for bf in chunk_buffers(impl, C=C, T=cols, k_eff=K if ix is not None else 0, topk=ix.topk if ix else 0,
                             keys_width=W + K if listed and not return_indices else 0, window=W, ring=ring,
                             quant=iq, heads=getattr(ix, "heads", 0), dim=getattr(ix, "dim", 0),
-                            packed=packed is not None):
+                            packed=packed is not None, fp8_mma=getattr(ix, "fp8_mma", False)):
         bufs[bf.name] = bf
     if "scores" in bufs:
         bufs["scores"].note += (": the materialised [S, T] score" if path == "materialize" else " (never [S, T])")
@@ -492,13 +492,14 @@ def overlap_note(scores: Buffer) -> str:
 
 def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int, keys_width: int = 0,
                   window: int = 0, ring: int = 1, quant: Optional[Quant] = None, heads: int = 0,
-                  dim: int = 0, packed: bool = False) -> List[Buffer]:
+                  dim: int = 0, packed: bool = False, fp8_mma: bool = False) -> List[Buffer]:
     """The chunk-scope scratch every iteration reuses: the packed queries (with the indexer's `quant`, `heads`
-    x `dim`), scores (`ring` of them), the selection's group maxima where the score writes them (`ring` too;
-    `packed`: a packed batch's, whose score walk does not), candidates, key lists (keys_width > 0)."""
+    x `dim`; `fp8_mma`: Indexer.fp8_mma), scores (`ring` of them), the selection's group maxima where the score
+    writes them (`ring` too; `packed`: a packed batch's, whose score walk does not), candidates, key lists
+    (keys_width > 0)."""
     out = []
     if k_eff > 0 and quant is not None:
-        out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant), "chunk",
+        out += [Buffer("q8", (C, heads, dim), operand_dtype(impl["quant.pack_queries"], quant, fp8_mma), "chunk",
                        "index queries packed: e4m3 grid values"),
                 Buffer("q_scale", (C, heads), torch.float32, "chunk",
                        "index queries packed: a power-of-two scale per (query, head)")]
@@ -508,7 +509,7 @@ def chunk_buffers(impl: Dict[str, str], *, C: int, T: int, k_eff: int, topk: int
             return Buffer(name, (ring,) + shape if ring > 1 else shape, torch.float32, "chunk",
                           note + (f", a ring of {ring}" if ring > 1 else ""))
         out.append(ringed("scores", (C, indexer_cost.score_ld(T)), "fp32 scores of the chunk's visible key tiles"))
-        if writes_group_maxima(impl, quant, heads, dim, topk, packed):
+        if writes_group_maxima(impl, quant, heads, dim, topk, packed, fp8_mma):
             cap = indexer_cost.select_capacity(topk)
             out.append(ringed("gmax", (C, cap), f"each row's {cap:,} group maxima, written by the score for the "
                                                 f"selection's threshold"))
@@ -545,10 +546,11 @@ def kv_rows_call(spec: Pipeline, impl: dict, src: str, out: str, rows: int) -> C
         f"{a.kv_quant.format.upper()} step on the first {a.kv_quant_channels} channels, blocks of {a.kv_quant.block}")
 
 
-def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant) -> Tuple[List[Buffer], Call]:
+def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant,
+              fp8_mma: bool = False) -> Tuple[List[Buffer], Call]:
     """The FP8 operand of the quantised score: buffers k8 [B, T, dim] and k_scale [B, T], and the call that
-    fills them from the index keys `src` (the step `q`, then the packing)."""
-    bufs = [Buffer("k8", (B, T, dim), operand_dtype(impl["quant.pack_keys"], q), "program",
+    fills them from the index keys `src` (the step `q`, then the packing; `fp8_mma`: Indexer.fp8_mma)."""
+    bufs = [Buffer("k8", (B, T, dim), operand_dtype(impl["quant.pack_keys"], q, fp8_mma), "program",
                    "index keys packed: e4m3 grid values"),
             Buffer("k_scale", (B, T), torch.float32, "program", "index keys packed: a power-of-two scale per row")]
     call = OPS["quant.pack_keys"].call(
@@ -559,10 +561,10 @@ def pack_keys(impl: dict, src: str, B: int, T: int, dim: int, q: Quant) -> Tuple
     return bufs, call
 
 
-def operand_dtype(backend: str, q: Quant) -> torch.dtype:
-    """The packed operands' dtype: the MMA's (quant.formats.keys_dtype); the interpreter has no exact FP8
-    stores, so there the packed values live in fp32 (the same values)."""
-    return torch.float32 if backend == "interpret" else keys_dtype(q.format)
+def operand_dtype(backend: str, q: Quant, fp8_mma: bool = False) -> torch.dtype:
+    """The packed operands' dtype: the MMA's (quant.formats.keys_dtype; `fp8_mma`: Indexer.fp8_mma); the
+    interpreter has no exact FP8 stores, so there the packed values live in fp32 (the same values)."""
+    return torch.float32 if backend == "interpret" else keys_dtype(q.format, fp8_mma)
 
 
 def walk_calls(nodes: List[Node]):
@@ -590,12 +592,14 @@ def materialize_bytes(spec: Pipeline, batch: int, seq_len: int) -> Dict[str, int
 def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq_len: int, chunk: int,
                     backend: str = "cuda", dtype: torch.dtype = torch.bfloat16,
                     quant: Optional[Quant] = None, overlap: bool = defaults.OVERLAP_SCORES,
-                    score_rounding: str = "fp32") -> Program:
+                    score_rounding: str = "fp32", fp8_mma: bool = False) -> Program:
     """The standalone indexer (csa_dsl.indexer_topk): top-k row ids [B, S, K] of given index keys idx_k
     [B, T, DI], the same score and select calls as the full program's. `dtype`: of idx_q and idx_k
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
-    through it; the score runs on FP8 operands). `overlap`: as in compose. `score_rounding`: as
-    Indexer.score_rounding."""
+    through it; the score runs on FP8 operands). `overlap`: as in compose. `score_rounding` and `fp8_mma`: as
+    Indexer's."""
+    if fp8_mma and (quant is None or quant.format != "e4m3"):
+        raise SpecError(f"fp8_mma is for e4m3-quantised operands (V3.2's), got quant={quant!r}")
     if score_rounding not in SCORE_ROUNDINGS:
         raise SpecError(f"score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {score_rounding!r}")
     round_bf16 = score_rounding == "bf16"
@@ -612,11 +616,12 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     }
     impl = {name: backend for name in OPS}
     ring = score_ring(impl, overlap, K, S, C)
-    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim):
+    for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=topk, ring=ring, quant=quant, heads=heads, dim=dim,
+                            fp8_mma=fp8_mma):
         bufs[bf.name] = bf
     body: List[Node] = []
     if quant is not None and K > 0:
-        pbufs, pcall = pack_keys(impl, "idx_k", B, T, dim, quant)
+        pbufs, pcall = pack_keys(impl, "idx_k", B, T, dim, quant, fp8_mma)
         bufs.update({bf.name: bf for bf in pbufs})
         body.append(pcall)
     inner = select_calls(impl, heads=heads, dim=dim, topk=topk, ratio=ratio, k_eff=K, T=T, C=C,

@@ -200,11 +200,11 @@ def compose_rank(spec: Pipeline, batch: int, seq_len: int, world: int, rank: int
                                                  {"src": R(kv_src), "out": R("kv_full"), "blocks": token_blocks}))
         k_name = "k_idx"
     if ix.quant is not None:      # the FP8 operand of the score, from all index keys
-        pbufs, pcall = pack_keys(impl, "k_idx", B, bufs["k_idx"].shape[1], ix.dim, ix.quant)
+        pbufs, pcall = pack_keys(impl, "k_idx", B, bufs["k_idx"].shape[1], ix.dim, ix.quant, ix.fp8_mma)
         bufs.update({bf.name: bf for bf in pbufs})
         body.append(pcall)
     for bf in chunk_buffers(impl, C=C, T=T, k_eff=K, topk=ix.topk, keys_width=W + K, window=W, quant=ix.quant,
-                            heads=ix.heads, dim=ix.dim):
+                            heads=ix.heads, dim=ix.dim, fp8_mma=ix.fp8_mma):
         bufs[bf.name] = bf
 
     # 4. the chunk loop over each owned block's queries, at their global positions

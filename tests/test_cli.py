@@ -207,7 +207,7 @@ def test_ir_plan_json(capsys):
 
 def test_score_rounding_option(capsys):
     """--score-rounding bf16 replaces the spec's Indexer.score_rounding: the plan's score call then rounds; a
-    pipeline without a lightning indexer refuses it, saying why."""
+    pipeline without a lightning indexer refuses it, saying why. --fp8-mma sets Indexer.fp8_mma."""
     rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "plan", "--seq", "65536", "--score-rounding", "bf16",
                          "--json")
     assert rc == 0, err
@@ -221,6 +221,11 @@ def test_score_rounding_option(capsys):
         assert rc == 2 and "score_rounding is the lightning indexer's" in err and why in err, err
     rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "spec", "--score-rounding", "fp16")
     assert rc == 2 and "fp16" in err and "bf16" in err and "fp32" in err, err
+    # --fp8-mma: V3.2's e4m3 operands on FP8 tensor cores; V4's FP4 ones are there anyway
+    rc, out, err = _main(capsys, "ir", "v3.2", "--level", "plan", "--seq", "131072", "--fp8-mma", "--json")
+    assert rc == 0 and {b["name"]: b["dtype"] for b in json.loads(out)["buffers"]}["k8"] == "fp8e4m3", err
+    rc, out, err = _main(capsys, "ir", "v4-flash", "--level", "spec", "--fp8-mma")
+    assert rc == 2 and "FP4 operands multiply on FP8 tensor cores anyway" in err, err
 
 
 def test_ir_list(capsys):

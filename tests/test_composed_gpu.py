@@ -15,6 +15,7 @@ from pipeline import planner
 from pipeline.metrics import rel_err, tie_aware_recall
 from kernels_triton.quant.naive import quant_dequant
 from pipeline.stages.compressor import params, role_quant, rotary
+from test_quant_gpu import FP8_MMA_BOUND
 
 pytestmark = pytest.mark.gpu
 
@@ -27,20 +28,25 @@ def _compress(fn, inp, role, c, quant=None):
 
 
 def _spec(name: str):
-    """A preset, or with ':bf16-scores' the preset with the official code's bf16 index score."""
+    """A preset, or with ':bf16-scores' the preset with the official V4 code's bf16 index score, with ':fp8-mma' its
+    e4m3 index operands on FP8 tensor cores (Indexer.fp8_mma)."""
     base, _, variant = name.partition(":")
     spec = csa_dsl.preset(base)
-    return spec.replace(indexer=dataclasses.replace(spec.indexer, score_rounding="bf16")) if variant else spec
+    change = {"": {}, "bf16-scores": {"score_rounding": "bf16"}, "fp8-mma": {"fp8_mma": True}}[variant]
+    return spec.replace(indexer=dataclasses.replace(spec.indexer, **change)) if change else spec
 
 
-@pytest.mark.parametrize("name", ["v4-flash", "v4-flash-bf16", "v3.2", "v3.2-bf16", "v4-flash:bf16-scores"])
+@pytest.mark.parametrize("name", ["v4-flash", "v4-flash-bf16", "v3.2", "v3.2-bf16", "v4-flash:bf16-scores",
+                                  "v3.2:fp8-mma"])
 def test_composed_vs_reference_16k(name, fresh_seed):
     """With the quantisation steps on (the model presets) and off (-bf16), and with the bf16 index score: the
     selection has recall 1.0 against the exact scores of the operands the pipeline used (the bf16 score's
-    within one bf16 ulp: its fp32 sums add in another order than torch's), the output matches the reference
-    attention over the kernel's own lists."""
+    within one bf16 ulp: its fp32 sums add in another order than torch's; V3.2's on FP8 tensor cores within
+    test_quant_gpu.FP8_MMA_BOUND of the row's largest), the output matches the reference attention over the
+    kernel's own lists."""
     spec = _spec(name)
     round_bf16 = spec.indexer.score_rounding == "bf16"
+    tol = {"rel_tol": 2.0 ** -7} if round_bf16 else {"rel_tol": FP8_MMA_BOUND} if spec.indexer.fp8_mma else {}
     S = 16384
     inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=fresh_seed)
     out, idx = csa_dsl.compile(spec, "cuda")(**inp, return_indices=True)
@@ -70,7 +76,7 @@ def test_composed_vs_reference_16k(name, fresh_seed):
                                                             k_idx, round_bf16)[0], pos, spec.ratio)
         sel = idx[0, s0:s1, W:]
         sel = torch.where(sel >= 0, sel - spec.selected_offset(S), sel)
-        rec, det = tie_aware_recall(sel, exact, spec.topk_eff(S), **({"rel_tol": 2.0 ** -7} if round_bf16 else {}))
+        rec, det = tie_aware_recall(sel, exact, spec.topk_eff(S), **tol)
         assert rec == 1.0 and det["duplicates"] == 0 and det["wrong_padding_rows"] == 0, (det, fresh_seed)
         if W:
             assert torch.equal(idx[0, s0:s1, :W], ix_ref.window_indices(pos, W))

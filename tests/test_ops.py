@@ -101,7 +101,7 @@ def test_opcheck_every_op(fwd):
         (torch.ops.csa_dsl.forward_varlen.default, (fwd.handle, cu, [packed[n] for n in names], 21, True, None)),
         (torch.ops.csa_dsl.forward_varlen_out.default, (fwd.handle, cu, [packed[n] for n in names], [out], 21, None)),
         (torch.ops.csa_dsl.indexer_topk.default, (torch.randn(1, 24, 4, 16, generator=g), torch.randn(1, 24, 4),
-                                                  torch.randn(1, 6, 16), 3, 4, "auto", None, None, 0, "bf16")),
+                                                  torch.randn(1, 6, 16), 3, 4, "auto", None, None, 0, "bf16", False)),
         (torch.ops.csa_dsl.sparse_attention.default, (torch.randn(1, 5, 4, 32).bfloat16(),
                                                       torch.randn(1, 9, 32).bfloat16(),
                                                       torch.randint(-1, 9, (1, 5, 7), dtype=torch.int32), None, 0.2,

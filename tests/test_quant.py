@@ -1,6 +1,7 @@
 """The quantisation steps of the official V4 / V3.2 inference code (docs/semantics.md section 5): the
 PyTorch reference against a plain float64 implementation of the section, the Triton kernels (interpreter)
 against the reference bit for bit, the compressor's fused step, the FP8 score kernel, and the spec."""
+import dataclasses
 import math
 import re
 
@@ -281,6 +282,37 @@ def test_quant_spec_errors():
     with pytest.raises(SpecError, match="one dim"):
         p = csa_dsl.preset("v4-flash")
         p.replace(compressor=p.compressor.__class__(ratio=4, dim=512, rope=csa_dsl.RoPE(dim=32)))
+
+
+def test_v32_fp8_mma_option():
+    """Indexer.fp8_mma: V3.2's e4m3 operands packed as FP8 and scored by the Gluon walk (with the selection's group
+    maxima), as the IR shows; refused, saying why, where it means nothing; the default V3.2 program unchanged
+    (bf16 operands, no maxima). On the CPU every path computes the exact scores, fp8_mma or not."""
+    from pipeline.composer import compose
+    from kernels_triton.indexer import ir as indexer_ir
+    from kernels_triton.quant import ir as quant_ir
+    v32 = csa_dsl.preset("v3.2")
+    fp8 = v32.replace(indexer=dataclasses.replace(v32.indexer, fp8_mma=True))
+    assert csa_dsl.Pipeline.from_json(fp8.to_json()) == fp8 and "FP8 tensor cores" in str(fp8)
+    for spec, dtype, gmax in ((v32, torch.bfloat16, False), (fp8, torch.float8_e4m3fn, True)):
+        prog = compose(spec, 1, 131072, 2048, "cuda")
+        assert prog.buffers["q8"].dtype == prog.buffers["k8"].dtype == dtype and ("gmax" in prog.buffers) == gmax
+    assert indexer_ir.compile_ir("score_fp8", q_format="e4m3", fp8_mma=True, ratio=1, topk=2048,
+                                 group_maxima=True)["ttir"].startswith("// Gluon")
+    assert "!tt.ptr<f8E4M3FN>" in quant_ir.compile_ir("pack", "e4m3", 128, 128, 128, fp8_mma=True)["ttir"]
+    assert "!tt.ptr<f8E4M3FN>" not in quant_ir.compile_ir("pack", "e4m3", 128, 128, 128)["ttir"]
+    for ix, why in ((csa_dsl.preset("v4-flash").indexer, "FP4 operands multiply on FP8 tensor cores anyway"),
+                    (csa_dsl.preset("v3.2-bf16").indexer, "bf16 operands")):
+        with pytest.raises(SpecError, match=why):
+            dataclasses.replace(ix, fp8_mma=True)
+    g = torch.Generator().manual_seed(3)
+    q, w, k = torch.randn(1, 96, 8, 128, generator=g).bfloat16(), torch.rand(1, 96, 8, generator=g), \
+        torch.randn(1, 96, 128, generator=g).bfloat16()
+    quant = Quant("e4m3", 128)
+    assert torch.equal(csa_dsl.indexer_topk(q, w, k, 16, 1, quant=quant, fp8_mma=True),
+                       csa_dsl.indexer_topk(q, w, k, 16, 1, quant=quant))
+    with pytest.raises(SpecError, match="fp8_mma is for e4m3"):
+        csa_dsl.indexer_topk(q, w, k, 16, 1, fp8_mma=True)
 
 
 def test_fp8_pack_literals_are_the_e4m3_format():

@@ -48,11 +48,19 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
         assert same_packing(w, w8, ws, r8, rs), fresh_seed
 
 
-@pytest.mark.parametrize("name", ["v4-flash", "v3.2"])
+# V3.2's e4m3 values on FP8 tensor cores (Indexer.fp8_mma): the accumulator keeps fewer bits than fp32, so a score
+# is off by up to this much of its row's largest (measured ~2^-13 on random inputs, benchmarks/results/v32-fp8-mma-h200/)
+FP8_MMA_BOUND = 2.0 ** -10
+
+
+@pytest.mark.parametrize("name", ["v4-flash", "v3.2", "v3.2:fp8-mma"])
 def test_fp8_score_kernel_at_32k(name, fresh_seed):
     """The last 2,048 queries of S = 32,768 against all their visible keys: the FP8 kernel's scores against
-    float64 scores of the dequantised operands, and its top-k against theirs."""
-    spec = csa_dsl.preset(name)
+    float64 scores of the dequantised operands, and its top-k against theirs. With V3.2's fp8_mma the scores are
+    within FP8_MMA_BOUND of their row's largest, and the top-k exact up to ties within that."""
+    base, _, variant = name.partition(":")
+    fp8_mma = variant == "fp8-mma"
+    spec = csa_dsl.preset(base)
     ix, m = spec.indexer, spec.ratio
     S, n = 32768, 2048
     T, s0 = S // m, S - n
@@ -60,7 +68,7 @@ def test_fp8_score_kernel_at_32k(name, fresh_seed):
     q = torch.randn(n, ix.heads, ix.dim, device="cuda", generator=g).bfloat16()
     w = torch.randn(n, ix.heads, device="cuda", generator=g) * (ix.heads * ix.dim) ** -0.5
     k = torch.randn(T, ix.dim, device="cuda", generator=g).bfloat16()
-    k8 = torch.empty(T, ix.dim, dtype=kernel.packed_dtype(ix.quant.format), device="cuda")
+    k8 = torch.empty(T, ix.dim, dtype=kernel.packed_dtype(ix.quant.format, fp8_mma), device="cuda")
     ks = torch.empty(T, device="cuda")
     kernel.pack_rows(k, k8, ks, fmt=ix.quant.format, block=ix.quant.block)
     q8, qs = torch.empty(q.shape, dtype=k8.dtype, device="cuda"), torch.empty(n, ix.heads, device="cuda")
@@ -78,10 +86,14 @@ def test_fp8_score_kernel_at_32k(name, fresh_seed):
         vis = torch.isfinite(exact)
         sc = got[r0:r0 + 256, :T]
         assert not sc[vis].isnan().any()
-        worst = max(worst, ((sc[vis].double() - exact[vis]).abs().max() / exact[vis].abs().max()).item())
+        row_max = torch.where(vis, exact.abs(), 0).amax(1, keepdim=True)
+        worst = max(worst, ((sc.double() - exact).abs() / row_max)[vis].max().item())
         sel = torch.empty(256, ix.topk, dtype=torch.int32, device="cuda")
         ikernel.select_chunk(got[r0:r0 + 256], sel, s_first=s0 + r0, ratio=m, k_eff=min(ix.topk, T), topk=ix.topk)
-        rec, det = tie_aware_recall(sel, exact.float(), min(ix.topk, T))
+        rec, det = tie_aware_recall(sel, exact.float(), min(ix.topk, T), **({"rel_tol": FP8_MMA_BOUND}
+                                                                           if fp8_mma else {}))
         assert rec == 1.0 and det["duplicates"] == 0, (det, fresh_seed)
-    # fp32 accumulation of exact products: the relative error of an fp32 sum of 128 terms, not FP8's
-    assert worst < 1e-5, (worst, fresh_seed)
+    print(f"{name}: worst score error {worst:.3g} of the row's largest")
+    # fp32 accumulation of exact products: the relative error of an fp32 sum of 128 terms, not FP8's; with fp8_mma
+    # the FP8 accumulator's
+    assert worst < (FP8_MMA_BOUND if fp8_mma else 1e-5), (worst, fresh_seed)

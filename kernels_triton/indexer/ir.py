@@ -20,14 +20,14 @@ from .score_gluon import layouts as gluon_layouts
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: int = 4, topk: int = 512,
                window: int = 0, arch: int = 90, q_format: str = "e2m1", varlen: bool = False,
-               group_maxima: bool = False, round_bf16: bool = False) -> dict:
+               group_maxima: bool = False, round_bf16: bool = False, fp8_mma: bool = False) -> dict:
     """Compile one indexer kernel ('score', 'score_fp8' on operands packed for the quantisation `q_format`,
     or 'select') for GPUTarget('cuda', arch, 32): {ttir, ttgir, llir, ptx}. `varlen`: the packed-batch
     variant (each query reads its segment row). 'score_fp8' is the kernel score_chunk_fp8 runs for these sizes:
     the Gluon walk (score_gluon.py) where it fits, else _score_kernel. `group_maxima`: the variants that write
     (score_fp8, where group_maxima_fit) and read (select) the selection's group maxima, as the composed program
     runs them on the GPU (pipeline/stages/indexer.writes_group_maxima). `round_bf16`: the scores rounded to bf16
-    as the official code's (both walks' ROUND).
+    as the official code's (both walks' ROUND). `fp8_mma`: 'score_fp8' on e4m3 operands as FP8 (Indexer.fp8_mma).
 
     Sizes the kernels cannot take are refused first (kernel_limits), so nothing is compiled for them."""
     why = kernel_limits(heads, dim, topk)
@@ -38,14 +38,15 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                                                                       ratio=ratio, topk=topk, window=window,
                                                                       arch=arch, q_format=q_format, varlen=varlen,
                                                                       group_maxima=group_maxima,
-                                                                      round_bf16=round_bf16))
+                                                                      round_bf16=round_bf16, fp8_mma=fp8_mma))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
-        operand = 2 if fp8 and keys_dtype(q_format) == torch.float8_e4m3fn else 1
-        if fp8 and gluon_walk_fits(heads, dim, keys_dtype(q_format), varlen):   # the walk score_chunk_fp8 runs
+        mma_dtype = keys_dtype(q_format, fp8_mma)
+        operand = 2 if fp8 and mma_dtype == torch.float8_e4m3fn else 1
+        if fp8 and gluon_walk_fits(heads, dim, mma_dtype, varlen):   # the walk score_chunk_fp8 runs
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             groups = (select_capacity(topk) // SCORE_TILE_KEYS
-                      if group_maxima and group_maxima_fit(heads, dim, keys_dtype(q_format), varlen, topk) else 1)
+                      if group_maxima and group_maxima_fit(heads, dim, mma_dtype, varlen, topk) else 1)
             walk = gluon_walk(groups > 1)
             q_l, k_l = gluon_layouts(walk)
             sig = {"q_desc": f"tensordesc<fp8e4nv[{walk.block_queries * heads}, {dim}],{q_l!r}>",

@@ -55,7 +55,8 @@ def get(name: str) -> Format:
 MMA_DTYPE = {"e2m1": torch.float8_e4m3fn, "e4m3": torch.bfloat16}
 
 
-def keys_dtype(fmt: str) -> torch.dtype:
-    """The dtype of a format's packed keys on the GPU (MMA_DTYPE)."""
+def keys_dtype(fmt: str, fp8_mma: bool = False) -> torch.dtype:
+    """The dtype of a format's packed keys on the GPU (MMA_DTYPE); `fp8_mma` (Indexer.fp8_mma): e4m3 values as
+    FP8 too, multiplied on FP8 tensor cores with their accumulator's rounding."""
     get(fmt)
-    return MMA_DTYPE[fmt]
+    return torch.float8_e4m3fn if fp8_mma else MMA_DTYPE[fmt]

@@ -14,14 +14,15 @@ from .kernel import (PACK_ELEMS, PACK_WARPS, ROWS_WARPS, _pack_kernel, _rows_ker
 
 @functools.lru_cache(maxsize=None)  # compiled once per process and argument set
 def compile_ir(kernel: str = "rows", fmt: str = "e4m3", block: int = 64, dim: int = 512, channels: int = 448,
-               arch: int = 90) -> dict:
-    """Compile the quantising copy ('rows') or the key packing ('pack') for GPUTarget('cuda', arch, 32)."""
+               arch: int = 90, fp8_mma: bool = False) -> dict:
+    """Compile the quantising copy ('rows') or the key packing ('pack', into FP8 values where the score multiplies
+    them so: formats.keys_dtype(fmt, fp8_mma)) for GPUTarget('cuda', arch, 32)."""
     why = kernel_limits(dim, block, channels)
     if why:
         raise ValueError(why)
     if kernels_interpreted(_rows_kernel):  # TRITON_INTERPRET=1 at import: compile in a child process
         return compile_ir_elsewhere("kernels_triton.quant.ir", dict(kernel=kernel, fmt=fmt, block=block, dim=dim,
-                                                                    channels=channels, arch=arch))
+                                                                    channels=channels, arch=arch, fp8_mma=fp8_mma))
     fc = format_constexprs(fmt)
     if kernel == "rows":
         sig = {"src_ptr": "*bf16", "out_ptr": "*bf16", "n_rows": "i32", "rows_per_b": "i32", "stride_sb": "i64",
@@ -30,7 +31,7 @@ def compile_ir(kernel: str = "rows", fmt: str = "e4m3", block: int = 64, dim: in
         const = dict(D=dim, DP=dp, BR=br, QB=block, QN=channels, **fc)
         fn, div, warps = _rows_kernel, ["src_ptr", "out_ptr", "stride_sr", "stride_or"], ROWS_WARPS
     elif kernel == "pack":
-        fp8 = keys_dtype(fmt) == torch.float8_e4m3fn     # the values' dtype on the GPU (pack_rows's cast rounds)
+        fp8 = keys_dtype(fmt, fp8_mma) == torch.float8_e4m3fn   # the values' dtype on the GPU (pack_rows's cast rounds)
         sig = {"k_ptr": "*bf16", "k8_ptr": "*fp8e4nv" if fp8 else "*bf16", "s_ptr": "*fp32", "n_rows": "i32"}
         dp, br = _rows_tile(dim, PACK_ELEMS)
         const = dict(D=dim, DP=dp, BR=br, QB=block, CAST_ROUNDS=fp8, **fc)

@@ -240,7 +240,7 @@ def pack_rows(x: torch.Tensor, x8: torch.Tensor, x_scale: torch.Tensor, *, fmt: 
                                             _pack_kernel), **format_constexprs(fmt))
 
 
-def packed_dtype(fmt: str) -> torch.dtype:
+def packed_dtype(fmt: str, fp8_mma: bool = False) -> torch.dtype:
     """The dtype of packed rows here: keys_dtype on the GPU, fp32 holding the same values in the
     interpreter (whose FP8 stores do not round)."""
-    return torch.float32 if kernels_interpreted(_pack_kernel) else keys_dtype(fmt)
+    return torch.float32 if kernels_interpreted(_pack_kernel) else keys_dtype(fmt, fp8_mma)

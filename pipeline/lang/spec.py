@@ -187,6 +187,10 @@ class Indexer:
     # bf16 score and so its ranking up to the order of ties (ties then abound: a row's K-th score is usually
     # shared); the selection keeps its rule, ties to the smaller row
     score_rounding: str = "fp32"
+    # V3.2's e4m3 operands (quant Quant("e4m3", ...)) multiplied on FP8 tensor cores, as the official V3.2 kernel
+    # multiplies them, instead of as bf16 (exact): faster, but Hopper's FP8 accumulator keeps fewer bits than fp32,
+    # so near-tied rows may rank otherwise than under the exact scores (docs/semantics.md)
+    fp8_mma: bool = False
 
     def __post_init__(self):
         _check_int("Indexer", "heads", self.heads, 1)
@@ -202,6 +206,13 @@ class Indexer:
         _check_quant("Indexer.quant", self.quant, self.dim, "every channel of idx_q and of the index keys")
         _check(self.score_rounding in SCORE_ROUNDINGS,
                f"Indexer.score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {self.score_rounding!r}")
+        _check(isinstance(self.fp8_mma, bool), f"Indexer.fp8_mma must be a bool, got {self.fp8_mma!r}")
+        if self.fp8_mma:
+            _check(self.quant is not None and self.quant.format == "e4m3",
+                   "Indexer.fp8_mma is for e4m3-quantised operands (V3.2's, Indexer.quant = Quant('e4m3', 128)), "
+                   "which otherwise multiply as bf16; "
+                   + ("V4's FP4 operands multiply on FP8 tensor cores anyway (exactly)" if self.quant is not None
+                      else "bf16 operands (quant None) have no FP8 form"))
 
 
 @dataclass(frozen=True)
@@ -465,7 +476,8 @@ def _fmt_indexer(p: Pipeline) -> str:
     return (f"{ix.heads} heads x dim {ix.dim}, top-{ix.topk}; keys: "
             + (_fmt_compressor(ix.compressor) if ix.compressor else "idx_k given (uncompressed)")
             + f"; idx_q and keys {_fmt_quant(ix.quant)}"
-            + ("; scores rounded to bf16 (the official code's)" if ix.score_rounding == "bf16" else ""))
+            + ("; scores rounded to bf16 (the official code's)" if ix.score_rounding == "bf16" else "")
+            + ("; multiplied on FP8 tensor cores (FP8 accumulation)" if ix.fp8_mma else ""))
 
 
 def _fmt_quant(q: Optional[Quant]) -> str:

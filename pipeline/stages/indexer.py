@@ -61,11 +61,12 @@ SELECT = Op(
 
 
 def writes_group_maxima(impl: Dict[str, str], quant: Optional[Quant], heads: int, dim: int, topk: int,
-                        packed: bool) -> bool:
+                        packed: bool, fp8_mma: bool = False) -> bool:
     """Does the FP8 score write the selection's group maxima (`gmax`), so that the selection skips its pass 1?
-    The Gluon walk does (score_gluon.group_maxima_fit), with both ops on the GPU kernels."""
+    The Gluon walk does (score_gluon.group_maxima_fit), with both ops on the GPU kernels; `fp8_mma`: as
+    Indexer.fp8_mma."""
     return (quant is not None and impl.get("indexer.score_fp8") == "cuda" and impl.get("indexer.select") == "cuda"
-            and group_maxima_fit(heads, dim, keys_dtype(quant.format), packed, topk))
+            and group_maxima_fit(heads, dim, keys_dtype(quant.format, fp8_mma), packed, topk))
 
 
 def bf16_scores(spec: Pipeline) -> bool:
@@ -103,7 +104,7 @@ def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     if ix.quant is not None:
         return {"": ir.compile_ir("score_fp8", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
                                   q_format=ix.quant.format, group_maxima=_gpu_group_maxima(ix),
-                                  round_bf16=round_bf16)[level]}
+                                  round_bf16=round_bf16, fp8_mma=ix.fp8_mma)[level]}
     return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
                               round_bf16=round_bf16)[level]}
 
@@ -121,7 +122,7 @@ def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
 def _gpu_group_maxima(ix: Indexer) -> bool:
     # the kernels a B = 1 run on the GPU backend takes (the IR is of those)
     return writes_group_maxima({"indexer.score_fp8": "cuda", "indexer.select": "cuda"}, ix.quant, ix.heads, ix.dim,
-                               ix.topk, packed=False)
+                               ix.topk, packed=False, fp8_mma=ix.fp8_mma)
 
 
 KIND = StageKind(

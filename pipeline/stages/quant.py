@@ -75,7 +75,7 @@ def _emit(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     iq = index_quant(pipe)
     if iq is not None:
         parts["keys"] = ir.compile_ir("pack", iq.format, iq.block, pipe.indexer.dim, pipe.indexer.dim,
-                                      arch=arch)[level]
+                                      arch=arch, fp8_mma=pipe.indexer.fp8_mma)[level]
     return parts or {"": f"// pipeline {pipe.name!r} has no quantisation step: bf16 throughout\n"}
 
 
