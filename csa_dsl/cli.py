@@ -163,8 +163,8 @@ def _score_rounding_arg(p: argparse.ArgumentParser) -> None:
                    help="the index score's rounding (default: the spec's, fp32 in the presets; bf16: the official "
                         "V4 code's, which it then ranks as, ties aside)")
     p.add_argument("--fp8-mma", action="store_true", default=None,
-                   help="V3.2's e4m3 index operands multiplied on FP8 tensor cores as the official V3.2 kernel does "
-                        "(faster; the FP8 accumulator's rounding) instead of as bf16 (exact)")
+                   help="V3.2's e4m3 index operands multiplied on FP8 tensor cores, as V3.2's indexer kernels do "
+                        "(faster; the FP8 accumulator's rounding), instead of as bf16 (exact)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -27,7 +27,7 @@ def indexer_topk(idx_q: torch.Tensor, idx_w: torch.Tensor, idx_k: torch.Tensor, 
     NaN scores below every number. `quant` (e.g. preset('v4-flash').indexer.quant): idx_q and idx_k go
     through that quantisation step first and the score runs on FP8 operands (docs/semantics.md section 5).
     `score_rounding` (Indexer.score_rounding): 'bf16' ranks by the official code's bf16 score. `fp8_mma`
-    (Indexer.fp8_mma, with an e4m3 `quant`): the score multiplies on FP8 tensor cores, as the official V3.2 kernel.
+    (Indexer.fp8_mma, with an e4m3 `quant`): the score multiplies on FP8 tensor cores, as V3.2's indexer kernels do.
 
     idx_q [B,S,HI,DI] bf16, idx_w [B,S,HI] fp32, idx_k [B,T,DI] bf16 (T = S // ratio).
     backend 'auto': the Triton kernels on CUDA tensors, the PyTorch reference on CPU tensors;

@@ -49,8 +49,9 @@ def test_rows_and_pack_bitwise(fmt, block, channels, D, fresh_seed):
 
 
 # V3.2's e4m3 values on FP8 tensor cores (Indexer.fp8_mma): the accumulator keeps fewer bits than fp32, so a score
-# is off by up to this much of its row's largest (measured ~2^-13 on random inputs, benchmarks/results/v32-fp8-mma-h200/)
-FP8_MMA_BOUND = 2.0 ** -10
+# is off by up to this much of its row's largest (measured 3.5e-4 to 4.3e-4, about 2^-11, on random inputs at
+# 32,768 and 131,072: benchmarks/results/v32-fp8-mma-h200/; the bound leaves a factor of 4.5 for other inputs)
+FP8_MMA_BOUND = 2.0 ** -9
 
 
 @pytest.mark.parametrize("name", ["v4-flash", "v3.2", "v3.2:fp8-mma"])

@@ -187,9 +187,10 @@ class Indexer:
     # bf16 score and so its ranking up to the order of ties (ties then abound: a row's K-th score is usually
     # shared); the selection keeps its rule, ties to the smaller row
     score_rounding: str = "fp32"
-    # V3.2's e4m3 operands (quant Quant("e4m3", ...)) multiplied on FP8 tensor cores, as the official V3.2 kernel
-    # multiplies them, instead of as bf16 (exact): faster, but Hopper's FP8 accumulator keeps fewer bits than fp32,
-    # so near-tied rows may rank otherwise than under the exact scores (docs/semantics.md)
+    # V3.2's e4m3 operands (quant Quant("e4m3", ...)) multiplied on FP8 tensor cores, as V3.2's indexer kernels
+    # multiply them (DeepGEMM's fp8_mqa_logits), instead of as bf16 (exact): faster, but Hopper's FP8 accumulator
+    # keeps fewer bits than fp32, so near-tied rows may rank otherwise than under the exact scores
+    # (docs/semantics.md)
     fp8_mma: bool = False
 
     def __post_init__(self):
