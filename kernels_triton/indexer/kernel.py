@@ -645,10 +645,11 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     """score_chunk (`seg` as there) with the official quantisation (docs/semantics.md section 5), on operands
     packed by quant.kernel.pack_rows: q8 [n, HI, DI] / q_scale [n, HI] the queries (one power-of-two scale per
     (query, head)), k8 [T, DI] / k_scale [T] the keys. The values' dtype is the MMA's (quant.formats.keys_dtype:
-    FP8 e4m3 for FP4 steps, bf16 for FP8 steps; fp32 in the interpreter). The dot of the packed values times
-    both scales is the dot of the dequantised values (naive.score_chunk_fp8) up to fp32 accumulation
-    rounding, wherever every value fits e4m3 at its row's scale (quant/naive.fp8_rows states the bound
-    otherwise).
+    FP8 e4m3 for FP4 steps, bf16 for FP8 steps unless Indexer.fp8_mma; fp32 in the interpreter). The dot of the
+    packed values times both scales is the dot of the dequantised values (naive.score_chunk_fp8) up to fp32
+    accumulation rounding, wherever every value fits e4m3 at its row's scale (quant/naive.fp8_rows states the
+    bound otherwise); FP8 steps' values on FP8 operands carry the FP8 accumulator's rounding instead
+    (docs/semantics.md).
 
     `walk`: 'auto' runs the Gluon walk (score_gluon.py) where it fits (V4's 64 x 128 FP8 operands, unpacked
     rows, on a GPU) and _score_kernel elsewhere; 'triton' always _score_kernel (benchmarks and tests compare
