@@ -37,6 +37,7 @@ def _worker(rank, world, store, name, S, B, res):
     ("v3.2", 150, 1, 2),          # m = 1, no window: the index keys are all-gathered raw rows
     ("v4-flash-quant", 203, 2, 3),  # the quantisation steps: kv rows per rank, compressors, packed keys
     ("v3.2-quant", 150, 1, 2),
+    ("v4-flash-bf16-scores", 203, 1, 2),   # the official code's bf16 index score on every rank
 ])
 def test_cp_matches_single_process(name, S, B, world):
     spec = small_family(name)

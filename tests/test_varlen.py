@@ -17,7 +17,7 @@ from ptxas_report import assembled, ptxas_usage
 
 from test_reference import small_family
 
-FAMILIES = ["v4-flash", "v3.2", "hca", "window", "selfindex", "v4-flash-quant", "v3.2-quant"]
+FAMILIES = ["v4-flash", "v3.2", "hca", "window", "selfindex", "v4-flash-quant", "v3.2-quant", "v4-flash-bf16-scores"]
 # lengths 1, < window (6), not a multiple of m (4), an empty sequence; the second set has every
 # sequence shorter than topk * m, so a chunk holds more rows than any one query may select
 LENGTHS = {"mixed": [1, 5, 0, 23, 37, 64], "short": [11, 9, 0, 10, 11]}
