@@ -397,9 +397,10 @@ def select_calls(impl: Dict[str, str], *, heads: int, dim: int, topk: int, ratio
         calls.append(OPS["indexer.score"].call(
             impl["indexer.score"],
             {"q": R(idx_q), "w": R(idx_w), "k": R(k), "out": R(scores), "s_first": E("s0"), "ratio": ratio, **sg,
-             **rb},
+             **rb, **({"gmax": gmax} if gmax else {})},
             dict(chunk=C, rows=T, heads=heads, dim=dim),
-            "visible 64-key tiles only; diagonal tiles masked in-kernel" + rounded, stream))
+            "visible 64-key tiles only; diagonal tiles masked in-kernel"
+            + ("; each row's group maxima for the selection" if gmax else "") + rounded, stream))
     calls.append(select_call(impl, topk=topk, ratio=ratio, k_eff=k_eff, T=T, C=C, keys=keys, idx_offset=idx_offset,
                              window=window, has_cand=has_cand, seg=seg, scores=scores, gmax=gmax))
     return calls

@@ -12,7 +12,7 @@ from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_STEP_TILES, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
                      padded_dim, padded_heads, score_block_queries, score_launch_options)
-from .score_gluon import (GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk, gluon_walk_fits,
+from .score_gluon import (GLUON_OPERANDS, GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk, gluon_walk_fits,
                           group_maxima_fit)
 from .score_gluon import layouts as gluon_layouts
 
@@ -41,21 +41,23 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                                                                       round_bf16=round_bf16, fp8_mma=fp8_mma))
     if kernel in ("score", "score_fp8"):
         fp8 = kernel == "score_fp8"
-        mma_dtype = keys_dtype(q_format, fp8_mma)
-        operand = 2 if fp8 and mma_dtype == torch.float8_e4m3fn else 1
-        if fp8 and gluon_walk_fits(heads, dim, mma_dtype, varlen):   # the walk score_chunk_fp8 runs
+        mma_dtype = keys_dtype(q_format, fp8_mma) if fp8 else torch.bfloat16
+        operand = 2 if mma_dtype == torch.float8_e4m3fn else 1
+        if gluon_walk_fits(heads, dim, mma_dtype, varlen):   # the walk score_chunk(_fp8) runs
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             groups = (select_capacity(topk) // SCORE_TILE_KEYS
                       if group_maxima and group_maxima_fit(heads, dim, mma_dtype, varlen, topk) else 1)
-            walk = gluon_walk(groups > 1)
-            q_l, k_l = gluon_layouts(walk)
-            sig = {"q_desc": f"tensordesc<fp8e4nv[{walk.block_queries * heads}, {dim}],{q_l!r}>",
-                   "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_desc": f"tensordesc<fp8e4nv[{SCORE_TILE_KEYS}, {dim}],"
+            walk = gluon_walk(groups > 1, ratio)
+            q_l, k_l = gluon_layouts(walk, mma_dtype)
+            dt = "fp8e4nv" if operand == 2 else "bf16"
+            sig = {"q_desc": f"tensordesc<{dt}[{walk.block_queries * heads}, {dim}],{q_l!r}>",
+                   "qs_ptr": "*fp32", "w_ptr": "*fp32", "k_desc": f"tensordesc<{dt}[{SCORE_TILE_KEYS}, {dim}],"
                    f"{k_l!r}>", "ks_ptr": "*fp32", "out_ptr": "*fp32", "gm_ptr": "*fp32", "s_first": "i32",
                    "n_q": "i32", "T": "i32", "stride_ws": "i32", "stride_os": "i32", "stride_gs": "i32"}
             const = {"RATIO": ratio, "HI": heads, "DI": dim, "BQ": walk.block_queries, "BT": SCORE_TILE_KEYS,
                      "STAGES": GLUON_STAGES, "G": groups, "SQ": score_block_queries(heads), "NC": walk.consumers,
-                     "WORKER_WARPS": walk.worker_warps, "WORKER_REGS": walk.worker_regs, "ROUND": round_bf16}
+                     "WORKER_WARPS": walk.worker_warps, "WORKER_REGS": walk.worker_regs, "ROUND": round_bf16,
+                     "SCALED": fp8, "MMA_K": GLUON_OPERANDS[mma_dtype][1]}
             fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS, "maxnreg": walk.maxnreg}
             div = ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr", "gm_ptr", "stride_ws", "stride_os", "stride_gs"]
         else:

@@ -46,7 +46,7 @@ from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles, warp_uniform
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capacity
-from .score_gluon import gluon_walk_fits, score_chunk_fp8_gluon
+from .score_gluon import gluon_walk_fits, score_chunk_gluon, tma_ready
 
 NEG_INF = tl.constexpr(float("-inf"))
 INT32_MIN = tl.constexpr(-2147483648)
@@ -596,7 +596,8 @@ def check_indexer_shapes(idx_q, idx_w, idx_k, topk: int, ratio: int, allow_fp32:
 
 
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int, seg: Optional[torch.Tensor] = None, round_bf16: bool = False) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None, round_bf16: bool = False, walk: str = "auto",
+                gmax: Optional[torch.Tensor] = None) -> None:
     """Scores of queries [s_first, s_first + n) against their visible rows into out[:n, :ld] (fp32).
 
     q [n, HI, DI], w [n, HI], k [T, DI] (one batch element), out [>= n, ld] with ld >= the
@@ -606,12 +607,25 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     sequence's rows [row0, row0 + (pos+1)//m), and its column j holds packed row row0 + j (only those
     columns are written; ld = varlen.naive.score_columns(T, max_seqlen, m) suffices). `round_bf16`: the
     official code's bf16 score (naive.indexer_scores: each head's dot, each weighted term and the head sum
-    rounded to bf16)."""
+    rounded to bf16). `walk` and `gmax` as in score_chunk_fp8: bf16 operands of 64 heads x 128 dims, unpacked,
+    take the Gluon walk on a GPU (the same bits as _score_kernel's)."""
     n, HI, DI = q.shape
     T = k.shape[0]
     if n == 0:
         return
-    if kernels_interpreted(_score_kernel) and q.dtype == torch.bfloat16:
+    if walk not in ("auto", "triton"):
+        raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
+    interp = kernels_interpreted(_score_kernel)
+    if (walk == "auto" and not interp and q.dtype == k.dtype == torch.bfloat16 and tma_ready(q, k)
+            and gluon_walk_fits(HI, DI, k.dtype, seg is not None)):
+        check_group_maxima(gmax, n, seg)
+        score_chunk_gluon(q, None, w, k, None, out, s_first=s_first, ratio=ratio,
+                          store_queries=score_block_queries(HI), gmax=gmax, round_bf16=round_bf16)
+        return
+    if gmax is not None:
+        raise ValueError("gmax is written by the Gluon walk only (64 x 128 bf16 or FP8 operands, unpacked rows, "
+                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
+    if interp and q.dtype == torch.bfloat16:
         # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the
         # kernel's fp32 path (IEEE dot) then computes the same fp32 math
         q, k = q.float(), k.float()
@@ -672,11 +686,11 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     interp = kernels_interpreted(_score_kernel)
     if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
         check_group_maxima(gmax, n, seg)
-        score_chunk_fp8_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio,
-                              store_queries=score_block_queries(HI), gmax=gmax, round_bf16=round_bf16)
+        score_chunk_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio,
+                          store_queries=score_block_queries(HI), gmax=gmax, round_bf16=round_bf16)
         return
     if gmax is not None:
-        raise ValueError("gmax is written by the Gluon walk only (V4's 64 x 128 FP8 operands, unpacked rows, "
+        raise ValueError("gmax is written by the Gluon walk only (64 x 128 bf16 or FP8 operands, unpacked rows, "
                          "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:

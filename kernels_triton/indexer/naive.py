@@ -124,14 +124,20 @@ def window_indices(positions: torch.Tensor, window: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # the ops, with the kernel launchers' signatures
 def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Tensor, *, s_first: int,
-                ratio: int, seg: Optional[torch.Tensor] = None, round_bf16: bool = False) -> None:
+                ratio: int, seg: Optional[torch.Tensor] = None, round_bf16: bool = False,
+                gmax: Optional[torch.Tensor] = None) -> None:
     """out[:n, :T] = the masked scores of queries [s_first, s_first + n) (q [n,HI,DI], w [n,HI], k [T,DI]);
     `seg`: a packed batch's segment rows of the queries (each sees its own sequence's rows); `round_bf16`: the
-    official code's bf16 score (indexer_scores)."""
+    official code's bf16 score (indexer_scores). `gmax` [n, cap] (unpacked rows): also every row's
+    group_maxima."""
     n, T = q.shape[0], k.shape[0]
     _, _, lo, hi = row_ranges(n, s_first, ratio, seg, q.device)
     sc = indexer_scores(q[None], w[None], k[None], round_bf16)[0]
     store_scores(out, sc.masked_fill(~visible(T, lo, hi), float("-inf")), seg, lo, hi)
+    if gmax is not None:
+        if seg is not None:
+            raise ValueError("gmax is for unpacked rows only")
+        gmax[:n].copy_(group_maxima(out[:n, :max(1, (s_first + n) // ratio)], s_first, ratio, gmax.shape[1]))
 
 
 def group_maxima(scores: torch.Tensor, s_first: int, ratio: int, cap: int) -> torch.Tensor:
@@ -155,12 +161,7 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
     k8 * k_scale; fp32 math as score_chunk (`round_bf16` as there). `gmax` [n, cap] (unpacked rows): also every
     row's group_maxima."""
     score_chunk(dequant_rows(q8, q_scale), w, dequant_rows(k8, k_scale), out, s_first=s_first, ratio=ratio, seg=seg,
-                round_bf16=round_bf16)
-    if gmax is not None:
-        if seg is not None:
-            raise ValueError("gmax is for unpacked rows only")
-        n = q8.shape[0]
-        gmax[:n].copy_(group_maxima(out[:n, :max(1, (s_first + n) // ratio)], s_first, ratio, gmax.shape[1]))
+                round_bf16=round_bf16, gmax=gmax)
 
 
 def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Optional[torch.Tensor] = None, *,

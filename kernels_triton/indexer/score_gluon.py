@@ -85,15 +85,27 @@ WALK_2X4 = WalkShape(2, 4, (240, 24), 168)
 WALK_4X2 = WalkShape(4, 2, (112, 112, 112, 24), 96)
 
 
-def gluon_walk(group_maxima: bool) -> WalkShape:
+def gluon_walk(group_maxima: bool, ratio: int = 4) -> WalkShape:
     """The shape the walk takes, with or without the selection's group maxima (docs/performance.md, "Four
-    consumer warpgroups")."""
-    return WALK_4X2 if group_maxima else WALK_2X4
+    consumer warpgroups"). With ratio 1 (V3.2's raw key rows) ptxas spills in the 4 x 2 walk's loop at 112
+    registers (a store and 7 loads of local memory a tile), so that walk keeps 2 x 4 (no spill)."""
+    return WALK_4X2 if group_maxima and ratio > 1 else WALK_2X4
+
+
+# the MMA operands the walk takes: FP8 (V4's packed FP4 values, V3.2's with Indexer.fp8_mma; one k32 step of K)
+# and bf16 (the bf16 presets' raw operands, V3.2's e4m3 values multiplied exactly; one k16 step)
+GLUON_OPERANDS = {torch.float8_e4m3fn: (gl.float8e4nv, 32), torch.bfloat16: (gl.bfloat16, 16)}
 
 
 def gluon_walk_fits(heads: int, dim: int, operand_dtype: torch.dtype, packed: bool) -> bool:
     """Does the Gluon walk take these scores (else kernel._score_kernel does)?"""
-    return heads == GLUON_HEADS and dim == GLUON_DIM and operand_dtype == torch.float8_e4m3fn and not packed
+    return heads == GLUON_HEADS and dim == GLUON_DIM and operand_dtype in GLUON_OPERANDS and not packed
+
+
+def tma_ready(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Can the walk's TMA read these operands: contiguous queries, key rows of contiguous channels 16-byte aligned?"""
+    return (q.is_contiguous() and k.stride(1) == 1 and (k.stride(0) * k.element_size()) % 16 == 0
+            and k.data_ptr() % 16 == 0 and q.data_ptr() % 16 == 0)
 
 
 def group_maxima_fit(heads: int, dim: int, operand_dtype: torch.dtype, packed: bool, topk: int) -> bool:
@@ -101,11 +113,12 @@ def group_maxima_fit(heads: int, dim: int, operand_dtype: torch.dtype, packed: b
     return gluon_walk_fits(heads, dim, operand_dtype, packed) and select_capacity(topk) % SCORE_TILE_KEYS == 0
 
 
-def layouts(walk: WalkShape):
-    """The shared-memory layouts of a consumer's [BQ * 64, 128] queries and a key tile's [64, 128] e4m3 blocks (TMA's
-    too)."""
-    return (gl.NVMMASharedLayout.get_default_for([walk.block_queries * GLUON_HEADS, GLUON_DIM], gl.float8e4nv),
-            gl.NVMMASharedLayout.get_default_for([SCORE_TILE_KEYS, GLUON_DIM], gl.float8e4nv))
+def layouts(walk: WalkShape, operand_dtype: torch.dtype = torch.float8_e4m3fn):
+    """The shared-memory layouts of a consumer's [BQ * 64, 128] queries and a key tile's [64, 128] blocks of the
+    operand dtype (TMA's too)."""
+    dt = GLUON_OPERANDS[operand_dtype][0]
+    return (gl.NVMMASharedLayout.get_default_for([walk.block_queries * GLUON_HEADS, GLUON_DIM], dt),
+            gl.NVMMASharedLayout.get_default_for([SCORE_TILE_KEYS, GLUON_DIM], dt))
 
 
 @gluon.constexpr_function
@@ -168,11 +181,12 @@ def _key_loader(q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0, n_tiles,
 def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c, s_first, n_q,
                     T, n_tiles, stride_ws, stride_os, stride_gs, RATIO: gl.constexpr, HI: gl.constexpr,
                     BQ: gl.constexpr, BT: gl.constexpr, STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr,
-                    ROUND: gl.constexpr, WHICH: gl.constexpr):
+                    ROUND: gl.constexpr, SCALED: gl.constexpr, MMA_K: gl.constexpr, WHICH: gl.constexpr):
     # one consumer warpgroup: queries q0c + WHICH * BQ ... + BQ - 1 against every key tile of the CTA; ROUND: the
-    # official code's bf16 score (kernel._score_kernel's ROUND, the same bits)
+    # official code's bf16 score (kernel._score_kernel's ROUND, the same bits); SCALED: packed operands, a scale
+    # a (query, head) and a key row (else raw bf16 operands); MMA_K: the wgmma's K step (32 FP8, 16 bf16)
     N: gl.constexpr = BQ * HI
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, 32])
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, N, MMA_K])
     quad_l: gl.constexpr = _quad_partials_layout(BT, BQ)
     out_l: gl.constexpr = _scores_layout(BT, BQ)
     q0 = q0c + WHICH * BQ
@@ -184,7 +198,8 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
     w = gl.load(w_ptr + qrow_w.to(gl.int64) * stride_ws + offs_w % HI, mask=ok_w, other=0.0)
     if ROUND:   # the weights as the official code's bf16 values (one cast a weight)
         w = w.to(gl.bfloat16).to(gl.float32)
-    w = w * gl.load(qs_ptr + qrow_w.to(gl.int64) * HI + offs_w % HI, mask=ok_w, other=1.0)
+    if SCALED:
+        w = w * gl.load(qs_ptr + qrow_w.to(gl.int64) * HI + offs_w % HI, mask=ok_w, other=1.0)
     if ROUND:   # the bf16 products' operand (exact: a bf16 value times a power of two)
         w_b = w.to(gl.bfloat16)
 
@@ -208,7 +223,8 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
         mbarrier.wait(ready.index(s), (j // STAGES) & 1)
         acc = warpgroup_mma(k_ring.index(s), q_b.permute((1, 0)), acc, use_acc=False, is_async=True)
         t_o = (p + G * m) * BT + offs_to
-        k_scale = gl.load(ks_ptr + t_o, mask=t_o < T, other=0.0)    # issued before the wait: hidden by the MMA
+        if SCALED:
+            k_scale = gl.load(ks_ptr + t_o, mask=t_o < T, other=0.0)    # issued before the wait: hidden by the MMA
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(free.index(s), count=1)
         if ROUND:   # bf16(ReLU(bf16(dot)) * w), two terms at a time in bf16x2 arithmetic (_bits)
@@ -228,7 +244,8 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
         sc = gl.convert_layout(s_0 + s_1, out_l, assert_trivial=True)
         if ROUND:   # the head sum (one value a thread here: the cast, once a (key, query) against 64 terms)
             sc = sc.to(gl.bfloat16).to(gl.float32)
-        sc = sc * k_scale[:, None]              # exact: a power of two (NaN for a non-finite key)
+        if SCALED:
+            sc = sc * k_scale[:, None]              # exact: a power of two (NaN for a non-finite key)
         vis = t_o[:, None] < nvis[None, :]
         gl.store(out_rows + t_o[:, None], gl.where(vis, sc, float("-inf")),
                  mask=(t_o < t_end)[:, None] & q_ok[None, :])
@@ -251,10 +268,11 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
                      stride_ws, stride_os, stride_gs,
                      RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
                      STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr, NC: gl.constexpr,
-                     WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr, ROUND: gl.constexpr):
+                     WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr, ROUND: gl.constexpr,
+                     SCALED: gl.constexpr, MMA_K: gl.constexpr):
     q0c = gl.program_id(0) * (NC * BQ)
-    q_smem = gl.allocate_shared_memory(gl.float8e4nv, [NC, BQ * HI, DI], q_desc.layout)
-    k_ring = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, BT, DI], k_desc.layout)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC, BQ * HI, DI], q_desc.layout)
+    k_ring = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BT, DI], k_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -269,10 +287,10 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
         gl.warp_specialize([
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, ROUND, 0)),
+                               G, SQ, ROUND, SCALED, MMA_K, 0)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, ROUND, 1)),
+                               G, SQ, ROUND, SCALED, MMA_K, 1)),
             (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G,
                            NC)),
         ], WORKER_WARPS, WORKER_REGS)
@@ -281,46 +299,50 @@ def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_f
         gl.warp_specialize([
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, ROUND, 0)),
+                               G, SQ, ROUND, SCALED, MMA_K, 0)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, ROUND, 1)),
+                               G, SQ, ROUND, SCALED, MMA_K, 1)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, ROUND, 2)),
+                               G, SQ, ROUND, SCALED, MMA_K, 2)),
             (_score_consumer, (qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_bar, ready, free, q0c,
                                s_first, n_q, T, n_tiles, stride_ws, stride_os, stride_gs, RATIO, HI, BQ, BT, STAGES,
-                               G, SQ, ROUND, 3)),
+                               G, SQ, ROUND, SCALED, MMA_K, 3)),
             (_key_loader, (q_desc, k_desc, q_smem, k_ring, q_bar, ready, free, q0c, n_tiles, HI, BQ, BT, STAGES, G,
                            NC)),
         ], WORKER_WARPS, WORKER_REGS)
 
 
-def score_chunk_fp8_gluon(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8: torch.Tensor,
-                          k_scale: torch.Tensor, out: torch.Tensor, *, s_first: int, ratio: int,
+def score_chunk_gluon(q8: torch.Tensor, q_scale: Optional[torch.Tensor], w: torch.Tensor, k8: torch.Tensor,
+                      k_scale: Optional[torch.Tensor], out: torch.Tensor, *, s_first: int, ratio: int,
                           store_queries: int, gmax: Optional[torch.Tensor] = None,
                           walk: Optional[WalkShape] = None, round_bf16: bool = False) -> None:
-    """kernel.score_chunk_fp8 on unpacked rows where gluon_walk_fits (the caller checks the operands and `gmax`);
+    """kernel.score_chunk_fp8 (the packed operands and their scales) and kernel.score_chunk (raw bf16 operands:
+    q_scale and k_scale None) on unpacked rows where gluon_walk_fits (the caller checks the operands and `gmax`);
     `gmax` [n, CAP] fp32 (CAP a multiple of 64): also the selection's group maxima of every row
     (kernel.select_chunk). `store_queries`: the Triton walk's query block (kernel.score_block_queries); a consumer
     writes -inf up to the rows the last query of its block sees, as that walk does, so both write the same cells.
     `walk`: a shape other than gluon_walk's (benchmarks compare them). `round_bf16`: the official code's bf16 score
     (kernel.score_chunk)."""
     n = q8.shape[0]
-    walk = walk or gluon_walk(gmax is not None)
+    walk = walk or gluon_walk(gmax is not None, ratio)
     BQ, BT = walk.block_queries, SCORE_TILE_KEYS
     if store_queries % BQ or walk.queries % store_queries:
         raise ValueError(f"a block of {store_queries} queries must be whole consumers' ({BQ}) in a CTA's "
                          f"{walk.queries}")
-    if k8.stride(1) != 1 or k8.stride(0) % 16 or k8.data_ptr() % 16 or q8.data_ptr() % 16:
-        raise ValueError("the Gluon walk's TMA needs 16-byte aligned key rows (quant.kernel.pack_rows writes them "
-                         f"so); got k8 strides {k8.stride()}")
-    q_l, k_l = layouts(walk)
+    if not tma_ready(q8, k8):
+        raise ValueError("the Gluon walk's TMA needs contiguous queries and 16-byte aligned key rows "
+                         f"(quant.kernel.pack_rows writes them so); got k8 strides {k8.stride()}")
+    q_l, k_l = layouts(walk, k8.dtype)
     q_desc = TensorDescriptor.from_tensor(q8.view(n * GLUON_HEADS, GLUON_DIM), [BQ * GLUON_HEADS, GLUON_DIM], q_l)
     k_desc = TensorDescriptor.from_tensor(k8, [BT, GLUON_DIM], k_l)
+    scaled = q_scale is not None
     _score_fp8_gluon[(triton.cdiv(n, walk.queries),)](
-        q_desc, q_scale, w, k_desc, k_scale, out, out if gmax is None else gmax, s_first, n, k8.shape[0],
+        q_desc, q_scale if scaled else w, w, k_desc, k_scale if scaled else w, out, out if gmax is None else gmax,
+        s_first, n, k8.shape[0],
         w.stride(0), out.stride(0), 0 if gmax is None else gmax.stride(0), RATIO=ratio, HI=GLUON_HEADS,
         DI=GLUON_DIM, BQ=BQ, BT=BT, STAGES=GLUON_STAGES, G=1 if gmax is None else gmax.shape[1] // BT,
         SQ=store_queries, NC=walk.consumers, WORKER_WARPS=walk.worker_warps, WORKER_REGS=walk.worker_regs,
-        ROUND=round_bf16, num_warps=GLUON_WARPS, maxnreg=walk.maxnreg)
+        ROUND=round_bf16, SCALED=scaled, MMA_K=GLUON_OPERANDS[k8.dtype][1], num_warps=GLUON_WARPS,
+        maxnreg=walk.maxnreg)

@@ -19,14 +19,17 @@ from .base import Impl, InputDef, IRSection, Op, StageKind, sized
 
 SCORE = Op(
     "indexer.score",
-    "fp32 scores of a query chunk against the key rows it can see, into `out` (never [S, T])",
-    writes=("out",),
+    "fp32 scores of a query chunk against the key rows it can see, into `out` (never [S, T]); with `gmax`, each "
+    "row's group maxima for the selection too",
+    writes=("out", "gmax"),
     impls={
         "torch": Impl(naive.score_chunk, "torch einsum [n, HI, T]",
                       sized(cost.naive_score_temp_bytes, "chunk", "rows", "heads", "dim")),
         "interpret": Impl(kernel.score_chunk, "triton _score_kernel [interpreter]",
                           sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
-        "cuda": Impl(kernel.score_chunk, "triton _score_kernel: wgmma over visible key tiles"),
+        "cuda": Impl(kernel.score_chunk, "gluon _score_fp8_gluon on bf16 operands (64 heads x 128 dims, unpacked "
+                     "rows: as for FP8, with k16 wgmma steps; else triton _score_kernel): wgmma over visible key "
+                     "tiles"),
     },
 )
 
@@ -62,11 +65,14 @@ SELECT = Op(
 
 def writes_group_maxima(impl: Dict[str, str], quant: Optional[Quant], heads: int, dim: int, topk: int,
                         packed: bool, fp8_mma: bool = False) -> bool:
-    """Does the FP8 score write the selection's group maxima (`gmax`), so that the selection skips its pass 1?
-    The Gluon walk does (score_gluon.group_maxima_fit), with both ops on the GPU kernels; `fp8_mma`: as
+    """Does the score write the selection's group maxima (`gmax`), so that the selection skips its pass 1? The
+    Gluon walk does (score_gluon.group_maxima_fit: FP8 or bf16 operands), with the score op (`indexer.score_fp8`
+    with a `quant`, else `indexer.score` on bf16 operands) and the selection on the GPU kernels; `fp8_mma`: as
     Indexer.fp8_mma."""
-    return (quant is not None and impl.get("indexer.score_fp8") == "cuda" and impl.get("indexer.select") == "cuda"
-            and group_maxima_fit(heads, dim, keys_dtype(quant.format, fp8_mma), packed, topk))
+    op, operand = (("indexer.score_fp8", keys_dtype(quant.format, fp8_mma)) if quant is not None
+                   else ("indexer.score", torch.bfloat16))
+    return (impl.get(op) == "cuda" and impl.get("indexer.select") == "cuda"
+            and group_maxima_fit(heads, dim, operand, packed, topk))
 
 
 def bf16_scores(spec: Pipeline) -> bool:
@@ -106,7 +112,7 @@ def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
                                   q_format=ix.quant.format, group_maxima=_gpu_group_maxima(ix),
                                   round_bf16=round_bf16, fp8_mma=ix.fp8_mma)[level]}
     return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
-                              round_bf16=round_bf16)[level]}
+                              group_maxima=_gpu_group_maxima(ix), round_bf16=round_bf16)[level]}
 
 
 def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
@@ -121,8 +127,8 @@ def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
 
 def _gpu_group_maxima(ix: Indexer) -> bool:
     # the kernels a B = 1 run on the GPU backend takes (the IR is of those)
-    return writes_group_maxima({"indexer.score_fp8": "cuda", "indexer.select": "cuda"}, ix.quant, ix.heads, ix.dim,
-                               ix.topk, packed=False, fp8_mma=ix.fp8_mma)
+    gpu = {"indexer.score": "cuda", "indexer.score_fp8": "cuda", "indexer.select": "cuda"}
+    return writes_group_maxima(gpu, ix.quant, ix.heads, ix.dim, ix.topk, packed=False, fp8_mma=ix.fp8_mma)
 
 
 KIND = StageKind(
