@@ -175,3 +175,59 @@ def test_gluon_score_walk_against_triton_and_fp64(S, s_first, n, fresh_seed):
             ki.select_chunk(a, out, cand, s_first=s_first, ratio=ratio, k_eff=topk, topk=topk, gmax=gmax)
             lists.append(out)
         assert torch.equal(lists[0], lists[1]), fresh_seed
+
+
+@pytest.mark.parametrize("name,S,n", [("v4-flash-bf16", 65536, 2048), ("v4-flash-bf16", 8192, 333),
+                                      ("v3.2", 32768, 1037)])
+def test_gluon_bf16_walk_equals_the_triton_walk(name, S, n, fresh_seed):
+    """The Gluon walk on bf16 operands (the bf16 presets' raw index operands; V3.2's e4m3 values, packed as bf16 with
+    a scale a row) against _score_kernel on the same operands, into NaN-poisoned buffers: the same cells and bits
+    (with a NaN key row and a NaN query), with and without the group maxima (both walk shapes), and the maxima
+    equal to naive.group_maxima of the scores. A packed batch, which the Triton walk scores, then still equals its
+    sequences run alone (test_varlen_gpu.py)."""
+    from kernels_triton.indexer import cost as icost
+    from kernels_triton.indexer import kernel as ki
+    from kernels_triton.indexer import score_gluon
+    from kernels_triton.quant import kernel as qk
+    spec = csa_dsl.preset(name)
+    ix, m = spec.indexer, spec.ratio
+    T, s0 = S // m, S - n
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed)
+    q = torch.randn(n, ix.heads, ix.dim, device="cuda", generator=g).bfloat16()
+    w = torch.randn(n, ix.heads, device="cuda", generator=g)
+    k = torch.randn(T, ix.dim, device="cuda", generator=g).bfloat16()
+    k[7, 3] = float("nan")
+    q[n // 2, 5, 0] = float("nan")
+    if ix.quant is not None:        # V3.2: e4m3 values as bf16, one scale a row
+        k8, ks = torch.empty_like(k), torch.empty(T, device="cuda")
+        qk.pack_rows(k, k8, ks, fmt=ix.quant.format, block=ix.quant.block)
+        q8, qs = torch.empty_like(q), torch.empty(n, ix.heads, device="cuda")
+        qk.pack_rows(q, q8, qs, fmt=ix.quant.format, block=ix.quant.block)
+
+    def run(out, **kw):
+        if ix.quant is None:
+            ki.score_chunk(q, w, k, out, s_first=s0, ratio=m, **kw)
+        else:
+            ki.score_chunk_fp8(q8, qs, w, k8, ks, out, s_first=s0, ratio=m, **kw)
+    ld = icost.score_ld(T)
+    ref_scores = torch.full((n, ld), float("nan"), device="cuda")
+    run(ref_scores, walk="triton")
+    assert ref_scores[n // 2, :(s0 + n // 2 + 1) // m].isnan().all()
+    cap = icost.select_capacity(ix.topk)
+    nvis = (s0 + torch.arange(n, device="cuda") + 1) // m
+    for shape in (score_gluon.WALK_2X4, score_gluon.WALK_4X2, None):
+        out = torch.full((n, ld), float("nan"), device="cuda")
+        gm = torch.full((n, cap), float("nan"), device="cuda") if shape is not None else None
+        if shape is None:
+            run(out)                # walk='auto': the Gluon walk, no maxima
+        else:
+            a = (q, None, w, k, None) if ix.quant is None else (q8, qs, w, k8, ks)
+            score_gluon.score_chunk_gluon(*a, out, s_first=s0, ratio=m, store_queries=ki.score_block_queries(ix.heads),
+                                          gmax=gm, walk=shape)
+        assert torch.equal(out.isnan(), ref_scores.isnan()), (shape, fresh_seed)
+        assert torch.equal(out[~out.isnan()].view(torch.int32), ref_scores[~ref_scores.isnan()].view(torch.int32)), \
+            (shape, fresh_seed)
+        if gm is not None:
+            long = nvis > cap
+            exp = ref.group_maxima(ref_scores, s0, m, cap)
+            assert torch.equal(gm[long].nan_to_num(), exp[long].nan_to_num()), (shape, fresh_seed)

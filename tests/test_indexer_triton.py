@@ -356,15 +356,19 @@ def test_gluon_score_walk_compiled():
     assert not indexer_ir.compile_ir("score_fp8", heads=32)["ttir"].startswith("// Gluon")
 
 
-def test_gluon_walk_takes_v4_shapes_only():
-    """Which scores the Gluon walk takes (the rest go to _score_kernel), and a bad `walk` refused before launch."""
+def test_gluon_walk_takes_64_by_128_only():
+    """Which scores the Gluon walk takes (the rest go to _score_kernel), which shape it takes, and a bad `walk`
+    refused before launch."""
     from kernels_triton.indexer import kernel as ki
-    from kernels_triton.indexer.score_gluon import gluon_walk_fits
+    from kernels_triton.indexer.score_gluon import WALK_2X4, WALK_4X2, gluon_walk, gluon_walk_fits
     fp8 = torch.float8_e4m3fn
-    assert gluon_walk_fits(64, 128, fp8, packed=False)
-    assert not gluon_walk_fits(64, 128, fp8, packed=True)
-    assert not gluon_walk_fits(64, 128, torch.bfloat16, packed=False)     # v3.2's FP8-step values as bf16
-    assert not gluon_walk_fits(32, 128, fp8, packed=False) and not gluon_walk_fits(64, 64, fp8, packed=False)
+    for dt in (fp8, torch.bfloat16):        # FP8 packed values; bf16 raw operands or V3.2's e4m3 values as bf16
+        assert gluon_walk_fits(64, 128, dt, packed=False)
+        assert not gluon_walk_fits(64, 128, dt, packed=True)
+        assert not gluon_walk_fits(32, 128, dt, packed=False) and not gluon_walk_fits(64, 64, dt, packed=False)
+    assert not gluon_walk_fits(64, 128, torch.float32, packed=False)
+    # four consumers of 2 queries with the group maxima, except at ratio 1 (a spill there: gluon_walk)
+    assert gluon_walk(True, 4) == WALK_4X2 and gluon_walk(True, 1) == gluon_walk(False, 4) == WALK_2X4
     q8, qs, w = torch.zeros(4, 64, 128), torch.ones(4, 64), torch.zeros(4, 64)
     k8, ks, out = torch.zeros(8, 128), torch.ones(8), torch.zeros(4, 64)
     with pytest.raises(ValueError, match="walk must be"):

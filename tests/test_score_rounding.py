@@ -141,12 +141,12 @@ def test_spec_program_and_ir():
     prog = compose(p, 1, 65536, 1024, "cuda")
     assert "gmax" in prog.buffers and "round_bf16=True" in str(prog)
     assert "round_bf16" not in str(compose(spec, 1, 65536, 1024, "cuda"))
-    # the IR shown is the kernel that runs: the Gluon walk (V4's sizes, with and without the maxima) and
-    # _score_kernel (other sizes, bf16 operands), each rounding its terms two at a time in bf16x2 arithmetic
+    # the IR shown is the kernel that runs: the Gluon walk (64 x 128, FP8 and bf16 operands, with and without the
+    # maxima) and _score_kernel (other sizes), each rounding its terms two at a time in bf16x2 arithmetic
     # (F2F, one value on the conversion unit, had made the score three times slower; the Gluon walk keeps one a
     # head sum, one (key, query) a thread there, against 32 terms a thread), no spill
     variants = [("score_fp8", {}, True), ("score_fp8", {"group_maxima": True}, True),
-                ("score_fp8", {"heads": 32}, False), ("score", {}, False)]
+                ("score_fp8", {"heads": 32}, False), ("score", {}, True), ("score", {"heads": 32}, False)]
     for kind, kw, gluon in variants:
         levels = indexer_ir.compile_ir(kind, round_bf16=True, **kw)
         assert levels["ttir"].startswith("// Gluon") == gluon and "cvt.rn.bf16x2.f32" in levels["ptx"]

@@ -1,6 +1,8 @@
-"""The FP8 score walk of the V4 indexer (64 heads x 128 dims, unpacked rows) in Gluon.
+"""The score walk of the indexer (64 heads x 128 dims, unpacked rows) in Gluon, on FP8 operands (V4's packed FP4
+values, V3.2's e4m3 values with Indexer.fp8_mma) and on bf16 ones (the bf16 presets' raw operands; V3.2's e4m3 values
+as bf16, multiplied exactly): one k32 or k16 wgmma step at a time (GLUON_OPERANDS).
 
-It computes what kernel._score_kernel computes with QUANT and FP8 operands (the same packed operands, the same
+It computes what kernel._score_kernel computes (the same operands, packed or raw, the same
 64-key tiles, the same -inf past a query's visible rows, nothing written past the last row a block of 4 queries
 sees), but writes its layouts and its warps' roles itself, which Triton's tl.dot/tl.sum/tl.store do not let it:
 
@@ -32,8 +34,9 @@ walk scores, still equals its sequences run alone (tests/test_indexer_gpu.py and
 Measured on an H200: docs/performance.md, "The FP8 score walk in Gluon", "Two warpgroups, TMA and the group
 maxima" and "Four consumer warpgroups".
 
-Sizes: 64 heads and 128 dims, the V4 presets' indexer; the packed (varlen) walks, other sizes, bf16 operands
-and the interpreter take kernel._score_kernel (kernel.score_chunk_fp8 picks)."""
+Sizes: 64 heads and 128 dims, every preset's indexer; the packed (varlen) walks, other sizes and the interpreter
+take kernel._score_kernel (kernel.score_chunk and score_chunk_fp8 pick). The bf16 walk is bit for bit the Triton
+walk too (tests/test_indexer_gpu.py). Measured: docs/performance.md, "The Gluon walk on bf16 operands"."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
