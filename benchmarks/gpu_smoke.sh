@@ -8,7 +8,8 @@
 #   warm    compile the preset attention kernels in parallel processes into TileLang's disk cache
 #           (each later process then loads them in about a second)
 #   cli     the README's main job `csa-dsl run v4-flash` (S = 262,144 on a GPU), the same with the official
-#           code's bf16 index score (`--score-rounding bf16`), `csa-dsl run v4-pro --seq 262144`,
+#           code's bf16 index score (`--score-rounding bf16`), `csa-dsl run v4-flash-bf16` (the exact bf16
+#           math), `csa-dsl run v4-pro --seq 262144`,
 #           `csa-dsl run v3.2 --seq 131072` (and with `--fp8-mma`), a packed batch
 #           `csa-dsl run v4-flash --varlen 70000,130000,62144`, each with --json
 #   bench   one `csa-dsl bench` of each kind at a small S, and `bench model` (every V4-Flash layer kind
@@ -67,6 +68,7 @@ raise SystemExit(1 if bad else 0)" ;;
       step run-v4-flash "${CSA[@]}" run v4-flash --json "$OUT/run-v4-flash.json"
       step run-v4-flash-bf16-scores "${CSA[@]}" run v4-flash --score-rounding bf16 \
         --json "$OUT/run-v4-flash-bf16-scores.json"
+      step run-v4-flash-bf16 "${CSA[@]}" run v4-flash-bf16 --json "$OUT/run-v4-flash-bf16.json"
       step run-v4-pro "${CSA[@]}" run v4-pro --seq 262144 --json "$OUT/run-v4-pro.json"
       step run-v3.2 "${CSA[@]}" run v3.2 --seq 131072 --json "$OUT/run-v3.2.json"
       step run-v3.2-fp8-mma "${CSA[@]}" run v3.2 --seq 131072 --fp8-mma --json "$OUT/run-v3.2-fp8-mma.json"
