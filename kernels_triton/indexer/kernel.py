@@ -613,19 +613,11 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
     T = k.shape[0]
     if n == 0:
         return
-    if walk not in ("auto", "triton"):
-        raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
-    interp = kernels_interpreted(_score_kernel)
-    if (walk == "auto" and not interp and q.dtype == k.dtype == torch.bfloat16 and tma_ready(q, k)
-            and gluon_walk_fits(HI, DI, k.dtype, seg is not None)):
-        check_group_maxima(gmax, n, seg)
-        score_chunk_gluon(q, None, w, k, None, out, s_first=s_first, ratio=ratio,
-                          store_queries=score_block_queries(HI), gmax=gmax, round_bf16=round_bf16)
+    fits = (q.dtype == k.dtype == torch.bfloat16 and tma_ready(q, k)
+            and gluon_walk_fits(HI, DI, k.dtype, seg is not None))
+    if _gluon_walk_ran(walk, fits, q, None, w, k, None, out, s_first, ratio, seg, gmax, round_bf16):
         return
-    if gmax is not None:
-        raise ValueError("gmax is written by the Gluon walk only (64 x 128 bf16 or FP8 operands, unpacked rows, "
-                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
-    if interp and q.dtype == torch.bfloat16:
+    if kernels_interpreted(_score_kernel) and q.dtype == torch.bfloat16:
         # the interpreter's tl.dot is wrong on bf16 operands; bf16 -> fp32 is exact, and the
         # kernel's fp32 path (IEEE dot) then computes the same fp32 math
         q, k = q.float(), k.float()
@@ -636,6 +628,24 @@ def score_chunk(q: torch.Tensor, w: torch.Tensor, k: torch.Tensor, out: torch.Te
                         DP=padded_dim(DI), BQ=BQ, BT=SCORE_TILE_KEYS, IEEE=(q.dtype == torch.float32), QUANT=False,
                         OPERAND=1, VARLEN=seg is not None, EMULATE=kernels_interpreted(_score_kernel),
                         ROUND=round_bf16, **score_launch_options(1))
+
+
+def _gluon_walk_ran(walk: str, fits: bool, q, q_scale, w, k, k_scale, out, s_first: int, ratio: int,
+                    seg: Optional[torch.Tensor], gmax: Optional[torch.Tensor], round_bf16: bool) -> bool:
+    """score_chunk(_fp8)'s choice of walk: the Gluon one (score_gluon.score_chunk_gluon) where `walk` is 'auto', the
+    operands `fits` it and the kernels are not interpreted; True when it ran. A bad `walk` is refused, and `gmax`
+    where the Triton walk runs (it keeps no group maxima), before any launch."""
+    if walk not in ("auto", "triton"):
+        raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
+    if walk == "auto" and fits and not kernels_interpreted(_score_kernel):
+        check_group_maxima(gmax, q.shape[0], seg)
+        score_chunk_gluon(q, q_scale, w, k, k_scale, out, s_first=s_first, ratio=ratio,
+                          store_queries=score_block_queries(q.shape[1]), gmax=gmax, round_bf16=round_bf16)
+        return True
+    if gmax is not None:
+        raise ValueError("gmax is written by the Gluon walk only (64 x 128 bf16 or FP8 operands, unpacked rows, "
+                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
+    return False
 
 
 def check_group_maxima(gmax: Optional[torch.Tensor], n: int, seg: Optional[torch.Tensor], cap: int = 0) -> None:
@@ -681,17 +691,10 @@ def score_chunk_fp8(q8: torch.Tensor, q_scale: torch.Tensor, w: torch.Tensor, k8
                          f"{k8.dtype} (pack both with quant.kernel.pack_rows)")
     if not (q8.is_contiguous() and q_scale.is_contiguous()):
         raise ValueError("q8 and q_scale must be contiguous (quant.kernel.pack_rows writes them so)")
-    if walk not in ("auto", "triton"):
-        raise ValueError(f"walk must be 'auto' or 'triton', got {walk!r}")
-    interp = kernels_interpreted(_score_kernel)
-    if walk == "auto" and not interp and gluon_walk_fits(HI, DI, k8.dtype, seg is not None):
-        check_group_maxima(gmax, n, seg)
-        score_chunk_gluon(q8, q_scale, w, k8, k_scale, out, s_first=s_first, ratio=ratio,
-                          store_queries=score_block_queries(HI), gmax=gmax, round_bf16=round_bf16)
+    if _gluon_walk_ran(walk, gluon_walk_fits(HI, DI, k8.dtype, seg is not None), q8, q_scale, w, k8, k_scale, out,
+                       s_first, ratio, seg, gmax, round_bf16):
         return
-    if gmax is not None:
-        raise ValueError("gmax is written by the Gluon walk only (64 x 128 bf16 or FP8 operands, unpacked rows, "
-                         "walk='auto', on a GPU); pass gmax=None here and select_chunk finds the maxima itself")
+    interp = kernels_interpreted(_score_kernel)
     operand = 0 if interp else (2 if k8.dtype == torch.float8_e4m3fn else 1)
     if interp:
         q8, k8 = q8.float(), k8.float()   # no FP8 in the interpreter: the same values in fp32 (exact)
