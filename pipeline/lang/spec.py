@@ -167,7 +167,7 @@ class Compressor:
 
 SCORE_ROUNDINGS = {
     "fp32": "each head's dot, the weighted terms and the head sum stay fp32 (csa-dsl's default)",
-    "bf16": "as the official inference code: each head's dot rounded to bf16, ReLU, times the bf16-rounded "
+    "bf16": "as the official V4 inference code: each head's dot rounded to bf16, ReLU, times the bf16-rounded "
             "head weight rounded to bf16, the head sum (fp32) rounded to bf16",
 }
 
@@ -181,7 +181,8 @@ class Indexer:
     topk: int = 512
     compressor: Optional[Compressor] = None
     # quantise-dequantise idx_q (per head) and every index key, all `dim` channels (V4: FP4 e2m1 in blocks
-    # of 32, V3.2: FP8 e4m3, one block per row); the score then runs on FP8 tensor cores
+    # of 32, V3.2: FP8 e4m3, one block per row); the score then multiplies the packed values (FP4 steps' on FP8
+    # tensor cores, exactly; FP8 steps' as bf16 unless fp8_mma)
     quant: Optional[Quant] = None
     # how the score is rounded (SCORE_ROUNDINGS, docs/semantics.md): "bf16" reproduces the official code's
     # bf16 score and so its ranking up to the order of ties (ties then abound: a row's K-th score is usually
