@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", default=None, help="write the result record to this file")
     r.add_argument("--nproc", type=_positive("--nproc"), default=1,
                    help="context-parallel ranks (starts one local process per rank)")
-    _score_rounding_arg(r)
+    _index_score_args(r)
     r.add_argument("--no-check-inputs", dest="check_inputs", action="store_false",
                    help="skip the scan of the inputs for NaN/Inf (on by default)")
 
@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, help="write records (JSON list) to this file")
     b.add_argument("--plot", default=None, help="write a log-log plot (PNG) to this file")
     b.add_argument("--nproc", type=_positive("--nproc"), default=1, help="context-parallel ranks (composed only)")
-    _score_rounding_arg(b)
+    _index_score_args(b)
 
     i = sub.add_parser("ir", help="show generated IR at every level (no GPU needed)",
                        description="Generated IR of a pipeline, without a GPU. Levels: spec, plan (pipeline); "
@@ -154,11 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("-o", "--out-dir", default=None, help="write one file per stage and level into DIR, "
                    "named <pipeline>.<stage>[-<part>].<level> (e.g. v4-flash.indexer.ttgir)")
     i.add_argument("--list", action="store_true", help="list stages, their backends and levels")
-    _score_rounding_arg(i)
+    _index_score_args(i)
     return p
 
 
-def _score_rounding_arg(p: argparse.ArgumentParser) -> None:
+def _index_score_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-rounding", default=None, choices=sorted(SCORE_ROUNDINGS),
                    help="the index score's rounding (default: the spec's, fp32 in the presets; bf16: the official "
                         "V4 code's, which it then ranks as, ties aside)")

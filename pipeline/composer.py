@@ -35,7 +35,7 @@ from kernels_triton.varlen.naive import ROW_COLS, SEG_COLS, score_columns
 
 from .lang import defaults
 from .lang.errors import SpecError
-from .lang.spec import SCORE_ROUNDINGS, Pipeline, Quant, SelfIndex
+from .lang.spec import Pipeline, Quant, SelfIndex, check_score_options
 from .program import Buffer, Call, E, Expr, Loop, Node, Program, R, Ref
 from .stages import OPS, stages_of
 from .stages.attention import implicit_window
@@ -599,10 +599,7 @@ def compose_indexer(heads: int, dim: int, topk: int, ratio: int, batch: int, seq
     (fp32 only for the interpreter's tests). `quant`: the indexer's quantisation (idx_q and idx_k go
     through it; the score runs on FP8 operands). `overlap`: as in compose. `score_rounding` and `fp8_mma`: as
     Indexer's."""
-    if fp8_mma and (quant is None or quant.format != "e4m3"):
-        raise SpecError(f"fp8_mma is for e4m3-quantised operands (V3.2's), got quant={quant!r}")
-    if score_rounding not in SCORE_ROUNDINGS:
-        raise SpecError(f"score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {score_rounding!r}")
+    check_score_options(score_rounding, fp8_mma, quant)
     round_bf16 = score_rounding == "bf16"
     B, S = batch, seq_len
     T = S // ratio

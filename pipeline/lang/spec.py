@@ -206,15 +206,21 @@ class Indexer:
                    f"Indexer.compressor.dim = {self.compressor.dim} must equal Indexer.dim = {self.dim} "
                    f"(the compressed rows are the index keys)")
         _check_quant("Indexer.quant", self.quant, self.dim, "every channel of idx_q and of the index keys")
-        _check(self.score_rounding in SCORE_ROUNDINGS,
-               f"Indexer.score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {self.score_rounding!r}")
-        _check(isinstance(self.fp8_mma, bool), f"Indexer.fp8_mma must be a bool, got {self.fp8_mma!r}")
-        if self.fp8_mma:
-            _check(self.quant is not None and self.quant.format == "e4m3",
-                   "Indexer.fp8_mma is for e4m3-quantised operands (V3.2's, Indexer.quant = Quant('e4m3', 128)), "
-                   "which otherwise multiply as bf16; "
-                   + ("V4's FP4 operands multiply on FP8 tensor cores anyway (exactly)" if self.quant is not None
-                      else "bf16 operands (quant None) have no FP8 form"))
+        check_score_options(self.score_rounding, self.fp8_mma, self.quant)
+
+
+def check_score_options(score_rounding: str, fp8_mma: bool, quant: Optional[Quant]) -> None:
+    """Indexer.score_rounding and Indexer.fp8_mma against the indexer's `quant`: the spec's check, which the
+    standalone indexer (composer.compose_indexer, whose sizes need not be a spec's) makes too."""
+    _check(score_rounding in SCORE_ROUNDINGS,
+           f"Indexer.score_rounding must be one of {sorted(SCORE_ROUNDINGS)}, got {score_rounding!r}")
+    _check(isinstance(fp8_mma, bool), f"Indexer.fp8_mma must be a bool, got {fp8_mma!r}")
+    if fp8_mma:
+        _check(quant is not None and quant.format == "e4m3",
+               "Indexer.fp8_mma is for e4m3-quantised operands (V3.2's, Indexer.quant = Quant('e4m3', 128)), "
+               "which otherwise multiply as bf16; "
+               + ("V4's FP4 operands multiply on FP8 tensor cores anyway (exactly)" if quant is not None
+                  else "bf16 operands (quant None) have no FP8 form"))
 
 
 @dataclass(frozen=True)

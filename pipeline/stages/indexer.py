@@ -107,13 +107,10 @@ def _emit_score(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
     ix = pipe.indexer
     if not isinstance(ix, Indexer):
         return _no_indexer(pipe)
-    round_bf16 = bf16_scores(pipe)
-    if ix.quant is not None:
-        return {"": ir.compile_ir("score_fp8", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
-                                  q_format=ix.quant.format, group_maxima=_gpu_group_maxima(ix),
-                                  round_bf16=round_bf16, fp8_mma=ix.fp8_mma)[level]}
-    return {"": ir.compile_ir("score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
-                              group_maxima=_gpu_group_maxima(ix), round_bf16=round_bf16)[level]}
+    # the packed operands' kernel with a quantisation, the raw bf16 one without
+    packed = {"q_format": ix.quant.format, "fp8_mma": ix.fp8_mma} if ix.quant is not None else {}
+    return {"": ir.compile_ir("score_fp8" if packed else "score", ix.heads, ix.dim, pipe.ratio, ix.topk, arch=arch,
+                              group_maxima=_gpu_group_maxima(ix), round_bf16=bf16_scores(pipe), **packed)[level]}
 
 
 def _emit_select(pipe: Pipeline, level: str, arch: int) -> Dict[str, str]:
