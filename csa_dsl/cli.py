@@ -127,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
                                                 "indexer: triton,materialize)")
     b.add_argument("--budget", type=_budget, default=None)
     b.add_argument("--variant", default="auto", choices=["auto", "ws", "seesaw", "pipelined"],
-                   help="attention kernel variant (auto: seesaw for 512-dim rows, ws for 576)")
+                   help="attention kernel variant (auto: seesaw)")
     b.add_argument("--json", default=None, help="write records (JSON list) to this file")
     b.add_argument("--plot", default=None, help="write a log-log plot (PNG) to this file")
     b.add_argument("--nproc", type=_positive("--nproc"), default=1, help="context-parallel ranks (composed only)")

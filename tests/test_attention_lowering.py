@@ -137,21 +137,26 @@ def test_builder_rejects_unsupported_classes():
 
 
 # ------------------------------------------------------------------ the seesaw split
-@pytest.mark.parametrize("variant", ["seesaw", "seesaw-bounded", "seesaw-window"])
-def test_seesaw_splits_the_work_evenly(variant):
+@pytest.mark.parametrize("variant,dim", [("seesaw", 512), ("seesaw-bounded", 512), ("seesaw-window", 512),
+                                         ("seesaw", 576), ("seesaw-bounded", 576)])
+def test_seesaw_splits_the_work_evenly(variant, dim):
     """Both consumers (216 registers each, producer 72: 384 x 168 in all) compute Q K^T, each on its own stage
     of the ring, pass the running max on (WG0 to WG1 and back) and publish their P, and each runs two 64x256
     P V wgmmas per pair of blocks (its own block's and the other's) into its own value half: WG0 its first
     from registers, issued before it waits for WG1's max; both multiply block 0 first and free its stage
-    before block 1's."""
-    r = lower_sparse_mla_fwd(64, 512, 512, 640 if variant != "seesaw-window" else 128, True, variant=variant,
+    before block 1's. With V3.2's 576-dim rows each Q K^T has a second wgmma for the RoPE tail, and the P
+    tiles live in the tail's ring: Q, its tail and the two stages fit the SM's shared memory with no P tile
+    of their own."""
+    r = lower_sparse_mla_fwd(64, dim, 512, 640 if variant != "seesaw-window" else 128, True, variant=variant,
                              arch="sm_90a", rope=(448, 64, False))
     src = r["cuda"]
     threads, _ = _kernel_signature(src)
     assert threads == 384 and r["smem_bytes"] <= sm.SM90_SMEM_LIMIT
+    if dim == 576:      # Q, its tail and two stages of 64 rows with their tails: nothing else of that size
+        assert r["smem_bytes"] < 2 * (64 * 576 + 2 * 64 * 576) + 64 * 64 * 2
     assert src.count("tl::warpgroup_reg_alloc<216>()") == 2 and "tl::warpgroup_reg_dealloc<72>()" in src
     assert 216 * 256 + 72 * 128 <= 384 * 168
-    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 64, 16,", src)) == 2          # a Q K^T per consumer
+    assert len(re.findall(r"wgmma_ss<[^>]*, 64, 64, 16,", src)) == 2 * (1 + (dim == 576))   # a Q K^T per consumer
     assert len(re.findall(r"wgmma_ss<[^>]*, 64, 256, 16,", src)) == 3         # two P V per consumer,
     assert len(re.findall(r"wgmma_rs<[^>]*, 64, 256, 16,", src)) == 1         # WG0's first from registers
     for c in (0, 1):
@@ -225,16 +230,15 @@ def test_ring_window_ids_place_each_row_in_its_slot():
 
 
 def test_seesaw_limits_and_default():
-    assert sm.default_variant(512) == "seesaw" and sm.default_variant(576) == "ws"
+    assert sm.default_variant(512) == sm.default_variant(576) == "seesaw"
     with pytest.raises(ValueError, match="use 'seesaw'"):      # short bounded lists walk every block
         sm.build_sparse_mla_fwd(64, 512, 512, 256, True, False, "seesaw-bounded")
-    with pytest.raises(ValueError, match="seesaw variants take dim_qk == dim_v"):
-        sm.build_sparse_mla_fwd(64, 576, 512, 640, True, False, "seesaw")
+    with pytest.raises(ValueError, match="seesaw-ring takes dim_qk == dim_v"):
+        sm.build_sparse_mla_fwd(64, 576, 512, 128, True, False, "seesaw-ring")
     q, kv, idx, s = _inputs(D=576)
-    with pytest.raises(ValueError, match="'seesaw' variant takes dim_qk = 512"):
-        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, variant="seesaw")
-    with pytest.raises(ValueError, match="needs a CUDA device"):              # the default: ws for 576 rows
-        sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s)
+    for variant in ("seesaw", "ws", None):          # every variant takes 576-dim rows
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            sparse_mla_fwd(q, kv, idx, 0.05, 512, sink=s, variant=variant)
 
 
 # ------------------------------------------------------------------ the fused inverse RoPE

@@ -19,16 +19,17 @@ only the key blocks under n(p), so an HCA query early in the sequence pays for t
 not for the list's width; "ws" walks every block.
 
 Variants of one algorithm, same semantics:
-  * "ws" (the default for dim_qk = 576): hand warp-specialised. 3 warpgroups per CTA (384 threads):
+  * "ws": hand warp-specialised. 3 warpgroups per CTA (384 threads):
       WG0 (consumer, 240 regs): S = Q K^T (wgmma), online softmax, P -> smem, O[:, :dv/2] += P V
       WG1 (consumer, 168 regs): O[:, dv/2:] += P V with the P / rescale factors WG0 publishes
       WG2 (producer,  80 regs): cp.async gather of the 64 indexed KV rows per step into a
                                 2-stage smem ring; -1 rows are zero-filled, never read
     Synchronisation is entirely mbarrier based (see the table in _build_ws).
-  * "seesaw" (dim_qk = 512, and the default there: default_variant): "ws" with the work split evenly. Both consumers compute Q K^T, on
+  * "seesaw" (the default: default_variant): "ws" with the work split evenly. Both consumers compute Q K^T, on
       alternate key blocks, and each accumulates P V over both blocks for its own half of the value dims;
       the running max passes from WG0 to WG1 and back through shared memory, so that one consumer's
-      softmax runs under the other's P V (216 registers each, producer 72). See _build_seesaw.
+      softmax runs under the other's P V (216 registers each, producer 72). With a RoPE tail (576-dim rows)
+      the P tiles live in the tail's ring, dead once its Q K^T is done. See _build_seesaw.
   * "ws-bounded": "ws" walking only the key blocks under the causal bound (HCA's lists).
   * "ws-window": "ws-bounded" without a key list (window-only layers): slot j of the query at position p
     is row max(0, p - W + 1) + j (valid while <= p), W = bound_w; Indices is not read.
@@ -97,9 +98,11 @@ NO_ROPE = (0, 0, False)    # (col0, rot_dim, seg) of the fused inverse RoPE: non
 
 
 def default_variant(dim_qk: int) -> str:
-    """The variant sparse_mla_fwd runs when none is asked: the seesaw split where it applies (dim_qk = 512;
-    as fast or faster on every V4 shape measured: benchmarks/results/seesaw-h200/), else "ws"."""
-    return "seesaw" if dim_qk == KERNEL_DIM_V else "ws"
+    """The variant sparse_mla_fwd runs when none is asked: the seesaw split, for both row widths (as fast or
+    faster than "ws" on every shape measured: benchmarks/results/seesaw-h200/ for V4's 512-dim rows,
+    seesaw-tail-h200/ for V3.2's 576). dim_qk is kept in the signature: a width the split could not take
+    would pick another variant here."""
+    return "seesaw"
 
 
 def rope_fusable(dim_v: int, rot_dim: int) -> bool:
@@ -192,10 +195,9 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
                                 block_keys)
     family, _, walk = variant.partition("-")
     if family == "seesaw":
-        if tail:
-            raise ValueError(f"the seesaw variants take dim_qk == dim_v (no RoPE tail: with it the second P tile "
-                             f"and the tail's K ring exceed shared memory), got dim_qk={dim_qk}; use 'ws'")
         if walk in ("ring", "ring-seg"):
+            if tail:
+                raise ValueError(f"seesaw-ring takes dim_qk == dim_v (no RoPE tail), got dim_qk={dim_qk}")
             if num_indices_padded != RING:
                 raise ValueError(f"seesaw-ring holds a window of {RING} rows, got a list of {num_indices_padded}")
             return _build_seesaw_ring(heads, dim_qk, bool(with_sink), bool(return_lse), block_keys,
@@ -203,7 +205,7 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
         if walk == "bounded" and num_indices_padded < SEESAW_BOUNDED_MIN_NI:
             raise ValueError(f"seesaw-bounded needs a list of >= {SEESAW_BOUNDED_MIN_NI} slots (TileLang 0.1.15 "
                              f"cannot lower it for fewer: ThreadSync in a divergent region); use 'seesaw' (every block)")
-        return _build_seesaw(heads, dim_qk, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
+        return _build_seesaw(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
                              implicit_window=walk == "window", bounded=walk != "",
                              rope=(int(col0), int(rot_dim), bool(rope_seg)))
     return _build_ws(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse), block_keys,
@@ -661,8 +663,8 @@ def _chain_macros(T, HB, BI, DH, M_INIT):
     return chain_max, p0_to_m1
 
 
-def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
-    """The "seesaw" split of the ws kernel (D == DV: no RoPE tail). Both consumer warpgroups compute
+def _build_seesaw(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=False, bounded=False, rope=NO_ROPE):
+    """The "seesaw" split of the ws kernel. Both consumer warpgroups compute
     Q K^T, on alternate key blocks (WG0 the even block of a pair, WG1 the odd one), and each accumulates
     P V over both blocks for its own half of the value dims. Per pair of blocks each does one Q K^T and two
     half-width P V: the same work (the "ws" split gives WG0 both Q K^T and WG1 only P V). Same semantics,
@@ -677,7 +679,12 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
            freed), O_R += P1 V1_R.
     WG1's softmax runs under WG0's first P V, WG0's rescale under WG1's; both consumers multiply block 0
     first, so its stage is refilled half a pair early and the next pair's gather starts under the P V of
-    block 1. Both end the pair at m1, the next pair's m. (It replaced a symmetric exchange of the two blocks'
+    block 1. Both end the pair at m1, the next pair's m.
+
+    With a RoPE tail (D = DV + 64, V3.2's 576-dim rows) the tail's ring Kt_s holds the P tiles: stage c's tail
+    (64 rows x 64 dims, read by consumer c's Q K^T alone) is dead once that Q K^T is done, and it is a P
+    tile's shape, so consumer c writes its P there for the peer, who reads it before it frees the stage. Q,
+    its tail and the two stages fill 216 KB, where two more P tiles would not fit. (It replaced a symmetric exchange of the two blocks'
     maxima, with both softmaxes at once: 12.1-12.4 against 11.1 ms for 65,536 queries of v4-flash's shape on
     an H200, docs/performance.md "The seesaw's chained maxima".)
 
@@ -696,7 +703,8 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
 
     HB = BLOCK_HEADS
     G = heads // HB
-    DH = D // 2                   # value half owned by each consumer warpgroup
+    DT = D - DV                   # RoPE tail: only in Q K^T
+    DH = DV // 2                  # value half owned by each consumer warpgroup
     NB = NI // BI                 # key blocks (even)
     bf16, f32 = T.bfloat16, T.float32
     M_INIT = -1.0e30              # finite: exp2(M_INIT - M_INIT) = 1, never inf - inf
@@ -705,10 +713,10 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     chain_max, p0_to_m1 = _chain_macros(T, HB, BI, DH, M_INIT)
     RC, RD = rope[0], rope[1]
     key_row, key_ok = _key_fns(T, implicit_window)
-    produce = _producer_macro(T, HB, BI, D, 0, key_row, key_ok)
+    produce = _producer_macro(T, HB, BI, DV, DT, key_row, key_ok)
 
     @T.macro
-    def consumer(c, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
+    def consumer(c, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
                  m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free, bar_mx, bar_p,
                  scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r):
         # m_peer and P_r are WG0's alone: WG1 reads m0 from mx_s as it takes the max, and passes None for both
@@ -726,6 +734,8 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
             T.barrier_wait(bar_kv_full[c], it & 1)
             T.fence_proxy_async()          # cp.async (generic proxy) -> wgmma (async proxy)
             T.wgmma_gemm(Q_s, K_s[c, :, :], acc_s, transpose_B=True)
+            if DT > 0:
+                T.wgmma_gemm(Qt_s, Kt_s[c, :, :], acc_s, transpose_B=True)
             T.wait_wgmma(0)
             T.warpgroup_fence_operand(acc_s, num_regs=HB * BI // 128)
             T.reduce_max(acc_s, m_blk, dim=1, clear=True)
@@ -760,9 +770,9 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
                 T.fence_proxy_async()          # P_s is read by wgmma (the peer's too)
                 T.barrier_arrive(bar_p[1])
                 T.barrier_wait(bar_p[0], it & 1)
-                T.gemm(P_s[0, :, :], K_s[0, :, DH:D], acc_o)
+                T.gemm(P_s[0, :, :], K_s[0, :, DH:DV], acc_o)
                 T.barrier_arrive(bar_kv_free[0])
-                T.gemm(P_s[1, :, :], K_s[1, :, DH:D], acc_o)
+                T.gemm(P_s[1, :, :], K_s[1, :, DH:DV], acc_o)
                 T.barrier_arrive(bar_kv_free[1])
         # the denominator sums both consumers' blocks (sum_s: written once, no parity slot to pick)
         for h in T.Parallel(HB):
@@ -794,9 +804,15 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
     def body(Q, KV, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, sm_scale, pos0, bound_w, bound_k,
              bound_m, B, Sq, R, P, span):
         with T.Kernel(Sq * G, B, threads=384) as (bx, by):
-            Q_s = T.alloc_shared([HB, D], bf16)           # reused as the output tile
-            K_s = T.alloc_shared([2, BI, D], bf16)         # KV ring: stage st holds block 2 * it + st
-            P_s = T.alloc_shared([2, HB, BI], bf16)        # each consumer's P of its block
+            Q_s = T.alloc_shared([HB, DV], bf16)          # reused as the output tile
+            K_s = T.alloc_shared([2, BI, DV], bf16)        # KV ring: stage st holds block 2 * it + st
+            if DT > 0:
+                Qt_s = T.alloc_shared([HB, DT], bf16)
+                Kt_s = T.alloc_shared([2, BI, DT], bf16)   # the tails, then each consumer's P of its block
+                P_s = Kt_s
+            else:
+                Qt_s = Kt_s = None
+                P_s = T.alloc_shared([2, HB, BI], bf16)    # each consumer's P of its block
             mx_s = T.alloc_shared([2, 2, HB], f32)         # [consumer, parity, row]: the blocks' row maxima
             sum_s = T.alloc_shared([2, HB], f32)           # [consumer, row]: the final row sums
 
@@ -840,21 +856,21 @@ def _build_seesaw(heads, D, NI, with_sink, return_lse, BI, implicit_window=False
 
             if tx < 128:
                 T.set_max_nreg(216, 1)
-                consumer(0, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
+                consumer(0, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
                          m_i0, m_prev0, m_blk0, m_peer0, alpha0, l_i0, l_blk0, inv0, lse0, bar_q, bar_kv_full,
                          bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r)
             elif tx < 256:
                 T.set_max_nreg(216, 1)
-                consumer(1, Q_s, K_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
+                consumer(1, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
                          m_i1, m_prev1, m_blk1, None, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
                          bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, None)
             else:
                 # producer: the ws kernel's
                 T.set_max_nreg(72, 0)
-                produce(Q, KV, Indices, Q_s, None, K_s, None, bar_q, bar_kv_full, bar_kv_free, tx - 256, b_i, s_i,
+                produce(Q, KV, Indices, Q_s, Qt_s, K_s, Kt_s, bar_q, bar_kv_full, bar_kv_free, tx - 256, b_i, s_i,
                         h0, s_pos, bound_w, n_it, R)
 
-    return _signature(T, body, heads, D, D, NI, with_sink, return_lse)
+    return _signature(T, body, heads, D, DV, NI, with_sink, return_lse)
 
 
 RING = 128                     # the ring kernel's slots: the window it holds (two 64-key blocks)
@@ -1353,9 +1369,6 @@ def validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink=None, varia
         _check_tensor("out", out, torch)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if variant == "seesaw" and q.dim() == 4 and q.shape[3] != KERNEL_DIM_V:
-        raise ValueError(f"the 'seesaw' variant takes dim_qk = {KERNEL_DIM_V} (no RoPE tail), got {q.shape[3]}; "
-                         f"use variant='ws'")
     for name, t in (("q", q), ("kv", kv)):
         if t.dtype != torch.bfloat16:
             raise TypeError(f"{name} must be torch.bfloat16 (bf16), got {t.dtype}; "

@@ -31,7 +31,7 @@ ATTEND = Op(
         "torch": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
         # TileLang has no CPU runtime: the interpreter backend runs the reference attention
         "interpret": Impl(naive.attend, "torch gather + softmax", NAIVE_TEMP),
-        "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised: seesaw split for 512-dim rows)",
+        "cuda": Impl(kernel.attend, "tilelang sparse_mla_fwd (warp-specialised: seesaw split)",
                      sized(cost.kernel_temp_bytes, *SIZES)),
     },
 )
@@ -56,7 +56,7 @@ def ir_key_list(pipe: Pipeline):
     """(key-list width, kernel variant) the IR shows: the indexer's W + topk, HCA's W + T at the GPU's
     default S (the width grows with S; the causal bound keeps the work to the visible rows), or the
     implicit window of a window-only layer; the variant's family is the kernel's default for the rows
-    (seesaw for 512 dims, ws for 576)."""
+    (seesaw)."""
     family = kernel.default_variant(pipe.attention.qk_dim)
     if pipe.layer == "window":
         a = pipe.attention
@@ -100,6 +100,6 @@ KIND = StageKind(
     inputs=_inputs,
     limits=_limits,
     ir=(IRSection("attention", "tilelang", "sparse MLA forward, warp-specialised producer/consumer pipeline "
-                  "(seesaw split for 512-dim rows), inverse RoPE in its epilogue",
+                  "(seesaw split), inverse RoPE in its epilogue",
                   TILELANG_LEVELS, _emit_attention),),
 )
