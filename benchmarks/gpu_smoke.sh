@@ -50,13 +50,13 @@ step() {   # step NAME CMD...: run, log to OUT/NAME.log, record rc and seconds
 for s in $STEPS; do
   case $s in
     warm)
-      # the V4 presets' programs run the seesaw split (512-dim rows) and fuse the inverse RoPE of the last
-      # 64 channels (rope = (448, 64, packed)); v3.2 (576-dim rows) runs ws
+      # every preset's program runs the seesaw split; the V4 presets' fuse the inverse RoPE of the last
+      # 64 channels (rope = (448, 64, packed)); v3.2's 576-dim rows walk their causal bound
       step warm python -c "from kernels_tilelang.sparse_mla.kernel import precompile
 rope, packed = (448, 64, False), (448, 64, True)
 r = precompile([(64, 512, 512, 640, True, False, rope), (64, 512, 512, 640, True, False, packed),
                 (128, 512, 512, 1152, True, False, rope), (64, 512, 512, 640, True, False)], variants=('seesaw',))
-r.update(precompile([(128, 576, 512, 2048, False, False)], variants=('ws',)))
+r.update(precompile([(128, 576, 512, 2048, False, False)], variants=('seesaw', 'seesaw-bounded')))
 r.update(precompile([(64, 512, 512, 2176, True, False, rope)], variants=('seesaw-bounded',)))
 r.update(precompile([(64, 512, 512, 256, True, False), (128, 512, 512, 256, True, False)],
                     variants=('seesaw',)))     # short HCA lists walk every block: kernel.SEESAW_BOUNDED_MIN_NI
