@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from csa_dsl.benchmarks import attention_inputs, base_record, output_bytes, peak_above, time_ms
+from csa_dsl.benchmarks import attention_calls, attention_inputs, base_record, output_bytes, peak_above, time_ms
 from csa_dsl.compile import compile as compile_pipeline
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
 from kernels_tilelang.sparse_mla import naive
@@ -31,6 +31,29 @@ from pipeline.inputs import random_inputs
 from pipeline.lang.presets import preset
 from pipeline.lang.schedule import Schedule
 from pipeline.metrics import rel_err
+
+
+def check_attention(name, variant, q, kv, idx, snk, lse=False, **kw):
+    """One sparse_mla_fwd call (scale D^-0.5, 512 value dims) into a NaN-poisoned output against the fp32 reference
+    (idx None: the implicit window of kw's pos0 and window): (record, output). The record says ok when no NaN is left,
+    the relative error is <= 1e-2 and, with lse, the LSE's <= 1e-3 (a row's -inf LSE must be -inf in both)."""
+    D, DV = q.shape[-1], 512
+    ids = idx if idx is not None else naive.window_indices(
+        torch.arange(kw["pos0"], kw["pos0"] + q.shape[1], device="cuda"), kw["window"])[None]
+    ref = naive.sparse_attention(q, kv, ids, D ** -0.5, DV, snk, return_lse=lse)
+    out = torch.full((1, q.shape[1], q.shape[2], DV), float("nan"), dtype=torch.bfloat16, device="cuda")
+    got = sparse_mla.sparse_mla_fwd(q, kv, idx, D ** -0.5, DV, sink=snk, variant=variant, out=out, return_lse=lse,
+                                    **kw)
+    torch.cuda.synchronize()
+    rec = {"case": name, "variant": variant, "nan": int(torch.isnan(out.float()).sum()),
+           "rel_err": rel_err(out.float(), ref[0] if lse else ref)}
+    if lse:     # a query without keys and no sink has LSE -inf in both: compared as equal
+        fin = torch.isfinite(ref[1])
+        rec["lse_inf_agree"] = bool(torch.equal(got[1][~fin], ref[1][~fin].float()))
+        rec["lse_rel_err"] = rel_err(got[1][fin], ref[1][fin]) if rec["lse_inf_agree"] else float("inf")
+    rec["ok"] = rec["nan"] == 0 and rec["rel_err"] <= 1e-2 and rec.get("lse_rel_err", 0) <= 1e-3
+    print(rec)
+    return rec, out
 
 
 def main():
@@ -67,25 +90,8 @@ def main():
         snk = (torch.randn(H, device="cuda") * 2) if sink else None
         return q, kv, idx.contiguous(), snk
 
-
-    def check(name, variant, q, kv, idx, snk, lse=False, **kw):
-        ref = naive.sparse_attention(q, kv, idx if idx is not None else naive.window_indices(
-            torch.arange(kw["pos0"], kw["pos0"] + q.shape[1], device="cuda"), kw["window"])[None], 512 ** -0.5, 512, snk,
-            return_lse=lse)
-        out = torch.full((1, q.shape[1], q.shape[2], 512), float("nan"), dtype=torch.bfloat16, device="cuda")
-        got = sparse_mla.sparse_mla_fwd(q, kv, idx, 512 ** -0.5, 512, sink=snk, variant=variant, out=out,
-                                        return_lse=lse, **kw)
-        torch.cuda.synchronize()
-        rec = {"case": name, "variant": variant, "nan": int(torch.isnan(out.float()).sum()),
-               "rel_err": rel_err(out.float(), ref[0] if lse else ref)}
-        if lse:     # a query without keys and no sink has LSE -inf in both: compared as equal
-            fin = torch.isfinite(ref[1])
-            rec["lse_rel_err"] = rel_err(got[1][fin], ref[1][fin])
-            rec["lse_inf_agree"] = bool(torch.equal(got[1][~fin], ref[1][~fin].float()))
-            rec["lse_rel_err"] = rec["lse_rel_err"] if rec["lse_inf_agree"] else float("inf")
-        rec["ok"] = rec["nan"] == 0 and rec["rel_err"] <= 1e-2 and rec.get("lse_rel_err", 0) <= 1e-3
-        res["correctness"].append(rec)
-        print(rec)
+    def check(*args, **kw):
+        res["correctness"].append(check_attention(*args, **kw)[0])
 
 
     cos = torch.empty(8192, 32, device="cuda")
@@ -125,13 +131,7 @@ def main():
         diff = rel_err(outs["seesaw"][:, :4096], outs["ws"][:, :4096])      # (fp64 copies of all would not fit)
         for _ in range(3):
             for v in VARIANTS:
-                i = [0]
-
-                def fn(v=v, i=i):
-                    q, kv, keys = sets[i[0] % 2]
-                    i[0] += 1
-                    return sparse_mla.sparse_mla_fwd(q, kv, keys, a.softmax_scale, a.v_dim, sink=sink, variant=v)
-                recs[v]["times"].append(time_ms(fn))
+                recs[v]["times"].append(time_ms(attention_calls(sets, a, sink, v)))
         for v in VARIANTS:
             r = recs[v]
             r["median_ms"] = sorted(r["times"])[1]

@@ -20,9 +20,9 @@ import time
 import torch
 
 import csa_dsl
-from csa_dsl.benchmarks import attention_inputs, base_record, peak_above, time_ms
+from csa_dsl.benchmarks import attention_calls, attention_inputs, base_record, peak_above, time_ms
+from gpu_seesaw_check import check_attention
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
-from kernels_tilelang.sparse_mla import naive
 from kernels_tilelang.sparse_mla.cost import attention_flop
 from kernels_triton.rope.kernel import apply_rope_
 from kernels_triton.rope.tables import Rotary, fill_tables
@@ -56,23 +56,9 @@ def main():
             errors = {k: e for k, (e, _) in sparse_mla.precompile(classes, (fam + walk,)).items() if e}
             print("precompile", fam + walk, errors or "ok", round(time.time() - t0))
 
-    def check(case, variant, q, kv, idx, snk, lse=False, **kw):
-        ids = idx if idx is not None else naive.window_indices(
-            torch.arange(kw["pos0"], kw["pos0"] + q.shape[1], device="cuda"), kw["window"])[None]
-        ref = naive.sparse_attention(q, kv, ids, D ** -0.5, DV, snk, return_lse=lse)
-        out = torch.full((1, q.shape[1], q.shape[2], DV), float("nan"), dtype=torch.bfloat16, device="cuda")
-        got = sparse_mla.sparse_mla_fwd(q, kv, idx, D ** -0.5, DV, sink=snk, variant=variant, out=out,
-                                        return_lse=lse, **kw)
-        torch.cuda.synchronize()
-        rec = {"case": case, "variant": variant, "nan": int(torch.isnan(out.float()).sum()),
-               "rel_err": rel_err(out.float(), ref[0] if lse else ref)}
-        if lse:     # a query without keys and no sink has LSE -inf in both: compared as equal
-            fin = torch.isfinite(ref[1])
-            agree = bool(torch.equal(got[1][~fin], ref[1][~fin].float()))
-            rec["lse_rel_err"] = rel_err(got[1][fin], ref[1][fin]) if agree else float("inf")
-        rec["ok"] = rec["nan"] == 0 and rec["rel_err"] <= 1e-2 and rec.get("lse_rel_err", 0) <= 1e-3
+    def check(*args, **kw):
+        rec, out = check_attention(*args, **kw)
         res["correctness"].append(rec)
-        print(rec)
         return out
 
     def inputs(Sq, H, R, NI=2048, sink=True, holes=0.2):
@@ -118,13 +104,7 @@ def main():
             for v in VARIANTS}
     for _ in range(3):
         for v in VARIANTS:
-            i = [0]
-
-            def fn(v=v, i=i):
-                q_, kv_, keys = sets[i[0] % 2]
-                i[0] += 1
-                return sparse_mla.sparse_mla_fwd(q_, kv_, keys, a.softmax_scale, a.v_dim, variant=v)
-            recs[v]["times"].append(time_ms(fn))
+            recs[v]["times"].append(time_ms(attention_calls(sets, a, variant=v)))
     for v in VARIANTS:
         r = recs[v]
         r["median_ms"] = sorted(r["times"])[1]

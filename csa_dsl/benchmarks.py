@@ -265,6 +265,20 @@ def attention_inputs(spec: Pipeline, n_queries: int, kv_rows: int, seed: int = 0
     return q, kv, keys[None].contiguous()
 
 
+def attention_calls(sets: Sequence[tuple], attention, sink: Optional[torch.Tensor] = None,
+                    variant: Optional[str] = None) -> Callable[[], torch.Tensor]:
+    """A function that runs the attention kernel once a call on the (q, kv, keys) sets in turn (attention_inputs),
+    so that a call does not find the rows of the one before in L2."""
+    i = [0]
+
+    def fn():
+        q, kv, keys = sets[i[0] % len(sets)]
+        i[0] += 1
+        return sparse_mla.sparse_mla_fwd(q, kv, keys, attention.softmax_scale, attention.v_dim, sink=sink,
+                                         variant=variant)
+    return fn
+
+
 def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] = None,
                     variant: Optional[str] = None, progress: bool = True) -> List[dict]:
     """The attention kernel alone on random valid key lists; variant None: the kernel's default for the
@@ -283,12 +297,7 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
             sets = [attention_inputs(spec, S, R, seed=i) for i in range(2)]
             sink = torch.randn(a.heads, device="cuda") if a.sink else None
             valid = int((sets[0][2] >= 0).sum())
-            i = [0]
-
-            def fn():
-                q, kv, keys = sets[i[0] % len(sets)]
-                i[0] += 1
-                return sparse_mla.sparse_mla_fwd(q, kv, keys, a.softmax_scale, a.v_dim, sink=sink, variant=variant)
+            fn = attention_calls(sets, a, sink, variant)
             rec["peak_gib"] = peak_above(fn)
             rec["median_ms"] = time_ms(fn)
             rec["flop"] = attention_flop(a.heads, a.qk_dim, a.v_dim, valid)
