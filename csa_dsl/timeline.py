@@ -21,7 +21,7 @@ import torch
 Kernel = Tuple[str, object, float, float]       # (name, stream, start_us, end_us)
 
 # a kernel's stage, by a fragment of its name (first match wins; anything else is "other")
-STAGES = (("_score_kernel", "score"), ("_score_fp8_gluon", "score"), ("_select_kernel", "select"),
+STAGES = (("_score_kernel", "score"), ("_score_gluon", "score"), ("_select_kernel", "select"),
           ("_keys_kernel", "select"), ("_pack_kernel", "quantise"), ("_rows_kernel", "quantise"),
           ("_compress_kernel", "compressor"), ("_rope_kernel", "rope"), ("sparse_mla", "attention"))
 COLOURS = {"score": "tab:blue", "select": "tab:orange", "attention": "tab:green", "quantise": "tab:purple",

@@ -335,7 +335,7 @@ def test_gluon_score_walk_compiled():
     for gm, nc, mma, maxnreg, warps, stores, most in ((True, 4, "m64n128k32", {"120", "112", "24"}, 20, 2, 210),
                                                       (False, 2, "m64n256k32", {"240", "24"}, 12, 2, 350)):
         levels = indexer_ir.compile_ir("score_fp8", group_maxima=gm)
-        assert levels["ttir"].startswith("// Gluon kernel _score_fp8_gluon")
+        assert levels["ttir"].startswith("// Gluon kernel _score_gluon")
         ptx = levels["ptx"]
         assert ptx.count(f"wgmma.mma_async.sync.aligned.{mma}.f32.e4m3.e4m3") == 4 * nc        # K = 128: 4 steps
         assert "cp.async.cg" not in ptx

@@ -16,7 +16,7 @@ def _launch(t_ms, correlation):
 
 
 def test_stage_of_names_the_kernels_the_programs_launch():
-    assert timeline.stage_of("_score_kernel") == "score" and timeline.stage_of("_score_fp8_gluon") == "score"
+    assert timeline.stage_of("_score_kernel") == "score" and timeline.stage_of("_score_gluon") == "score"
     assert timeline.stage_of("_select_kernel") == "select"
     assert timeline.stage_of("sparse_mla_fwd_kernel_kernel") == "attention"
     assert timeline.stage_of("_pack_kernel") == "quantise"

@@ -12,7 +12,7 @@ from ..quant.formats import keys_dtype
 from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
 from .kernel import (SELECT_SEG_BLOCK, SELECT_STEP_TILES, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
                      padded_dim, padded_heads, score_block_queries, score_launch_options)
-from .score_gluon import (GLUON_OPERANDS, GLUON_STAGES, GLUON_WARPS, _score_fp8_gluon, gluon_walk, gluon_walk_fits,
+from .score_gluon import (GLUON_OPERANDS, GLUON_STAGES, GLUON_WARPS, _score_gluon, gluon_walk, gluon_walk_fits,
                           group_maxima_fit)
 from .score_gluon import layouts as gluon_layouts
 
@@ -58,7 +58,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                      "STAGES": GLUON_STAGES, "G": groups, "SQ": score_block_queries(heads), "NC": walk.consumers,
                      "WORKER_WARPS": walk.worker_warps, "WORKER_REGS": walk.worker_regs, "ROUND": round_bf16,
                      "SCALED": fp8, "MMA_K": GLUON_OPERANDS[mma_dtype][1]}
-            fn, opts = _score_fp8_gluon, {"num_warps": GLUON_WARPS, "maxnreg": walk.maxnreg}
+            fn, opts = _score_gluon, {"num_warps": GLUON_WARPS, "maxnreg": walk.maxnreg}
             div = ["qs_ptr", "w_ptr", "ks_ptr", "out_ptr", "gm_ptr", "stride_ws", "stride_os", "stride_gs"]
         else:
             packed = "*fp8e4nv" if operand == 2 else "*bf16"

@@ -267,7 +267,7 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
 
 
 @gluon.jit
-def _score_fp8_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_first, n_q, T,
+def _score_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_first, n_q, T,
                      stride_ws, stride_os, stride_gs,
                      RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
                      STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr, NC: gl.constexpr,
@@ -341,7 +341,7 @@ def score_chunk_gluon(q8: torch.Tensor, q_scale: Optional[torch.Tensor], w: torc
     q_desc = TensorDescriptor.from_tensor(q8.view(n * GLUON_HEADS, GLUON_DIM), [BQ * GLUON_HEADS, GLUON_DIM], q_l)
     k_desc = TensorDescriptor.from_tensor(k8, [BT, GLUON_DIM], k_l)
     scaled = q_scale is not None
-    _score_fp8_gluon[(triton.cdiv(n, walk.queries),)](
+    _score_gluon[(triton.cdiv(n, walk.queries),)](
         q_desc, q_scale if scaled else w, w, k_desc, k_scale if scaled else w, out, out if gmax is None else gmax,
         s_first, n, k8.shape[0],
         w.stride(0), out.stride(0), 0 if gmax is None else gmax.stride(0), RATIO=ratio, HI=GLUON_HEADS,
