@@ -679,14 +679,14 @@ def _build_seesaw(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=F
            freed), O_R += P1 V1_R.
     WG1's softmax runs under WG0's first P V, WG0's rescale under WG1's; both consumers multiply block 0
     first, so its stage is refilled half a pair early and the next pair's gather starts under the P V of
-    block 1. Both end the pair at m1, the next pair's m.
+    block 1. Both end the pair at m1, the next pair's m. (It replaced a symmetric exchange of the two blocks'
+    maxima, with both softmaxes at once: 12.1-12.4 against 11.1 ms for 65,536 queries of v4-flash's shape on
+    an H200, docs/performance.md "The seesaw's chained maxima".)
 
     With a RoPE tail (D = DV + 64, V3.2's 576-dim rows) the tail's ring Kt_s holds the P tiles: stage c's tail
     (64 rows x 64 dims, read by consumer c's Q K^T alone) is dead once that Q K^T is done, and it is a P
     tile's shape, so consumer c writes its P there for the peer, who reads it before it frees the stage. Q,
-    its tail and the two stages fill 216 KB, where two more P tiles would not fit. (It replaced a symmetric exchange of the two blocks'
-    maxima, with both softmaxes at once: 12.1-12.4 against 11.1 ms for 65,536 queries of v4-flash's shape on
-    an H200, docs/performance.md "The seesaw's chained maxima".)
+    its tail and the two stages fill 216 KB, where two more P tiles would not fit.
 
     Barriers (phase n of a barrier completes once per use of it; c is a consumer, c' the other):
       bar_q           producer cp.async(Q) done              -> both may read Q_s
@@ -716,9 +716,9 @@ def _build_seesaw(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=F
     produce = _producer_macro(T, HB, BI, DV, DT, key_row, key_ok)
 
     @T.macro
-    def consumer(c, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s, acc_o, m_i, m_prev,
-                 m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free, bar_mx, bar_p,
-                 scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r):
+    def consumer(c, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s,
+                 acc_o, m_i, m_prev, m_blk, m_peer, alpha, l_i, l_blk, inv, lse_frag, bar_q, bar_kv_full, bar_kv_free,
+                 bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r):
         # m_peer and P_r are WG0's alone: WG1 reads m0 from mx_s as it takes the max, and passes None for both
         T.fill(m_i, M_INIT)
         T.fill(l_i, 0)
@@ -856,14 +856,15 @@ def _build_seesaw(heads, D, DV, NI, with_sink, return_lse, BI, implicit_window=F
 
             if tx < 128:
                 T.set_max_nreg(216, 1)
-                consumer(0, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s0, acc_ol,
-                         m_i0, m_prev0, m_blk0, m_peer0, alpha0, l_i0, l_blk0, inv0, lse0, bar_q, bar_kv_full,
-                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r)
+                consumer(0, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg,
+                         acc_s0, acc_ol, m_i0, m_prev0, m_blk0, m_peer0, alpha0, l_i0, l_blk0, inv0, lse0, bar_q,
+                         bar_kv_full, bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, P_r)
             elif tx < 256:
                 T.set_max_nreg(216, 1)
-                consumer(1, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg, acc_s1, acc_or,
-                         m_i1, m_prev1, m_blk1, None, alpha1, l_i1, l_blk1, inv1, lse1, bar_q, bar_kv_full,
-                         bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P, None)
+                consumer(1, Q_s, Qt_s, K_s, Kt_s, P_s, mx_s, sum_s, Indices, Sink, Out, Lse, RopeCos, RopeSin, Seg,
+                         acc_s1, acc_or, m_i1, m_prev1, m_blk1, None, alpha1, l_i1, l_blk1, inv1, lse1, bar_q,
+                         bar_kv_full, bar_kv_free, bar_mx, bar_p, scale2, s_pos, n_it, b_i, s_i, h0, bound_w, R, P,
+                         None)
             else:
                 # producer: the ws kernel's
                 T.set_max_nreg(72, 0)

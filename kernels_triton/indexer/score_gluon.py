@@ -268,11 +268,11 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
 
 @gluon.jit
 def _score_gluon(q_desc, qs_ptr, w_ptr, k_desc, ks_ptr, out_ptr, gm_ptr, s_first, n_q, T,
-                     stride_ws, stride_os, stride_gs,
-                     RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
-                     STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr, NC: gl.constexpr,
-                     WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr, ROUND: gl.constexpr,
-                     SCALED: gl.constexpr, MMA_K: gl.constexpr):
+                 stride_ws, stride_os, stride_gs,
+                 RATIO: gl.constexpr, HI: gl.constexpr, DI: gl.constexpr, BQ: gl.constexpr, BT: gl.constexpr,
+                 STAGES: gl.constexpr, G: gl.constexpr, SQ: gl.constexpr, NC: gl.constexpr,
+                 WORKER_WARPS: gl.constexpr, WORKER_REGS: gl.constexpr, ROUND: gl.constexpr,
+                 SCALED: gl.constexpr, MMA_K: gl.constexpr):
     q0c = gl.program_id(0) * (NC * BQ)
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [NC, BQ * HI, DI], q_desc.layout)
     k_ring = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BT, DI], k_desc.layout)
