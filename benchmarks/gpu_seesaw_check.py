@@ -33,6 +33,11 @@ from pipeline.lang.schedule import Schedule
 from pipeline.metrics import rel_err
 
 
+def use_variant(v):
+    """The attention variant the composed programs run from now on (kernel.attend's default; None: the kernel's)."""
+    sparse_mla.attend.__kwdefaults__["variant"] = v
+
+
 def check_attention(name, variant, q, kv, idx, snk, lse=False, **kw):
     """One sparse_mla_fwd call (scale D^-0.5, 512 value dims) into a NaN-poisoned output against the fp32 reference
     (idx None: the implicit window of kw's pos0 and window): (record, output). The record says ok when no NaN is left,
@@ -143,10 +148,6 @@ def main():
         dump()
 
     # ---------------------------------------------------------------- 3. composed forwards
-    def use_variant(v):
-        sparse_mla.attend.__kwdefaults__["variant"] = v     # the composed programs' attention (kernel.attend)
-
-
     for name in ("v4-flash", "v4-flash-hca", "v4-window", "v4-pro"):
         spec = preset(name)
         S = 262144

@@ -21,7 +21,7 @@ import torch
 
 import csa_dsl
 from csa_dsl.benchmarks import attention_calls, attention_inputs, base_record, peak_above, time_ms
-from gpu_seesaw_check import check_attention
+from gpu_seesaw_check import check_attention, use_variant
 from kernels_tilelang.sparse_mla import kernel as sparse_mla
 from kernels_tilelang.sparse_mla.cost import attention_flop
 from kernels_triton.rope.kernel import apply_rope_
@@ -31,10 +31,6 @@ from pipeline.metrics import rel_err
 
 VARIANTS = ("ws", "seesaw")
 D, DV = 576, 512
-
-
-def use_variant(v):
-    sparse_mla.attend.__kwdefaults__["variant"] = v       # the composed programs' attention (kernel.attend)
 
 
 def main():

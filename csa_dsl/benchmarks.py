@@ -282,7 +282,7 @@ def attention_calls(sets: Sequence[tuple], attention, sink: Optional[torch.Tenso
 def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] = None,
                     variant: Optional[str] = None, progress: bool = True) -> List[dict]:
     """The attention kernel alone on random valid key lists; variant None: the kernel's default for the
-    shape (sparse_mla.default_variant)."""
+    shape (sparse_mla.DEFAULT_VARIANT)."""
     if spec.indexer is None:
         raise SpecError(f"bench attention times random key lists of an indexer's width; {spec.name!r} is a "
                         f"{spec.layer.upper()} layer: `bench composed` reports its attention stage "
@@ -291,7 +291,7 @@ def bench_attention(spec: Pipeline, seqs: Sequence[int], kv_rows: Optional[int] 
     recs = []
     bar = _bar(len(seqs), f"attention {spec.name}", progress)
     for S in seqs:
-        rec = base_record("attention", spec, 1, S, f"tilelang-{variant or sparse_mla.default_variant(a.qk_dim)}")
+        rec = base_record("attention", spec, 1, S, f"tilelang-{variant or sparse_mla.DEFAULT_VARIANT}")
         with reported(rec):
             R = kv_rows or (max(32768, S) if spec.compressor is None else S + S // spec.ratio)
             sets = [attention_inputs(spec, S, R, seed=i) for i in range(2)]

@@ -230,7 +230,7 @@ def test_ring_window_ids_place_each_row_in_its_slot():
 
 
 def test_seesaw_limits_and_default():
-    assert sm.default_variant(512) == sm.default_variant(576) == "seesaw"
+    assert sm.DEFAULT_VARIANT == "seesaw"
     with pytest.raises(ValueError, match="use 'seesaw'"):      # short bounded lists walk every block
         sm.build_sparse_mla_fwd(64, 512, 512, 256, True, False, "seesaw-bounded")
     with pytest.raises(ValueError, match="seesaw-ring takes dim_qk == dim_v"):

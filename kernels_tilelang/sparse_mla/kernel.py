@@ -25,7 +25,7 @@ Variants of one algorithm, same semantics:
       WG2 (producer,  80 regs): cp.async gather of the 64 indexed KV rows per step into a
                                 2-stage smem ring; -1 rows are zero-filled, never read
     Synchronisation is entirely mbarrier based (see the table in _build_ws).
-  * "seesaw" (the default: default_variant): "ws" with the work split evenly. Both consumers compute Q K^T, on
+  * "seesaw" (the default: DEFAULT_VARIANT): "ws" with the work split evenly. Both consumers compute Q K^T, on
       alternate key blocks, and each accumulates P V over both blocks for its own half of the value dims;
       the running max passes from WG0 to WG1 and back through shared memory, so that one consumer's
       softmax runs under the other's P V (216 registers each, producer 72). With a RoPE tail (576-dim rows)
@@ -97,12 +97,9 @@ ROPE_TILE = 64             # channels the fused inverse RoPE can rotate: the P t
 NO_ROPE = (0, 0, False)    # (col0, rot_dim, seg) of the fused inverse RoPE: none
 
 
-def default_variant(dim_qk: int) -> str:
-    """The variant sparse_mla_fwd runs when none is asked: the seesaw split, for both row widths (as fast or
-    faster than "ws" on every shape measured: benchmarks/results/seesaw-h200/ for V4's 512-dim rows,
-    seesaw-tail-h200/ for V3.2's 576). dim_qk is kept in the signature: a width the split could not take
-    would pick another variant here."""
-    return "seesaw"
+# the variant sparse_mla_fwd runs when none is asked: the seesaw split, for both row widths (as fast or faster than
+# "ws" on every shape measured: benchmarks/results/seesaw-h200/ for V4's 512-dim rows, seesaw-tail-h200/ for V3.2's 576)
+DEFAULT_VARIANT = "seesaw"
 
 
 def rope_fusable(dim_v: int, rot_dim: int) -> bool:
@@ -1453,7 +1450,7 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
     (-1 = empty; ids outside [0, R) are treated as empty), sink [H] fp32 or None.
     Returns out [B,Sq,H,dim_v] bf16, and lse [B,Sq,H] fp32 (natural log) if return_lse.
     out: optional preallocated contiguous [B,Sq,H,dim_v] bf16 tensor, written and returned.
-    variant: VARIANTS, or None for default_variant(D) (seesaw for D = 512, else ws).
+    variant: VARIANTS, or None for DEFAULT_VARIANT (seesaw).
 
     pos0: the position of query row 0 (the rows are positions pos0, pos0 + 1, ...).
     indices=None: the sliding window alone, `window` slots (row max(0, p-window+1) + j, valid while
@@ -1471,7 +1468,7 @@ def sparse_mla_fwd(q, kv, indices, sm_scale, dim_v, sink=None, return_lse=False,
       The ws kernel does it in its epilogue (rope_fusable); otherwise kernels_triton's RoPE kernel runs on
       the output afterwards. Either way the bits are kernels_triton.rope.kernel.apply_rope_'s."""
     if variant is None:
-        variant = default_variant(q.shape[-1]) if getattr(q, "ndim", 0) else "ws"
+        variant = DEFAULT_VARIANT
     validate_sparse_mla_inputs(q, kv, indices, sm_scale, dim_v, sink, variant, out, pos0, window, causal_bound,
                                rope_cos=rope_cos, rope_sin=rope_sin, rope_seg=rope_seg)
     rot_dim = 0 if rope_cos is None else 2 * rope_cos.shape[1]
@@ -1579,9 +1576,9 @@ def ring_window_ids(positions, window: int = RING):
 
 def ring_window(dim_qk: int, window: int, variant: Optional[str] = None) -> bool:
     """Whether an implicit window (indices=None) runs on the persistent ring kernel, "seesaw-ring": the seesaw
-    split (variant None means default_variant) of 512-dim rows, and a window of RING rows (V4's). Only that
+    split (variant None means DEFAULT_VARIANT) of 512-dim rows, and a window of RING rows (V4's). Only that
     kernel takes a packed batch's implicit windows."""
-    return (variant or default_variant(dim_qk)) == "seesaw" and dim_qk == KERNEL_DIM_V and window == RING
+    return (variant or DEFAULT_VARIANT) == "seesaw" and dim_qk == KERNEL_DIM_V and window == RING
 
 
 RING_WAVES = 4       # the persistent ring kernel's CTAs: about this many per SM (equal work each, so whole waves)

@@ -168,7 +168,7 @@ class Compressor:
 SCORE_ROUNDINGS = {
     "fp32": "each head's dot, the weighted terms and the head sum stay fp32 (csa-dsl's default)",
     "bf16": "as the official V4 inference code: each head's dot rounded to bf16, ReLU, times the bf16-rounded "
-            "head weight rounded to bf16, the head sum (fp32) rounded to bf16",
+            "head weight with the product rounded to bf16, the head sum (fp32) rounded to bf16",
 }
 
 

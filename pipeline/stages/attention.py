@@ -57,7 +57,7 @@ def ir_key_list(pipe: Pipeline):
     default S (the width grows with S; the causal bound keeps the work to the visible rows), or the
     implicit window of a window-only layer; the variant's family is the kernel's default for the rows
     (seesaw)."""
-    family = kernel.default_variant(pipe.attention.qk_dim)
+    family = kernel.DEFAULT_VARIANT
     if pipe.layer == "window":
         a = pipe.attention
         return a.window, "seesaw-ring" if kernel.ring_window(a.qk_dim, a.window) else f"{family}-window"
