@@ -30,8 +30,8 @@ ROUNDS = 3
 
 
 def forward_case(name, spec_name, S, variants, lengths=None):
-    """variants: (label, overlap, query_chunk)."""
-    spec = preset(spec_name)
+    """variants: (label, overlap, query_chunk); spec_name: a preset's name, or a Pipeline."""
+    spec = preset(spec_name) if isinstance(spec_name, str) else spec_name
     if lengths:
         cu, inputs = random_packed_inputs(spec, lengths, "cuda", seed=S)
         inputs = dict(inputs, cu_seqlens=cu)

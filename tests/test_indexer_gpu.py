@@ -107,6 +107,35 @@ def test_nan_scores_rank_last_on_the_gpu(fresh_seed):
     assert rec == 1.0 and det["duplicates"] == 0, det
 
 
+@pytest.mark.parametrize("topk", [512, 1024, 2048, 4096])
+@pytest.mark.parametrize("dist", ["normal", "sorted_up", "ties"])
+def test_select_every_segment_count(topk, dist, fresh_seed):
+    """select_chunk on each of its launch shapes (cost.select_segments: 4 warps to top-1,024, 8 from top-2,048, at a
+    register cap at 2,048), with and without the group maxima, against the exact top-K of every row (ties to the
+    smaller column) in index order: candidates spread over every segment, all in the last one (sorted rows), or
+    tied at the threshold past CAP (the exact walk). The lists start poisoned with -7."""
+    from kernels_triton.indexer import kernel as ki
+    from kernels_triton.indexer import naive
+    from kernels_triton.indexer.cost import candidate_slots, select_capacity
+    cap = select_capacity(topk)
+    n, s_first = 48, 6 * cap
+    g = torch.Generator(device="cuda").manual_seed(fresh_seed)
+    sc = torch.randn(n, s_first + n, device="cuda", generator=g)
+    if dist == "sorted_up":
+        sc = torch.sort(sc, dim=-1).values
+    elif dist == "ties":
+        sc = torch.round(sc * 2) / 2      # a few values: many rows tie at the threshold
+    L = s_first + 1 + torch.arange(n, device="cuda")
+    masked = torch.where(torch.arange(sc.shape[1], device="cuda") < L[:, None], sc, float("-inf"))
+    order = torch.sort(-masked, dim=-1, stable=True).indices[:, :topk]      # ties: the smaller column first
+    exp = torch.sort(order, dim=-1).values.to(torch.int32)
+    for gmax in (None, naive.group_maxima(sc, s_first, 1, cap)):
+        out = torch.full((n, topk), -7, dtype=torch.int32, device="cuda")
+        cand = torch.empty(n, candidate_slots(topk), dtype=torch.int32, device="cuda")
+        ki.select_chunk(sc, out, cand, s_first=s_first, ratio=1, k_eff=topk, topk=topk, gmax=gmax)
+        assert torch.equal(out, exp), (fresh_seed, topk, dist, gmax is None)
+
+
 @pytest.mark.parametrize("S,s_first,n", [(262144, 262144 - 2048, 2048), (8192, 1000, 333), (4096, 0, 2048),
                                          (65536, 65536 - 1037, 1037)])
 def test_gluon_score_walk_against_triton_and_fp64(S, s_first, n, fresh_seed):

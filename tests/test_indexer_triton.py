@@ -205,6 +205,25 @@ def test_select_rows_over_every_segment(dist):
         assert out[r].tolist() == exp, (dist, r)
 
 
+@pytest.mark.parametrize("dist", ["normal", "sorted_up"])
+def test_select_eight_segments(dist):
+    """Top-2,048 (CAP 4,096) walks pass 2 in 8 segments, a warp each (cost.select_segments): the top K in index order
+    on rows long enough for every segment, the candidates spread over all of them or all in the last one; its
+    candidate buffer has CAP slots for each of the 8."""
+    from kernels_triton.indexer import cost
+    K, n = 2048, 2
+    assert [cost.select_segments(k) for k in (4, 512, 1024, 2048, 4096, 8192)] == [4, 4, 4, 8, 8, 8]
+    assert cost.candidate_slots(K) == 8 * 4096
+    s_first = 40000
+    g = torch.Generator().manual_seed(11)
+    scores = torch.randn(n, s_first + n, generator=g)
+    if dist == "sorted_up":
+        scores = torch.sort(scores, dim=-1).values
+    out = _select_exactly(scores, K, s_first)
+    for r in range(n):
+        assert out[r].tolist() == sorted(out[r].tolist())
+
+
 def test_select_refuses_a_candidate_buffer_too_small():
     """A caller's candidate buffer of the old layout (CAP int64 slots a row) is refused before any launch."""
     from kernels_triton.indexer import kernel as ki
@@ -438,3 +457,15 @@ def test_select_pass2_stays_inside_warps():
         p2 = min((lp for lp in sass_loops(assembled(indexer_ir.compile_ir("select", group_maxima=gm)["ptx"])[1])
                   if lp.count("STG") == 16), key=len)
         assert p2.count("LDG") == 4 and p2.count("FSETP") == 16 and len(p2) <= 380, len(p2)
+    # top-1,024 (CAP 2,048) on 4 warps and top-2,048 (CAP 4,096) on 8 segments and warps, still one segment a warp (no
+    # barrier in pass 2), at the register cap that lets 8 and 4 programs share an SM (kernel.SELECT_MAXNREG): nothing
+    # spilled inside pass 2 or the bisections (loops of under 200 instructions); top-512 uncapped
+    for topk, ratio, warps in ((1024, 4, 4), (2048, 1, 8)):
+        ptx = indexer_ir.compile_ir("select", topk=topk, ratio=ratio, group_maxima=True)["ptx"]
+        assert ".maxnreg 64" in ptx and re.search(rf"\.reqntid {32 * warps}\b", ptx), (topk, "warps, capped")
+        loops = sass_loops(assembled(ptx)[1])
+        p2 = min((lp for lp in loops if lp.count("STG") == 16), key=len)
+        assert p2.count("LDG") == 4 and "BAR" not in p2, p2
+        assert not any("LDL" in lp or "STL" in lp for lp in loops if lp is p2 or len(lp) < 200), topk
+        assert ptxas_usage(ptx)[0] <= 64
+    assert ".maxnreg" not in indexer_ir.compile_ir("select", topk=512, group_maxima=True)["ptx"]

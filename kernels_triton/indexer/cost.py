@@ -27,14 +27,26 @@ def select_capacity(topk: int) -> int:
     return max(16, 1 << (2 * topk - 1).bit_length())
 
 
-# The selection's pass 2 splits a row into this many contiguous segments, one warp each, and each segment's
-# candidates go to CAP slots of its own (kernel.py, _select_kernel)
-SELECT_SEGMENTS = 4
+# The selection's pass 2 splits a row into contiguous segments, one warp each, and each segment's candidates go to
+# CAP slots of its own (kernel.py, _select_kernel). The program's threads also hold the row's CAP group maxima and,
+# later, its CAP candidate slots, CAP / (32 * segments) values each: 4 segments (warps) while that is at most
+# SELECT_PER_THREAD, more up to SELECT_MAX_SEGMENTS (each one more CAP slots a row of the chunk's buffer). Measured on
+# an H200, top-2,048 (CAP 4,096) on the last chunk of v3.2 at 131,072: 4 warps took 217 registers a thread, two
+# programs an SM, 0.85 ms; 8 warps 127 registers, 0.61 ms (then 0.49 at a register cap: kernel.SELECT_MAXNREG;
+# benchmarks/results/select-warps-h200/).
+SELECT_MIN_SEGMENTS = 4
+SELECT_MAX_SEGMENTS = 8
+SELECT_PER_THREAD = 16
+
+
+def select_segments(topk: int) -> int:
+    """The selection's row segments for this top-k: also its warps a program (kernel.select_launch_options)."""
+    return min(SELECT_MAX_SEGMENTS, max(SELECT_MIN_SEGMENTS, select_capacity(topk) // (32 * SELECT_PER_THREAD)))
 
 
 def candidate_slots(topk: int) -> int:
     """int32 candidate slots per row in the selection: CAP for each of its segments."""
-    return SELECT_SEGMENTS * select_capacity(topk)
+    return select_segments(topk) * select_capacity(topk)
 
 
 def chunk_buffer_bytes(chunk: int, rows: int, topk: int) -> dict:

@@ -9,9 +9,9 @@ from .._window import window_pow2
 import torch
 
 from ..quant.formats import keys_dtype
-from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, select_capacity
-from .kernel import (SELECT_SEG_BLOCK, SELECT_STEP_TILES, SELECT_WARPS, _score_kernel, _select_kernel, kernel_limits,
-                     padded_dim, padded_heads, score_block_queries, score_launch_options)
+from .cost import SCORE_TILE_KEYS, select_capacity, select_segments
+from .kernel import (SELECT_SEG_BLOCK, SELECT_STEP_TILES, _score_kernel, _select_kernel, kernel_limits,
+                     padded_dim, padded_heads, score_block_queries, score_launch_options, select_launch_options)
 from .score_gluon import (GLUON_OPERANDS, GLUON_STAGES, GLUON_WARPS, _score_gluon, gluon_walk, gluon_walk_fits,
                           group_maxima_fit)
 from .score_gluon import layouts as gluon_layouts
@@ -80,9 +80,9 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
                "EMULATE": "constexpr", "VARLEN": "constexpr", "SEGS": "constexpr", "SEG_BLK": "constexpr",
                "HAS_GM": "constexpr", "VEC4": "constexpr", "STEP": "constexpr"}
         const = {"RATIO": ratio, "CAP": select_capacity(topk), "W": window, "WP": window_pow2(window),
-                 "EMULATE": False, "VARLEN": varlen, "SEGS": SELECT_SEGMENTS, "SEG_BLK": SELECT_SEG_BLOCK,
+                 "EMULATE": False, "VARLEN": varlen, "SEGS": select_segments(topk), "SEG_BLK": SELECT_SEG_BLOCK,
                  "HAS_GM": group_maxima, "VEC4": True, "STEP": SELECT_STEP_TILES}
-        fn, opts = _select_kernel, {"num_warps": SELECT_WARPS}
+        fn, opts = _select_kernel, select_launch_options(topk)
         div = ["sc_ptr", "gm_ptr", "cand_ptr", "out_ptr", "stride_s", "stride_g", "stride_c", "stride_o"]
     else:
         raise ValueError(f"unknown indexer kernel {kernel!r}; valid: score, score_fp8, select")

@@ -45,7 +45,7 @@ from .._bits import BF16X2_ROUND_PTX, BF16X2_TERMS_PTX, round_bf16
 from .._env import kernels_interpreted, next_pow2
 from .._window import store_window, window_pow2
 from ..varlen.kernel import load_token_segments, segments_arg, visible_tiles, warp_uniform
-from .cost import SCORE_TILE_KEYS, SELECT_SEGMENTS, candidate_slots, select_capacity
+from .cost import SCORE_TILE_KEYS, SELECT_PER_THREAD, candidate_slots, select_capacity, select_segments
 from .score_gluon import gluon_walk_fits, score_chunk_gluon, tma_ready
 
 NEG_INF = tl.constexpr(float("-inf"))
@@ -494,7 +494,6 @@ SCORE_FP8_WARPS = 4
 # composed 257.3 / 243.9 / 243.8 ms, indexer 221.2 / 205.5 / 200.4, packed 4 x 65,536 107.5 / 106.3 / 110.9
 # (216 spills in the packed walk, ptxas -v; 224 spills in neither).
 SCORE_FP8_MAXNREG = 224
-SELECT_WARPS = SELECT_SEGMENTS   # pass 2 walks one row segment a warp
 SELECT_SEG_BLOCK = 128           # pass 2's columns per segment and tile: 32 lanes x 4 (one 16-byte load a lane)
 # pass 2's tiles a step, all loaded before any is compacted: it waits on its loads (Nsight Compute: 29 % of its
 # samples at the first compare after them). H200, last chunk at 262,144: top-1,024 0.46 -> 0.43 ms, top-2,048
@@ -505,6 +504,25 @@ SELECT_STEP_TILES = 4
 # the selection's threshold tau (a lower bound of a row's K-th largest score) to its top 20 bits: 12 counts fewer,
 # and the band below tau it adds is 2^-11 of its value (a rank key's low bits are the float's mantissa's)
 TAU_BITS = tl.constexpr(20)
+
+
+# a register cap for the selection where a thread holds SELECT_PER_THREAD of a row's CAP group maxima (top-1,024 on 4
+# warps, top-2,048 on 8): ptxas takes 106 and 127 there, so 4 and 2 programs share an SM; at 64, 8 and 4 do, and the
+# values it spills are stored and loaded once a row, outside pass 2 and the bisections (the exact walk, rare, loads
+# a few in its loop). With fewer values a thread ptxas stays under 64 itself (top-512: 63; capped, pass 2 grows from
+# 336 to 406 instructions a step); with more, the cap would spill inside the loops. H200, the last 2,048-query chunk
+# (benchmarks/results/select-warps-h200/): top-2,048 (v3.2 at 131,072) 0.85 ms on 4 warps, 0.61 on 8, 0.53 capped at
+# 80, 0.49 at 64; top-1,024 (v4-pro at 262,144) 0.31 -> 0.27 at 80, 0.26 at 64.
+SELECT_MAXNREG = 64
+
+
+def select_launch_options(topk: int) -> dict:
+    """The selection's launch options for this top-k: a warp for each row segment (cost.select_segments), and the
+    register cap where a thread holds SELECT_PER_THREAD values; the launcher's and the IR's (ir.compile_ir)."""
+    segs = select_segments(topk)
+    if SELECT_MAXNREG and select_capacity(topk) == 32 * segs * SELECT_PER_THREAD:
+        return {"num_warps": segs, "maxnreg": SELECT_MAXNREG}
+    return {"num_warps": segs}
 
 
 def score_launch_options(operand: int) -> dict:
@@ -730,13 +748,13 @@ def select_chunk(scores: Optional[torch.Tensor], out: torch.Tensor, cand: Option
     elif cand.dtype != torch.int32 or cand.dim() != 2 or cand.shape[0] < n or cand.shape[1] < candidate_slots(topk) \
             or cand.stride(1) != 1:
         raise ValueError(f"cand must be int32 [>= {n}, >= {candidate_slots(topk)}] with contiguous rows (CAP slots for "
-                         f"each of the {SELECT_SEGMENTS} row segments: cost.candidate_slots), got {cand.dtype} "
+                         f"each of the {select_segments(topk)} row segments: cost.candidate_slots), got {cand.dtype} "
                          f"{tuple(cand.shape)}")
     check_group_maxima(gmax, n, seg, cap)
     _select_kernel[(n,)](scores, scores if gmax is None else gmax, cand, out, segments_arg(seg, n, out), s_first, n,
                          k_eff, idx_offset, scores.stride(0), 0 if gmax is None else gmax.stride(0), cand.stride(0),
                          out.stride(0), RATIO=ratio, CAP=cap, W=window, WP=window_pow2(window),
                          EMULATE=kernels_interpreted(_select_kernel), VARLEN=seg is not None,
-                         SEGS=SELECT_SEGMENTS, SEG_BLK=SELECT_SEG_BLOCK, HAS_GM=gmax is not None,
+                         SEGS=select_segments(topk), SEG_BLK=SELECT_SEG_BLOCK, HAS_GM=gmax is not None,
                          VEC4=scores.shape[1] % 4 == 0 and scores.stride(1) == 1, STEP=SELECT_STEP_TILES,
-                         num_warps=SELECT_WARPS)
+                         **select_launch_options(topk))
