@@ -115,7 +115,9 @@ def test_select_threshold_top_bits_and_the_shared_prefix():
     K-th key among the candidates from the bits it shares with the largest one: the same lists as the exact
     top-k. Rows where clearing the threshold's low bits would leave the floats (a threshold of -inf, or of
     -3.4e38, within 4,096 keys of it) take -inf instead, so every column is a candidate and the exact walk
-    writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them."""
+    writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them. The threshold's
+    bisection starts below the bits its smallest and largest group maxima share: where they share more than
+    TAU_BITS it keeps them all."""
     from kernels_triton.indexer import kernel as ki
     assert ki.TAU_BITS < 32
     n, K, s_first = 6, 8, 40                       # CAP 16; rows see 41..46 columns
@@ -128,6 +130,8 @@ def test_select_threshold_top_bits_and_the_shared_prefix():
     scores[2, :] = torch.finfo(torch.float32).min     # -3.4e38, one key above -inf's
     scores[2, [7, 30]] = torch.tensor([0.25, -0.5])
     scores[3] = scores[3].abs() + 1e-3                # positive: candidates over several exponents
+    scores[4] = 1.0 + torch.rand(64, generator=g) * 2.0 ** -14     # the group maxima share their top 22 bits: the
+    # threshold's bisection starts below them (FROM_LO from the smallest), past TAU_BITS, so it takes them all
     scores[5] = -scores[5].abs() - 1                  # a negative threshold, 2 positive candidates: the keys
     scores[5, [2, 17]] = torch.tensor([3.0, 4.0])     # differ in their top bit (9 candidates: the fast path)
     out = _select_exactly(scores, K, s_first)

@@ -281,7 +281,8 @@ def _kth_largest_key(u, has, k, lo, FROM_LO: tl.constexpr, BITS: tl.constexpr):
     # FROM_LO: lo is a key known to be <= the answer (at least k counted keys are >= lo). The answer then lies in
     # [lo, hi], hi the largest counted key, so it has their bits above the highest bit where they differ, and
     # the bisection starts below that bit (one reduction for hi saves a count for each bit they share).
-    # BITS < 32: the bisection stops after the top BITS bits, and v is the answer with the rest cleared (<= it).
+    # BITS < 32: the bisection stops after the top BITS bits, and v is the answer with the rest cleared (<= it;
+    # with FROM_LO it keeps every bit lo and hi share, more than BITS where they share more).
     v = tl.full([], 0, tl.uint32)
     i0 = 0
     if FROM_LO:
@@ -385,7 +386,10 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                     gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value; its top TAU_BITS bits
             # are enough (a lower bound still: a few more candidates, in a band of 2^(TAU_BITS - 31) of its value)
-            tau = _kth_largest_key(_rank_key(gm), offs < CAP, k_eff, 0, False, TAU_BITS)
+            # (it lies between the smallest and the largest of the CAP keys, so the bisection starts below the bits
+            # they share: _kth_largest_key's FROM_LO, the smallest as lo; at least CAP > K keys are >= it)
+            u_gm = _rank_key(gm)
+            tau = _kth_largest_key(u_gm, offs < CAP, k_eff, tl.min(u_gm, axis=0), True, TAU_BITS)
             # (a key less than 2^(32 - TAU_BITS) above -inf's falls below it when its low bits are cleared, among
             # NaN's bit patterns: it takes -inf's key instead)
             key_neg_inf = _rank_key(tl.full([], NEG_INF, tl.float32))
