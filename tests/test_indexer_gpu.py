@@ -110,10 +110,10 @@ def test_nan_scores_rank_last_on_the_gpu(fresh_seed):
 @pytest.mark.parametrize("topk", [512, 1024, 2048, 4096])
 @pytest.mark.parametrize("dist", ["normal", "sorted_up", "ties"])
 def test_select_every_segment_count(topk, dist, fresh_seed):
-    """select_chunk on each of its launch shapes (cost.select_segments: 4 warps to top-1,024, 8 from top-2,048, at a
-    register cap at 2,048), with and without the group maxima, against the exact top-K of every row (ties to the
-    smaller column) in index order: candidates spread over every segment, all in the last one (sorted rows), or
-    tied at the threshold past CAP (the exact walk). The lists start poisoned with -7."""
+    """select_chunk on each of its launch shapes (cost.select_segments: 4 warps to top-1,024, 8 from top-2,048; the
+    register cap at top-1,024 and 2,048), with and without the group maxima, against the exact top-K of every row
+    (ties to the smaller column) in index order: candidates spread over every segment, all in the last one (sorted
+    rows), or tied at the threshold past CAP (the exact walk). The lists start poisoned with -7."""
     from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer import naive
     from kernels_triton.indexer.cost import candidate_slots, select_capacity

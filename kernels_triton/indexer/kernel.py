@@ -387,7 +387,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             # tau: the K-th largest group max, a lower bound of the row's K-th largest value; its top TAU_BITS bits
             # are enough (a lower bound still: a few more candidates, in a band of 2^(TAU_BITS - 31) of its value)
             # (it lies between the smallest and the largest of the CAP keys, so the bisection starts below the bits
-            # they share: _kth_largest_key's FROM_LO, the smallest as lo; at least CAP > K keys are >= it)
+            # they share: _kth_largest_key's FROM_LO with the smallest as lo, which all CAP >= K keys are >= to)
             u_gm = _rank_key(gm)
             tau = _kth_largest_key(u_gm, offs < CAP, k_eff, tl.min(u_gm, axis=0), True, TAU_BITS)
             # (a key less than 2^(32 - TAU_BITS) above -inf's falls below it when its low bits are cleared, among
