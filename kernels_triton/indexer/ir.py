@@ -47,7 +47,7 @@ def compile_ir(kernel: str = "score", heads: int = 64, dim: int = 128, ratio: in
             # unpacked rows, operands by TMA; with the selection's group maxima where the composer asks for them
             groups = (select_capacity(topk) // SCORE_TILE_KEYS
                       if group_maxima and group_maxima_fit(heads, dim, mma_dtype, varlen, topk) else 1)
-            walk = gluon_walk(groups > 1, ratio)
+            walk = gluon_walk(groups > 1)
             q_l, k_l = gluon_layouts(walk, mma_dtype)
             dt = "fp8e4nv" if operand == 2 else "bf16"
             sig = {"q_desc": f"tensordesc<{dt}[{walk.block_queries * heads}, {dim}],{q_l!r}>",

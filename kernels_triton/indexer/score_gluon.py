@@ -88,11 +88,19 @@ WALK_2X4 = WalkShape(2, 4, (240, 24), 168)
 WALK_4X2 = WalkShape(4, 2, (112, 112, 112, 24), 96)
 
 
-def gluon_walk(group_maxima: bool, ratio: int = 4) -> WalkShape:
+# t_end + 0, a 0 that ptxas cannot see through (bit 31 of the dynamic shared memory size, 0 on every GPU). At ratio 1
+# the consumers' store bound t_end is a plain sum (no division), and from it ptxas keeps the walk's tile counters in
+# vector registers and spills in the 4 x 2 walk's 112-register consumers (7 local loads and a store a tile; the
+# loop's PTX is that of ratio 2, which does not spill). With the opaque zero it keeps them uniform as at ratio 2 and
+# 4: no spill, 202 instructions a tile (FP8) and 210 (bf16). H200, V3.2's last chunk at 131,072, the same bits:
+# 4 x 2 then takes 3.79 ms against 2 x 4's 3.91 (FP8) and 5.57 against 5.81 (bf16; benchmarks/results/walk-ratio1-h200/)
+_ADD_OPAQUE_ZERO = tl.constexpr("{ .reg .u32 z; mov.u32 z, %dynamic_smem_size; shr.u32 z, z, 31; add.s32 $0, $1, z; }")
+
+
+def gluon_walk(group_maxima: bool) -> WalkShape:
     """The shape the walk takes, with or without the selection's group maxima (docs/performance.md, "Four
-    consumer warpgroups"). With ratio 1 (V3.2's raw key rows) ptxas spills in the 4 x 2 walk's loop at 112
-    registers (a store and 7 loads of local memory a tile), so that walk keeps 2 x 4 (no spill)."""
-    return WALK_4X2 if group_maxima and ratio > 1 else WALK_2X4
+    consumer warpgroups"), at every ratio (at ratio 1 since the opaque zero in the store bound: _ADD_OPAQUE_ZERO)."""
+    return WALK_4X2 if group_maxima else WALK_2X4
 
 
 # the MMA operands the walk takes: FP8 (V4's packed FP4 values, V3.2's with Indexer.fp8_mma; one k32 step of K)
@@ -214,6 +222,8 @@ def _score_consumer(qs_ptr, w_ptr, ks_ptr, out_ptr, gm_ptr, q_smem, k_ring, q_ba
     # the rows the last query of this warpgroup's block of SQ queries sees (kernel.visible_tiles): nothing is written
     # past them (the CTA's tiles go on to its last query, at most one tile further)
     t_end = (s_first + gl.minimum((q0 // SQ + 1) * SQ, n_q)) // RATIO
+    if RATIO == 1:
+        t_end = gl.inline_asm_elementwise(_ADD_OPAQUE_ZERO, "=r,r", [t_end], dtype=gl.int32, is_pure=True, pack=1)
     offs_to = gl.arange(0, BT, layout=gl.SliceLayout(1, out_l))
     q_b = q_smem.index(WHICH)
     mbarrier.wait(q_bar, 0)
@@ -329,7 +339,7 @@ def score_chunk_gluon(q8: torch.Tensor, q_scale: Optional[torch.Tensor], w: torc
     `walk`: a shape other than gluon_walk's (benchmarks compare them). `round_bf16`: the official code's bf16 score
     (kernel.score_chunk)."""
     n = q8.shape[0]
-    walk = walk or gluon_walk(gmax is not None, ratio)
+    walk = walk or gluon_walk(gmax is not None)
     BQ, BT = walk.block_queries, SCORE_TILE_KEYS
     if store_queries % BQ or walk.queries % store_queries:
         raise ValueError(f"a block of {store_queries} queries must be whole consumers' ({BQ}) in a CTA's "

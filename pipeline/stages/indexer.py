@@ -44,7 +44,7 @@ SCORE_FP8 = Op(
         "interpret": Impl(kernel.score_chunk_fp8, "triton _score_kernel QUANT [interpreter, fp32 operands]",
                           sized(cost.interpret_score_temp_bytes, "chunk", "rows", "heads", "dim")),
         "cuda": Impl(kernel.score_chunk_fp8, "gluon _score_gluon (64 heads x 128 dims, unpacked rows: four "
-                     "consumer warpgroups of 2 queries with the group maxima, two of 4 without or at ratio 1, keys by "
+                     "consumer warpgroups of 2 queries with the group maxima, two of 4 without, keys by "
                      "TMA; else triton _score_kernel QUANT): wgmma on the packed values (FP8, or bf16 for V3.2's "
                      "e4m3 values) over visible key tiles"),
     },
