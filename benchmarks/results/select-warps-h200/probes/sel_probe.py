@@ -22,7 +22,7 @@ def scores_for(S, ratio, topk, n=2048):
     torch.cuda.synchronize()
     return out, gmax, s_first
 
-def launch(sc, gm, out, cand, s_first, ratio, topk, segs, warps, nreg, step):
+def launch(sc, gm, out, cand, s_first, ratio, topk, segs, warps, nreg, step, pipe=False):
     cap = select_capacity(topk)
     opts = {"num_warps": warps}
     if nreg:
@@ -30,7 +30,7 @@ def launch(sc, gm, out, cand, s_first, ratio, topk, segs, warps, nreg, step):
     K._select_kernel[(out.shape[0],)](sc, gm, cand, out, out, s_first, out.shape[0], topk, 0, sc.stride(0), gm.stride(0),
                                       cand.stride(0), out.stride(0), RATIO=ratio, CAP=cap, W=0, WP=window_pow2(0),
                                       EMULATE=False, VARLEN=False, SEGS=segs, SEG_BLK=K.SELECT_SEG_BLOCK, HAS_GM=True,
-                                      VEC4=True, STEP=step, **opts)
+                                      VEC4=True, STEP=step, PIPE=pipe, **opts)
 
 def canon(o):
     return torch.sort(o, dim=1).values
@@ -41,16 +41,16 @@ for S, ratio, topk in ((131072, 1, 2048), (262144, 4, 1024), (262144, 4, 512)):
     ref = torch.empty(n, topk, dtype=torch.int32, device="cuda")
     K.select_chunk(sc, ref, s_first=s_first, ratio=ratio, k_eff=topk, topk=topk, gmax=gm)
     ref_c = canon(ref)
-    variants = {2048: [(8, 8, 80, 4), (8, 8, 64, 4), (8, 8, 72, 4), (16, 16, 64, 4), (8, 8, 0, 4), (8, 8, 80, 2)],
-                1024: [(4, 4, 0, 4), (4, 4, 80, 4), (4, 4, 64, 4), (8, 8, 0, 4), (8, 8, 64, 4)],
-                512: [(4, 4, 0, 4), (4, 4, 48, 4), (8, 8, 0, 4)]}[topk]
-    for segs, warps, nreg, step in variants:
+    variants = {2048: [(8, 8, 64, 4, False), (8, 8, 64, 4, True), (8, 8, 64, 4, False), (8, 8, 64, 4, True)],
+                1024: [(4, 4, 64, 4, False), (4, 4, 64, 4, True), (4, 4, 64, 4, False), (4, 4, 64, 4, True)],
+                512: [(4, 4, 0, 4, False), (4, 4, 0, 4, True), (4, 4, 64, 4, True), (4, 4, 0, 4, False), (4, 4, 0, 4, True)]}[topk]
+    for segs, warps, nreg, step, pipe in variants:
         cap = select_capacity(topk)
         cand = torch.empty(n, segs * cap, dtype=torch.int32, device="cuda")
         o = torch.full((n, topk), -7, dtype=torch.int32, device="cuda")
-        rec = {"S": S, "ratio": ratio, "topk": topk, "segs": segs, "warps": warps, "maxnreg": nreg, "step": step}
+        rec = {"S": S, "ratio": ratio, "topk": topk, "segs": segs, "warps": warps, "maxnreg": nreg, "step": step, "pipe": pipe}
         try:
-            fn = lambda: launch(sc, gm, o, cand, s_first, ratio, topk, segs, warps, nreg, step)
+            fn = lambda: launch(sc, gm, o, cand, s_first, ratio, topk, segs, warps, nreg, step, pipe)
             fn(); torch.cuda.synchronize()
             rec["same"] = bool(torch.equal(canon(o), ref_c))
             rec["ms"] = triton.testing.do_bench(fn, warmup=20, rep=200, return_mode="median")
@@ -69,4 +69,4 @@ for S, ratio, topk in ((131072, 1, 2048), (262144, 4, 1024), (262144, 4, 512)):
 json.dump(res, open(os.path.join(OUT, "sel-probe.json"), "w"), indent=1)
 print("topk segs warps nreg step  ms    same regs")
 for r in res:
-    print(r["topk"], r["segs"], r["warps"], r["maxnreg"], r["step"], f"{r.get('ms', float('nan')):.4f}", r.get("same"), r.get("regs"), r.get("error", ""))
+    print(r["topk"], r["segs"], r["warps"], r["maxnreg"], r["step"], r["pipe"], f"{r.get('ms', float('nan')):.4f}", r.get("same"), r.get("regs"), r.get("error", ""))
