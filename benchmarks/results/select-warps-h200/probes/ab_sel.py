@@ -28,10 +28,11 @@ def sel_case(S, ratio, topk, s_first, n=2048):
                 "median_ms": triton.testing.do_bench(fn, warmup=20, rep=300, return_mode="median")})
     print(res[-1], flush=True)
 
-sel_case(131072, 1, 2048, 131072 - 2048)
-sel_case(131072, 1, 2048, 65536)
-sel_case(262144, 4, 1024, 262144 - 2048)
-sel_case(262144, 4, 512, 262144 - 2048)
+if not os.environ.get("AB_CASES"):
+    sel_case(131072, 1, 2048, 131072 - 2048)
+    sel_case(131072, 1, 2048, 65536)
+    sel_case(262144, 4, 1024, 262144 - 2048)
+    sel_case(262144, 4, 512, 262144 - 2048)
 torch.cuda.empty_cache()
 
 from csa_dsl.compile import compile as compile_pipeline
@@ -61,13 +62,20 @@ def fwd_case(label, spec, S, overlap):
 spec = csa_dsl.preset("v3.2")
 fp8 = spec.replace(indexer=dataclasses.replace(spec.indexer, fp8_mma=True))
 LIGHT = os.environ.get("AB_LIGHT") == "1"
-for overlap in ((True,) if LIGHT else (True, False)):
-    fwd_case("v3.2 fp8_mma", fp8, 131072, overlap)
+ONLY = os.environ.get("AB_CASES", "").split(",")
+if ONLY != [""]:
+    for c in ONLY:
+        {"v32fp8": lambda: fwd_case("v3.2 fp8_mma", fp8, 131072, True),
+         "v32": lambda: fwd_case("v3.2", spec, 131072, True),
+         "v4flash": lambda: fwd_case("v4-flash", csa_dsl.preset("v4-flash"), 262144, True)}[c]()
+else:
+    for overlap in ((True,) if LIGHT else (True, False)):
+        fwd_case("v3.2 fp8_mma", fp8, 131072, overlap)
+        if not LIGHT:
+            fwd_case("v3.2", spec, 131072, overlap)
     if not LIGHT:
-        fwd_case("v3.2", spec, 131072, overlap)
-if not LIGHT:
-    fwd_case("v4-pro", csa_dsl.preset("v4-pro"), 262144, True)
-fwd_case("v4-flash", csa_dsl.preset("v4-flash"), 262144, True)
+        fwd_case("v4-pro", csa_dsl.preset("v4-pro"), 262144, True)
+    fwd_case("v4-flash", csa_dsl.preset("v4-flash"), 262144, True)
 S = 131072
 rec = dict(base_record("ab-select", spec, 1, S, "composed"), tree=TAG, results=res)
 i = 0
