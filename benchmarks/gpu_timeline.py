@@ -9,7 +9,6 @@ overlap), indexer (v4-flash's standalone indexer at 262,144), hca (v4-flash-hca,
 `--fp8-mma`, with and without the overlap). Default: all seven.
 Writes OUT_DIR/timeline-CASE.json and a Gantt plot of the middle 12 ms, OUT_DIR/timeline-CASE.png, and prints
 a table last. The profiler adds its own launch gaps, so the span can exceed a timed run's median a little."""
-import dataclasses
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ import torch
 
 from csa_dsl import timeline
 from csa_dsl.benchmarks import base_record
+from csa_dsl.specfile import load_pipeline
 from gpu_overlap_check import forward_case, indexer_case, output_of
 from gpu_select_check import DEFAULT
 from pipeline.lang.presets import preset
@@ -30,16 +30,12 @@ CASES = {
     "hca": lambda: forward_case("v4-flash-hca composed 262144", "v4-flash-hca", 262144, DEFAULT),
     "v3.2-one-stream": lambda: forward_case("v3.2 composed 131072, one stream", "v3.2", 131072,
                                             [("one stream", False, None)]),
-    "v3.2-fp8-mma": lambda: forward_case("v3.2 --fp8-mma composed 131072", fp8_mma("v3.2"), 131072, DEFAULT),
-    "v3.2-fp8-mma-one-stream": lambda: forward_case("v3.2 --fp8-mma composed 131072, one stream", fp8_mma("v3.2"),
-                                                    131072, [("one stream", False, None)]),
+    "v3.2-fp8-mma": lambda: forward_case("v3.2 --fp8-mma composed 131072", load_pipeline("v3.2", fp8_mma=True),
+                                         131072, DEFAULT),
+    "v3.2-fp8-mma-one-stream": lambda: forward_case("v3.2 --fp8-mma composed 131072, one stream",
+                                                    load_pipeline("v3.2", fp8_mma=True), 131072,
+                                                    [("one stream", False, None)]),
 }
-
-
-def fp8_mma(name):
-    """The preset with its index operands multiplied on FP8 tensor cores (Indexer.fp8_mma, CLI --fp8-mma)."""
-    spec = preset(name)
-    return spec.replace(indexer=dataclasses.replace(spec.indexer, fp8_mma=True))
 
 
 def call_of(case):

@@ -7,7 +7,7 @@ Kernels: `score-fp8` (the FP8 score kernel on the last 2,048-query chunk of v4-f
 gpu_score_check.score_launch), `score-fp8-gmax` (the same, also keeping the selection's group maxima, as the
 composed program runs it), `select-gmax` (the selection of that chunk from those scores and maxima),
 `pack-queries` (the FP4-step packing of that chunk's index queries), `select-v3.2` (the top-2,048 selection of
-V3.2's last chunk at 131,072: v32_select_launch), `score-bf16` (the bf16 one, v4-flash-bf16's),
+V3.2's last chunk at 131,072, 131,072 columns: the same launches), `score-bf16` (the bf16 one, v4-flash-bf16's),
 `attention-v4-flash` and `attention-v4-pro` (the default attention kernel on 16,384 queries of `csa-dsl bench
 attention`'s inputs: gpu_attention_ab.attention_launch). Only the launch between profiler start and stop is profiled; the warm-up
 launches compile and autotune outside it."""
@@ -25,10 +25,13 @@ from pipeline.lang.presets import preset
 S = 262144
 
 
-def last_chunk_launches(n: int = 2048) -> dict:
-    """The last n-query chunk of v4-flash at S as the composed program runs it: the score walk that also keeps the
-    group maxima, the selection from them, and the packing of the chunk's index queries."""
-    ix, ratio, T, s_first = preset("v4-flash").indexer, 4, S // 4, S - n
+def last_chunk_launches(n: int = 2048, name: str = "v4-flash", seq: int = S) -> dict:
+    """The last n-query chunk of preset `name` at `seq` as the composed program runs it: the FP8 score walk that also
+    keeps the group maxima, the selection from them, and the packing of the chunk's index queries (random index
+    operands of 64 heads x 128 dims, as every preset's, packed with FP4 steps)."""
+    spec = preset(name)
+    ix, ratio, s_first = spec.indexer, spec.ratio, seq - n
+    T = seq // ratio
     q, w, k = chunk_operands(n, T, s_first)
     (q8, qs), (k8, ks) = pack(q), pack(k)
     out = torch.full((n, T + 64), float("nan"), device="cuda")
@@ -46,26 +49,11 @@ def last_chunk_launches(n: int = 2048) -> dict:
             "pack-queries": lambda: quant_kernel.pack_rows(q, q8b, qsb, fmt="e2m1", block=32)}
 
 
-def v32_select_launch(n: int = 2048):
-    """The selection of V3.2's last n-query chunk at 131,072 (ratio 1, top-2,048 over 131,072 columns), from the FP8
-    score walk's scores and group maxima of v4-flash's random index operands (the same heads and dims)."""
-    topk, S32 = preset("v3.2").indexer.topk, 131072
-    q, w, k = chunk_operands(n, S32, S32 - n)
-    (q8, qs), (k8, ks) = pack(q), pack(k)
-    out = torch.full((n, S32 + 64), float("nan"), device="cuda")
-    gmax = torch.empty(n, select_capacity(topk), device="cuda")
-    indexer_kernel.score_chunk_fp8(q8, qs, w, k8, ks, out, s_first=S32 - n, ratio=1, gmax=gmax)
-    keys = torch.empty(n, topk, dtype=torch.int32, device="cuda")
-    cand = torch.empty(n, candidate_slots(topk), dtype=torch.int32, device="cuda")
-    return lambda: indexer_kernel.select_chunk(out, keys, cand, s_first=S32 - n, ratio=1, k_eff=topk, topk=topk,
-                                               gmax=gmax)
-
-
 KERNELS = {"score-fp8": lambda: score_launch(S - 2048, fp8=True, S=S)[0],
            "score-fp8-gmax": lambda: last_chunk_launches()["score-fp8-gmax"],
            "select-gmax": lambda: last_chunk_launches()["select-gmax"],
            "pack-queries": lambda: last_chunk_launches()["pack-queries"],
-           "select-v3.2": v32_select_launch,
+           "select-v3.2": lambda: last_chunk_launches(name="v3.2", seq=131072)["select-gmax"],
            "score-bf16": lambda: score_launch(S - 2048, fp8=False, S=S)[0],
            "attention-v4-flash": lambda: attention_launch("v4-flash", 16384)[0],
            "attention-v4-pro": lambda: attention_launch("v4-pro", 16384)[0]}

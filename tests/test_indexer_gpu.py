@@ -125,10 +125,7 @@ def test_select_every_segment_count(topk, dist, fresh_seed):
         sc = torch.sort(sc, dim=-1).values
     elif dist == "ties":
         sc = torch.round(sc * 2) / 2      # a few values: many rows tie at the threshold
-    L = s_first + 1 + torch.arange(n, device="cuda")
-    masked = torch.where(torch.arange(sc.shape[1], device="cuda") < L[:, None], sc, float("-inf"))
-    order = torch.sort(-masked, dim=-1, stable=True).indices[:, :topk]      # ties: the smaller column first
-    exp = torch.sort(order, dim=-1).values.to(torch.int32)
+    exp = torch.sort(naive.topk_select(sc[None], torch.arange(s_first, s_first + n), 1, topk)[0], dim=-1).values
     for gmax in (None, naive.group_maxima(sc, s_first, 1, cap)):
         out = torch.full((n, topk), -7, dtype=torch.int32, device="cuda")
         cand = torch.empty(n, candidate_slots(topk), dtype=torch.int32, device="cuda")
