@@ -135,12 +135,28 @@ def kernel_dims(dim_qk: int, dim_v: int) -> tuple[int, int]:
     return dim_qk, KERNEL_DIM_V
 
 
-def smem_bytes_estimate(dim_qk: int, dim_v: int, block_keys: int = 64, stages: int = 2) -> int:
-    """Dynamic shared memory of both variants: Q tile + KV ring + P tile (+ small vectors)."""
-    q = BLOCK_HEADS * dim_qk * 2
-    kv = stages * block_keys * dim_qk * 2
-    p = BLOCK_HEADS * block_keys * 2
-    return q + kv + p + 3 * BLOCK_HEADS * 4
+def smem_bytes_estimate(dim_qk: int, dim_v: int, variant: str = "ws", block_keys: int = 64) -> int:
+    """Dynamic shared memory of a kernel variant: the shared buffers its builder declares, which is what the
+    lowered kernel takes for the warp-specialised families (tests/test_attention_lowering.py checks each). The
+    bf16 tiles: Q (and its RoPE tail), the KV stages, the P tiles; fp32 row vectors of BLOCK_HEADS:
+      ws        Q + 2 stages + one P tile (WG0's, for WG1) + the rescale and 1/l vectors
+      seesaw    Q + 2 stages + two P tiles (one a consumer; on 576-dim rows they live in the stages' dead RoPE
+                tails, so none more) + each consumer's two maxima and row sum
+      seesaw-ring (512 only) Q + the 128-row ring + two P tiles + two output staging tiles + the maxima and sums
+      pipelined Q + 1 stage + P + the output tile; a lower bound: T.Pipelined adds buffers of its own"""
+    family, _, walk = variant.partition("-")
+    hb, bf16, f32 = BLOCK_HEADS, 2, 4
+    q = hb * dim_qk * bf16
+    stage = block_keys * dim_qk * bf16
+    p_tile = hb * block_keys * bf16
+    chain = (2 * 2 + 2) * hb * f32              # mx_s [consumer, parity, row] and sum_s [consumer, row]
+    if variant == "pipelined":
+        return q + stage + p_tile + hb * dim_v * bf16
+    if family == "seesaw" and walk.startswith("ring"):
+        return q + 2 * stage + 2 * p_tile + 2 * hb * ROPE_TILE * bf16 + chain
+    if family == "seesaw":
+        return q + 2 * stage + (0 if dim_qk > dim_v else 2 * p_tile) + chain
+    return q + 2 * stage + p_tile + 2 * hb * f32
 
 
 # ----------------------------------------------------------------------------------------
@@ -180,7 +196,13 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
         raise ValueError(
             f"kernel needs dim_v % 128 == 0 and dim_qk - dim_v in {{0, 64}}, got "
             f"dim_qk={dim_qk}, dim_v={dim_v}")
-    smem = smem_bytes_estimate(dim_qk, dim_v, block_keys)
+    family, _, walk = variant.partition("-")
+    ring = family == "seesaw" and walk in ("ring", "ring-seg")
+    if ring and tail:
+        raise ValueError(f"seesaw-ring takes dim_qk == dim_v (no RoPE tail), got dim_qk={dim_qk}")
+    if ring and num_indices_padded != RING:
+        raise ValueError(f"seesaw-ring holds a window of {RING} rows, got a list of {num_indices_padded}")
+    smem = smem_bytes_estimate(dim_qk, dim_v, variant, block_keys)
     if smem > SM90_SMEM_LIMIT:
         raise ValueError(f"shape class needs {smem} B of shared memory > {SM90_SMEM_LIMIT}")
     col0, rot_dim, rope_seg = rope
@@ -190,13 +212,8 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
     if variant == "pipelined":
         return _build_pipelined(heads, dim_qk, dim_v, num_indices_padded, bool(with_sink), bool(return_lse),
                                 block_keys)
-    family, _, walk = variant.partition("-")
     if family == "seesaw":
-        if walk in ("ring", "ring-seg"):
-            if tail:
-                raise ValueError(f"seesaw-ring takes dim_qk == dim_v (no RoPE tail), got dim_qk={dim_qk}")
-            if num_indices_padded != RING:
-                raise ValueError(f"seesaw-ring holds a window of {RING} rows, got a list of {num_indices_padded}")
+        if ring:
             return _build_seesaw_ring(heads, dim_qk, bool(with_sink), bool(return_lse), block_keys,
                                       rope=(int(col0), int(rot_dim), bool(rope_seg)), packed=walk == "ring-seg")
         if walk == "bounded" and num_indices_padded < SEESAW_BOUNDED_MIN_NI:
