@@ -1635,7 +1635,7 @@ def _check_rope_args(q, dim_v, pos0, cos, sin, seg, implicit=False) -> int:
         return 0
     if cos is None or sin is None:
         raise ValueError("the inverse RoPE needs both tables: pass rope_cos and rope_sin (or neither)")
-    B, Sq = q.shape[0], q.shape[1]
+    Sq = q.shape[1]
     rot_dim = rope_kernel.check_tables(cos, sin, pos0 + Sq if seg is None else 1, q.device,
                                        "sparse_mla_fwd inverse RoPE")
     if rot_dim > dim_v:
