@@ -140,8 +140,8 @@ def smem_bytes_estimate(dim_qk: int, dim_v: int, variant: str = "ws", block_keys
     lowered kernel takes for the warp-specialised families (tests/test_attention_lowering.py checks each). The
     bf16 tiles: Q (and its RoPE tail), the KV stages, the P tiles; fp32 row vectors of BLOCK_HEADS:
       ws        Q + 2 stages + one P tile (WG0's, for WG1) + the rescale and 1/l vectors
-      seesaw    Q + 2 stages + two P tiles (one a consumer; on 576-dim rows they live in the stages' dead RoPE
-                tails, so none more) + each consumer's two maxima and row sum
+      seesaw    Q + 2 stages + two P tiles (one per consumer; on 576-dim rows they live in the stages' dead
+                RoPE tails, so they add nothing) + each consumer's two maxima and row sum
       seesaw-ring (512 only) Q + the 128-row ring + two P tiles + two output staging tiles + the maxima and sums
       pipelined Q + 1 stage + P + the output tile; a lower bound: T.Pipelined adds buffers of its own"""
     family, _, walk = variant.partition("-")
