@@ -460,24 +460,31 @@ def test_select_pass2_stays_inside_warps():
     (benchmarks/results/select2-h200/); then 4 tiles loaded a step, top-2,048 0.81 -> 0.73 ms
     (benchmarks/results/walk4-h200/)."""
     from kernels_triton.indexer import ir as indexer_ir
-    ttgir = indexer_ir.compile_ir("select", window=128)["ttgir"]
-    layouts = dict(re.findall(r"^(#blocked\d*) = (#ttg\.blocked<.*>)$", ttgir, re.M))
-    seg = [name for name, lay in layouts.items()
-           if "sizePerThread = [1, 4]" in lay and "threadsPerWarp = [1, 32]" in lay and "warpsPerCTA = [4, 1]" in lay]
-    assert seg, layouts
-    body = next(b for b in _loops(ttgir, "") if "step %c512_i32" in b.splitlines()[0])
-    assert f"tensor<4x128xf32, {seg[0]}>" in body
-    assert "ttg.convert_layout" not in body and "tt.store" not in body
-    assert body.count("st.global.b32") == 4          # four tiles a step
+    for topk, warps in ((512, 4), (2048, 8)):
+        ttgir = indexer_ir.compile_ir("select", window=128, topk=topk)["ttgir"]
+        layouts = dict(re.findall(r"^(#blocked\d*) = (#ttg\.blocked<.*>)$", ttgir, re.M))
+        # the warp votes' slots (kernel.COMPACT_BY_VOTES_PTX) count on this layout: a segment a warp, 4
+        # consecutive columns a lane, the lanes in column order
+        seg = [name for name, lay in layouts.items() if "sizePerThread = [1, 4]" in lay and
+               "threadsPerWarp = [1, 32]" in lay and f"warpsPerCTA = [{warps}, 1]" in lay and "order = [1, 0]" in lay]
+        assert seg, layouts
+        body = next(b for b in _loops(ttgir, "") if "step %c512_i32" in b.splitlines()[0])
+        assert f"tensor<{warps}x128xf32, {seg[0]}>" in body
+        assert "ttg.convert_layout" not in body and "tt.store" not in body
+        assert body.count("elementwise_inline_asm") == 4          # four tiles a step, each compacted by votes
+        assert body.count("vote.sync.ballot.b32") == 16 and body.count("st.global.b32") == 16
     # in SASS (ptxas for sm_90a): one 16-byte load a lane and tile (rows of whole 16-byte groups: VEC4), the
-    # candidates compared as floats (no 64-bit key arithmetic); 271 instructions a step before f3cb2fd, 180 after
+    # candidates compared as floats (no 64-bit key arithmetic), and counted by warp votes, not a scan of shuffles
+    # (24 SHFL and 336 instructions a step at top-512 before; 264 with the votes, most of them skipped where no
+    # lane of a tile keeps a column)
     from ptxas_report import assembled, sass_loops
     for gm in (False, True):
         # pass 2: 4 columns a lane and tile, each a predicated store, 4 tiles a step (the exact walk's last loop
         # stores 8 a step, so the one loop with 16 stores is pass 2)
         p2 = min((lp for lp in sass_loops(assembled(indexer_ir.compile_ir("select", group_maxima=gm)["ptx"])[1])
                   if lp.count("STG") == 16), key=len)
-        assert p2.count("LDG") == 4 and p2.count("FSETP") == 16 and len(p2) <= 380, len(p2)
+        assert p2.count("LDG") == 4 and p2.count("FSETP") == 16 and len(p2) <= 300, len(p2)
+        assert p2.count("VOTE") == 20 and "SHFL" not in p2, p2
     # top-1,024 (CAP 2,048) on 4 warps and top-2,048 (CAP 4,096) on 8 segments and warps, still one segment a warp (no
     # barrier in pass 2), at the register cap that lets 8 and 4 programs share an SM (kernel.SELECT_MAXNREG): nothing
     # spilled inside pass 2 or the bisections (loops of under 200 instructions); top-512 uncapped

@@ -320,19 +320,62 @@ def _key_value(key):
     return tl.where(key >= 0, key, key ^ 0x7FFFFFFF).to(tl.float32, bitcast=True)
 
 
+# Pass 2's compaction of one tile by warp votes (_compact_tile's GPU form, where a lane holds 4 consecutive columns):
+# $4-$7 the lane's scores, $8-$11 their columns, $12 tau's value, $16 L, $20 the segment's count so far, $24 CAP,
+# $28 the segment's first slot; $0-$3 the count after the tile. The keep predicates p0-p3 are _compact_tile's. One
+# vote skips the rest where no lane of the warp keeps a column (about 1 % of a row are candidates, so many tiles
+# keep none). Else a lane's first slot is the count plus the columns kept by the lanes below it: a ballot for each
+# of a lane's 4 columns, masked by %lanemask_lt; the lanes hold their columns in lane order, so the slots keep
+# index order. The lane's own columns then follow in order. A tile that takes the count past CAP is counted and not
+# stored: the row then takes the exact walk. This replaces a warp scan (5 shuffles and their selects a tile) and
+# the address of every column, kept or not: docs/performance.md "Pass 2 by warp votes".
+COMPACT_BY_VOTES_PTX = tl.constexpr(
+    "{ .reg .pred p0, p1, p2, p3, q, any; .reg .b32 b0, b1, b2, b3, lt, t, r, n; .reg .b64 a; "
+    "setp.lt.s32 q, $8, $16; setp.ge.and.f32 p0, $4, $12, q; "
+    "setp.lt.s32 q, $9, $16; setp.ge.and.f32 p1, $5, $12, q; "
+    "setp.lt.s32 q, $10, $16; setp.ge.and.f32 p2, $6, $12, q; "
+    "setp.lt.s32 q, $11, $16; setp.ge.and.f32 p3, $7, $12, q; "
+    "or.pred any, p0, p1; or.pred any, any, p2; or.pred any, any, p3; "
+    "vote.sync.any.pred any, any, -1; mov.b32 $0, $20; @!any bra.uni DONE; "
+    "mov.b32 lt, %lanemask_lt; "
+    "vote.sync.ballot.b32 b0, p0, -1; vote.sync.ballot.b32 b1, p1, -1; "
+    "vote.sync.ballot.b32 b2, p2, -1; vote.sync.ballot.b32 b3, p3, -1; "
+    "popc.b32 n, b0; add.s32 $0, $0, n; popc.b32 n, b1; add.s32 $0, $0, n; "
+    "popc.b32 n, b2; add.s32 $0, $0, n; popc.b32 n, b3; add.s32 $0, $0, n; "
+    "setp.gt.s32 q, $0, $24; @q bra.uni DONE; "
+    "and.b32 t, b0, lt; popc.b32 r, t; and.b32 t, b1, lt; popc.b32 n, t; add.s32 r, r, n; "
+    "and.b32 t, b2, lt; popc.b32 n, t; add.s32 r, r, n; and.b32 t, b3, lt; popc.b32 n, t; add.s32 r, r, n; "
+    "add.s32 r, r, $20; "
+    "mul.wide.s32 a, r, 4; add.s64 a, a, $28; @p0 st.global.b32 [a], $8; @p0 add.s32 r, r, 1; "
+    "mul.wide.s32 a, r, 4; add.s64 a, a, $28; @p1 st.global.b32 [a], $9; @p1 add.s32 r, r, 1; "
+    "mul.wide.s32 a, r, 4; add.s64 a, a, $28; @p2 st.global.b32 [a], $10; @p2 add.s32 r, r, 1; "
+    "mul.wide.s32 a, r, 4; add.s64 a, a, $28; @p3 st.global.b32 [a], $11; "
+    "DONE: mov.b32 $1, $0; mov.b32 $2, $0; mov.b32 $3, $0; }")
+
+
 @triton.jit
-def _compact_tile(x, cols, L, tau_f, cnt, seg_slots, CAP: tl.constexpr, EMULATE: tl.constexpr):
+def _compact_tile(x, cols, L, tau_f, cnt, seg_slots, CAP: tl.constexpr, EMULATE: tl.constexpr,
+                  VOTES: tl.constexpr):
     """Pass 2's step over one [SEGS, SEG_BLK] tile of scores x at columns cols (a segment a row, each inside
     one warp): the columns < L whose order key is >= tau's go to their segment's next slots, in index order;
-    returns the segments' counts. The keys are compared as floats: x >= tau_f (tau's own value, tau not NaN's
-    key) is key(x) >= tau for every x, since the order key is monotone, NaN compares false as its key is the
-    lowest, and -0.0 >= +0.0 as their keys are equal. A segment's candidates past its CAP slots all land on its
-    last slot (the row then has more than CAP and takes the exact walk)."""
-    keep = (x >= tau_f) & (cols < L)
-    k = keep.to(tl.int32)
-    slot = tl.minimum(cnt[:, None] + tl.cumsum(k, axis=1) - 1, CAP - 1)
-    _store_where(seg_slots + slot, cols, keep, EMULATE)
-    return cnt + tl.sum(k, axis=1)
+    returns the segments' counts, [SEGS, SEG_BLK] (each count in every column of its segment). The keys are
+    compared as floats: x >= tau_f (tau's own value, tau not NaN's key) is key(x) >= tau for every x, since the
+    order key is monotone, NaN compares false as its key is the lowest, and -0.0 >= +0.0 as their keys are equal. A
+    segment with more than CAP candidates sends its row to the exact walk, so where those land does not matter.
+    VOTES: on the GPU, where a lane holds 4 consecutive columns of its warp's segment (VEC4 tiles;
+    test_select_pass2_stays_inside_warps checks the layout), by warp votes (COMPACT_BY_VOTES_PTX: the same slots);
+    else by a scan along the segment (its candidates past CAP all land on the last slot)."""
+    if VOTES:
+        return tl.inline_asm_elementwise(
+            COMPACT_BY_VOTES_PTX, "=r,=r,=r,=r,f,f,f,f,r,r,r,r,f,f,f,f,r,r,r,r,r,r,r,r,r,r,r,r,l,l,l,l",
+            [x, cols, tl.zeros_like(x) + tau_f, tl.zeros_like(cols) + L, cnt, tl.zeros_like(cols) + CAP,
+             (seg_slots + tl.zeros_like(cols)).to(tl.int64)], dtype=tl.int32, is_pure=False, pack=4)
+    else:
+        keep = (x >= tau_f) & (cols < L)
+        k = keep.to(tl.int32)
+        slot = tl.minimum(cnt + tl.cumsum(k, axis=1) - 1, CAP - 1)
+        _store_where(seg_slots + slot, cols, keep, EMULATE)
+        return cnt + tl.sum(k, axis=1)[:, None]
 
 
 @triton.jit
@@ -396,20 +439,21 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
             tau = tl.where((tau != 0) & (tau < key_neg_inf), key_neg_inf, tau)
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
             # walked side by side in [SEGS, SEG_BLK] tiles, one warp a segment (axis 1 lies inside a warp), so
-            # the count and the scan of each tile are warp shuffles: no barrier, no shared memory. A segment's
-            # candidate columns go, in index order, to its own CAP slots; the segments in order are then all
+            # each tile is compacted by warp votes (the interpreter: a scan): no barrier, no shared memory. A
+            # segment's candidate columns go, in index order, to its own CAP slots; the segments in order are then all
             # candidates in index order. (One scan over 1,024-slot blocks of the whole CTA, two barriers each,
             # took 70 % of the selection: docs/performance.md.)
             seg_len = tl.cdiv(tl.cdiv(L, SEGS), STEP * SEG_BLK) * STEP * SEG_BLK
             segs = tl.arange(0, SEGS)
             cols0 = segs[:, None] * seg_len + tl.arange(0, SEG_BLK)[None, :]
             seg_slots = cand + segs[:, None] * CAP
-            cnt = tl.zeros([SEGS], tl.int32)
+            cnt = tl.zeros([SEGS, SEG_BLK], tl.int32)
             tau_k = tau.to(tl.int32, bitcast=True) ^ INT32_MIN
             tau_f = _key_value(tau_k)
             # VEC4 (rows of a multiple of 4 columns: the composer's whole key tiles): whole 16-byte groups of 4
             # columns are read, one load a lane, the columns past L then left out by _compact_tile; else 1 column
             GROUP: tl.constexpr = 4 if VEC4 else 1
+            VOTES: tl.constexpr = VEC4 and not EMULATE
             L_groups = tl.cdiv(L, GROUP)
             for b0 in range(0, seg_len, STEP * SEG_BLK):
                 # STEP tiles in flight a step (the selection waits on its loads: all issued before any is used)
@@ -422,15 +466,16 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                     cols4 = cols3 + SEG_BLK
                     x3 = tl.load(row + cols3, mask=cols3 // GROUP < L_groups, other=NEG_INF)
                     x4 = tl.load(row + cols4, mask=cols4 // GROUP < L_groups, other=NEG_INF)
-                cnt = _compact_tile(x1, cols1, L, tau_f, cnt, seg_slots, CAP, EMULATE)
-                cnt = _compact_tile(x2, cols2, L, tau_f, cnt, seg_slots, CAP, EMULATE)
+                cnt = _compact_tile(x1, cols1, L, tau_f, cnt, seg_slots, CAP, EMULATE, VOTES)
+                cnt = _compact_tile(x2, cols2, L, tau_f, cnt, seg_slots, CAP, EMULATE, VOTES)
                 if STEP == 4:
-                    cnt = _compact_tile(x3, cols3, L, tau_f, cnt, seg_slots, CAP, EMULATE)
-                    cnt = _compact_tile(x4, cols4, L, tau_f, cnt, seg_slots, CAP, EMULATE)
+                    cnt = _compact_tile(x3, cols3, L, tau_f, cnt, seg_slots, CAP, EMULATE, VOTES)
+                    cnt = _compact_tile(x4, cols4, L, tau_f, cnt, seg_slots, CAP, EMULATE, VOTES)
             # the candidates were stored by other threads of this program: make them visible before
             # reading them back (bar.sync orders global memory within the CTA; without it a thread could
             # read a slot before another warp's store lands and take a stale candidate)
             tl.debug_barrier()
+            cnt = tl.max(cnt, axis=1)
             total = tl.sum(cnt, axis=0)
             # (tau is NaN's key where fewer than K groups hold a number: then every column is a candidate, and
             # the exact walk takes the row)
