@@ -556,21 +556,23 @@ TAU_BITS = tl.constexpr(20)
 
 
 # a register cap for the selection where a thread holds SELECT_PER_THREAD of a row's CAP group maxima (top-1,024 on 4
-# warps, top-2,048 on 8): ptxas takes 106 and 127 there, so 4 and 2 programs share an SM; at 64, 8 and 4 do, and the
-# values it spills are stored and loaded once a row, outside pass 2 and the bisections (the exact walk, rare, loads
-# a few in its loop). With fewer values a thread ptxas stays under 64 itself (top-512: 63; capped, pass 2 grows from
-# 336 to 406 instructions a step); with more, the cap would spill inside the loops. H200, the last 2,048-query chunk
-# (benchmarks/results/select-warps-h200/): top-2,048 (v3.2 at 131,072) 0.85 ms on 4 warps, 0.61 on 8, 0.53 capped at
-# 80, 0.49 at 64; top-1,024 (v4-pro at 262,144) 0.31 -> 0.27 at 80, 0.26 at 64.
-SELECT_MAXNREG = 64
+# warps, top-2,048 on 8), by its warps: ptxas takes 106 and 127 there, so 4 and 2 programs share an SM. The values it
+# spills are stored and loaded once a row, outside pass 2 and the bisections (the exact walk, rare, loads a few in
+# its loops). With fewer values a thread ptxas stays under 64 itself (top-512: 56; capped at 48 or 64, no faster).
+# H200, the last 2,048-query chunk (benchmarks/results/select-warps-h200/, select-votes-h200/): top-2,048 (v3.2 at
+# 131,072) 0.85 ms on 4 warps, 0.61 on 8, 0.53 capped at 80, 0.49 at 64; with pass 2 by warp votes 0.461 at 64, 0.464
+# at 48 and 0.449 at 40 (6 programs an SM). Top-1,024 (v4-pro at 262,144) 0.31 -> 0.27 at 80, 0.26 at 64; with the
+# votes 0.244 at 64, 0.236 at 48 and 0.227 at 56 (9 programs an SM).
+SELECT_MAXNREG = {4: 56, 8: 40}
 
 
 def select_launch_options(topk: int) -> dict:
     """The selection's launch options for this top-k: a warp for each row segment (cost.select_segments), and the
-    register cap where a thread holds SELECT_PER_THREAD values; the launcher's and the IR's (ir.compile_ir)."""
+    register cap for those warps where a thread holds SELECT_PER_THREAD values; the launcher's and the IR's
+    (ir.compile_ir)."""
     segs = select_segments(topk)
-    if SELECT_MAXNREG and select_capacity(topk) == 32 * segs * SELECT_PER_THREAD:
-        return {"num_warps": segs, "maxnreg": SELECT_MAXNREG}
+    if segs in SELECT_MAXNREG and select_capacity(topk) == 32 * segs * SELECT_PER_THREAD:
+        return {"num_warps": segs, "maxnreg": SELECT_MAXNREG[segs]}
     return {"num_warps": segs}
 
 
