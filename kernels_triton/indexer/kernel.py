@@ -323,7 +323,7 @@ def _key_value(key):
 # Pass 2's compaction of one tile by warp votes (_compact_tile's GPU form, where a lane holds 4 consecutive columns):
 # $4-$7 the lane's scores, $8-$11 their columns, $12 tau's value, $16 L, $20 the segment's count so far, $24 CAP,
 # $28 the segment's first slot; $0-$3 the count after the tile. The keep predicates p0-p3 are _compact_tile's. One
-# vote skips the rest where no lane of the warp keeps a column (about 1 % of a row are candidates, so many tiles
+# vote skips the rest where no lane of the warp keeps a column (1-2 % of a row are candidates, so many tiles
 # keep none). Else a lane's first slot is the count plus the columns kept by the lanes below it: a ballot for each
 # of a lane's 4 columns, masked by %lanemask_lt; the lanes hold their columns in lane order, so the slots keep
 # index order. The lane's own columns then follow in order. A tile that takes the count past CAP is counted and not
