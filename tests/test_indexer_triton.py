@@ -27,7 +27,6 @@ def _inputs(B, S, HI, DI, m, seed):
     (1, 96, 32, 64, 40, 1, 96),      # K close to T: whole-row sort path and -1 padding
 ])
 def test_indexer_topk_matches_reference(B, S, HI, DI, K, m, chunk):
-    from kernels_triton.indexer import kernel as ki
     q, w, k = _inputs(B, S, HI, DI, m, seed=S + K)
     got = csa_dsl.indexer_topk(q, w, k, K, m, backend="triton", chunk=chunk)
     exp = csa_dsl.indexer_topk(q, w, k, K, m, backend="torch")
