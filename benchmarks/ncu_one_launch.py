@@ -7,7 +7,9 @@ Kernels: `score-fp8` (the FP8 score kernel on the last 2,048-query chunk of v4-f
 gpu_score_check.score_launch), `score-fp8-gmax` (the same, also keeping the selection's group maxima, as the
 composed program runs it), `select-gmax` (the selection of that chunk from those scores and maxima),
 `pack-queries` (the FP4-step packing of that chunk's index queries), `select-v3.2` (the top-2,048 selection of
-V3.2's last chunk at 131,072, 131,072 columns: the same launches), `score-bf16` (the bf16 one, v4-flash-bf16's),
+V3.2's last chunk at 131,072, 131,072 columns: the same launches), `select-v3.2-early` and `select-v4-flash-early`
+(the selection of an early chunk, queries 8,192-10,239 of v3.2 and 14,336-16,383 of v4-flash, where its fixed
+per-row costs dominate), `score-bf16` (the bf16 one, v4-flash-bf16's),
 `attention-v4-flash` and `attention-v4-pro` (the default attention kernel on 16,384 queries of `csa-dsl bench
 attention`'s inputs: gpu_attention_ab.attention_launch). Only the launch between profiler start and stop is profiled; the warm-up
 launches compile and autotune outside it."""
@@ -54,6 +56,8 @@ KERNELS = {"score-fp8": lambda: score_launch(S - 2048, fp8=True, S=S)[0],
            "select-gmax": lambda: last_chunk_launches()["select-gmax"],
            "pack-queries": lambda: last_chunk_launches()["pack-queries"],
            "select-v3.2": lambda: last_chunk_launches(name="v3.2", seq=131072)["select-gmax"],
+           "select-v3.2-early": lambda: last_chunk_launches(name="v3.2", seq=10240)["select-gmax"],
+           "select-v4-flash-early": lambda: last_chunk_launches(name="v4-flash", seq=16384)["select-gmax"],
            "score-bf16": lambda: score_launch(S - 2048, fp8=False, S=S)[0],
            "attention-v4-flash": lambda: attention_launch("v4-flash", 16384)[0],
            "attention-v4-pro": lambda: attention_launch("v4-pro", 16384)[0]}

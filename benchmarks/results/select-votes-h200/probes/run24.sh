@@ -4,7 +4,7 @@ mkdir -p $OUT/ncu
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 for c in "v3.2 10240" "v4-flash 16384"; do
   set -- $c; tag=select-$1-early
-  timeout 150 $NCU --profile-from-start off --set full --import-source yes -o $OUT/ncu/$tag python out/ab/ncu_early.py $1 $2 > $OUT/ncu/$tag.log 2>&1; tail -1 $OUT/ncu/$tag.log
+  timeout 150 $NCU --profile-from-start off --set full --import-source yes -o $OUT/ncu/$tag python benchmarks/ncu_one_launch.py select-$1-early > $OUT/ncu/$tag.log 2>&1; tail -1 $OUT/ncu/$tag.log
   $NCU --import $OUT/ncu/$tag.ncu-rep --page source --print-source sass --csv > $OUT/ncu/$tag-sass.csv 2>/dev/null
   $NCU --import $OUT/ncu/$tag.ncu-rep --page details --csv > $OUT/ncu/$tag-details.csv 2>/dev/null
   python benchmarks/ncu_stalls.py $OUT/ncu/$tag-sass.csv 30 > $OUT/ncu/$tag-stalls.txt 2>&1
