@@ -67,9 +67,9 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 SUPPORTED_DIM_QK = (512, 576)
 VARIANTS = ("ws", "seesaw", "pipelined")          # a user's choice
-# the warp-specialised families with the causal bound / the implicit window ids
-KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window", "seesaw-ring",
-                               "seesaw-ring-seg")
+RING_VARIANTS = ("seesaw-ring", "seesaw-ring-seg")   # the persistent window ring kernel (_build_seesaw_ring)
+# the warp-specialised families with the causal bound / the implicit window ids, and the ring
+KERNEL_VARIANTS = VARIANTS + ("ws-bounded", "ws-window", "seesaw-bounded", "seesaw-window") + RING_VARIANTS
 WS_FAMILIES = ("ws", "seesaw")
 # TileLang 0.1.15 fails to lower "seesaw-bounded" for lists of 1 or 2 pairs of key blocks ("[ThreadSync] Cannot
 # lower a required shared-memory sync inside a divergent region"); such short lists walk every block ("seesaw")
@@ -144,7 +144,6 @@ def smem_bytes_estimate(dim_qk: int, dim_v: int, variant: str = "ws", block_keys
                 RoPE tails, so they add nothing) + each consumer's two maxima and row sum
       seesaw-ring (512 only) Q + the 128-row ring + two P tiles + two output staging tiles + the maxima and sums
       pipelined Q + 1 stage + P + the output tile; a lower bound: T.Pipelined adds buffers of its own"""
-    family, _, walk = variant.partition("-")
     hb, bf16, f32 = BLOCK_HEADS, 2, 4
     q = hb * dim_qk * bf16
     stage = block_keys * dim_qk * bf16
@@ -152,9 +151,9 @@ def smem_bytes_estimate(dim_qk: int, dim_v: int, variant: str = "ws", block_keys
     chain = (2 * 2 + 2) * hb * f32              # mx_s [consumer, parity, row] and sum_s [consumer, row]
     if variant == "pipelined":
         return q + stage + p_tile + hb * dim_v * bf16
-    if family == "seesaw" and walk.startswith("ring"):
+    if variant in RING_VARIANTS:
         return q + 2 * stage + 2 * p_tile + 2 * hb * ROPE_TILE * bf16 + chain
-    if family == "seesaw":
+    if variant.partition("-")[0] == "seesaw":
         return q + 2 * stage + (0 if dim_qk > dim_v else 2 * p_tile) + chain
     return q + 2 * stage + p_tile + 2 * hb * f32
 
@@ -197,7 +196,7 @@ def build_sparse_mla_fwd(heads: int, dim_qk: int, dim_v: int, num_indices_padded
             f"kernel needs dim_v % 128 == 0 and dim_qk - dim_v in {{0, 64}}, got "
             f"dim_qk={dim_qk}, dim_v={dim_v}")
     family, _, walk = variant.partition("-")
-    ring = family == "seesaw" and walk in ("ring", "ring-seg")
+    ring = variant in RING_VARIANTS
     if ring and tail:
         raise ValueError(f"seesaw-ring takes dim_qk == dim_v (no RoPE tail), got dim_qk={dim_qk}")
     if ring and num_indices_padded != RING:
