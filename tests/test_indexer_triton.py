@@ -4,8 +4,11 @@ import re
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import csa_dsl
+from kernels_triton.indexer import kernel as indexer_kernel
 from kernels_triton.indexer import naive as ref
 from pipeline.metrics import tie_aware_recall
 from ptxas_report import ptxas_usage
@@ -110,15 +113,14 @@ def test_select_any_row_width_and_a_nan_threshold():
 
 
 def test_select_threshold_top_bits_and_the_shared_prefix():
-    """The threshold is bisected to its top TAU_BITS bits only (a lower bound: a few more candidates), and the
-    K-th key among the candidates from the bits it shares with the largest one: the same lists as the exact
-    top-k. Rows where clearing the threshold's low bits would leave the floats (a threshold of -inf, or of
+    """The threshold is bisected to within 2^TAU_SLACK keys below the K-th largest group maximum only (a lower
+    bound: a few more candidates), and the K-th key among the candidates between it and the largest one: the
+    same lists as the exact top-k. Rows where the bound would leave the floats (a threshold of -inf, or of
     -3.4e38, within 4,096 keys of it) take -inf instead, so every column is a candidate and the exact walk
-    writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them. The threshold's
-    bisection starts below the bits its smallest and largest group maxima share: where they share more than
-    TAU_BITS it keeps them all."""
+    writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them; group maxima
+    within fewer than 2^TAU_SLACK keys of each other need no round."""
     from kernels_triton.indexer import kernel as ki
-    assert ki.TAU_BITS < 32
+    assert 0 < ki.TAU_SLACK < 23
     n, K, s_first = 6, 8, 40                       # CAP 16; rows see 41..46 columns
     g = torch.Generator().manual_seed(11)
     scores = torch.randn(n, 64, generator=g) * 100
@@ -129,8 +131,7 @@ def test_select_threshold_top_bits_and_the_shared_prefix():
     scores[2, :] = torch.finfo(torch.float32).min     # -3.4e38, one key above -inf's
     scores[2, [7, 30]] = torch.tensor([0.25, -0.5])
     scores[3] = scores[3].abs() + 1e-3                # positive: candidates over several exponents
-    scores[4] = 1.0 + torch.rand(64, generator=g) * 2.0 ** -14     # the group maxima share their top 22 bits: the
-    # threshold's bisection starts below them (FROM_LO from the smallest), past TAU_BITS, so it takes them all
+    scores[4] = 1.0 + torch.rand(64, generator=g) * 2.0 ** -14     # the group maxima within 2^9 keys: no round
     scores[5] = -scores[5].abs() - 1                  # a negative threshold, 2 positive candidates: the keys
     scores[5, [2, 17]] = torch.tensor([3.0, 4.0])     # differ in their top bit (9 candidates: the fast path)
     out = _select_exactly(scores, K, s_first)
@@ -419,6 +420,62 @@ def test_gluon_walk_takes_64_by_128_only():
     assert group_maxima_fit(64, 128, fp8, False, 512) and group_maxima_fit(64, 128, fp8, False, 1024)
     assert not group_maxima_fit(64, 128, fp8, False, 16)          # CAP 32: not whole 64-key tiles a phase
     assert not group_maxima_fit(64, 128, fp8, True, 512)
+
+
+def _rank_keys(x: torch.Tensor) -> torch.Tensor:
+    """The selection's uint32 rank keys (kernel._rank_key) as int64: NaN 0, then the float order."""
+    return torch.where(x.isnan(), 0, ref.order_key(x).long() + 2 ** 31)
+
+
+@triton.jit
+def _threshold_range_probe(gm_ptr, out_ptr, k, CAP: tl.constexpr):
+    offs = tl.arange(0, CAP)
+    gm = tl.load(gm_ptr + tl.program_id(0) * CAP + offs)
+    lo, hi = indexer_kernel._threshold_range(gm, indexer_kernel._rank_key(gm), k, CAP)
+    tl.store(out_ptr + tl.program_id(0) * 2, lo.to(tl.int64))
+    tl.store(out_ptr + tl.program_id(0) * 2 + 1, hi.to(tl.int64))
+
+
+def _threshold_ranges(rows: torch.Tensor, k: int) -> torch.Tensor:
+    """kernel._threshold_range on each row of group maxima: [rows, 2] int64 keys (lo, hi)."""
+    out = torch.zeros(rows.shape[0], 2, dtype=torch.int64)
+    _threshold_range_probe[(rows.shape[0],)](rows.contiguous(), out, k, CAP=rows.shape[1])
+    return out
+
+
+def test_select_threshold_range_holds_the_kth_maximum():
+    """The threshold's bisection starts from a range of keys that holds the K-th largest group maximum: the
+    maxima's mean -/+ half their spread where one count each way confirms it, else their smallest and largest
+    key. Checked for every row that at least K keys are >= lo and fewer than K are > hi (so the bisection ends
+    at the same K-th key); that the guess is taken on group maxima of scores of both signs, where its range is
+    far narrower than the smallest and largest key's (12 rounds at most against 19); and that a bimodal row,
+    whose K-th maximum lies outside the guess, and rows of NaN, infinities or one value fall back or stay
+    right."""
+    k, cap = 32, 64
+    g = torch.Generator().manual_seed(5)
+    both = torch.randn(8, cap, 32, generator=g).amax(-1) * 0.3 - 0.45     # maxima of 32 scores, both signs
+    assert ((both < 0).any(1) & (both > 0).any(1)).all()
+    odd = torch.randn(7, cap, generator=g)
+    odd[0, :32], odd[0, 32:] = -100.0, 100.0                                # bimodal: the guess is rejected
+    odd[1] = float("nan")
+    odd[2, ::3] = float("nan")
+    odd[3, 5] = float("inf")
+    odd[4, :40] = float("-inf")
+    odd[5] = 2.5                                                            # one value: lo = hi
+    odd[6, 7] = 3e38                                                        # its square overflows
+    rows = torch.cat([both, odd])
+    got = _threshold_ranges(rows, k)
+    keys = _rank_keys(rows)
+    lo, hi = got[:, :1], got[:, 1:]
+    assert ((keys >= lo).sum(1) >= k).all() and ((keys > hi).sum(1) < k).all()
+    kth = keys.sort(1, descending=True).values[:, k - 1]
+    assert ((lo[:, 0] <= kth) & (kth <= hi[:, 0])).all()
+    # the bisection's rounds are log2(hi - lo) less TAU_SLACK: 19 from the smallest and the largest key here
+    rounds = lambda lo, hi: max(int(hi - lo).bit_length() - indexer_kernel.TAU_SLACK, 0)      # noqa: E731
+    for r in range(both.shape[0]):
+        assert rounds(keys[r].min(), keys[r].max()) == 19
+        assert rounds(lo[r, 0], hi[r, 0]) <= 12, (r, hex(lo[r, 0]), hex(hi[r, 0]))
+    assert lo[both.shape[0], 0] == keys[both.shape[0]].min() and hi[both.shape[0], 0] == keys[both.shape[0]].max()
 
 
 def test_select_takes_the_scores_group_maxima():

@@ -16,11 +16,11 @@ Per query chunk (rows [s_first, s_first + n)):
      i % P). The K-th largest group max tau is a LOWER bound of the row's K-th largest
      value (those K maxima are K distinct elements >= tau), so {x >= tau} holds the
      top K; for i.i.d. scores about P*ln2 = 1.4K elements, whatever the row length
-     (tau is bisected to its top TAU_BITS bits only: still a lower bound);
+     (tau is bisected over key values to within 2^TAU_SLACK keys below it only: still a lower bound);
    - pass 2 compacts those candidates' columns in index order (per warp: the row is cut into 4 segments);
-   - the K-th largest key among them is found by bisecting its bits below those it shares with tau and
-     the largest candidate (a count a bit, no sort), then everything above it and the first ties in
-     index order are written.
+   - the K-th largest key among them is found by bisecting the key values between tau and the largest
+     candidate (a count a step, no sort), then everything above it and the first ties in index order are
+     written.
    Rows of <= CAP visible entries skip the passes. If more than CAP values tie above
    tau (adversarial input), the same bisection streams over the whole row (34 passes):
    slow but always right. Two reads of the visible scores in all.
@@ -275,37 +275,62 @@ def _rank_key(x):
 
 
 @triton.jit
-def _kth_largest_key(u, has, k, lo, FROM_LO: tl.constexpr, BITS: tl.constexpr):
-    # u: uint32 rank keys, `has` the ones that count. Bisect, bit by bit from the top, the largest v with
-    # #(u >= v) >= k: the k-th largest key. No sort: one count a bit.
-    # FROM_LO: lo is a key known to be <= the answer (at least k counted keys are >= lo). The answer then lies in
-    # [lo, hi], hi the largest counted key, so it has their bits above the highest bit where they differ, and
-    # the bisection starts below that bit (one reduction for hi saves a count for each bit they share).
-    # BITS < 32: the bisection stops after the top BITS bits, and v is the answer with the rest cleared (<= it;
-    # with FROM_LO it keeps every bit lo and hi share, more than BITS where they share more).
-    v = tl.full([], 0, tl.uint32)
-    i0 = 0
-    if FROM_LO:
-        hi = tl.max(tl.where(has, u, 0), axis=0)
-        # the highest bit where lo and hi differ, from the exponent of their xor as a float (rounding can only
-        # raise it: a count more); -127 where they are equal
-        top = ((lo ^ hi).to(tl.float32).to(tl.int32, bitcast=True) >> 23) - 127
-        free = tl.minimum(tl.maximum(top + 1, 0), 32)           # the low bits left to bisect
-        keep = tl.where(free >= 32, 0, tl.full([], 0xFFFFFFFF, tl.uint32) << tl.minimum(free, 31).to(tl.uint32))
-        v = lo & keep
-        i0 = 32 - free
-    for i in range(i0, BITS):
-        probe = v | (tl.full([], 1, tl.uint32) << (31 - i))
-        n = tl.sum(((u >= probe) & has).to(tl.int32), axis=0)
-        v = tl.where(n >= k, probe, v)
-    return v
+def _kth_largest_key(u, has, k, lo, hi, SLACK: tl.constexpr):
+    # u: uint32 rank keys, `has` the ones that count; the k-th largest of them is known to lie in [lo, hi] (at
+    # least k counted keys are >= lo, fewer than k are > hi). Bisect that range of key values, one count a step,
+    # down to fewer than 2^SLACK keys: returns a key <= the k-th largest and less than 2^SLACK below it, the
+    # k-th largest itself at SLACK 0. No sort. (Bisecting the keys' bits from the highest one where lo and hi
+    # differ took every bit below it: all of them where the range crosses zero or 2.0, as V3.2's group maxima
+    # of both signs do; over the values it takes log2(hi - lo) - SLACK rounds: docs/performance.md, "The
+    # selection's bisections over key values".)
+    a = lo
+    b = hi
+    while ((b - a) >> SLACK) > 0:
+        mid = a + ((b - a) >> 1) + 1                 # in (a, b]
+        n = tl.sum(((u >= mid) & has).to(tl.int32), axis=0)
+        a = tl.where(n >= k, mid, a)
+        b = tl.where(n >= k, b, mid - 1)
+    return a
+
+
+@triton.jit
+def _sums_and_range(a_s, a_q, a_lo, a_hi, b_s, b_q, b_lo, b_hi):
+    return a_s + b_s, a_q + b_q, tl.minimum(a_lo, b_lo), tl.maximum(a_hi, b_hi)
+
+
+@triton.jit
+def _add_pair(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
+def _threshold_range(gm, u, k, CAP: tl.constexpr):
+    # [lo, hi], a range of keys known to hold the k-th largest of the CAP group maxima (their keys u), where
+    # _kth_largest_key starts. The k-th largest of 2k maxima is about their median, and a Gumbel's median lies
+    # within 0.2 of a standard deviation of its mean; so the guess is mean -/+ std / 2, checked by one count each
+    # way (at least k keys >= lo, fewer than k > hi), else the smallest and the largest key. Where the scores take
+    # both signs the bisection takes 19 rounds from those two and about 10 from the guess, unless the guess's
+    # range crosses zero too (the values near zero hold half of the keys). Non-finite maxima make the guess NaN
+    # (key 0) or infinite: checked all the same. Two reductions, as the smallest and the largest key alone took.
+    s1, s2, lo_all, hi_all = tl.reduce((gm, gm * gm, u, u), 0, _sums_and_range)
+    mean = s1 / CAP
+    half = tl.sqrt(tl.maximum(s2 / CAP - mean * mean, 0.0)) * 0.5
+    lo = _rank_key(mean - half)
+    hi = _rank_key(mean + half)
+    n_lo, n_hi = tl.reduce(((u >= lo).to(tl.int32), (u > hi).to(tl.int32)), 0, _add_pair)
+    ok = (n_lo >= k) & (n_hi < k)
+    return tl.where(ok, lo, lo_all), tl.where(ok, hi, hi_all)
 
 
 @triton.jit
 def _write_topk(u, has, idx, k, orow, idx_offset, lo, FROM_LO: tl.constexpr):
     # The k largest of u (candidates in index order, `has` the real ones), ties to the smaller index: all above
-    # the k-th key, then the first ties in index order. Output order is free. (lo, FROM_LO: _kth_largest_key.)
-    v = _kth_largest_key(u, has, k, lo, FROM_LO, 32)
+    # the k-th key, then the first ties in index order. Output order is free. FROM_LO: lo is a key <= the k-th
+    # largest (the threshold), where the bisection starts; else it runs over every key.
+    if FROM_LO:
+        v = _kth_largest_key(u, has, k, lo, tl.max(tl.where(has, u, 0), axis=0), 0)
+    else:
+        v = _kth_largest_key(u, has, k, tl.full([], 0, tl.uint32), tl.full([], 0xFFFFFFFF, tl.uint32), 0)
     gt = (u > v) & has
     need = k - tl.sum(gt.to(tl.int32), axis=0)
     eq = (u == v) & has
@@ -427,14 +452,14 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                     x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
                     x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
                     gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
-            # tau: the K-th largest group max, a lower bound of the row's K-th largest value; its top TAU_BITS bits
-            # are enough (a lower bound still: a few more candidates, in a band of 2^(TAU_BITS - 31) of its value)
-            # (it lies between the smallest and the largest of the CAP keys, so the bisection starts below the bits
-            # they share: _kth_largest_key's FROM_LO with the smallest as lo, which all CAP >= K keys are >= to)
+            # tau: the K-th largest group max, a lower bound of the row's K-th largest value; a key less than
+            # 2^TAU_SLACK below it is enough (a lower bound still: a few more candidates, in a band of
+            # 2^(TAU_SLACK - 23) of its value), bisected from a range _threshold_range finds
             u_gm = _rank_key(gm)
-            tau = _kth_largest_key(u_gm, offs < CAP, k_eff, tl.min(u_gm, axis=0), True, TAU_BITS)
-            # (a key less than 2^(32 - TAU_BITS) above -inf's falls below it when its low bits are cleared, among
-            # NaN's bit patterns: it takes -inf's key instead)
+            lo, hi = _threshold_range(gm, u_gm, k_eff, CAP)
+            tau = _kth_largest_key(u_gm, offs < CAP, k_eff, lo, hi, TAU_SLACK)
+            # (a bound less than 2^TAU_SLACK below -inf's key can be a key no float has, among NaN's bit patterns:
+            # it takes -inf's key instead)
             key_neg_inf = _rank_key(tl.full([], NEG_INF, tl.float32))
             tau = tl.where((tau != 0) & (tau < key_neg_inf), key_neg_inf, tau)
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
@@ -491,8 +516,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                 has = j < total
                 c = tl.load(cand + src, mask=has, other=0)
                 x = tl.load(row + c, mask=has, other=NEG_INF)
-                # every candidate's key is >= tau: the K-th largest shares the bits of tau and the largest above
-                # the first one where they differ
+                # every candidate's key is >= tau: the K-th largest lies between tau and the largest candidate
                 _write_topk(_rank_key(x), has, c, k_eff, orow, idx_offset, tau, True)
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
@@ -550,9 +574,10 @@ SELECT_SEG_BLOCK = 128           # pass 2's columns per segment and tile: 32 lan
 # and with the group maxima ptxas reuses the first tile's registers for the fourth, so it waits for the first load
 # before it issues the last two)
 SELECT_STEP_TILES = 4
-# the selection's threshold tau (a lower bound of a row's K-th largest score) to its top 20 bits: 12 counts fewer,
-# and the band below tau it adds is 2^-11 of its value (a rank key's low bits are the float's mantissa's)
-TAU_BITS = tl.constexpr(20)
+# the selection's threshold tau (a lower bound of a row's K-th largest score) to within 2^12 keys below it: 12 counts
+# fewer than the exact key, and the band below tau it adds is 2^-11 of its value (a rank key's low bits are the
+# float's mantissa's)
+TAU_SLACK = tl.constexpr(12)
 
 
 # a register cap for the selection where a thread holds SELECT_PER_THREAD of a row's CAP group maxima (top-1,024 on 4
