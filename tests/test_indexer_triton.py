@@ -112,7 +112,7 @@ def test_select_any_row_width_and_a_nan_threshold():
             assert sorted(out[r].tolist()) == sorted(exp), (r, out[r].tolist(), exp)
 
 
-def test_select_threshold_top_bits_and_the_shared_prefix():
+def test_select_threshold_bound_and_the_candidates_range():
     """The threshold is bisected to within 2^TAU_SLACK keys below the K-th largest group maximum only (a lower
     bound: a few more candidates), and the K-th key among the candidates between it and the largest one: the
     same lists as the exact top-k. Rows where the bound would leave the floats (a threshold of -inf, or of
