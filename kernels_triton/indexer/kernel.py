@@ -323,14 +323,11 @@ def _threshold_range(gm, u, k, CAP: tl.constexpr):
 
 
 @triton.jit
-def _write_topk(u, has, idx, k, orow, idx_offset, lo, FROM_LO: tl.constexpr):
+def _write_topk(u, has, idx, k, orow, idx_offset, lo, hi):
     # The k largest of u (candidates in index order, `has` the real ones), ties to the smaller index: all above
-    # the k-th key, then the first ties in index order. Output order is free. FROM_LO: lo is a key <= the k-th
-    # largest (the threshold), where the bisection starts; else it runs over every key.
-    if FROM_LO:
-        v = _kth_largest_key(u, has, k, lo, tl.max(tl.where(has, u, 0), axis=0), 0)
-    else:
-        v = _kth_largest_key(u, has, k, tl.full([], 0, tl.uint32), tl.full([], 0xFFFFFFFF, tl.uint32), 0)
+    # the k-th key, then the first ties in index order. Output order is free. [lo, hi]: keys known to hold the
+    # k-th largest (_kth_largest_key's range).
+    v = _kth_largest_key(u, has, k, lo, hi, 0)
     gt = (u > v) & has
     need = k - tl.sum(gt.to(tl.int32), axis=0)
     eq = (u == v) & has
@@ -437,7 +434,8 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
     else:
         if L <= CAP:
             x = tl.load(row + offs, mask=offs < L, other=NEG_INF)
-            _write_topk(_rank_key(x), offs < L, offs, k_eff, orow, idx_offset, 0, False)
+            _write_topk(_rank_key(x), offs < L, offs, k_eff, orow, idx_offset, tl.full([], 0, tl.uint32),
+                        tl.full([], 0xFFFFFFFF, tl.uint32))
         else:
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
             # non-empty since L > CAP). Padding and the initial value are NaN, the lowest rank, so every
@@ -517,7 +515,8 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                 c = tl.load(cand + src, mask=has, other=0)
                 x = tl.load(row + c, mask=has, other=NEG_INF)
                 # every candidate's key is >= tau: the K-th largest lies between tau and the largest candidate
-                _write_topk(_rank_key(x), has, c, k_eff, orow, idx_offset, tau, True)
+                u = _rank_key(x)
+                _write_topk(u, has, c, k_eff, orow, idx_offset, tau, tl.max(tl.where(has, u, 0), axis=0))
             else:
                 _select_exact(row, orow, L, k_eff, idx_offset, CAP)
 
