@@ -115,9 +115,9 @@ def test_select_any_row_width_and_a_nan_threshold():
 def test_select_threshold_bound_and_the_candidates_range():
     """The threshold is bisected to within 2^TAU_SLACK keys below the K-th largest group maximum only (a lower
     bound: a few more candidates), and the K-th key among the candidates between it and the largest one: the
-    same lists as the exact top-k. Rows where the bound would leave the floats (a threshold of -inf, or of
-    -3.4e38, within 4,096 keys of it) take -inf instead, so every column is a candidate and the exact walk
-    writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them; group maxima
+    same lists as the exact top-k. The threshold is a group maximum's key, a float's: rows where a bound
+    2^TAU_SLACK keys below it would leave the floats (a threshold of -inf, or of -3.4e38, within 4,096 keys of
+    it) take -inf, so every column is a candidate and the exact walk writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them; group maxima
     within fewer than 2^TAU_SLACK keys of each other need no round."""
     from kernels_triton.indexer import kernel as ki
     assert 0 < ki.TAU_SLACK < 23
@@ -441,6 +441,44 @@ def _threshold_ranges(rows: torch.Tensor, k: int) -> torch.Tensor:
     out = torch.zeros(rows.shape[0], 2, dtype=torch.int64)
     _threshold_range_probe[(rows.shape[0],)](rows.contiguous(), out, k, CAP=rows.shape[1])
     return out
+
+
+@triton.jit
+def _kth_largest_probe(x_ptr, out_ptr, k, n_has, SLACK: tl.constexpr, N: tl.constexpr):
+    offs = tl.arange(0, N)
+    u = indexer_kernel._rank_key(tl.load(x_ptr + tl.program_id(0) * N + offs))
+    has = offs < n_has
+    lo = tl.min(tl.where(has, u, indexer_kernel.UINT32_MAX), axis=0)
+    hi = tl.max(tl.where(has, u, 0), axis=0)
+    tl.store(out_ptr + tl.program_id(0), indexer_kernel._kth_largest_key(u, has, k, lo, hi, SLACK).to(tl.int64))
+
+
+@pytest.mark.parametrize("slack", [0, 12])
+def test_kth_largest_key_stops_at_an_exact_count(slack):
+    """_kth_largest_key's bisection ends at a probe with exactly K keys at or above it, or where its range is
+    narrower than 2^SLACK keys, and returns the smallest counted key at or above its bound: the K-th largest
+    itself at SLACK 0, a counted key at most that and less than 2^SLACK below it otherwise. Rows where the
+    probes can hit an exact count (distinct values) and where they cannot (ties across the K-th, one value,
+    NaN and infinities), with keys past n_has not counted."""
+    n, k, n_has = 64, 9, 50
+    g = torch.Generator().manual_seed(3 + slack)
+    rows = torch.randn(8, n, generator=g)
+    rows[1] = rows[1].round()                                  # ties across the K-th
+    rows[2] = -2.0                                             # one value
+    rows[3, ::2] = float("nan")
+    rows[4, :20] = float("inf")                                # the K-th is +inf
+    rows[5] = 1.0 + torch.arange(n) * 2.0 ** -23               # adjacent keys
+    rows[6, n_has:] = 1e9                                      # past n_has: larger, not counted
+    rows[7, :k - 1] = 5.0                                      # K - 1 above, then a tie of 2 at the K-th
+    rows[7, k - 1:k + 1] = 4.0
+    out = torch.zeros(rows.shape[0], dtype=torch.int64)
+    _kth_largest_probe[(rows.shape[0],)](rows.contiguous(), out, k, n_has, SLACK=slack, N=n)
+    keys = _rank_keys(rows)[:, :n_has]
+    kth = keys.sort(1, descending=True).values[:, k - 1]
+    assert (out <= kth).all() and (kth - out < 2 ** slack).all(), (out, kth)
+    assert ((keys == out[:, None]).any(1)).all()               # a counted key
+    if slack == 0:
+        assert torch.equal(out, kth)
 
 
 def test_select_threshold_range_holds_the_kth_maximum():

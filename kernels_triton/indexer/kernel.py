@@ -49,6 +49,7 @@ from .cost import SCORE_TILE_KEYS, SELECT_PER_THREAD, candidate_slots, select_ca
 from .score_gluon import gluon_walk_fits, score_chunk_gluon, tma_ready
 
 NEG_INF = tl.constexpr(float("-inf"))
+UINT32_MAX = tl.constexpr(0xFFFFFFFF)
 INT32_MIN = tl.constexpr(-2147483648)
 
 
@@ -278,19 +279,32 @@ def _rank_key(x):
 def _kth_largest_key(u, has, k, lo, hi, SLACK: tl.constexpr):
     # u: uint32 rank keys, `has` the ones that count; the k-th largest of them is known to lie in [lo, hi] (at
     # least k counted keys are >= lo, fewer than k are > hi). Bisect that range of key values, one count a step,
-    # down to fewer than 2^SLACK keys: returns a key <= the k-th largest and less than 2^SLACK below it, the
-    # k-th largest itself at SLACK 0. No sort. (Bisecting the keys' bits from the highest one where lo and hi
-    # differ took every bit below it: all of them where the range crosses zero or 2.0, as V3.2's group maxima
-    # of both signs do; over the values it takes log2(hi - lo) - SLACK rounds: docs/performance.md, "The
+    # down to fewer than 2^SLACK keys or to a probe with exactly k keys at or above it, then take the smallest key
+    # at or above the bound: a key <= the k-th largest and less than 2^SLACK below it, the k-th largest itself at
+    # SLACK 0. No sort. (Bisecting the keys' bits from the highest one where lo and hi differ took every bit below
+    # it: all of them where the range crosses zero or 2.0, as V3.2's group maxima of both signs do; over the
+    # values it takes at most log2(hi - lo) - SLACK rounds, and the exact count ends it once the probes fall
+    # between the k-th and the next key, about log2 of the keys in the range: docs/performance.md, "The
     # selection's bisections over key values".)
     a = lo
     b = hi
-    while ((b - a) >> SLACK) > 0:
-        mid = a + ((b - a) >> 1) + 1                 # in (a, b]
-        n = tl.sum(((u >= mid) & has).to(tl.int32), axis=0)
-        a = tl.where(n >= k, mid, a)
-        b = tl.where(n >= k, b, mid - 1)
-    return a
+    n = k + 1                                        # the count at a, known only once a probe moved it
+    while (((b - a) >> SLACK) > 0) & (n != k):
+        mid = _probe_between(a, b)
+        a, b, n = _bisect_step(a, b, n, mid, tl.sum(((u >= mid) & has).to(tl.int32), axis=0), k)
+    return tl.min(tl.where((u >= a) & has, u, UINT32_MAX), axis=0)
+
+
+@triton.jit
+def _probe_between(a, b):
+    # the bisections' next probe: a key in (a, b]
+    return a + ((b - a) >> 1) + 1
+
+
+@triton.jit
+def _bisect_step(a, b, n, mid, c, k):
+    # one bisection step: c keys are >= the probe mid; the k-th largest key stays in [a, b], n counting the keys >= a
+    return tl.where(c >= k, mid, a), tl.where(c >= k, b, mid - 1), tl.where(c >= k, c, n)
 
 
 @triton.jit
@@ -435,7 +449,7 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
         if L <= CAP:
             x = tl.load(row + offs, mask=offs < L, other=NEG_INF)
             _write_topk(_rank_key(x), offs < L, offs, k_eff, orow, idx_offset, tl.full([], 0, tl.uint32),
-                        tl.full([], 0xFFFFFFFF, tl.uint32))
+                        tl.full([], UINT32_MAX, tl.uint32))
         else:
             # pass 1: the max of CAP strided groups (element i joins group i % CAP; all
             # non-empty since L > CAP). Padding and the initial value are NaN, the lowest rank, so every
@@ -450,16 +464,13 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
                     x1 = tl.load(row + b0 + offs, mask=b0 + offs < L, other=float("nan"))
                     x2 = tl.load(row + b0 + CAP + offs, mask=b0 + CAP + offs < L, other=float("nan"))
                     gm = _max_nan_last(gm, _max_nan_last(x1, x2, EMULATE), EMULATE)
-            # tau: the K-th largest group max, a lower bound of the row's K-th largest value; a key less than
-            # 2^TAU_SLACK below it is enough (a lower bound still: a few more candidates, in a band of
-            # 2^(TAU_SLACK - 23) of its value), bisected from a range _threshold_range finds
+            # tau: the K-th largest group max, a lower bound of the row's K-th largest value; a group maximum's key
+            # less than 2^TAU_SLACK below it is enough (a lower bound still: a few more candidates, in a band of
+            # 2^(TAU_SLACK - 23) of its value), bisected from a range _threshold_range finds. Being a group
+            # maximum's key, it is a float's (or NaN's)
             u_gm = _rank_key(gm)
             lo, hi = _threshold_range(gm, u_gm, k_eff, CAP)
             tau = _kth_largest_key(u_gm, offs < CAP, k_eff, lo, hi, TAU_SLACK)
-            # (a bound less than 2^TAU_SLACK below -inf's key can be a key no float has, among NaN's bit patterns:
-            # it takes -inf's key instead)
-            key_neg_inf = _rank_key(tl.full([], NEG_INF, tl.float32))
-            tau = tl.where((tau != 0) & (tau < key_neg_inf), key_neg_inf, tau)
             # pass 2: every x >= tau (a superset of the top K). The row is split into SEGS contiguous segments
             # walked side by side in [SEGS, SEG_BLK] tiles, one warp a segment (axis 1 lies inside a warp), so
             # each tile is compacted by warp votes (the interpreter: a scan): no barrier, no shared memory. A
@@ -522,18 +533,34 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
 
 @triton.jit
 def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
-    # Exact fallback: bisect the K-th largest rank key (_rank_key, as _kth_largest_key does) bit by bit over the
-    # whole row, then take everything above it and the first ties in index order.
+    # Exact fallback, streaming over the row: its smallest and largest rank key (_rank_key), then
+    # _kth_largest_key's bisection over that range (each count a pass over the row) and the smallest key at or above
+    # its bound, the K-th largest; then everything above it and the first ties in index order.
     offs = tl.arange(0, BLK)
-    v = tl.full([], 0, tl.uint32)
-    for i in range(32):
-        probe = v | (tl.full([], 1, tl.uint32) << (31 - i))
-        n = tl.full([], 0, tl.int32)
+    lo = tl.full([], UINT32_MAX, tl.uint32)
+    hi = tl.full([], 0, tl.uint32)
+    for b0 in range(0, L, BLK):
+        inb = b0 + offs < L
+        u = _rank_key(tl.load(row + b0 + offs, mask=inb, other=NEG_INF))
+        lo = tl.minimum(lo, tl.min(tl.where(inb, u, UINT32_MAX), axis=0))
+        hi = tl.maximum(hi, tl.max(tl.where(inb, u, 0), axis=0))
+    a = lo
+    b = hi
+    n = k_eff + 1
+    while (b > a) & (n != k_eff):
+        mid = _probe_between(a, b)
+        c = tl.full([], 0, tl.int32)
         for b0 in range(0, L, BLK):
-            x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
-            n += tl.sum(((_rank_key(x) >= probe) & (b0 + offs < L)).to(tl.int32), axis=0)
-        v = tl.where(n >= k_eff, probe, v)
+            inb = b0 + offs < L
+            c += tl.sum(((_rank_key(tl.load(row + b0 + offs, mask=inb, other=NEG_INF)) >= mid) & inb).to(tl.int32),
+                        axis=0)
+        a, b, n = _bisect_step(a, b, n, mid, c, k_eff)
+    v = tl.full([], UINT32_MAX, tl.uint32)
     n_gt = tl.full([], 0, tl.int32)
+    for b0 in range(0, L, BLK):
+        inb = b0 + offs < L
+        u = _rank_key(tl.load(row + b0 + offs, mask=inb, other=NEG_INF))
+        v = tl.minimum(v, tl.min(tl.where((u >= a) & inb, u, UINT32_MAX), axis=0))
     for b0 in range(0, L, BLK):
         x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
         n_gt += tl.sum(((_rank_key(x) > v) & (b0 + offs < L)).to(tl.int32), axis=0)
