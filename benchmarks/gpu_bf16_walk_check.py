@@ -12,15 +12,14 @@ exactly) against the Triton walk, on one GPU, same inputs, same process:
    fp8_mma), v4-flash composed at 262,144.
 Writes OUT_DIR/bf16-walk-TAG.json and prints a table last."""
 import dataclasses
-import json
-import os
 import sys
 
 import torch
 import triton
 
 import csa_dsl
-from csa_dsl.benchmarks import base_record, indexer_inputs, peak_above, time_ms
+from csa_dsl.benchmarks import indexer_inputs, peak_above, time_ms
+from gpu_select_check import run_records
 from kernels_triton.indexer import cost as icost
 from kernels_triton.indexer import kernel as ikernel
 from kernels_triton.indexer import score_gluon
@@ -102,46 +101,35 @@ def timing():
     return recs
 
 
-def forwards():
-    recs = []
-    spec = csa_dsl.preset("v4-flash-bf16")
-    ix, S = spec.indexer, 262144
+def indexer_record(spec, S: int) -> dict:
     q, w, k = indexer_inputs(spec, 1, S, seed=S).values()
-    fn = lambda: csa_dsl.indexer_topk(q, w, k, ix.topk, spec.ratio)  # noqa: E731
-    recs.append({"case": "indexer v4-flash-bf16 262144", "median_ms": time_ms(fn), "peak_gib": peak_above(fn)})
-    del q, w, k
+    fn = lambda: csa_dsl.indexer_topk(q, w, k, spec.indexer.topk, spec.ratio)  # noqa: E731
+    return {"case": f"indexer {spec.name} {S}", "median_ms": time_ms(fn), "peak_gib": peak_above(fn)}
+
+
+def forward_record(name: str, spec, S: int) -> dict:
+    torch.cuda.empty_cache()
+    inp = csa_dsl.random_inputs(spec, 1, S, "cuda", seed=0)
+    fwd = csa_dsl.compile(spec, "cuda")
+    fn = lambda: fwd(**inp)  # noqa: E731
+    return {"case": f"composed {name} {S}", "median_ms": time_ms(fn),
+            "peak_gib": peak_above(fn, planner.output_bytes(spec, 1, S)), "plan_gib": fwd.plan(S).peak_bytes / 2**30}
+
+
+def forwards():
+    spec = csa_dsl.preset("v4-flash-bf16")
     v32 = csa_dsl.preset("v3.2")
-    for name, sp, S in (("v4-flash-bf16", spec, 262144), ("v4-flash", csa_dsl.preset("v4-flash"), 262144),
-                        ("v3.2", v32, 131072),
-                        ("v3.2 fp8_mma", v32.replace(indexer=dataclasses.replace(v32.indexer, fp8_mma=True)), 131072)):
-        torch.cuda.empty_cache()
-        inp = csa_dsl.random_inputs(sp, 1, S, "cuda", seed=0)
-        fwd = csa_dsl.compile(sp, "cuda")
-        fn = lambda: fwd(**inp)  # noqa: E731
-        recs.append({"case": f"composed {name} {S}", "median_ms": time_ms(fn),
-                     "peak_gib": peak_above(fn, planner.output_bytes(sp, 1, S)),
-                     "plan_gib": fwd.plan(S).peak_bytes / 2**30})
-        del inp, fwd
-    return recs
+    return [indexer_record(spec, 262144)] + [
+        forward_record(name, sp, S)
+        for name, sp, S in (("v4-flash-bf16", spec, 262144), ("v4-flash", csa_dsl.preset("v4-flash"), 262144),
+                            ("v3.2", v32, 131072),
+                            ("v3.2 fp8_mma", v32.replace(indexer=dataclasses.replace(v32.indexer, fp8_mma=True)),
+                             131072))]
 
 
 def main():
-    out_dir, tag = sys.argv[1], sys.argv[2]
-    recs = []
-    for part in (bits, timing, forwards):
-        try:
-            got = part()
-        except Exception as e:      # noqa: BLE001
-            got = [{"case": part.__name__, "status": f"error: {type(e).__name__}: {str(e)[:400]}"}]
-        recs += [dict(base_record("bf16-walk", csa_dsl.preset("v4-flash-bf16"), 1, 0, "composed"), tree=tag, **r)
-                 for r in got]
-        json.dump(recs, open(os.path.join(out_dir, f"bf16-walk-{tag}.json"), "w"), indent=1)
-        torch.cuda.empty_cache()
-    for r in recs:
-        print(f"{r['case']:<62} " + (f"{r['median_ms']:9.3f} ms" if r.get("median_ms") else "")
-              + (f"  same bits {r['same_bits']}" if "same_bits" in r else "")
-              + (f"  {r['peak_gib']:.3f} GiB" if r.get("peak_gib") else "")
-              + (f"  {r['status']}" if r.get("status") != "ok" else ""))
+    run_records([bits, timing, forwards], "bf16-walk", sys.argv[1], sys.argv[2], preset_name="v4-flash-bf16",
+                show=("same_bits", "peak_gib"))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ same inputs, same process:
    output).
 Writes OUT_DIR/score-rounding-TAG.json and prints a table last."""
 import dataclasses
-import json
 import os
 import sys
 
@@ -23,7 +22,8 @@ import torch
 import triton
 
 import csa_dsl
-from csa_dsl.benchmarks import base_record, indexer_inputs, peak_above, time_ms
+from csa_dsl.benchmarks import indexer_inputs, peak_above, time_ms
+from gpu_select_check import run_records
 from kernels_triton.indexer import cost as icost
 from kernels_triton.indexer import kernel as ikernel
 from kernels_triton.indexer import naive as inaive
@@ -103,16 +103,20 @@ def last_chunk(S: int = 262144, n: int = 2048) -> list:
     return recs
 
 
+def indexer_records(spec, S: int) -> list:
+    q, w, k = indexer_inputs(spec, 1, S, seed=S).values()
+    ix = spec.indexer
+    recs = []
+    for mode in MODES:
+        fn = lambda: csa_dsl.indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant, score_rounding=mode)  # noqa
+        recs.append({"case": f"indexer {spec.name} {S}, {mode} score", "peak_gib": peak_above(fn),
+                     "median_ms": time_ms(fn)})
+    return recs
+
+
 def forwards(S: int = 262144) -> list:
     base = csa_dsl.preset("v4-flash")
-    recs = []
-    q, w, k = indexer_inputs(base, 1, S, seed=S).values()
-    ix = base.indexer
-    for mode in MODES:
-        fn = lambda: csa_dsl.indexer_topk(q, w, k, ix.topk, base.ratio, quant=ix.quant, score_rounding=mode)  # noqa
-        recs.append({"case": f"indexer v4-flash {S}, {mode} score", "peak_gib": peak_above(fn),
-                     "median_ms": time_ms(fn)})
-    del q, w, k
+    recs = indexer_records(base, S)
     inputs = csa_dsl.random_inputs(base, 1, S, "cuda", seed=0)
     out_bytes = planner.output_bytes(base, 1, S)
     for mode in MODES:
@@ -127,24 +131,9 @@ def forwards(S: int = 262144) -> list:
 
 
 def main():
-    out_dir, tag = sys.argv[1], sys.argv[2]
-    recs = []
-    for part in (lambda: [agreement()], last_chunk, forwards):
-        try:
-            got = part()
-        except Exception as e:      # noqa: BLE001
-            got = [{"case": getattr(part, "__name__", "?"), "status": f"error: {type(e).__name__}: {str(e)[:300]}"}]
-        for r in got:
-            recs.append(dict(base_record("score-rounding", csa_dsl.preset("v4-flash"), 1, 0, "composed"), tree=tag,
-                             **r))
-        json.dump(recs, open(os.path.join(out_dir, f"score-rounding-{tag}.json"), "w"), indent=1)
-        torch.cuda.empty_cache()
-    for r in recs:
-        extra = {k: v for k, v in r.items() if k.endswith(("recall", "set", "modes", "select_ms", "peak_gib",
-                                                           "plan_gib"))}
-        print(f"{r['case']:<52} {r.get('median_ms') or float('nan'):9.2f} ms  "
-              + "  ".join(f"{k} {v:.4f}" for k, v in extra.items() if isinstance(v, float))
-              + (f"  {r['status']}" if r.get("status") != "ok" else ""))
+    run_records([agreement, last_chunk, forwards], "score-rounding", sys.argv[1], sys.argv[2],
+                show=("select_ms", "peak_gib", "plan_gib", "queries_same_list_both_modes")
+                + tuple(f"{mode}_{stat}" for mode in MODES for stat in ("strict_recall", "queries_official_set")))
 
 
 if __name__ == "__main__":

@@ -175,7 +175,7 @@ def main():
             r["median_ms"] = sorted(r["times"])[1]
             r["rel_diff_seesaw_vs_ws"] = diff
             res["composed"].append(r)
-        del inputs_, outs, fwd, prog, fn
+        inputs_ = outs = fwd = prog = fn = None      # freed before the next preset's
         result.clear()
         gc.collect()
         torch.cuda.empty_cache()

@@ -84,21 +84,24 @@ FORWARDS = [lambda: timed(forward_case("v4-flash 262144", "v4-flash", 262144, DE
             lambda: timed(forward_case("v3.2 131072", "v3.2", 131072, DEFAULT))]
 
 
-def run_records(cases, bench: str, out_dir: str, tag: str) -> list:
-    """Run each case (a function returning {case, digest, median_ms, ...}) into a record of tree `tag`, write
-    OUT_DIR/BENCH-TAG.json after each and print a table last; a case that fails is recorded and the rest run."""
+def run_records(cases, bench: str, out_dir: str, tag: str, preset_name: str = "v4-flash",
+                show: tuple = ("digest",)) -> list:
+    """Run each case (a function returning one record {case, median_ms, ...} or a list of them) into records of
+    tree `tag`, write OUT_DIR/BENCH-TAG.json after each and print a table last (the time, then the `show` fields a
+    record has); a case that fails is recorded under its function's name and the rest run."""
     recs = []
     for mk in cases:
         try:
-            rec = mk()
+            got = mk()
         except Exception as e:      # noqa: BLE001
-            rec = {"case": "?", "status": f"error: {type(e).__name__}: {str(e)[:300]}"}
-        rec = dict(base_record(bench, preset("v4-flash"), 1, 0, "composed"), tree=tag, **rec)
-        recs.append(rec)
+            got = {"case": getattr(mk, "__name__", "?"), "status": f"error: {type(e).__name__}: {str(e)[:300]}"}
+        for rec in (got if isinstance(got, list) else [got]):
+            recs.append(dict(base_record(bench, preset(preset_name), 1, 0, "composed"), tree=tag, **rec))
         json.dump(recs, open(os.path.join(out_dir, f"{bench}-{tag}.json"), "w"), indent=1)
         torch.cuda.empty_cache()
     for r in recs:
-        print(f"{tag:<8} {r['case']:<48} {r.get('median_ms', float('nan')):9.2f} ms  {r.get('digest')}"
+        fields = "".join(f"  {k} {r[k]:.4f}" if isinstance(r[k], float) else f"  {k} {r[k]}" for k in show if k in r)
+        print(f"{tag:<8} {r['case']:<56} {r.get('median_ms') or float('nan'):9.3f} ms{fields}"
               + (f"  {r['status']}" if r.get("status") != "ok" else ""))
     return recs
 

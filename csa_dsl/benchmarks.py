@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import platform
 import subprocess
@@ -193,34 +192,38 @@ def bench_indexer(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("t
     if spec.indexer is None:
         raise SpecError(f"{spec.name!r} is a {spec.layer.upper()} layer: it has no indexer to benchmark")
     recs = []
-    ix = spec.indexer
     bar = _bar(len(seqs) * len(paths), f"indexer {spec.name}", progress)
     for S in seqs:
         for path in paths:
             rec = base_record("indexer", spec, batch, S, path)
             rec["flop"] = indexer_flops(spec, batch, S)
             with reported(rec):
-                rec["seed"] = S
-                q, w, k = indexer_inputs(spec, batch, S, seed=S).values()
-                rec["quant"] = ix.quant.format if ix.quant is not None else None
-                if path == "triton":
-                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant,
-                                              score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
-                else:
-                    fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S,
-                                              quant=ix.quant, score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
-                rec["peak_gib"] = peak_above(fn)
-                rec["median_ms"] = time_ms(fn)
-                rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
-                if path == "triton" and spec.name in ("v4-flash", "v4-flash-bf16") and S in STREAMINDEX_H200_MS:
-                    rec["streamindex_h200_ms"] = STREAMINDEX_H200_MS[S]
-                if path == "triton":
-                    rec.update(_indexer_breakdown(spec, q, w, k))
-                del q, w, k
+                _time_indexer(rec, spec, batch, S, path)
             recs.append(rec)
             bar.update(1)
     bar.close()
     return recs
+
+
+def _time_indexer(rec: dict, spec: Pipeline, batch: int, S: int, path: str) -> None:
+    """One indexer record's numbers (its operands live only in this call)."""
+    ix = spec.indexer
+    rec["seed"] = S
+    q, w, k = indexer_inputs(spec, batch, S, seed=S).values()
+    rec["quant"] = ix.quant.format if ix.quant is not None else None
+    if path == "triton":
+        fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, quant=ix.quant,  # noqa: E731
+                                  score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
+    else:
+        fn = lambda: indexer_topk(q, w, k, ix.topk, spec.ratio, backend="torch", chunk=S,  # noqa: E731
+                                  quant=ix.quant, score_rounding=ix.score_rounding, fp8_mma=ix.fp8_mma)
+    rec["peak_gib"] = peak_above(fn)
+    rec["median_ms"] = time_ms(fn)
+    rec["tflops"] = rec["flop"] / (rec["median_ms"] * 1e-3) / 1e12
+    if path == "triton" and spec.name in ("v4-flash", "v4-flash-bf16") and S in STREAMINDEX_H200_MS:
+        rec["streamindex_h200_ms"] = STREAMINDEX_H200_MS[S]
+    if path == "triton":
+        rec.update(_indexer_breakdown(spec, q, w, k))
 
 
 def _indexer_breakdown(spec: Pipeline, q, w, k) -> dict:
@@ -348,7 +351,7 @@ def bench_composed(spec: Pipeline, seqs: Sequence[int], batch: int = 1, paths=("
                     rec["streamindex_h200"] = STREAMINDEX_H200_COMPOSED
             recs.append(rec)
             bar.update(1)
-        del inputs
+        inputs = None       # freed before the next length's
         _free_cuda()
     bar.close()
     return recs
@@ -404,7 +407,8 @@ def bench_varlen(spec: Pipeline, lengths: Sequence[int], budget: Optional[int] =
         rec["own_runs_ms"] = sum(own[L]["median_ms"] for L in lengths if L > 0)
         rec["packed_over_own"] = rec["median_ms"] / rec["own_runs_ms"]
         rec["round_ratios"] = [t / sum(times[L][i] for L in lengths if L > 0) for i, t in enumerate(times["packed"])]
-        del runs, cu, packed
+        runs.clear()
+        del cu, packed
     bar.close()
     return [rec] + [own[L] for L in distinct]
 

@@ -5,7 +5,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .._env import next_pow2
 from .naive import ROW_COLS, SEG_COLS
 
 __all__ = ["ROW_COLS", "SEG_COLS", "check_segments", "load_row_segments", "load_token_segments",
