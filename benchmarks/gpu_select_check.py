@@ -100,7 +100,8 @@ def run_records(cases, bench: str, out_dir: str, tag: str, preset_name: str = "v
         json.dump(recs, open(os.path.join(out_dir, f"{bench}-{tag}.json"), "w"), indent=1)
         torch.cuda.empty_cache()
     for r in recs:
-        fields = "".join(f"  {k} {r[k]:.4f}" if isinstance(r[k], float) else f"  {k} {r[k]}" for k in show if k in r)
+        fields = "".join(f"  {k} {r[k]:.4f}" if isinstance(r[k], float) else f"  {k} {r[k]}" for k in show
+                         if r.get(k) is not None)
         print(f"{tag:<8} {r['case']:<56} {r.get('median_ms') or float('nan'):9.3f} ms{fields}"
               + (f"  {r['status']}" if r.get("status") != "ok" else ""))
     return recs
