@@ -535,7 +535,9 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
 def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
     # Exact fallback, streaming over the row: its smallest and largest rank key (_rank_key), then
     # _kth_largest_key's bisection over that range (each count a pass over the row) and the smallest key at or above
-    # its bound, the K-th largest; then everything above it and the first ties in index order.
+    # its bound, the K-th largest; then everything above it and the first ties in index order. (Rows come here with
+    # more than CAP candidates, mostly from ties; where the K-th key is tied no probe counts exactly K, and the
+    # bisection takes log2(largest - smallest key) passes, not 32.)
     offs = tl.arange(0, BLK)
     lo = tl.full([], UINT32_MAX, tl.uint32)
     hi = tl.full([], 0, tl.uint32)

@@ -504,6 +504,6 @@ def format_pipeline(p: Pipeline) -> str:
         f"sink {'on' if a.sink else 'off'}, scale {a.softmax_scale:.6g}"
         f"{'' if a.scale is not None else ' (qk_dim^-0.5)'}, inverse RoPE {_fmt_rope(a.inverse_rope)}",
         "  kv rows    : " + (f"first {a.kv_quant_channels} channels {_fmt_quant(a.kv_quant)}"
-                              if a.kv_quant is not None else _fmt_quant(None)),
+                             if a.kv_quant is not None else _fmt_quant(None)),
     ]
     return "\n".join(lines)
