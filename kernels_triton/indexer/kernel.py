@@ -22,8 +22,8 @@ Per query chunk (rows [s_first, s_first + n)):
      candidate (a count a step, no sort), then everything above it and the first ties in index order are
      written.
    Rows of <= CAP visible entries skip the passes. If more than CAP values tie above
-   tau (adversarial input), the same bisection streams over the whole row (34 passes):
-   slow but always right. Two reads of the visible scores in all.
+   tau (adversarial input), the same bisection streams over the whole row (log2 of the
+   row's range of keys, and three more passes): slow but always right. Two reads of the visible scores in all.
    (Measured: writing group maxima from the score kernel to skip pass 1 cost the score
    kernel more than it saved: keys are on the MMA's M axis, so any max over keys
    crosses warps. See docs/performance.md.)
@@ -534,10 +534,11 @@ def _select_kernel(sc_ptr, gm_ptr, cand_ptr, out_ptr, seg_ptr,
 @triton.jit
 def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
     # Exact fallback, streaming over the row: its smallest and largest rank key (_rank_key), then
-    # _kth_largest_key's bisection over that range (each count a pass over the row) and the smallest key at or above
-    # its bound, the K-th largest; then everything above it and the first ties in index order. (Rows come here with
-    # more than CAP candidates, mostly from ties; where the K-th key is tied no probe counts exactly K, and the
-    # bisection takes log2(largest - smallest key) passes, not 32.)
+    # _kth_largest_key's bisection over that range (each count a pass over the row); then everything above its
+    # bound v and the first ties at v in index order. v need not be the K-th largest key itself: either the range
+    # closed on it, or exactly K keys are >= v, and then "above v, then ties at v" takes just those K. (Rows come
+    # here with more than CAP candidates, mostly from ties; where the K-th key is tied no probe counts exactly K,
+    # and the bisection takes log2(largest - smallest key) passes, not 32.)
     offs = tl.arange(0, BLK)
     lo = tl.full([], UINT32_MAX, tl.uint32)
     hi = tl.full([], 0, tl.uint32)
@@ -557,12 +558,8 @@ def _select_exact(row, orow, L, k_eff, idx_offset, BLK: tl.constexpr):
             c += tl.sum(((_rank_key(tl.load(row + b0 + offs, mask=inb, other=NEG_INF)) >= mid) & inb).to(tl.int32),
                         axis=0)
         a, b, n = _bisect_step(a, b, n, mid, c, k_eff)
-    v = tl.full([], UINT32_MAX, tl.uint32)
+    v = a
     n_gt = tl.full([], 0, tl.int32)
-    for b0 in range(0, L, BLK):
-        inb = b0 + offs < L
-        u = _rank_key(tl.load(row + b0 + offs, mask=inb, other=NEG_INF))
-        v = tl.minimum(v, tl.min(tl.where((u >= a) & inb, u, UINT32_MAX), axis=0))
     for b0 in range(0, L, BLK):
         x = tl.load(row + b0 + offs, mask=b0 + offs < L, other=NEG_INF)
         n_gt += tl.sum(((_rank_key(x) > v) & (b0 + offs < L)).to(tl.int32), axis=0)
