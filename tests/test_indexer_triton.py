@@ -8,7 +8,7 @@ import triton
 import triton.language as tl
 
 import csa_dsl
-from kernels_triton.indexer import kernel as indexer_kernel
+from kernels_triton.indexer import kernel as ki
 from kernels_triton.indexer import naive as ref
 from pipeline.metrics import tie_aware_recall
 from ptxas_report import ptxas_usage
@@ -44,7 +44,6 @@ def test_indexer_topk_matches_reference(B, S, HI, DI, K, m, chunk):
 
 def test_score_kernel_tiles():
     """Visible scores equal the reference to fp32 rounding; the diagonal tile is -inf past each row's end."""
-    from kernels_triton.indexer import kernel as ki
     S, HI, DI, m = 150, 16, 32, 4
     q, w, k = _inputs(1, S, HI, DI, m, seed=1)
     s0, n = 64, 70
@@ -64,7 +63,6 @@ def test_score_kernel_tiles():
 def _select_exactly(scores: torch.Tensor, K: int, s_first: int) -> torch.Tensor:
     """select_chunk's lists of `scores` (ratio 1: row r sees s_first + r + 1 columns), each checked against the
     exact top-K of its row (ties to the smaller column)."""
-    from kernels_triton.indexer import kernel as ki
     out = torch.full((scores.shape[0], K), -7, dtype=torch.int32)
     ki.select_chunk(scores, out, s_first=s_first, ratio=1, k_eff=K, topk=K)
     for r in range(scores.shape[0]):
@@ -91,7 +89,6 @@ def test_select_any_row_width_and_a_nan_threshold():
     threshold path, its float compare included), equal to the exact top-k (NaN below every number, ties to the
     smaller row). A row where fewer than K of the CAP groups hold a number has NaN's key as threshold: it takes
     the exact walk."""
-    from kernels_triton.indexer import kernel as ki
     n, K, s_first = 12, 8, 40                      # CAP 16; rows see 41..52 of 62 columns
     g = torch.Generator().manual_seed(5)
     wide = torch.randn(n, 64, generator=g).round(decimals=1)      # ties as well
@@ -117,9 +114,9 @@ def test_select_threshold_bound_and_the_candidates_range():
     bound: a few more candidates), and the K-th key among the candidates between it and the largest one: the
     same lists as the exact top-k. The threshold is a group maximum's key, a float's: rows where a bound
     2^TAU_SLACK keys below it would leave the floats (a threshold of -inf, or of -3.4e38, within 4,096 keys of
-    it) take -inf, so every column is a candidate and the exact walk writes the row; a row whose candidates all share one key (lo = hi) takes the first K of them; group maxima
-    within fewer than 2^TAU_SLACK keys of each other need no round."""
-    from kernels_triton.indexer import kernel as ki
+    it) take -inf, so every column is a candidate and the exact walk writes the row; a row whose candidates all
+    share one key (lo = hi) takes the first K of them; group maxima within fewer than 2^TAU_SLACK keys of each
+    other need no round."""
     assert 0 < ki.TAU_SLACK < 23
     n, K, s_first = 6, 8, 40                       # CAP 16; rows see 41..46 columns
     g = torch.Generator().manual_seed(11)
@@ -154,7 +151,6 @@ def test_select_threshold_bound_and_the_candidates_range():
 def test_select_long_rows_every_branch(dist):
     """Rows far longer than CAP (K = 4 -> CAP = 16): L <= K, L <= CAP, the threshold path with an odd
     number of blocks, and (few_values: > CAP candidates tie at the threshold) the exact fallback."""
-    from kernels_triton.indexer import kernel as ki
     K, ld = 4, 320
     n = 8 if dist == "few_values" else 40   # the exact fallback is slow in the interpreter
     g = torch.Generator().manual_seed(len(dist))
@@ -191,7 +187,6 @@ def test_select_rows_over_every_segment(dist):
     """Rows long enough for all of pass 2's segments (each a warp's contiguous part of the row, its candidates
     in slots of its own): the top K in index order, whether the candidates spread over every segment, sit in
     the last one, or tie in one segment past CAP (then the exact fallback)."""
-    from kernels_triton.indexer import kernel as ki
     K, n, ld = 8, 6, 3000
     g = torch.Generator().manual_seed(7)
     scores = torch.randn(n, ld, generator=g)
@@ -230,7 +225,6 @@ def test_select_eight_segments(dist):
 
 def test_select_refuses_a_candidate_buffer_too_small():
     """A caller's candidate buffer of the old layout (CAP int64 slots a row) is refused before any launch."""
-    from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.cost import candidate_slots, select_capacity
     scores, out = torch.zeros(4, 64), torch.zeros(4, 8, dtype=torch.int32)
     for bad in (torch.empty(4, select_capacity(8), dtype=torch.int64), torch.empty(4, candidate_slots(8) - 1,
@@ -240,7 +234,6 @@ def test_select_refuses_a_candidate_buffer_too_small():
 
 
 def test_select_negative_zero_and_short_rows():
-    from kernels_triton.indexer import kernel as ki
     n, K = 5, 4
     scores = torch.full((n, 64), float("nan"))
     scores[:, :8] = torch.tensor([-0.0, 0.0, -1.0, 0.0, -0.0, 2.0, -0.0, 0.0])
@@ -289,7 +282,6 @@ def test_bf16_operands_are_right_in_the_interpreter():
 def test_nan_scores_rank_last_every_branch():
     """NaN scores rank below every number in each selection branch (short rows, threshold path with NaN
     groups and NaN padding, exact fallback), as the reference's order keys say."""
-    from kernels_triton.indexer import kernel as ki
     g = torch.Generator().manual_seed(1)
     n, ld, K = 8, 320, 4
     for frac in (0.3, 0.9, 1.0):
@@ -399,7 +391,6 @@ def test_gluon_walk_at_ratio_1_does_not_spill(fp8_mma):
 def test_gluon_walk_takes_64_by_128_only():
     """Which scores the Gluon walk takes (the rest go to _score_kernel), which shape it takes, and a bad `walk`
     refused before launch."""
-    from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.score_gluon import WALK_2X4, WALK_4X2, gluon_walk, gluon_walk_fits
     fp8 = torch.float8_e4m3fn
     for dt in (fp8, torch.bfloat16):        # FP8 packed values; bf16 raw operands or V3.2's e4m3 values as bf16
@@ -431,7 +422,7 @@ def _rank_keys(x: torch.Tensor) -> torch.Tensor:
 def _threshold_range_probe(gm_ptr, out_ptr, k, CAP: tl.constexpr):
     offs = tl.arange(0, CAP)
     gm = tl.load(gm_ptr + tl.program_id(0) * CAP + offs)
-    lo, hi = indexer_kernel._threshold_range(gm, indexer_kernel._rank_key(gm), k, CAP)
+    lo, hi = ki._threshold_range(gm, ki._rank_key(gm), k, CAP)
     tl.store(out_ptr + tl.program_id(0) * 2, lo.to(tl.int64))
     tl.store(out_ptr + tl.program_id(0) * 2 + 1, hi.to(tl.int64))
 
@@ -446,11 +437,11 @@ def _threshold_ranges(rows: torch.Tensor, k: int) -> torch.Tensor:
 @triton.jit
 def _kth_largest_probe(x_ptr, out_ptr, k, n_has, SLACK: tl.constexpr, N: tl.constexpr):
     offs = tl.arange(0, N)
-    u = indexer_kernel._rank_key(tl.load(x_ptr + tl.program_id(0) * N + offs))
+    u = ki._rank_key(tl.load(x_ptr + tl.program_id(0) * N + offs))
     has = offs < n_has
-    lo = tl.min(tl.where(has, u, indexer_kernel.UINT32_MAX), axis=0)
+    lo = tl.min(tl.where(has, u, ki.UINT32_MAX), axis=0)
     hi = tl.max(tl.where(has, u, 0), axis=0)
-    tl.store(out_ptr + tl.program_id(0), indexer_kernel._kth_largest_key(u, has, k, lo, hi, SLACK).to(tl.int64))
+    tl.store(out_ptr + tl.program_id(0), ki._kth_largest_key(u, has, k, lo, hi, SLACK).to(tl.int64))
 
 
 @pytest.mark.parametrize("slack", [0, 12])
@@ -509,7 +500,7 @@ def test_select_threshold_range_holds_the_kth_maximum():
     kth = keys.sort(1, descending=True).values[:, k - 1]
     assert ((lo[:, 0] <= kth) & (kth <= hi[:, 0])).all()
     # the bisection's rounds are log2(hi - lo) less TAU_SLACK: 19 from the smallest and the largest key here
-    rounds = lambda lo, hi: max(int(hi - lo).bit_length() - indexer_kernel.TAU_SLACK, 0)      # noqa: E731
+    rounds = lambda lo, hi: max(int(hi - lo).bit_length() - ki.TAU_SLACK, 0)      # noqa: E731
     for r in range(both.shape[0]):
         assert rounds(keys[r].min(), keys[r].max()) == 19
         assert rounds(lo[r, 0], hi[r, 0]) <= 12, (r, hex(lo[r, 0]), hex(hi[r, 0]))
@@ -520,7 +511,6 @@ def test_select_takes_the_scores_group_maxima():
     """select_chunk with `gmax` (the group maxima the Gluon walk keeps) skips its pass 1 and gives the same lists:
     gmax from naive.group_maxima (NaN rows, NaN groups, -0.0, infinite maxima, rows shorter and longer than CAP),
     and a gmax that is not the maxima changes them (so the kernel reads it)."""
-    from kernels_triton.indexer import kernel as ki
     from kernels_triton.indexer.cost import candidate_slots, select_capacity
     topk, m, s_first, n = 8, 1, 5, 40
     cap = select_capacity(topk)                 # 16: rows from 17 visible columns on take the threshold path
@@ -555,7 +545,6 @@ def test_select_pass2_stays_inside_warps():
     (benchmarks/results/walk4-h200/); then the votes instead of a scan of shuffles, top-1,024 0.258 -> 0.238 ms
     (benchmarks/results/select-votes-h200/)."""
     from kernels_triton.indexer import ir as indexer_ir
-    from kernels_triton.indexer import kernel as ki
     for topk, warps in ((512, 4), (2048, 8)):
         ttgir = indexer_ir.compile_ir("select", window=128, topk=topk)["ttgir"]
         layouts = dict(re.findall(r"^(#blocked\d*) = (#ttg\.blocked<.*>)$", ttgir, re.M))
